@@ -8,6 +8,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.ponder-installed
 NPROC  := $(shell nproc 2>/dev/null || echo 2)
+export CMAKE_ARGS
 
 .PHONY: run test bench lint clean
 

@@ -49,6 +49,7 @@ from engine.errors import (
     UnsupportedModelError,
     WrongThreadError,
 )
+from engine.fastsample import logsumexp_rows, sample_rows
 from engine.gguf_info import GGUFInfo, file_identity, read_gguf
 from engine.sampling import SamplingParams
 
@@ -166,7 +167,8 @@ class Branch:
     _text_parts: list[str] = field(default_factory=list, repr=False)
     _text_len: int = 0
     _decoder: Any = field(default=None, repr=False)
-    _sampler: Any = field(default=None, repr=False)
+    _sampler: Any = field(default=None, repr=False)  # llama.cpp sampler chain, or None when
+    _rng: Any = field(default=None, repr=False)  # ... the plain chain samples in numpy (fastsample)
     _logits: tuple[int, int, int] | None = field(default=None, repr=False)  # (epoch, batch idx, out idx)
     freed: bool = False
 
@@ -193,6 +195,11 @@ class Branch:
     @property
     def pending(self) -> int:
         return len(self.tokens) - self.n_past
+
+
+def plain_chain(p: SamplingParams) -> bool:
+    """Temperature sampling with no truncation: the search-and-learn default, sampled in numpy."""
+    return not p.greedy and p.top_k == 0 and p.top_p >= 1.0 and p.min_p == 0.0
 
 
 @dataclass(frozen=True)
@@ -474,7 +481,10 @@ class Backend:
         )
         self._next_id += 1
         b._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        b._sampler = self._make_sampler(params)
+        if plain_chain(params):
+            b._rng = np.random.Generator(np.random.PCG64(params.seed))
+        else:
+            b._sampler = self._make_sampler(params)
         self._branches[b.id] = b
         return b
 
@@ -601,16 +611,6 @@ class Backend:
         for b in list(self._branches.values()):
             self.free(b)
 
-    def kv_cells_used(self) -> int:
-        """An upper bound of the cells in use: sum over live sequences of their position span."""
-        self._check_thread()
-        total = 0
-        for b in self._branches.values():
-            hi = llama_cpp.llama_memory_seq_pos_max(self._mem, b.seq)
-            if hi >= 0:
-                total += hi - llama_cpp.llama_memory_seq_pos_min(self._mem, b.seq) + 1
-        return total
-
     def seq_positions(self, branch: Branch) -> tuple[int, int]:
         """(min, max) position the cache holds for a branch; (-1, -1) when empty."""
         self._check_thread()
@@ -736,25 +736,44 @@ class Backend:
             return []
         t0 = time.perf_counter()
         epoch = self._epoch
-        rows = None
-        if want_logprobs:
-            # All output rows of the last decode, in batch order; valid until the next decode.
-            n_out = max(b._logits[2] for b in branches) + 1
-            ptr = llama_cpp.llama_get_logits(self._ctx)
-            rows = np.ctypeslib.as_array(ptr, shape=(n_out, self.n_vocab))
-            idx = [b._logits[2] for b in branches]
-            sub = rows[idx]
-            m = sub.max(axis=1)
-            lse = m + np.log(np.exp(sub - m[:, None]).sum(axis=1))
-        events = []
-        n_ctx = self.n_ctx
-        for k, b in enumerate(branches):
+        for b in branches:
             lg = b._logits
             if lg is None or lg[0] != epoch:  # llama.cpp asserts (kills the process) on a row without logits
                 raise InvalidRequestError(f"branch {b.id} has no logits to sample from")
-            tok = int(llama_cpp.llama_sampler_sample(b._sampler, self._ctx, lg[1]))
+        # All output rows of the last decode, in batch order; valid until the next decode.
+        n_out = max(b._logits[2] for b in branches) + 1
+        rows = np.ctypeslib.as_array(llama_cpp.llama_get_logits(self._ctx), shape=(n_out, self.n_vocab))
+        toks = [0] * len(branches)
+        lps = [0.0] * len(branches)
+        fast = [i for i, b in enumerate(branches) if b._rng is not None]
+        if fast:
+            sub = rows[[branches[i]._logits[2] for i in fast]]  # a copy: sampling may ban tokens in it
+            lse = logsumexp_rows(sub) if want_logprobs else None
+            eog = np.asarray(self.eog_tokens()) if any(branches[i].params.ignore_eos for i in fast) else None
+            drawn = sample_rows(
+                sub,
+                [branches[i].params.temperature for i in fast],
+                [branches[i]._rng.random() for i in fast],
+                [eog if branches[i].params.ignore_eos else None for i in fast],
+            )
+            for j, i in enumerate(fast):
+                toks[i] = drawn[j]
+                if lse is not None:  # the model's logprob (T=1, nothing banned), from the raw row
+                    lps[i] = float(rows[branches[i]._logits[2], drawn[j]] - lse[j])
+        chain = [i for i, b in enumerate(branches) if b._rng is None]
+        if chain:
+            for i in chain:
+                b = branches[i]
+                toks[i] = int(llama_cpp.llama_sampler_sample(b._sampler, self._ctx, b._logits[1]))
+            if want_logprobs:
+                sub = rows[[branches[i]._logits[2] for i in chain]]
+                lse = logsumexp_rows(sub)
+                for j, i in enumerate(chain):
+                    lps[i] = float(sub[j, toks[i]] - lse[j])
+        events = []
+        n_ctx = self.n_ctx
+        for b, tok, lp in zip(branches, toks, lps, strict=True):
             b._logits = None
-            lp = float(rows[lg[2], tok] - lse[k]) if rows is not None else 0.0
             b.tokens.append(tok)
             b.logprobs.append(lp)
             if llama_cpp.llama_vocab_is_eog(self._vocab, tok):

@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.add_argument("--n", type=_int_list, default=[1, 4, 8, 16], help="sample counts (default 1,4,8,16)")
     p.add_argument("--tokens", type=int, default=128, help="new tokens per sample (default 128)")
+    p.add_argument("--repeat", type=int, default=3, help="runs per measurement; the median is shown")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return ap
 
@@ -258,10 +259,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     if args.tokens < 1:
         raise InvalidRequestError("--tokens must be >= 1")
+    if args.repeat < 1:
+        raise InvalidRequestError("--repeat must be >= 1")
     need = 512 + max(args.n) * args.tokens + 64
     config = _config(args, n_ctx=max(args.ctx or 0, need, 1024), n_seq_max=max(8, max(args.n) + 1))
     say = None if args.json else (lambda s: print(s, file=sys.stderr, flush=True))
-    result = run_bench(_model_path(args), ns=args.n, max_tokens=args.tokens, config=config, progress=say)
+    result = run_bench(
+        _model_path(args), ns=args.n, max_tokens=args.tokens, config=config, progress=say, repeat=args.repeat
+    )
     if args.json:
         _print_json(result)
     else:

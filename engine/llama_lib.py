@@ -25,9 +25,9 @@ _LOG: collections.deque[tuple[int, int, str]] = collections.deque(maxlen=400)  #
 _LOG_ECHO = os.environ.get("PONDER_LLAMA_LOG") == "1"
 _state = {"initialised": False, "serial": 0, "last_level": 1}
 
-# ggml_log_level: 0 none, 1 info, 2 warn, 3 error, 4 debug, 5 continue previous
-LOG_WARN = 2
-LOG_ERROR = 3
+# ggml_log_level in this llama.cpp: 0 none, 1 debug, 2 info, 3 warn, 4 error, 5 continue previous
+LOG_WARN = 3
+LOG_ERROR = 4
 
 
 @llama_cpp.llama_log_callback

@@ -58,12 +58,13 @@ class BackendWorker:
         self._thread.start()
 
     def _run(self, model_path: str, config: BackendConfig | None) -> None:
+        backend: Backend | None = None
         try:
             backend = Backend(model_path, config)
-        except BaseException as e:  # reported through the future, the thread ends cleanly
+        except BaseException as e:  # reported through every future; the loop still drains the queue
             self._loaded.set_exception(e)
-            return
-        self._loaded.set_result(backend)
+        else:
+            self._loaded.set_result(backend)
         try:
             while True:
                 item = self._q.get()
@@ -72,12 +73,16 @@ class BackendWorker:
                 fut, fn, args, kwargs = item
                 if not fut.set_running_or_notify_cancel():
                     continue
+                if backend is None:
+                    fut.set_exception(self._loaded.exception())
+                    continue
                 try:
                     fut.set_result(fn(backend, *args, **kwargs))
                 except BaseException as e:
                     fut.set_exception(e)
         finally:
-            backend.close()
+            if backend is not None:
+                backend.close()
             # Fail whatever is still queued rather than leaving callers waiting forever.
             while True:
                 try:
@@ -92,13 +97,14 @@ class BackendWorker:
         The returned backend may only be *read* from here (info, config), not used."""
         return self._loaded.result(timeout)
 
+    @property
+    def load_failed(self) -> bool:
+        return self._loaded.done() and self._loaded.exception() is not None
+
     def submit(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Future[T]:
         if self._closed:
             raise WorkerClosedError("The model was unloaded.")
         fut: Future[T] = Future()
-        if self._loaded.done() and self._loaded.exception() is not None:
-            fut.set_exception(self._loaded.exception())  # type: ignore[arg-type]
-            return fut
         self._q.put((fut, fn, args, kwargs))
         return fut
 
@@ -110,7 +116,8 @@ class BackendWorker:
             return
         self._closed = True
         self._q.put(_STOP)
-        self._thread.join(timeout)
+        if threading.current_thread() is not self._thread:  # a done-callback may close it too
+            self._thread.join(timeout)
 
     def __enter__(self) -> BackendWorker:
         return self

@@ -39,12 +39,10 @@ class EngineBridge(QObject):
         return self._worker
 
     def _on_loaded(self, fut: Any) -> None:
-        err = fut.exception()
-        if err is None:
+        # A load error reaches the user through the run that triggered the load (one dialog, not
+        # two); that run's end drops the worker, and the next run tries to load again.
+        if fut.exception() is None:
             self.loaded.emit(fut.result())
-        else:
-            self._worker = None
-            self.failed.emit(_message(err))
 
     def sample(self, prompt: str, n: int, params: SamplingParams) -> None:
         """Render ``prompt`` with the chat template and sample ``n`` answers in one batch."""
@@ -83,13 +81,17 @@ class EngineBridge(QObject):
 
         t0 = time.monotonic()
         try:
-            fut = self._ensure_worker().submit(work)
+            worker = self._ensure_worker()
+            fut = worker.submit(work)
         except PonderError as e:
             self.busy = False
             self.failed.emit(str(e))
             return
 
         def done(f: Any) -> None:
+            if worker.load_failed and self._worker is worker:
+                self._worker = None
+                worker.close()
             self.busy = False
             err = f.exception()
             if err is not None:

@@ -186,12 +186,13 @@ def test_cancellation_stops_within_a_few_tokens(fresh):
 
 def test_fork_and_prune_hundreds_of_branches_never_runs_out_of_cells(model_path):
     """A beam-search-like loop: 4 beams, 2 children each, keep the 4 best, restart every 15 rounds.
-    Without freeing, the 2,400 forks would need ~15,000 cells of a 1,024-cell cache."""
+    Without freeing, the 2,400 forks would need ~7,000 cells of a 1,024-cell cache: a leak would
+    end in KVCacheFullError long before round 300."""
     from engine.backend import Backend, BackendConfig
 
     with Backend(model_path, BackendConfig(n_ctx=1024, n_seq_max=16, n_batch=256)) as b:
         prompt = b.chat_tokens(LIST)
-        params = SamplingParams(seed=0, max_tokens=6, temperature=1.0, ignore_eos=True)
+        params = SamplingParams(seed=0, max_tokens=3, temperature=1.0, ignore_eos=True)
         root = b.root(prompt, params)
         b.prefill([root])
         beams = [root]
@@ -217,13 +218,13 @@ def test_fork_and_prune_hundreds_of_branches_never_runs_out_of_cells(model_path)
                 if x is not root:
                     b.free(x)
             beams = kids[:4]
-            assert b.kv_cells_used() < 1024 * 4  # a bound on tagged spans, not cells
         assert forks >= 2400
         for x in beams:
             b.free(x)
         b.free(root)
         assert b.branches == []
         assert b.free_slots == 16
+        assert all(b.seq_positions(x) == (-1, -1) for x in beams)
 
 
 def test_sequence_slots_are_bounded_and_checked(model_path):
