@@ -47,3 +47,11 @@ def isolated_dirs(tmp_path, monkeypatch) -> Path:
     monkeypatch.delenv("PONDER_MODEL_DIRS", raising=False)
     monkeypatch.delenv("PONDER_MODEL", raising=False)
     return home
+
+
+def pytest_unconfigure(config):
+    # llama_cpp._utils opens /dev/null twice at import and never closes it; silence the two
+    # ResourceWarnings Python prints for them at exit (nothing of ours: they'd trail pytest's summary).
+    import warnings
+
+    warnings.filterwarnings("ignore", category=ResourceWarning, message=r"unclosed file .*name='/dev/null'")

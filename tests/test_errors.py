@@ -160,3 +160,24 @@ def test_bad_model_in_a_subprocess_exits_cleanly(tmp_path):
         assert r.returncode == 2, r.stderr
         assert r.stderr.startswith("ponder: error: Cannot load model")
         assert "Traceback" not in r.stderr
+
+
+def test_corrupted_headers_raise_typed_errors_only(tmp_path, model_path):
+    """Random damage to the header (first 64 KB) of a real GGUF: read_gguf either succeeds or raises
+    a ModelLoadError subclass, never anything else, and never hangs."""
+    head = bytearray(open(model_path, "rb").read(65536))
+    rng = np.random.default_rng(0)
+    p = tmp_path / "damaged.gguf"
+    outcomes = {"ok": 0, "error": 0}
+    for _ in range(300):
+        data = bytearray(head)
+        for pos in rng.integers(4, 4096, size=rng.integers(1, 6)):
+            data[pos] = rng.integers(0, 256)
+        cut = int(rng.integers(8, len(data)))
+        p.write_bytes(bytes(data[:cut]))
+        try:
+            read_gguf(p)
+            outcomes["ok"] += 1
+        except ModelLoadError:
+            outcomes["error"] += 1
+    assert outcomes["error"] > 0
