@@ -412,6 +412,9 @@ class Backend:
         self._check_thread()
         return b"".join(self.piece(t) for t in tokens).decode("utf-8", errors="replace")
 
+    def bos_token(self) -> int:
+        return int(llama_cpp.llama_vocab_bos(self._vocab))
+
     def _special_text(self, token: int) -> str:
         if token < 0:
             return ""
@@ -799,6 +802,112 @@ class Backend:
         text = b.text
         tail = text[max(0, len(text) - n_new - longest + 1) :]
         return any(s in tail for s in b.params.stop)
+
+    def next_token_logprobs(self, branch: Branch, token_ids: Sequence[int]) -> np.ndarray:
+        """Logprobs of ``token_ids`` as the next token after everything ``branch`` holds (its
+        pending tokens are decoded first). For verdict tokens of judges and PRMs."""
+        self._check_thread()
+        self._check_live(branch)
+        if branch.pending > 0 or branch._logits is None or branch._logits[0] != self._epoch:
+            if branch.pending == 0:
+                self._rewind_one(branch)
+            self.prefill([branch])
+        return self._rows_logprobs([branch], token_ids)[0]
+
+    def _rows_logprobs(self, branches: Sequence[Branch], token_ids: Sequence[int]) -> np.ndarray:
+        for b in branches:
+            lg = b._logits
+            if lg is None or lg[0] != self._epoch:
+                raise InvalidRequestError(f"branch {b.id} has no logits to read")
+        n_out = max(b._logits[2] for b in branches) + 1
+        rows = np.ctypeslib.as_array(llama_cpp.llama_get_logits(self._ctx), shape=(n_out, self.n_vocab))
+        sub = rows[[b._logits[2] for b in branches]].astype(np.float64)
+        lse = logsumexp_rows(sub)
+        return sub[:, list(token_ids)] - lse[:, None]
+
+    def read_positions(
+        self,
+        branches: Sequence[Branch],
+        positions: Sequence[Sequence[int]],
+        token_ids: Sequence[int],
+        cancel: Callable[[], bool] | None = None,
+    ) -> list[np.ndarray]:
+        """Decode every pending token of ``branches`` (packed into shared batches) and return, per
+        branch, the log-softmax over ``token_ids`` of the logits *at* each absolute position in
+        ``positions`` (each must be pending: >= n_past). For token PRMs that read a verdict at every
+        step tag in one pass."""
+        self._check_thread()
+        for b, pos in zip(branches, positions, strict=True):
+            self._check_live(b)
+            bad = [p for p in pos if not b.n_past <= p < len(b.tokens)]
+            if bad:
+                raise InvalidRequestError(f"position {bad[0]} of branch {b.id} is not pending")
+        out = [np.empty((len(p), len(token_ids))) for p in positions]
+        want = [dict((p, j) for j, p in enumerate(pos)) for pos in positions]
+        cap = self.config.n_batch
+        batch = self._batch
+        ids = list(token_ids)
+        todo = [i for i, b in enumerate(branches) if b.pending > 0]
+        while todo:
+            if cancel is not None and cancel():
+                raise Cancelled()
+            n = 0
+            reads: list[tuple[int, int, int]] = []  # (branch index, position, batch idx) per output row
+            plan: list[tuple[int, int]] = []
+            for i in todo:
+                b = branches[i]
+                take = min(b.pending, cap - n)
+                if take <= 0:
+                    break
+                for k in range(take):
+                    pos = b.n_past + k
+                    batch.token[n] = b.tokens[pos]
+                    batch.pos[n] = pos
+                    batch.n_seq_id[n] = 1
+                    batch.seq_id[n][0] = b.seq
+                    last = k == take - 1 and take == b.pending
+                    out_here = pos in want[i] or last
+                    batch.logits[n] = 1 if out_here else 0
+                    if out_here:
+                        reads.append((i, pos, n))
+                    n += 1
+                plan.append((i, take))
+            self._decode(n, len(todo))
+            rows = np.ctypeslib.as_array(
+                llama_cpp.llama_get_logits(self._ctx), shape=(len(reads), self.n_vocab)
+            )
+            for r, (i, pos, idx) in enumerate(reads):
+                if pos in want[i]:
+                    row = rows[r].astype(np.float64)
+                    m = row.max()
+                    out[i][want[i][pos]] = row[ids] - (m + np.log(np.exp(row - m).sum()))
+                if pos == len(branches[i].tokens) - 1:
+                    branches[i]._logits = (self._epoch, idx, r)
+            for i, take in plan:
+                branches[i].n_past += take
+            todo = [i for i in todo if branches[i].pending > 0]
+        return out
+
+    def batch_next_token_logprobs(self, branches: Sequence[Branch], token_ids: Sequence[int]) -> np.ndarray:
+        """:meth:`next_token_logprobs` for many branches, packed into as few decodes as fit the batch
+        (rows follow ``branches``)."""
+        self._check_thread()
+        for b in branches:
+            self._check_live(b)
+            if b.pending == 0:  # its row would not survive the group's decode: re-decode its last token
+                self._rewind_one(b)
+        out = np.empty((len(branches), len(token_ids)), dtype=np.float64)
+        cap = self.config.n_batch
+        i = 0
+        while i < len(branches):
+            group, used = [], 0
+            while i < len(branches) and (not group or used + branches[i].pending <= cap):
+                group.append(branches[i])
+                used += branches[i].pending
+                i += 1
+            self.prefill(group)  # one decode when the group fits, several for one long branch
+            out[i - len(group) : i] = self._rows_logprobs(group, token_ids)
+        return out
 
     def score_tokens(
         self, tokens: Sequence[int], start: int, cancel: Callable[[], bool] | None = None

@@ -1,0 +1,476 @@
+"""Process reward models: one interface that scores every step of every candidate, batched.
+
+``prm.score(question, candidates, finished)`` takes each candidate as its list of steps (a step
+ends at the delimiter, ``"\\n\\n"`` by default, which stays in its text) and returns one score in
+[0, 1] per step. Step scores become one number per candidate by :func:`aggregate`
+(last / min / prod / mean; the paper found "last" best).
+
+Implementations:
+
+* :class:`JudgePRM` — any instruct GGUF (by default the policy model itself) asked, after each step,
+  whether the last step is correct; the score is P(yes) / (P(yes) + P(no)) at the verdict token.
+  The question is decoded once and shared by every candidate; all candidates' step k are judged
+  in one batch.
+* :class:`TokenPRM` — PRM GGUFs in Math-Shepherd format (a step tag after each step, P(good) vs
+  P(bad) at the tag) or RLHFlow's chat format (P(+) vs P(-) as the assistant's answer to each step).
+* :class:`ArithmeticPRM` — re-computes every ``a op b = c`` claim of a step (and GSM8K's
+  ``<<a*b=c>>``) exactly, with fractions and a small parser (never ``eval``); a step without a claim
+  is neutral (0.5).
+* :class:`ReferencePRM` — the final answer against the known answer: the pass@N oracle.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any, Protocol
+
+from engine.answers import extract_answer, is_correct
+from engine.errors import InvalidRequestError, PonderError
+
+AGGREGATIONS = ("last", "min", "prod", "mean")
+NEUTRAL = 0.5
+
+
+def split_steps(text: str, delimiter: str = "\n\n") -> list[str]:
+    """A solution's steps, each keeping its delimiter (so ``"".join(steps) == text``); empty or
+    whitespace-only pieces are merged into the step before them."""
+    if not text:
+        return []
+    parts = text.split(delimiter)
+    steps: list[str] = []
+    for i, part in enumerate(parts):
+        piece = part + (delimiter if i < len(parts) - 1 else "")
+        if not piece:
+            continue
+        if steps and not part.strip():
+            steps[-1] += piece
+        else:
+            steps.append(piece)
+    return steps
+
+
+def aggregate(step_scores: Sequence[float], how: str = "last") -> float:
+    if how not in AGGREGATIONS:
+        raise InvalidRequestError(f"aggregation must be one of {', '.join(AGGREGATIONS)}")
+    if not step_scores:
+        return 0.0
+    if how == "last":
+        return float(step_scores[-1])
+    if how == "min":
+        return float(min(step_scores))
+    if how == "prod":
+        return float(math.prod(step_scores))
+    return float(sum(step_scores) / len(step_scores))
+
+
+class PRM(Protocol):
+    name: str
+    tokens_used: int
+
+    def score(
+        self,
+        question: str,
+        candidates: Sequence[Sequence[str]],
+        finished: Sequence[bool] | None = None,
+        cancel: Callable[[], bool] | None = None,
+    ) -> list[list[float]]: ...
+
+
+def _check_candidates(candidates: Sequence[Sequence[str]]) -> None:
+    for c in candidates:
+        if isinstance(c, str):
+            raise InvalidRequestError("each candidate is a list of steps, not a string (use split_steps)")
+
+
+# --- arithmetic ------------------------------------------------------------------------------------
+
+_NUM = r"\d[\d,]*(?:\.\d+)?|\.\d+"
+_CALC = re.compile(r"<<([^<>=]+)=([^<>]+)>>")
+_RHS = re.compile(r"=\s*\$?\s*(-?(?:" + _NUM + r"))(?![\d.]*[a-zA-Z(])")
+_LHS_CHARS = re.compile(r"[\d\s.,+\-*/×÷xX()$]+$")
+
+
+class _Expr:
+    """A recursive-descent parser for + - * / × ÷ x and parentheses over exact fractions."""
+
+    def __init__(self, text: str) -> None:
+        t = text.replace("$", "").replace(",", "").replace("×", "*").replace("÷", "/")
+        t = re.sub(r"(?<=[\d)])\s*[xX]\s*(?=[\d(])", "*", t)
+        self.toks = re.findall(r"\d+(?:\.\d+)?|\.\d+|[+\-*/()]|\S", t)
+        self.i = 0
+        self.ops = 0
+        self.nums = 0
+
+    def parse(self) -> Fraction:
+        v = self.expr()
+        if self.i != len(self.toks):
+            raise ValueError("trailing input")
+        return v
+
+    def peek(self) -> str | None:
+        return self.toks[self.i] if self.i < len(self.toks) else None
+
+    def take(self) -> str:
+        tok = self.toks[self.i]
+        self.i += 1
+        return tok
+
+    def expr(self) -> Fraction:
+        v = self.term()
+        while self.peek() in ("+", "-"):
+            op = self.take()
+            self.ops += 1
+            r = self.term()
+            v = v + r if op == "+" else v - r
+        return v
+
+    def term(self) -> Fraction:
+        v = self.factor()
+        while self.peek() in ("*", "/"):
+            op = self.take()
+            self.ops += 1
+            r = self.factor()
+            if op == "/" and r == 0:
+                raise ZeroDivisionError
+            v = v * r if op == "*" else v / r
+        return v
+
+    def factor(self) -> Fraction:
+        tok = self.peek()
+        if tok == "-":
+            self.take()
+            return -self.factor()
+        if tok == "(":
+            self.take()
+            v = self.expr()
+            if self.peek() != ")":
+                raise ValueError("unbalanced")
+            self.take()
+            return v
+        if tok is not None and re.fullmatch(r"\d+(?:\.\d+)?|\.\d+", tok):
+            self.take()
+            self.nums += 1
+            return Fraction(tok)
+        raise ValueError(f"unexpected {tok!r}")
+
+
+def _matches(value: Fraction, claimed: str) -> bool:
+    c = Fraction(claimed.replace(",", ""))
+    if value == c:
+        return True
+    decimals = len(claimed.split(".")[1]) if "." in claimed else 0
+    # "10 / 3 = 3.33": the claim is right to the precision it states.
+    return decimals > 0 and abs(value - c) <= Fraction(1, 2 * 10**decimals)
+
+
+def arithmetic_claims(step: str) -> list[tuple[str, str, bool]]:
+    """Every checkable claim in a step: (left side, claimed result, correct?)."""
+    claims = []
+    for m in _CALC.finditer(step):
+        try:
+            e = _Expr(m.group(1))
+            v = e.parse()
+            claims.append((m.group(1).strip(), m.group(2).strip(), _matches(v, m.group(2).strip())))
+        except (ValueError, ZeroDivisionError, ArithmeticError):
+            continue
+    text = _CALC.sub(" ", step)
+    for m in _RHS.finditer(text):
+        lhs_m = _LHS_CHARS.search(text[: m.start()])
+        if not lhs_m:
+            continue
+        lhs = lhs_m.group(0).strip().lstrip(")").strip()
+        try:
+            e = _Expr(lhs)
+            v = e.parse()
+        except (ValueError, ZeroDivisionError, ArithmeticError, IndexError):
+            continue
+        if e.ops == 0 or e.nums < 2:
+            continue  # "x = 5" or "= 6 = 6": nothing computed
+        claims.append((lhs, m.group(1), _matches(v, m.group(1))))
+    return claims
+
+
+@dataclass
+class ArithmeticPRM:
+    """Checks the arithmetic a step claims. Score = share of its claims that are right; a step with
+    no claim is neutral."""
+
+    name: str = "arithmetic"
+    neutral: float = NEUTRAL
+    tokens_used: int = 0
+
+    def score_step(self, step: str) -> float:
+        claims = arithmetic_claims(step)
+        if not claims:
+            return self.neutral
+        return sum(ok for _, _, ok in claims) / len(claims)
+
+    def score(self, question, candidates, finished=None, cancel=None) -> list[list[float]]:
+        _check_candidates(candidates)
+        return [[self.score_step(s) for s in steps] for steps in candidates]
+
+
+@dataclass
+class ReferencePRM:
+    """The oracle: 1 when a finished candidate's final answer equals the reference, 0 when not;
+    steps before the end, and unfinished candidates, are neutral."""
+
+    reference: str | None
+    name: str = "reference"
+    tokens_used: int = 0
+
+    def __post_init__(self) -> None:
+        if self.reference is None or not str(self.reference).strip():
+            raise InvalidRequestError("The reference PRM needs a reference answer (give --reference).")
+
+    def score(self, question, candidates, finished=None, cancel=None) -> list[list[float]]:
+        _check_candidates(candidates)
+        out = []
+        for i, steps in enumerate(candidates):
+            scores = [NEUTRAL] * len(steps)
+            done = True if finished is None else finished[i]
+            if steps and done:
+                ok = is_correct(extract_answer("".join(steps)), self.reference)
+                scores[-1] = 1.0 if ok else 0.0
+            out.append(scores)
+        return out
+
+
+# --- judges on a llama.cpp backend -----------------------------------------------------------------
+
+JUDGE_SYSTEM = (
+    "You check math solutions step by step. Reply with a single word: yes if the last step is "
+    "correct and useful, no if it has an error."
+)
+JUDGE_USER = (
+    "Problem: {question}\n\nSolution so far:\n{solution}\n\nIs the last step correct? Answer yes or no."
+)
+_SOLUTION_MARK = "\u2063PONDER_SOLUTION\u2063"
+
+
+def _variant_ids(backend: Any, words: Sequence[str]) -> list[int]:
+    """Single-token spellings of a verdict word (yes, Yes, ' yes', ...) in this vocabulary."""
+    ids: list[int] = []
+    for w in words:
+        for form in (w, w.capitalize(), " " + w, " " + w.capitalize(), w.upper()):
+            toks = backend.tokenize(form, add_special=False, parse_special=False)
+            if len(toks) == 1 and toks[0] not in ids:
+                ids.append(toks[0])
+    return ids
+
+
+class JudgePRM:
+    """An instruct model as a step verifier (the prompt: :data:`JUDGE_SYSTEM`, :data:`JUDGE_USER`).
+
+    Runs on a :class:`~engine.backend.Backend` in its owning thread. The chat prompt is split
+    around the solution: the head (system + problem) is decoded once; each candidate forks from it
+    and grows step by step; after each step a short-lived verdict branch appends the tail (the
+    question and the assistant header) and the verdict is read from its next-token logits. All
+    candidates' k-th steps are judged in one batch."""
+
+    def __init__(self, backend: Any, name: str = "judge") -> None:
+        self.backend = backend
+        self.name = name
+        self.tokens_used = 0
+        self.yes_ids = _variant_ids(backend, ["yes"])
+        self.no_ids = _variant_ids(backend, ["no"])
+        if not self.yes_ids or not self.no_ids:
+            raise PonderError("This model's vocabulary has no single token for 'yes'/'no'; it cannot judge.")
+
+    def _head_tail(self, question: str) -> tuple[list[int], list[int]]:
+        b = self.backend
+        text = b.render_chat(
+            [
+                {"role": "system", "content": JUDGE_SYSTEM},
+                {"role": "user", "content": JUDGE_USER.format(question=question, solution=_SOLUTION_MARK)},
+            ]
+        )
+        head, _, tail = text.partition(_SOLUTION_MARK)
+        bos = b._special_text(b.bos_token())  # the template may write BOS itself
+        add_special = not (bos and head.startswith(bos))
+        return b.tokenize(head, add_special=add_special), b.tokenize(tail, add_special=False)
+
+    def score(self, question, candidates, finished=None, cancel=None) -> list[list[float]]:
+        import numpy as np
+
+        from engine.sampling import SamplingParams
+
+        _check_candidates(candidates)
+        b = self.backend
+        before = b.stats.tokens_decoded
+        head, tail = self._head_tail(question)
+        ids = self.yes_ids + self.no_ids
+        n_yes = len(self.yes_ids)
+        out: list[list[float]] = [[0.0] * len(c) for c in candidates]
+        root = b.root(head, SamplingParams(temperature=0.0))
+        try:
+            b.prefill([root], cancel=cancel)
+            group = max(1, (b.free_slots - 1) // 2)
+            order = [i for i, c in enumerate(candidates) if c]
+            for g in range(0, len(order), group):
+                idx = order[g : g + group]
+                chains = b.fork(root, len(idx))
+                try:
+                    for k in range(max(len(candidates[i]) for i in idx)):
+                        if cancel is not None and cancel():
+                            from engine.errors import Cancelled
+
+                            raise Cancelled()
+                        live = [(i, ch) for i, ch in zip(idx, chains, strict=True) if k < len(candidates[i])]
+                        for i, ch in live:
+                            b.extend(ch, b.tokenize(candidates[i][k], add_special=False, parse_special=False))
+                        b.prefill([ch for _, ch in live])
+                        verdicts = [b.fork(ch, 1)[0] for _, ch in live]
+                        try:
+                            for v in verdicts:
+                                b.extend(v, tail)
+                            lp = b.batch_next_token_logprobs(verdicts, ids)
+                        finally:
+                            for v in verdicts:
+                                b.free(v)
+                        p = np.exp(lp)
+                        p_yes, p_no = p[:, :n_yes].sum(axis=1), p[:, n_yes:].sum(axis=1)
+                        for (i, _), y, n in zip(live, p_yes, p_no, strict=True):
+                            out[i][k] = float(y / (y + n)) if y + n > 0 else NEUTRAL
+                finally:
+                    for ch in chains:
+                        b.free(ch)
+        finally:
+            b.free(root)
+            self.tokens_used += b.stats.tokens_decoded - before
+        return out
+
+
+PRM_FORMATS = ("math-shepherd", "rlhflow")
+
+
+def _common_prefix(seqs: Sequence[Sequence[int]]) -> int:
+    n = min(len(s) for s in seqs)
+    first = seqs[0]
+    for k in range(n):
+        t = first[k]
+        if any(s[k] != t for s in seqs[1:]):
+            return k
+    return n
+
+
+class TokenPRM:
+    """A PRM GGUF read at its verdict tokens.
+
+    * ``math-shepherd``: input ``question + " " + steps``, every step followed by the step tag
+      (default ``" ки"``); the step's score is P(good) over {good, bad} read at the tag.
+    * ``rlhflow``: a chat whose first user turn is ``question + " " + step1``, each later user turn
+      one step, each assistant turn the good token; the score is P(good) over {good, bad} where the
+      assistant's token is predicted.
+
+    The tags and tokens come from ``models/catalog.toml``; a vocabulary that cannot spell them as
+    single tokens is refused with a clear message."""
+
+    def __init__(
+        self,
+        backend: Any,
+        prm_format: str,
+        step_tag: str = "ки",
+        good_token: str = "+",
+        bad_token: str = "-",
+        name: str = "token-prm",
+    ) -> None:
+        if prm_format not in PRM_FORMATS:
+            raise InvalidRequestError(
+                f"Unknown PRM format {prm_format!r}; use one of {', '.join(PRM_FORMATS)}."
+            )
+        self.backend = backend
+        self.format = prm_format
+        self.name = name
+        self.tokens_used = 0
+        self.step_tag = step_tag
+        model = backend.info.name
+        self.good_id = self._single(good_token, "good token", model)
+        self.bad_id = self._single(bad_token, "bad token", model)
+        self.tag_id = self._single(step_tag, "step tag", model) if prm_format == "math-shepherd" else None
+
+    def _single(self, text: str, what: str, model: str) -> int:
+        for form in (text, " " + text):
+            toks = self.backend.tokenize(form, add_special=False, parse_special=True)
+            if len(toks) == 1:
+                return toks[0]
+        raise PonderError(
+            f"{model} cannot be used as a token PRM: its vocabulary has no single token for the "
+            f"{what} {text!r} (it splits into {len(self.backend.tokenize(text, add_special=False))} "
+            "tokens). Check the PRM format and tokens in models/catalog.toml."
+        )
+
+    def _sequences(self, question: str, steps: Sequence[str]) -> tuple[list[int], list[int]]:
+        """(tokens, positions to read) for one candidate."""
+        b = self.backend
+        toks: list[int] = []
+        reads: list[int] = []
+        if self.format == "math-shepherd":
+            toks = b.tokenize(question + " ", add_special=True, parse_special=False)
+            for s in steps:
+                toks += b.tokenize(s.strip(), add_special=False, parse_special=False)
+                toks.append(self.tag_id)
+                reads.append(len(toks) - 1)
+            return toks, reads
+        msgs: list[dict[str, str]] = []
+        for i, s in enumerate(steps):
+            msgs.append({"role": "user", "content": (question + " " + s.strip()) if i == 0 else s.strip()})
+            text = b.render_chat(msgs, add_generation_prompt=True)
+            prefix = b.tokenize(text, add_special=False, parse_special=True)
+            toks = prefix
+            reads.append(len(toks) - 1)
+            msgs.append({"role": "assistant", "content": b.detokenize([self.good_id]).strip()})
+        return toks, reads
+
+    def score(self, question, candidates, finished=None, cancel=None) -> list[list[float]]:
+        import numpy as np
+
+        _check_candidates(candidates)
+        b = self.backend
+        before = b.stats.tokens_decoded
+        seqs = [self._sequences(question, steps) if steps else ([], []) for steps in candidates]
+        group = max(1, b.free_slots - 1)
+        results: dict[int, list[float]] = {}
+        todo = [i for i, (toks, _) in enumerate(seqs) if toks]
+        try:
+            for g in range(0, len(todo), group):
+                idx = todo[g : g + group]
+                # The longest prefix every candidate shares (the question, at least) is decoded
+                # once and forked; each read position must stay after it.
+                shared = _common_prefix([seqs[i][0] for i in idx])
+                shared = min(
+                    shared,
+                    min(min(seqs[i][1], default=shared) for i in idx),
+                    *(len(seqs[i][0]) - 1 for i in idx),
+                )
+                if shared > 0:
+                    root = b.root(seqs[idx[0]][0][:shared])
+                    try:
+                        b.prefill([root], cancel=cancel)
+                        branches = b.fork(root, len(idx))
+                    finally:
+                        b.free(root)
+                else:
+                    branches = [b.root(seqs[i][0][:1]) for i in idx]
+                try:
+                    for i, br in zip(idx, branches, strict=True):
+                        b.extend(br, seqs[i][0][len(br.tokens) :])
+                    lps = b.read_positions(
+                        branches, [seqs[i][1] for i in idx], [self.good_id, self.bad_id], cancel
+                    )
+                finally:
+                    for br in branches:
+                        b.free(br)
+                for i, lp in zip(idx, lps, strict=True):
+                    p = np.exp(lp)
+                    results[i] = [float(g_ / (g_ + b_)) if g_ + b_ > 0 else NEUTRAL for g_, b_ in p]
+        finally:
+            self.tokens_used += b.stats.tokens_decoded - before
+        out: list[list[float]] = []
+        for i in range(len(candidates)):
+            out.append(results.get(i, []))
+        return out
