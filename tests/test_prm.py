@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from engine.errors import InvalidRequestError, PonderError
-from engine.problems import load_problem_set
 from engine.prm import (
     ArithmeticPRM,
     JudgePRM,
@@ -18,6 +17,7 @@ from engine.prm import (
     arithmetic_claims,
     split_steps,
 )
+from engine.problems import load_problem_set
 from engine.sampling import SamplingParams
 
 QUESTION = "Tom has 3 boxes of 4 apples. He eats 2. How many apples are left?"
