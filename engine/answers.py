@@ -71,8 +71,11 @@ def extract_answer(text: str | None) -> str | None:
             inner = last_boxed(ans)
             if inner:
                 return inner
+            lead = re.match(r"\$?\s*(-?(?:\d[\d,]*(?:\.\d+)?|\.\d+)(?:/\d+)?)(?![\w^])", ans)
+            if lead:  # "the answer is 38 apples" -> 38
+                return lead.group(1)
             if ans:
-                return ans
+                return ans.split(". ")[0].strip()
     nums = _NUMBER.findall(text)
     if nums:
         return nums[-1].replace(",", "")

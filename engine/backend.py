@@ -150,7 +150,7 @@ class ModelInfo:
         return dict(self.__dict__)
 
 
-@dataclass
+@dataclass(eq=False)  # identity: two branches with the same text are still two sequences
 class Branch:
     """One line of text growing in one KV sequence. Created by :meth:`Backend.root` or
     :meth:`Backend.fork`; read its ``text``, ``tokens``, ``logprobs`` and ``finish_reason``."""

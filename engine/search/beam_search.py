@@ -1,0 +1,136 @@
+"""PRM-guided beam search (search-and-learn ``beam_search``), with optional greedy lookahead.
+
+N beams, beam width M: sample N first steps; score every prefix with the PRM; beams that ended
+(EOS, length, an empty step) move to "completed"; the best N/M of the others survive and each
+samples M next steps; up to ``iterations`` rounds, the last generated to the end. With lookahead k,
+each candidate step is scored at the end of a greedy rollout of k more steps (the beam advances by
+the first step only). The completed candidates go through weighted best-of-N.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from engine.events import NodePruned
+from engine.search.common import added, choose, finished_event, is_done, score, scored_event, started
+from engine.search.protocol import Generate, GenItem, Release, RunContext, StrategyGen
+
+
+@dataclass
+class Beam:
+    node_id: int
+    text: str
+    tokens: int
+    reason: str = "stop"
+
+
+def rollout(ctx: RunContext, beams: list[Beam], k: int):
+    """Greedy rollouts of k steps from each beam; returns the rollout text of each. Costs up to
+    k generations per beam, counted like any other."""
+    extra = ["" for _ in beams]
+    heads = {i: (b.node_id, b.tokens) for i, b in enumerate(beams)}
+    made: list[int] = []
+    for _ in range(k):
+        if not heads:
+            break
+        items = []
+        order = sorted(heads)
+        for i in order:
+            nid = ctx.new_node()
+            parent, used = heads[i]
+            items.append(GenItem(nid, ctx.sampling(nid, ctx.max_tokens - used, greedy=True), parent=parent))
+        res = yield Generate(tuple(items))
+        for i, item, g in zip(order, items, res, strict=True):
+            yield added(ctx, g, item.parent, "lookahead")
+            made.append(g.node_id)
+            extra[i] += g.text
+            used = heads[i][1] + g.n_tokens
+            if is_done(g, used, ctx):
+                del heads[i]
+            else:
+                heads[i] = (g.node_id, used)
+    if made:
+        yield Release(tuple(made))
+    return extra
+
+
+def beam_search(
+    ctx: RunContext,
+    n: int = 4,
+    beam_width: int = 4,
+    iterations: int = 40,
+    lookahead: int = 0,
+    selection: str = "weighted",
+) -> StrategyGen:
+    m = max(1, min(beam_width, n))
+    keep = max(1, n // m)
+    yield started(
+        ctx,
+        "beam_search",
+        {"n": n, "beam_width": m, "iterations": iterations, "lookahead": lookahead, "selection": selection},
+    )
+    active: list[Beam] = []
+    completed: list[tuple[Beam, float]] = []
+    msgs = ctx.question_messages()
+    for it in range(iterations):
+        last = it == iterations - 1
+        if it == 0:
+            parents: list[Beam | None] = [None] * n
+        else:  # each survivor gets M children; fill up to N round-robin as search-and-learn does
+            parents = [active[i % len(active)] for i in range(n)]
+        items = []
+        for p in parents:
+            nid = ctx.new_node()
+            used = p.tokens if p else 0
+            params = ctx.sampling(nid, ctx.max_tokens - used, stop=not last)
+            items.append(GenItem(nid, params, parent=p.node_id) if p else GenItem(nid, params, messages=msgs))
+        res = yield Generate(tuple(items))
+        children = []
+        for p, g in zip(parents, res, strict=True):
+            yield added(ctx, g, p.node_id if p else None, "step")
+            children.append(
+                Beam(
+                    g.node_id,
+                    (p.text if p else "") + g.text,
+                    (p.tokens if p else 0) + g.n_tokens,
+                    g.finish_reason,
+                )
+            )
+        if active:
+            yield Release(tuple(b.node_id for b in active))
+        done = [is_done(g, c.tokens, ctx) or last for g, c in zip(res, children, strict=True)]
+        texts = [c.text for c in children]
+        if lookahead > 0:
+            open_ = [c for c, d in zip(children, done, strict=True) if not d]
+            extra = yield from rollout(ctx, open_, lookahead)
+            ext = dict(zip((c.node_id for c in open_), extra, strict=True))
+            texts = [c.text + ext.get(c.node_id, "") for c in children]
+        scored = yield from score(ctx, texts, done)
+        survivors: list[tuple[Beam, float]] = []
+        for c, d, s in zip(children, done, scored, strict=True):
+            yield scored_event(ctx, c.node_id, s)
+            if d:
+                completed.append((c, s.score))
+                yield finished_event(ctx, c.node_id, c.text, c.reason)
+            else:
+                survivors.append((c, s.score))
+        if len(completed) >= n or not survivors:
+            dropped = [c for c, _ in survivors]
+            active = []
+        else:
+            survivors.sort(key=lambda cs: cs[1], reverse=True)
+            active = [c for c, _ in survivors[:keep]]
+            dropped = [c for c, _ in survivors[keep:]]
+        for c in dropped:
+            yield NodePruned(ctx.run_id, c.node_id, it)
+        if dropped:
+            yield Release(tuple(c.node_id for c in dropped))
+        if not active:
+            break
+    yield choose(
+        ctx,
+        [c.node_id for c, _ in completed],
+        [c.text for c, _ in completed],
+        [s for _, s in completed],
+        selection,
+    )

@@ -1,0 +1,22 @@
+"""Best-of-N: N independent solutions, each scored by the PRM; the answer by selection."""
+
+from __future__ import annotations
+
+from engine.search.common import added, choose, finished_event, score, scored_event, started
+from engine.search.protocol import Generate, GenItem, Release, RunContext, StrategyGen
+
+
+def best_of_n(ctx: RunContext, n: int = 4, selection: str = "weighted") -> StrategyGen:
+    yield started(ctx, "best_of_n", {"n": n, "selection": selection})
+    ids = [ctx.new_node() for _ in range(n)]
+    msgs = ctx.question_messages()
+    res = yield Generate(tuple(GenItem(i, ctx.sampling(i, stop=False), messages=msgs) for i in ids))
+    for g in res:
+        yield added(ctx, g, None, "solution")
+    yield Release(tuple(ids))
+    texts = [g.text for g in res]
+    scored = yield from score(ctx, texts, [True] * n)
+    for g, s in zip(res, scored, strict=True):
+        yield scored_event(ctx, g.node_id, s)
+        yield finished_event(ctx, g.node_id, g.text, g.finish_reason)
+    yield choose(ctx, ids, texts, [s.score for s in scored], selection)

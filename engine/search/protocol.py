@@ -1,0 +1,117 @@
+"""How a strategy talks to the scheduler.
+
+A strategy is a generator. It yields :mod:`engine.events` (recorded and passed on as they are) and
+*requests*; the scheduler answers each request by sending the result back into the generator:
+
+* :class:`Generate` — grow some nodes: each :class:`GenItem` continues a node the strategy holds
+  (``parent``) or starts from a chat prompt (``messages``); the answer is one :class:`Generated` per
+  item, in order. A generated node stays held (it can be continued) until released.
+* :class:`Score` — PRM step scores for candidates (each a list of step texts); the answer is one
+  list of step scores per candidate.
+* :class:`Release` — the strategy no longer needs these nodes (pruned or done); the answer is None.
+
+The scheduler merges the Generate requests of every strategy into shared decode batches and the
+Score requests into shared PRM passes; a test can instead drive a strategy with scripted answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.events import Event
+from engine.sampling import SamplingParams, derive_seed
+
+SYSTEM_PROMPT = (
+    "Solve the following math problem efficiently and clearly:\n\n"
+    "- For simple problems (2 steps or fewer):\nProvide a concise solution with minimal explanation.\n\n"
+    "- For complex problems (3 steps or more):\nUse this step-by-step format:\n\n"
+    "## Step 1: [Concise description]\n[Brief explanation and calculations]\n\n"
+    "## Step 2: [Concise description]\n[Brief explanation and calculations]\n\n...\n\n"
+    "Regardless of the approach, always conclude with:\n\n"
+    "Therefore, the final answer is: $\\boxed{answer}$. I hope it is correct.\n\n"
+    "Where [answer] is just the final number or expression that solves the problem."
+)  # search-and-learn's system prompt
+
+Messages = tuple[tuple[str, str], ...]  # ((role, content), ...), hashable so prompts can be shared
+
+
+@dataclass(frozen=True)
+class GenItem:
+    node_id: int
+    params: SamplingParams
+    parent: int | None = None
+    messages: Messages | None = None
+
+    def __post_init__(self) -> None:
+        if (self.parent is None) == (self.messages is None):
+            raise ValueError("a GenItem continues a parent or starts from messages, not both")
+
+
+@dataclass(frozen=True)
+class Generate:
+    items: tuple[GenItem, ...]
+
+
+@dataclass(frozen=True)
+class Generated:
+    node_id: int
+    text: str
+    n_tokens: int
+    logprobs: tuple[float, ...]
+    finish_reason: str  # eos | stop | length | cancelled
+
+
+@dataclass(frozen=True)
+class Score:
+    candidates: tuple[tuple[str, ...], ...]
+    finished: tuple[bool, ...]
+
+
+@dataclass(frozen=True)
+class Release:
+    node_ids: tuple[int, ...]
+
+
+Request = Generate | Score | Release
+StrategyGen = Iterator[Event | Request]
+
+
+@dataclass
+class RunContext:
+    """What every strategy gets: the problem, the run's identity and the shared settings."""
+
+    run_id: str
+    problem: str
+    seed: int = 0
+    reference: str | None = None
+    temperature: float = 0.8
+    top_p: float = 1.0
+    max_tokens: int = 2048
+    delimiter: str = "\n\n"
+    aggregation: str = "last"
+    system_prompt: str = SYSTEM_PROMPT
+    model: dict[str, Any] = field(default_factory=dict)
+    prm: dict[str, Any] = field(default_factory=dict)
+    _next_node: int = 0
+
+    def new_node(self) -> int:
+        n = self._next_node
+        self._next_node += 1
+        return n
+
+    def question_messages(self) -> Messages:
+        return (("system", self.system_prompt), ("user", self.problem))
+
+    def sampling(
+        self, node_id: int, max_tokens: int | None = None, stop: bool = True, greedy: bool = False
+    ) -> SamplingParams:
+        """The node's sampling parameters: seeded from (run seed, node id) so a rerun reproduces."""
+        return SamplingParams(
+            temperature=0.0 if greedy else self.temperature,
+            top_p=self.top_p,
+            seed=derive_seed(self.seed, node_id),
+            max_tokens=max(1, max_tokens if max_tokens is not None else self.max_tokens),
+            stop=(self.delimiter,) if stop else (),
+        )
