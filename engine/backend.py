@@ -664,7 +664,11 @@ class Backend:
     def _plan(self, branches: Sequence[Branch]) -> tuple[list[tuple[Branch, int, bool]], int]:
         """Pack pending tokens into one batch of at most n_batch tokens. A branch whose pending
         tokens do not all fit gets a chunk now (no logits) and the rest in a later decode."""
-        cap = self.config.n_batch
+        return self._plan_capped(branches, self.config.n_batch)
+
+    def _plan_capped(
+        self, branches: Sequence[Branch], cap: int
+    ) -> tuple[list[tuple[Branch, int, bool]], int]:
         work = []
         used = 0
         # Single-token branches first so that long prompts never starve generation.
@@ -695,39 +699,50 @@ class Backend:
                 b._logits = (self._epoch, idx, j)
             todo = [b for b in todo if b.pending > 0]
 
-    def step(self, branches: Sequence[Branch] | None = None, logprobs: bool = True) -> list[TokenEvent]:
+    def step(
+        self,
+        branches: Sequence[Branch] | None = None,
+        logprobs: bool = True,
+        probes: Sequence[Branch] = (),
+    ) -> list[TokenEvent]:
         """Advance every unfinished branch by one token in one shared decode.
 
-        Branches with a long pending prompt that does not fit the batch are decoded in part and
-        sample nothing this step. Returns one event per sampled token."""
+        ``probes`` are branches to *decode but not sample* (a judge's verdict prompt, a step being
+        scored): their pending tokens ride in the same batch, after the generating branches, and
+        their logits row is kept until the next decode. Branches or probes with more pending
+        tokens than fit the batch are decoded in part. Returns one event per sampled token."""
         self._check_thread()
         live = [b for b in (branches if branches is not None else self._branches.values()) if not b.finished]
-        for b in live:
+        for b in (*live, *probes):
             self._check_live(b)
-        if not live:
-            return []
         ready = [b for b in live if b.pending == 0 and b._logits is not None and b._logits[0] == self._epoch]
         need = [b for b in live if b.pending > 0]
         stale = [b for b in live if b.pending == 0 and b not in ready]
         for b in stale:  # logits gone (another decode ran): re-decode the last token
             self._rewind_one(b)
             need.append(b)
-        if need:
-            work, n = self._plan(need)
-            if ready:  # their rows belong to the previous decode: sample them before it is overwritten
-                events = self._sample(ready, logprobs)
-            else:
-                events = []
-            outs = self._fill(work)
-            self._decode(n, len(live))
-            for b, count, _ in work:
-                b.n_past += count
-            for j, (b, idx) in enumerate(outs):
-                b._logits = (self._epoch, idx, j)
-            sampled = [b for b, _ in outs]
-            events.extend(self._sample(sampled, logprobs))
+        probing = [p for p in probes if p.pending > 0]
+        if not need and not probing:
+            return self._sample(ready, logprobs)
+        # Generating branches first (one token each), then probes fill the rest of the batch.
+        work, n = self._plan(need)
+        room = self.config.n_batch - n
+        if probing and room > 0:
+            more, m = self._plan_capped(probing, room)
+            work += more
+            n += m
+        events = self._sample(ready, logprobs) if ready else []  # rows of the previous decode
+        if n == 0:
             return events
-        return self._sample(ready, logprobs)
+        outs = self._fill(work)
+        self._decode(n, len(live) + len(probing))
+        for b, count, _ in work:
+            b.n_past += count
+        for j, (b, idx) in enumerate(outs):
+            b._logits = (self._epoch, idx, j)
+        probe_ids = {id(p) for p in probes}
+        events.extend(self._sample([b for b, _ in outs if id(b) not in probe_ids], logprobs))
+        return events
 
     def _rewind_one(self, b: Branch) -> None:
         llama_cpp.llama_memory_seq_rm(self._mem, b.seq, b.n_past - 1, -1)
@@ -886,6 +901,25 @@ class Backend:
             for i, take in plan:
                 branches[i].n_past += take
             todo = [i for i in todo if branches[i].pending > 0]
+        return out
+
+    def logprobs_now(self, branches: Sequence[Branch], token_ids: Sequence[int]) -> np.ndarray:
+        """Next-token logprobs of branches just decoded (no pending tokens). Branches whose row was
+        overwritten by a later decode (a long prefill split over several) are re-read."""
+        self._check_thread()
+        stale = [b for b in branches if b.pending or b._logits is None or b._logits[0] != self._epoch]
+        if not stale:
+            return self._rows_logprobs(branches, token_ids)
+        out = np.empty((len(branches), len(token_ids)))
+        fresh = [
+            i
+            for i, b in enumerate(branches)
+            if not (b.pending or b._logits is None or b._logits[0] != self._epoch)
+        ]
+        if fresh:
+            out[fresh] = self._rows_logprobs([branches[i] for i in fresh], token_ids)
+        rest = [i for i in range(len(branches)) if i not in set(fresh)]
+        out[rest] = self.batch_next_token_logprobs([branches[i] for i in rest], token_ids)
         return out
 
     def batch_next_token_logprobs(self, branches: Sequence[Branch], token_ids: Sequence[int]) -> np.ndarray:

@@ -219,3 +219,89 @@ def format_bench(result: dict[str, Any]) -> str:
         ratio = result["ratio_batched_over_naive"][str(n)]
         lines.append(f"{n:>4}  {v['decode_tok_s']:>12.1f}  {b['decode_tok_s']:>14.1f}  {ratio:>5.2f}x")
     return "\n".join(lines)
+
+
+def run_compare_bench(
+    model_path: str,
+    budget: int = 8,
+    max_tokens: int = 256,
+    problems: Sequence[int] = (0,),
+    prm: str = "judge",
+    config: BackendConfig | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """The default strategies at ``budget`` on GSM8K problems, side by side and then one after
+    another, same seeds. Reports the wall times, their ratio, the tokens each mode generated (the
+    texts can differ a little between the modes: batch composition moves float sums), and the PRM's
+    share of beam search's time (measured when it runs alone)."""
+    from engine.compare import compare
+    from engine.problems import get_problem
+    from engine.search import DEFAULT_STRATEGIES
+
+    config = config or BackendConfig(n_ctx=16384, n_seq_max=64)
+    say = progress or (lambda s: None)
+    out: dict[str, Any] = {"budget": budget, "max_tokens": max_tokens, "prm": prm, "problems": list(problems)}
+    totals = {"side_by_side_s": 0.0, "sequential_s": 0.0}
+    tokens = {"side_by_side": 0, "sequential": 0}
+    beam_prm = beam_wall = 0.0
+    per_problem = []
+    with Backend(model_path, config) as backend:
+        compare(backend, "What is 2 + 2?", ["best_of_n"], budget=2, prm=prm, max_tokens=8)  # warm-up
+        for idx in problems:
+            p = get_problem("gsm8k", idx)
+            row: dict[str, Any] = {"index": idx}
+            for mode, concurrent in (("side_by_side", True), ("sequential", False)):
+                t0 = time.perf_counter()
+                runs = compare(
+                    backend,
+                    p.question,
+                    DEFAULT_STRATEGIES,
+                    budget=budget,
+                    prm=prm,
+                    reference=p.reference,
+                    seed=idx,
+                    max_tokens=max_tokens,
+                    concurrent=concurrent,
+                )
+                dt = time.perf_counter() - t0
+                totals[f"{mode}_s"] += dt
+                work = sum(r.generated_tokens + r.prm_tokens for r in runs)
+                tokens[mode] += work
+                row[mode] = {
+                    "seconds": round(dt, 3),
+                    "tokens": work,
+                    "runs": {r.spec.name: round(r.wall_s, 3) for r in runs},
+                }
+                say(f"gsm8k #{idx} {mode:<12} {dt:7.1f} s  ({work} tokens generated + scored)")
+                if not concurrent:
+                    beam = next(r for r in runs if r.spec.name == "beam_search")
+                    beam_prm += beam.prm_s
+                    beam_wall += beam.wall_s
+            per_problem.append(row)
+        out["model"] = backend.info.path
+        out["accelerator"] = backend.info.accelerator
+    out.update({k: round(v, 3) for k, v in totals.items()})
+    out["ratio"] = (
+        round(totals["side_by_side_s"] / totals["sequential_s"], 3) if totals["sequential_s"] else None
+    )
+    out["tokens"] = tokens
+    # Time per unit of work, for when the two modes' texts (and so their work) diverge.
+    sbs_rate = totals["side_by_side_s"] / max(tokens["side_by_side"], 1)
+    seq_rate = totals["sequential_s"] / max(tokens["sequential"], 1)
+    out["ratio_per_token"] = round(sbs_rate / seq_rate, 3)
+    out["prm_share_beam"] = round(beam_prm / beam_wall, 3) if beam_wall else None
+    out["per_problem"] = per_problem
+    return out
+
+
+def format_compare_bench(r: dict[str, Any]) -> str:
+    return "\n".join(
+        [
+            f"budget {r['budget']} per strategy, up to {r['max_tokens']} tokens per solution, "
+            f"PRM {r['prm']}, GSM8K problems {r['problems']}, {r['accelerator']}",
+            f"side by side : {r['side_by_side_s']:8.1f} s  ({r['tokens']['side_by_side']} tokens)",
+            f"one by one   : {r['sequential_s']:8.1f} s  ({r['tokens']['sequential']} tokens)",
+            f"ratio        : {r['ratio']:.3f}  (per token of work: {r['ratio_per_token']:.3f})",
+            f"PRM share of beam search's time: {r['prm_share_beam']:.0%}",
+        ]
+    )

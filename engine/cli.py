@@ -71,12 +71,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     _add_model_args(p)
 
+    p = sub.add_parser("compare", help="run search strategies side by side on one problem")
+    p.add_argument("problem", nargs="?", help="the problem text (or use --problem-set and --index)")
+    p.add_argument("--reference", help="the known answer, to mark each run correct or not")
+    p.add_argument(
+        "--problem-set", choices=["gsm8k", "math500"], help="take a shipped problem (its reference too)"
+    )
+    p.add_argument("--index", type=int, default=0, help="which problem of --problem-set (default 0)")
+    p.add_argument(
+        "--strategies",
+        default="best_of_n,beam_search,revisions",
+        help="comma-separated: best_of_n, beam_search, dvts, revisions",
+    )
+    p.add_argument("--budget", type=int, default=8, help="generations per strategy, as Snell counts them")
+    p.add_argument("--prm", default="judge", help="judge | arithmetic | reference | PATH to a PRM GGUF")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-tokens", type=int, default=2048, help="tokens per solution (default 2048)")
+    p.add_argument("--lookahead", type=int, default=0, help="beam search lookahead steps k")
+    p.add_argument("--sequential", action="store_true", help="one strategy after another, not side by side")
+    p.add_argument("--db", help="session database (accepted; sessions are stored once the store lands)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_model_args(p)
+
     p = sub.add_parser("bench", help="batched backend vs a naive Llama.create_completion loop")
     _add_model_args(p)
     p.add_argument("--n", type=_int_list, default=[1, 4, 8, 16], help="sample counts (default 1,4,8,16)")
     p.add_argument("--tokens", type=int, default=128, help="new tokens per sample (default 128)")
     p.add_argument("--repeat", type=int, default=3, help="runs per measurement; the median is shown")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument(
+        "--compare",
+        action="store_true",
+        help="instead: the default strategies at budget 8, side by side vs one after another",
+    )
+    p.add_argument("--max-tokens", type=int, default=256, help="with --compare: tokens per solution")
     return ap
 
 
@@ -255,7 +283,16 @@ def _wait(fut: Any) -> Any:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from engine.bench import format_bench, run_bench
+    from engine.bench import format_bench, format_compare_bench, run_bench, run_compare_bench
+
+    if args.compare:
+        if args.max_tokens < 1:
+            raise InvalidRequestError("--max-tokens must be >= 1")
+        say = None if args.json else (lambda s: print(s, file=sys.stderr, flush=True))
+        config = _config(args, n_ctx=args.ctx or 16384, n_seq_max=64)
+        result = run_compare_bench(_model_path(args), max_tokens=args.max_tokens, config=config, progress=say)
+        _print_json(result) if args.json else print(format_compare_bench(result))
+        return 0
 
     if args.tokens < 1:
         raise InvalidRequestError("--tokens must be >= 1")
@@ -274,7 +311,118 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"models": cmd_models, "info": cmd_info, "generate": cmd_generate, "bench": cmd_bench}
+def cmd_compare(args: argparse.Namespace) -> int:
+    import uuid
+
+    from engine.compare import compare, summarize
+    from engine.events import RunFinished, TextDelta
+    from engine.worker import BackendWorker, CancelToken
+
+    reference = args.reference
+    if args.problem_set:
+        from engine.problems import get_problem
+
+        prob = get_problem(args.problem_set, args.index)
+        problem = prob.question
+        reference = reference or prob.reference
+    else:
+        problem = args.problem or ""
+    if not problem.strip():
+        raise InvalidRequestError("The problem is empty: give the question, or --problem-set and --index.")
+    strategies = [x.strip() for x in args.strategies.split(",") if x.strip()]
+    from engine.search import budget_params, get_strategy
+
+    for name in strategies:  # fail fast, before loading the model
+        get_strategy(name)
+        budget_params(name, args.budget, **({"lookahead": args.lookahead} if name == "beam_search" else {}))
+    if args.prm not in ("judge", "arithmetic", "reference") and not os.path.exists(args.prm):
+        raise InvalidRequestError(
+            f"--prm must be judge, arithmetic, reference or an existing GGUF file; got {args.prm!r}."
+        )
+    if args.prm == "reference" and not reference:
+        raise InvalidRequestError("--prm reference needs a reference answer (--reference or --problem-set).")
+    cancel = CancelToken()
+    show = sys.stderr.isatty() and not args.json
+    counts: dict[str, int] = {}
+
+    def on_event(run: Any, ev: Any) -> None:
+        if isinstance(ev, TextDelta):
+            counts[run.spec.name] = counts.get(run.spec.name, 0) + 1
+            if show:
+                line = " | ".join(f"{k}: {v}" for k, v in counts.items())
+                sys.stderr.write(f"\r{line} tokens")
+                sys.stderr.flush()
+        elif isinstance(ev, RunFinished) and not args.json:
+            sys.stderr.write(
+                f"\n{run.spec.name} {ev.status} in {ev.wall_s:.1f} s\n"
+                if show
+                else f"{run.spec.name} {ev.status} in {ev.wall_s:.1f} s\n"
+            )
+
+    def work(backend: Any) -> list[Any]:
+        runs = compare(
+            backend,
+            problem,
+            strategies,
+            budget=args.budget,
+            prm=args.prm,
+            reference=reference,
+            seed=args.seed,
+            max_tokens=args.max_tokens,
+            concurrent=not args.sequential,
+            on_event=on_event,
+            cancel=cancel,
+            overrides={"beam_search": {"lookahead": args.lookahead}},
+            stream_text=True,
+        )
+        return [summarize(r) for r in runs]
+
+    n_ctx = args.ctx or 16384
+    worker = BackendWorker(_model_path(args), _config(args, n_ctx=n_ctx, n_seq_max=64))
+    try:
+        worker.wait_loaded()
+        fut = worker.submit(work)
+        try:
+            summaries = _wait(fut)
+        except KeyboardInterrupt:
+            cancel.cancel()
+            summaries = fut.result()
+    finally:
+        worker.close()
+    session_id = uuid.uuid4().hex[:12]
+    if args.json:
+        _print_json(
+            {
+                "session_id": session_id,
+                "problem": problem,
+                "reference": reference,
+                "runs": [s.as_dict() for s in summaries],
+            }
+        )
+        return 0
+    print(f"\nProblem: {problem}")
+    if reference:
+        print(f"Reference: {reference}")
+    head = f"{'strategy':<12} {'answer':<14} {'correct':<8} {'gen tok':>8} {'PRM tok':>8} {'seconds':>8}"
+    print(f"\n{head}  tally")
+    for s in summaries:
+        mark = {True: "yes", False: "no", None: "-"}[s.correct]
+        tally = ", ".join(f"{a}: {v:.2f}" for a, v in sorted(s.tally.items(), key=lambda kv: -kv[1])[:3])
+        ans = (s.answer or "-")[:14]
+        cols = f"{s.strategy:<12} {ans:<14} {mark:<8} {s.generated_tokens:>8} {s.prm_tokens:>8}"
+        print(f"{cols} {s.seconds:>8.1f}  {tally}")
+        if s.status != "done":
+            print(f"    {s.status}: {s.message}")
+    return 0
+
+
+COMMANDS = {
+    "models": cmd_models,
+    "info": cmd_info,
+    "generate": cmd_generate,
+    "bench": cmd_bench,
+    "compare": cmd_compare,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

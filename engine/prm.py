@@ -295,20 +295,28 @@ class JudgePRM:
         return b.tokenize(head, add_special=add_special), b.tokenize(tail, add_special=False)
 
     def score(self, question, candidates, finished=None, cancel=None) -> list[list[float]]:
+        """Synchronous scoring: :meth:`score_gen` with each decode done at once."""
+        return drive(self.backend, self.score_gen(question, candidates, finished, cancel), cancel)
+
+    def score_gen(self, question, candidates, finished=None, cancel=None):
+        """Scoring as a generator: it yields lists of branches whose pending tokens must be decoded
+        (the scheduler puts them into the same decodes as generation) and is resumed right after;
+        it returns the step scores."""
         import numpy as np
 
+        from engine.errors import Cancelled
         from engine.sampling import SamplingParams
 
         _check_candidates(candidates)
         b = self.backend
-        before = b.stats.tokens_decoded
         head, tail = self._head_tail(question)
         ids = self.yes_ids + self.no_ids
         n_yes = len(self.yes_ids)
         out: list[list[float]] = [[0.0] * len(c) for c in candidates]
         root = b.root(head, SamplingParams(temperature=0.0))
         try:
-            b.prefill([root], cancel=cancel)
+            self.tokens_used += root.pending
+            yield [root]
             group = max(1, (b.free_slots - 1) // 2)
             order = [i for i, c in enumerate(candidates) if c]
             for g in range(0, len(order), group):
@@ -317,18 +325,19 @@ class JudgePRM:
                 try:
                     for k in range(max(len(candidates[i]) for i in idx)):
                         if cancel is not None and cancel():
-                            from engine.errors import Cancelled
-
                             raise Cancelled()
                         live = [(i, ch) for i, ch in zip(idx, chains, strict=True) if k < len(candidates[i])]
                         for i, ch in live:
                             b.extend(ch, b.tokenize(candidates[i][k], add_special=False, parse_special=False))
-                        b.prefill([ch for _, ch in live])
+                            self.tokens_used += ch.pending
+                        yield [ch for _, ch in live]
                         verdicts = [b.fork(ch, 1)[0] for _, ch in live]
                         try:
                             for v in verdicts:
                                 b.extend(v, tail)
-                            lp = b.batch_next_token_logprobs(verdicts, ids)
+                                self.tokens_used += v.pending
+                            yield verdicts
+                            lp = b.logprobs_now(verdicts, ids)
                         finally:
                             for v in verdicts:
                                 b.free(v)
@@ -341,8 +350,18 @@ class JudgePRM:
                         b.free(ch)
         finally:
             b.free(root)
-            self.tokens_used += b.stats.tokens_decoded - before
         return out
+
+
+def drive(backend: Any, gen: Any, cancel: Callable[[], bool] | None = None) -> Any:
+    """Run a scoring generator on its own: decode what it asks for, resume, return its result."""
+    try:
+        need = next(gen)
+        while True:
+            backend.prefill(need, cancel=cancel)
+            need = gen.send(None)
+    except StopIteration as stop:
+        return stop.value
 
 
 PRM_FORMATS = ("math-shepherd", "rlhflow")

@@ -46,6 +46,7 @@ class Run:
     events: list[Event] = field(default_factory=list)
     pending: Any = None
     in_flight: list[tuple[GenItem, Branch]] | None = None
+    scoring: bool = False  # its Score request is being served by a job
     nodes: dict[int, Branch] = field(default_factory=dict)
     done: bool = False
     status: str = "done"
@@ -72,6 +73,19 @@ class Run:
 EventSink = Callable[[Run, Event], None]
 
 
+@dataclass
+class _ScoreJob:
+    """One PRM pass over the candidates of the runs that asked together."""
+
+    spans: list[tuple[Run, int, int]]  # (run, first candidate, count)
+    cands: list[tuple[str, ...]]
+    tokens_before: int
+    t0: float
+    gen: Any = None
+    need: list[Branch] = field(default_factory=list)
+    started: bool = False
+
+
 class Scheduler:
     def __init__(
         self,
@@ -88,6 +102,7 @@ class Scheduler:
         self.stream_text = stream_text
         self._roots: dict[tuple, Branch] = {}
         self._shared_keys: set[tuple] = set()
+        self._jobs: list[_ScoreJob] = []
 
     # --- running ------------------------------------------------------------------------------------
 
@@ -99,6 +114,9 @@ class Scheduler:
                 for r in runs:
                     self._loop([r])
         finally:
+            for job in self._jobs:
+                job.gen.close()  # frees the job's branches
+            self._jobs.clear()
             for root in self._roots.values():
                 if not root.freed:
                     self.backend.free(root)
@@ -195,28 +213,49 @@ class Scheduler:
         return served
 
     def _serve_scores(self, live: list[Run]) -> bool:
-        asking = [r for r in live if isinstance(r.pending, Score)]
+        """Score requests waiting now go to the PRM together. A PRM that can score incrementally
+        (``score_gen``) becomes a job whose decodes ride in the generation batches; others score
+        at once. Returns True when something was answered synchronously."""
+        asking = [r for r in live if isinstance(r.pending, Score) and not r.scoring]
         if not asking:
             return False
         cands: list[tuple[str, ...]] = []
         finished: list[bool] = []
         spans = []
         for r in asking:
-            spans.append((len(cands), len(r.pending.candidates)))
+            spans.append((r, len(cands), len(r.pending.candidates)))
             cands += r.pending.candidates
             finished += r.pending.finished
-        before = getattr(self.prm, "tokens_used", 0)
-        t0 = time.perf_counter()
-        scores = self.prm.score(asking[0].ctx.problem, cands, finished, cancel=self.cancel)
-        dt = time.perf_counter() - t0
-        used = getattr(self.prm, "tokens_used", 0) - before
-        total_steps = sum(len(c) for c in cands) or 1
-        for r, (start, n) in zip(asking, spans, strict=True):
-            share = sum(len(c) for c in cands[start : start + n]) / total_steps
+        job = _ScoreJob(spans, cands, getattr(self.prm, "tokens_used", 0), time.perf_counter())
+        if hasattr(self.prm, "score_gen"):
+            for r in asking:
+                r.scoring = True
+            job.gen = self.prm.score_gen(asking[0].ctx.problem, cands, finished, cancel=self.cancel)
+            self._jobs.append(job)
+            self._resume_job(job)
+            return False
+        self._complete_job(job, self.prm.score(asking[0].ctx.problem, cands, finished, cancel=self.cancel))
+        return True
+
+    def _resume_job(self, job: _ScoreJob) -> None:
+        try:
+            job.need = job.gen.send(None) if job.started else next(job.gen)
+            job.started = True
+        except StopIteration as stop:
+            self._jobs.remove(job)
+            self._complete_job(job, stop.value)
+
+    def _complete_job(self, job: _ScoreJob, scores: list[list[float]]) -> None:
+        dt = time.perf_counter() - job.t0
+        used = getattr(self.prm, "tokens_used", 0) - job.tokens_before
+        total_steps = sum(len(c) for c in job.cands) or 1
+        for r, start, n in job.spans:
+            share = sum(len(c) for c in job.cands[start : start + n]) / total_steps
             r.prm_tokens += round(used * share)
             r.prm_s += dt * share
-            self._advance(r, scores[start : start + n])
-        return True
+            r.scoring = False
+            if not r.done:
+                self._advance(r, scores[start : start + n])
 
     def _root_for(self, run: Run, messages: tuple) -> Branch:
         root = self._roots.get(messages)
@@ -259,15 +298,23 @@ class Scheduler:
 
     def _step(self, live: list[Run]) -> None:
         flying = [r for r in live if r.in_flight is not None]
-        if not flying:
+        probes = [b for job in self._jobs for b in job.need if b.pending > 0]
+        if not flying and not probes:
+            if self._jobs:  # everything they asked for is decoded already
+                for job in list(self._jobs):
+                    self._resume_job(job)
+                return
             if any(not r.done and r.pending is None for r in live):
                 raise PonderError("a strategy stopped without finishing")
             return
         branches = [b for r in flying for _, b in r.in_flight if not b.finished]
-        if branches:
-            events = self.backend.step(branches)
-            if self.stream_text and self.on_event is not None:
-                self._stream(flying, events)
+        events = self.backend.step(branches, probes=probes)
+        if self.stream_text and self.on_event is not None:
+            self._stream(flying, events)
+        # Jobs read their rows now, before the next decode overwrites them.
+        for job in list(self._jobs):
+            if all(b.pending == 0 for b in job.need):
+                self._resume_job(job)
         for r in flying:
             if all(b.finished for _, b in r.in_flight):
                 results = []
