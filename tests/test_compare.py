@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from engine.compare import compare, summarize
-from engine.events import NodeAdded, NodeScored, RunFinished, RunStarted, Selected, TextDelta
+from engine.events import NodeAdded, RunFinished, RunStarted, Selected, TextDelta
 from engine.problems import get_problem
 from engine.search import DEFAULT_STRATEGIES
 
