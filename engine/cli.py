@@ -205,7 +205,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from engine.sampling import SamplingParams
-    from engine.worker import BackendWorker, CancelToken
+    from engine.worker import CancelToken
 
     if not args.prompt.strip():
         raise InvalidRequestError("The prompt is empty.")
@@ -249,19 +249,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
             for b in out
         ]
 
-    n_ctx = args.ctx or 4096
-    worker = BackendWorker(_model_path(args), _config(args, n_ctx=n_ctx, n_seq_max=max(8, args.n + 1)))
-    try:
-        worker.wait_loaded()
-        fut = worker.submit(work)
-        try:
-            samples = _wait(fut)
-        except KeyboardInterrupt:
-            cancel.cancel()
-            samples = fut.result()
-            print("\nCancelled; partial samples follow.", file=sys.stderr)
-    finally:
-        worker.close()
+    config = _config(args, n_ctx=args.ctx or 4096, n_seq_max=max(8, args.n + 1))
+    samples = _run_in_worker(args, config, work, cancel, "Cancelled; partial samples follow.")
     if show:
         sys.stderr.write("\n")
     if args.json:
@@ -271,6 +260,25 @@ def cmd_generate(args: argparse.Namespace) -> int:
         print(f"--- sample {i} (seed {s['seed']}, {s['tokens']} tokens, {s['finish_reason']}) ---")
         print(s["text"])
     return 0
+
+
+def _run_in_worker(args: argparse.Namespace, config: Any, work: Any, cancel: Any, cancelled_note: str) -> Any:
+    """Load the model in its own thread, run ``work(backend)`` there; Ctrl+C cancels between tokens
+    and still returns what was done."""
+    from engine.worker import BackendWorker
+
+    worker = BackendWorker(_model_path(args), config)
+    try:
+        worker.wait_loaded()
+        fut = worker.submit(work)
+        try:
+            return _wait(fut)
+        except KeyboardInterrupt:
+            cancel.cancel()
+            print(f"\n{cancelled_note}", file=sys.stderr)
+            return fut.result()
+    finally:
+        worker.close()
 
 
 def _wait(fut: Any) -> Any:
@@ -316,7 +324,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     from engine.compare import compare, summarize
     from engine.events import RunFinished, TextDelta
-    from engine.worker import BackendWorker, CancelToken
+    from engine.worker import CancelToken
 
     reference = args.reference
     if args.problem_set:
@@ -377,18 +385,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         )
         return [summarize(r) for r in runs]
 
-    n_ctx = args.ctx or 16384
-    worker = BackendWorker(_model_path(args), _config(args, n_ctx=n_ctx, n_seq_max=64))
-    try:
-        worker.wait_loaded()
-        fut = worker.submit(work)
-        try:
-            summaries = _wait(fut)
-        except KeyboardInterrupt:
-            cancel.cancel()
-            summaries = fut.result()
-    finally:
-        worker.close()
+    config = _config(args, n_ctx=args.ctx or 16384, n_seq_max=64)
+    summaries = _run_in_worker(args, config, work, cancel, "Cancelled; the runs so far follow.")
     session_id = uuid.uuid4().hex[:12]
     if args.json:
         _print_json(

@@ -243,12 +243,12 @@ class ReferencePRM:
 # --- judges on a llama.cpp backend -----------------------------------------------------------------
 
 JUDGE_SYSTEM = (
-    "You check math solutions step by step. Reply with a single word: yes if the last step is "
-    "correct and useful, no if it has an error."
+    "You check math solutions step by step. The user shows a problem and a partial solution. "
+    "Is the last step of the solution correct and useful? Reply with a single word: yes or no."
 )
-JUDGE_USER = (
-    "Problem: {question}\n\nSolution so far:\n{solution}\n\nIs the last step correct? Answer yes or no."
-)
+# The solution ends the user turn, so a verdict costs only the end of the turn and the assistant
+# header (a few tokens) on top of the steps themselves.
+JUDGE_USER = "Problem: {question}\n\nSolution so far:\n{solution}"
 _SOLUTION_MARK = "\u2063PONDER_SOLUTION\u2063"
 
 
@@ -276,6 +276,9 @@ class JudgePRM:
         self.backend = backend
         self.name = name
         self.tokens_used = 0
+        # Verdicts by (question, steps so far): beam search re-scores every prefix each round; a
+        # verdict already given is reused, so each step is judged once.
+        self._cache: dict[tuple[str, tuple[str, ...]], float] = {}
         self.yes_ids = _variant_ids(backend, ["yes"])
         self.no_ids = _variant_ids(backend, ["no"])
         if not self.yes_ids or not self.no_ids:
@@ -309,16 +312,25 @@ class JudgePRM:
 
         _check_candidates(candidates)
         b = self.backend
-        head, tail = self._head_tail(question)
         ids = self.yes_ids + self.no_ids
         n_yes = len(self.yes_ids)
         out: list[list[float]] = [[0.0] * len(c) for c in candidates]
+        first_new: list[int] = []  # per candidate: the first step without a cached verdict
+        for i, c in enumerate(candidates):
+            k = 0
+            while k < len(c) and (question, tuple(c[: k + 1])) in self._cache:
+                out[i][k] = self._cache[(question, tuple(c[: k + 1]))]
+                k += 1
+            first_new.append(k)
+        order = [i for i, c in enumerate(candidates) if first_new[i] < len(c)]
+        if not order:
+            return out
+        head, tail = self._head_tail(question)
         root = b.root(head, SamplingParams(temperature=0.0))
         try:
             self.tokens_used += root.pending
             yield [root]
             group = max(1, (b.free_slots - 1) // 2)
-            order = [i for i, c in enumerate(candidates) if c]
             for g in range(0, len(order), group):
                 idx = order[g : g + group]
                 chains = b.fork(root, len(idx))
@@ -330,8 +342,11 @@ class JudgePRM:
                         for i, ch in live:
                             b.extend(ch, b.tokenize(candidates[i][k], add_special=False, parse_special=False))
                             self.tokens_used += ch.pending
+                        judged = [(i, ch) for i, ch in live if k >= first_new[i]]
+                        if not judged:
+                            continue  # a cached prefix: extend only (decoded with the next round)
                         yield [ch for _, ch in live]
-                        verdicts = [b.fork(ch, 1)[0] for _, ch in live]
+                        verdicts = [b.fork(ch, 1)[0] for _, ch in judged]
                         try:
                             for v in verdicts:
                                 b.extend(v, tail)
@@ -343,8 +358,9 @@ class JudgePRM:
                                 b.free(v)
                         p = np.exp(lp)
                         p_yes, p_no = p[:, :n_yes].sum(axis=1), p[:, n_yes:].sum(axis=1)
-                        for (i, _), y, n in zip(live, p_yes, p_no, strict=True):
+                        for (i, _), y, n in zip(judged, p_yes, p_no, strict=True):
                             out[i][k] = float(y / (y + n)) if y + n > 0 else NEUTRAL
+                            self._cache[(question, tuple(candidates[i][: k + 1]))] = out[i][k]
                 finally:
                     for ch in chains:
                         b.free(ch)
