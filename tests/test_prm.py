@@ -167,3 +167,15 @@ def test_token_prm_reads_each_step_verdict(fresh, fmt):
         p = np.exp(lp)
         np.testing.assert_allclose(got, p[:, 0] / p.sum(axis=1), atol=0.05)
     assert fresh.branches == []
+
+
+def test_judge_reuses_verdicts_of_steps_it_already_judged(fresh):
+    """Beam search asks again for every prefix each round; only the new step costs a verdict."""
+    judge = JudgePRM(fresh)
+    first = judge.score(QUESTION, [GOOD[:2]])
+    used = judge.tokens_used
+    again = judge.score(QUESTION, [GOOD[:2]])
+    assert again == first and judge.tokens_used == used  # nothing decoded
+    longer = judge.score(QUESTION, [GOOD])
+    assert longer[0][:2] == first[0]
+    assert 0.0 < longer[0][2] < 1.0 and judge.tokens_used > used
