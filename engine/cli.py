@@ -21,14 +21,22 @@ EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 
-def _int_list(text: str) -> list[int]:
+def _ints(text: str, minimum: int) -> list[int]:
     try:
         vals = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
-    if not vals or any(v < 1 for v in vals):
-        raise argparse.ArgumentTypeError("every N must be >= 1")
+    if not vals or any(v < minimum for v in vals):
+        raise argparse.ArgumentTypeError(f"every value must be >= {minimum}")
     return vals
+
+
+def _int_list(text: str) -> list[int]:
+    return _ints(text, 1)
+
+
+def _int_list_zero(text: str) -> list[int]:
+    return _ints(text, 0)
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -105,6 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="instead: the default strategies at budget 8, side by side vs one after another",
     )
     p.add_argument("--max-tokens", type=int, default=256, help="with --compare: tokens per solution")
+    p.add_argument("--prm", default="judge", choices=["judge", "arithmetic"], help="with --compare: the PRM")
+    p.add_argument(
+        "--problems", type=_int_list_zero, default=[0], help="with --compare: GSM8K indices (0,1,...)"
+    )
     return ap
 
 
@@ -298,7 +310,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
             raise InvalidRequestError("--max-tokens must be >= 1")
         say = None if args.json else (lambda s: print(s, file=sys.stderr, flush=True))
         config = _config(args, n_ctx=args.ctx or 16384, n_seq_max=64)
-        result = run_compare_bench(_model_path(args), max_tokens=args.max_tokens, config=config, progress=say)
+        result = run_compare_bench(
+            _model_path(args),
+            max_tokens=args.max_tokens,
+            config=config,
+            progress=say,
+            prm=args.prm,
+            problems=args.problems,
+        )
         _print_json(result) if args.json else print(format_compare_bench(result))
         return 0
 

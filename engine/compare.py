@@ -120,6 +120,7 @@ def compare(
     if reference is not None and not str(reference).strip():
         reference = None
     prm_backends: list[Backend] = []
+    scorer = None
     try:
         scorer = make_prm(prm, backend, reference, prm_backends)
         prm_info = {"name": getattr(scorer, "name", prm), "spec": prm}
@@ -154,5 +155,7 @@ def compare(
         )
         return runs
     finally:
+        if scorer is not None and hasattr(scorer, "close"):
+            scorer.close()  # the judge's kept KV state
         for b in prm_backends:
             b.close()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -272,13 +273,15 @@ class JudgePRM:
     question and the assistant header) and the verdict is read from its next-token logits. All
     candidates' k-th steps are judged in one batch."""
 
-    def __init__(self, backend: Any, name: str = "judge") -> None:
+    def __init__(self, backend: Any, name: str = "judge", keep_chains: int = 12) -> None:
         self.backend = backend
         self.name = name
         self.tokens_used = 0
         # Verdicts by (question, steps so far): beam search re-scores every prefix each round; a
         # verdict already given is reused, so each step is judged once.
         self._cache: dict[tuple[str, tuple[str, ...]], float] = {}
+        self._chains: OrderedDict[tuple[str, tuple[str, ...]], Any] = OrderedDict()
+        self.keep_chains = keep_chains
         self.yes_ids = _variant_ids(backend, ["yes"])
         self.no_ids = _variant_ids(backend, ["no"])
         if not self.yes_ids or not self.no_ids:
@@ -304,11 +307,14 @@ class JudgePRM:
     def score_gen(self, question, candidates, finished=None, cancel=None):
         """Scoring as a generator: it yields lists of branches whose pending tokens must be decoded
         (the scheduler puts them into the same decodes as generation) and is resumed right after;
-        it returns the step scores."""
+        it returns the step scores.
+
+        Verdicts are cached by (question, steps so far), and the judge keeps the KV state of the
+        last candidates it read (up to ``keep_chains``): beam search's next round extends them, so
+        each step's tokens are decoded once, not once per round."""
         import numpy as np
 
         from engine.errors import Cancelled
-        from engine.sampling import SamplingParams
 
         _check_candidates(candidates)
         b = self.backend
@@ -325,48 +331,102 @@ class JudgePRM:
         order = [i for i, c in enumerate(candidates) if first_new[i] < len(c)]
         if not order:
             return out
-        head, tail = self._head_tail(question)
-        root = b.root(head, SamplingParams(temperature=0.0))
-        try:
+        root = self._chain_for(question, ())
+        if root is None:
+            head, _ = self._head_tail(question)
+            root = self._keep(question, (), b.root(head))
             self.tokens_used += root.pending
             yield [root]
-            group = max(1, (b.free_slots - 1) // 2)
-            for g in range(0, len(order), group):
-                idx = order[g : g + group]
-                chains = b.fork(root, len(idx))
-                try:
-                    for k in range(max(len(candidates[i]) for i in idx)):
-                        if cancel is not None and cancel():
-                            raise Cancelled()
-                        live = [(i, ch) for i, ch in zip(idx, chains, strict=True) if k < len(candidates[i])]
-                        for i, ch in live:
-                            b.extend(ch, b.tokenize(candidates[i][k], add_special=False, parse_special=False))
-                            self.tokens_used += ch.pending
-                        judged = [(i, ch) for i, ch in live if k >= first_new[i]]
-                        if not judged:
-                            continue  # a cached prefix: extend only (decoded with the next round)
-                        yield [ch for _, ch in live]
-                        verdicts = [b.fork(ch, 1)[0] for _, ch in judged]
-                        try:
-                            for v in verdicts:
-                                b.extend(v, tail)
-                                self.tokens_used += v.pending
-                            yield verdicts
-                            lp = b.logprobs_now(verdicts, ids)
-                        finally:
-                            for v in verdicts:
-                                b.free(v)
-                        p = np.exp(lp)
-                        p_yes, p_no = p[:, :n_yes].sum(axis=1), p[:, n_yes:].sum(axis=1)
-                        for (i, _), y, n in zip(judged, p_yes, p_no, strict=True):
-                            out[i][k] = float(y / (y + n)) if y + n > 0 else NEUTRAL
-                            self._cache[(question, tuple(candidates[i][: k + 1]))] = out[i][k]
-                finally:
-                    for ch in chains:
+        tail = self._head_tail(question)[1]
+        group = max(1, (b.free_slots - 1) // 2)
+        for g in range(0, len(order), group):
+            idx = order[g : g + group]
+            # Each candidate continues the longest prefix the judge still holds.
+            chains, start = [], {}
+            for i in idx:
+                steps = tuple(candidates[i])
+                k0 = max(
+                    k for k in range(0, first_new[i] + 1) if k == 0 or self._chain_for(question, steps[:k])
+                )
+                parent = self._chain_for(question, steps[:k0]) if k0 else root
+                if parent is None:  # evicted meanwhile
+                    parent, k0 = root, 0
+                chains.append(b.fork(parent, 1)[0])
+                start[i] = k0
+            keep_ok = False
+            try:
+                for k in range(min(start.values()), max(len(candidates[i]) for i in idx)):
+                    if cancel is not None and cancel():
+                        raise Cancelled()
+                    live = [
+                        (i, ch)
+                        for i, ch in zip(idx, chains, strict=True)
+                        if start[i] <= k < len(candidates[i])
+                    ]
+                    for i, ch in live:
+                        b.extend(ch, b.tokenize(candidates[i][k], add_special=False, parse_special=False))
+                        self.tokens_used += ch.pending
+                    judged = [(i, ch) for i, ch in live if k >= first_new[i]]
+                    if not judged:
+                        continue  # verdicts cached: extend only (decoded with the next round)
+                    yield [ch for _, ch in live]
+                    verdicts = [b.fork(ch, 1)[0] for _, ch in judged]
+                    try:
+                        for v in verdicts:
+                            b.extend(v, tail)
+                            self.tokens_used += v.pending
+                        yield verdicts
+                        lp = b.logprobs_now(verdicts, ids)
+                    finally:
+                        for v in verdicts:
+                            b.free(v)
+                    p = np.exp(lp)
+                    p_yes, p_no = p[:, :n_yes].sum(axis=1), p[:, n_yes:].sum(axis=1)
+                    for (i, _), y, n in zip(judged, p_yes, p_no, strict=True):
+                        out[i][k] = float(y / (y + n)) if y + n > 0 else NEUTRAL
+                        self._cache[(question, tuple(candidates[i][: k + 1]))] = out[i][k]
+                keep_ok = True
+            finally:
+                for i, ch in zip(idx, chains, strict=True):
+                    if keep_ok and ch.pending == 0:
+                        self._keep(question, tuple(candidates[i]), ch)
+                    elif not ch.freed:
                         b.free(ch)
-        finally:
-            b.free(root)
         return out
+
+    def _chain_for(self, question: str, steps: tuple[str, ...]) -> Any:
+        key = (question, steps)
+        ch = self._chains.get(key)
+        if ch is None:
+            return None
+        if ch.freed:  # freed by someone else (a backend reset)
+            del self._chains[key]
+            return None
+        self._chains.move_to_end(key)
+        return ch
+
+    def _keep(self, question: str, steps: tuple[str, ...], branch: Any) -> Any:
+        key = (question, steps)
+        old = self._chains.pop(key, None)
+        if old is not None and old is not branch and not old.freed:
+            self.backend.free(old)
+        self._chains[key] = branch
+        while len(self._chains) > self.keep_chains:
+            k, victim = next(iter(self._chains.items()))
+            if k[1] == () and len(self._chains) > 1:  # keep the question's head longest
+                self._chains.move_to_end(k)
+                k, victim = next(iter(self._chains.items()))
+            del self._chains[k]
+            if not victim.freed:
+                self.backend.free(victim)
+        return branch
+
+    def close(self) -> None:
+        """Free the KV state the judge keeps between calls."""
+        for ch in self._chains.values():
+            if not ch.freed:
+                self.backend.free(ch)
+        self._chains.clear()
 
 
 def drive(backend: Any, gen: Any, cancel: Callable[[], bool] | None = None) -> Any:

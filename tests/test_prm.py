@@ -119,7 +119,9 @@ def test_judge_scores_every_step_in_shared_batches(fresh):
     # however many candidates there are.
     assert used_calls <= 1 + 2 * 3
     assert judge.tokens_used > 0
-    assert judge.score(QUESTION, cands) == scores  # deterministic
+    assert judge.score(QUESTION, cands) == scores  # cached verdicts: the same scores
+    assert len(fresh.branches) <= judge.keep_chains  # the KV state it keeps for the next round
+    judge.close()
     assert fresh.branches == []
 
 
@@ -128,7 +130,7 @@ def test_judge_batched_equals_one_candidate_at_a_time(fresh):
 
     Not to the last digit: llama.cpp 0.3.36's CPU attention over a unified KV cache changes logits
     by up to ~0.4 depending on where a sequence's cells start in the cache (see the README,
-    "Reproducibility"), so the check allows 0.05 in probability."""
+    "Reproducibility"), so the check allows 0.1 in probability."""
     judge = JudgePRM(fresh)
     batched = judge.score(QUESTION, [GOOD, BAD])
     head, tail = judge._head_tail(QUESTION)
@@ -141,7 +143,7 @@ def test_judge_batched_equals_one_candidate_at_a_time(fresh):
             lp = np.exp(fresh.next_token_logprobs(b, ids))
             fresh.free(b)
             y, n = lp[: len(judge.yes_ids)].sum(), lp[len(judge.yes_ids) :].sum()
-            assert batched[c][k] == pytest.approx(y / (y + n), abs=0.05)
+            assert batched[c][k] == pytest.approx(y / (y + n), abs=0.1)
 
 
 def test_token_prm_refuses_a_vocabulary_without_the_step_tag(fresh):
@@ -169,8 +171,8 @@ def test_token_prm_reads_each_step_verdict(fresh, fmt):
     assert fresh.branches == []
 
 
-def test_judge_reuses_verdicts_of_steps_it_already_judged(fresh):
-    """Beam search asks again for every prefix each round; only the new step costs a verdict."""
+def test_judge_reuses_verdicts_and_kv_of_steps_it_already_judged(fresh):
+    """Beam search asks again for every prefix each round; only the new step costs anything."""
     judge = JudgePRM(fresh)
     first = judge.score(QUESTION, [GOOD[:2]])
     used = judge.tokens_used
@@ -178,4 +180,15 @@ def test_judge_reuses_verdicts_of_steps_it_already_judged(fresh):
     assert again == first and judge.tokens_used == used  # nothing decoded
     longer = judge.score(QUESTION, [GOOD])
     assert longer[0][:2] == first[0]
-    assert 0.0 < longer[0][2] < 1.0 and judge.tokens_used > used
+    assert 0.0 < longer[0][2] < 1.0
+    step3 = len(fresh.tokenize(GOOD[2], add_special=False, parse_special=False))
+    tail = len(judge._head_tail(QUESTION)[1])
+    # Only the new step and its verdict were decoded (plus at most one re-decoded token).
+    assert judge.tokens_used - used <= step3 + tail + 1
+    # The same scores as a judge that starts cold, up to the cell-layout noise of llama.cpp's
+    # unified cache (README, "Reproducibility").
+    cold = JudgePRM(fresh)
+    assert cold.score(QUESTION, [GOOD])[0] == pytest.approx(longer[0], abs=0.1)
+    judge.close()
+    cold.close()
+    assert fresh.branches == []
