@@ -50,8 +50,12 @@ def isolated_dirs(tmp_path, monkeypatch) -> Path:
 
 
 def pytest_unconfigure(config):
-    # llama_cpp._utils opens /dev/null twice at import and never closes it; silence the two
-    # ResourceWarnings Python prints for them at exit (nothing of ours: they'd trail pytest's summary).
-    import warnings
+    # llama_cpp._utils opens /dev/null twice at import and never closes it; Python would print two
+    # ResourceWarnings for them at exit, trailing pytest's summary. Close them when the interpreter
+    # exits (every Llama object of the tests is gone by then).
+    import atexit
+    import sys
 
-    warnings.filterwarnings("ignore", category=ResourceWarning, message=r"unclosed file .*name='/dev/null'")
+    utils = sys.modules.get("llama_cpp._utils")
+    if utils is not None:
+        atexit.register(lambda: (utils.outnull_file.close(), utils.errnull_file.close()))
