@@ -578,7 +578,7 @@ class Backend:
             self.prefill([parent])
         # Children reuse the parent's logits row if it is still the current one; otherwise they
         # re-decode from the last token the parent has in the cache.
-        share_logits = parent.pending == 0 and parent._logits is not None and parent._logits[0] == self._epoch
+        share_logits = self._has_row(parent)
         n_copy = parent.n_past if (share_logits or parent.pending == 1) else max(parent.n_past - 1, 0)
         children = []
         for p in plist:
@@ -715,7 +715,7 @@ class Backend:
         live = [b for b in (branches if branches is not None else self._branches.values()) if not b.finished]
         for b in (*live, *probes):
             self._check_live(b)
-        ready = [b for b in live if b.pending == 0 and b._logits is not None and b._logits[0] == self._epoch]
+        ready = [b for b in live if self._has_row(b)]
         need = [b for b in live if b.pending > 0]
         stale = [b for b in live if b.pending == 0 and b not in ready]
         for b in stale:  # logits gone (another decode ran): re-decode the last token
@@ -744,6 +744,10 @@ class Backend:
         events.extend(self._sample([b for b, _ in outs if id(b) not in probe_ids], logprobs))
         return events
 
+    def _has_row(self, b: Branch) -> bool:
+        """Whether the branch's logits row (for its next token) is still in the context's output."""
+        return b.pending == 0 and b._logits is not None and b._logits[0] == self._epoch
+
     def _rewind_one(self, b: Branch) -> None:
         llama_cpp.llama_memory_seq_rm(self._mem, b.seq, b.n_past - 1, -1)
         b.n_past -= 1
@@ -753,10 +757,8 @@ class Backend:
         if not branches:
             return []
         t0 = time.perf_counter()
-        epoch = self._epoch
         for b in branches:
-            lg = b._logits
-            if lg is None or lg[0] != epoch:  # llama.cpp asserts (kills the process) on a row without logits
+            if not self._has_row(b):  # llama.cpp asserts (kills the process) on a row without logits
                 raise InvalidRequestError(f"branch {b.id} has no logits to sample from")
         # All output rows of the last decode, in batch order; valid until the next decode.
         n_out = max(b._logits[2] for b in branches) + 1
@@ -821,18 +823,12 @@ class Backend:
     def next_token_logprobs(self, branch: Branch, token_ids: Sequence[int]) -> np.ndarray:
         """Logprobs of ``token_ids`` as the next token after everything ``branch`` holds (its
         pending tokens are decoded first). For verdict tokens of judges and PRMs."""
-        self._check_thread()
         self._check_live(branch)
-        if branch.pending > 0 or branch._logits is None or branch._logits[0] != self._epoch:
-            if branch.pending == 0:
-                self._rewind_one(branch)
-            self.prefill([branch])
-        return self._rows_logprobs([branch], token_ids)[0]
+        return self.logprobs_now([branch], token_ids)[0]
 
     def _rows_logprobs(self, branches: Sequence[Branch], token_ids: Sequence[int]) -> np.ndarray:
         for b in branches:
-            lg = b._logits
-            if lg is None or lg[0] != self._epoch:
+            if not self._has_row(b):
                 raise InvalidRequestError(f"branch {b.id} has no logits to read")
         n_out = max(b._logits[2] for b in branches) + 1
         rows = np.ctypeslib.as_array(llama_cpp.llama_get_logits(self._ctx), shape=(n_out, self.n_vocab))
@@ -893,9 +889,8 @@ class Backend:
             )
             for r, (i, pos, idx) in enumerate(reads):
                 if pos in want[i]:
-                    row = rows[r].astype(np.float64)
-                    m = row.max()
-                    out[i][want[i][pos]] = row[ids] - (m + np.log(np.exp(row - m).sum()))
+                    row = rows[r : r + 1].astype(np.float64)
+                    out[i][want[i][pos]] = row[0, ids] - logsumexp_rows(row)[0]
                 if pos == len(branches[i].tokens) - 1:
                     branches[i]._logits = (self._epoch, idx, r)
             for i, take in plan:
@@ -904,21 +899,16 @@ class Backend:
         return out
 
     def logprobs_now(self, branches: Sequence[Branch], token_ids: Sequence[int]) -> np.ndarray:
-        """Next-token logprobs of branches just decoded (no pending tokens). Branches whose row was
-        overwritten by a later decode (a long prefill split over several) are re-read."""
+        """Next-token logprobs of ``branches``, read from the current output rows; a branch without
+        one (pending tokens, or a row overwritten by a later decode) is decoded for it."""
         self._check_thread()
-        stale = [b for b in branches if b.pending or b._logits is None or b._logits[0] != self._epoch]
-        if not stale:
+        current = [i for i, b in enumerate(branches) if self._has_row(b)]
+        if len(current) == len(branches):
             return self._rows_logprobs(branches, token_ids)
         out = np.empty((len(branches), len(token_ids)))
-        fresh = [
-            i
-            for i, b in enumerate(branches)
-            if not (b.pending or b._logits is None or b._logits[0] != self._epoch)
-        ]
-        if fresh:
-            out[fresh] = self._rows_logprobs([branches[i] for i in fresh], token_ids)
-        rest = [i for i in range(len(branches)) if i not in set(fresh)]
+        if current:  # read before the decode below overwrites them
+            out[current] = self._rows_logprobs([branches[i] for i in current], token_ids)
+        rest = [i for i in range(len(branches)) if i not in set(current)]
         out[rest] = self.batch_next_token_logprobs([branches[i] for i in rest], token_ids)
         return out
 
@@ -981,8 +971,7 @@ class Backend:
                 if reads:
                     ptr = llama_cpp.llama_get_logits(self._ctx)
                     rows = np.ctypeslib.as_array(ptr, shape=(len(reads), self.n_vocab)).astype(np.float64)
-                    m = rows.max(axis=1)
-                    lse = m + np.log(np.exp(rows - m[:, None]).sum(axis=1))
+                    lse = logsumexp_rows(rows)
                     for j, p in enumerate(reads):
                         out[p + 1 - start] = rows[j, tokens[p + 1]] - lse[j]
                 pos += n

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Protocol
 
+import numpy as np
+
 from engine.answers import extract_answer, is_correct
 from engine.errors import InvalidRequestError, PonderError
 
@@ -253,6 +255,13 @@ JUDGE_USER = "Problem: {question}\n\nSolution so far:\n{solution}"
 _SOLUTION_MARK = "\u2063PONDER_SOLUTION\u2063"
 
 
+def verdict_share(logprobs: Any, n_good: int) -> list[float]:
+    """Per row of logprobs over [good tokens..., bad tokens...]: P(good) / (P(good) + P(bad))."""
+    p = np.exp(np.asarray(logprobs, dtype=np.float64))
+    good, bad = p[:, :n_good].sum(axis=1), p[:, n_good:].sum(axis=1)
+    return [float(g / (g + b)) if g + b > 0 else NEUTRAL for g, b in zip(good, bad, strict=True)]
+
+
 def _variant_ids(backend: Any, words: Sequence[str]) -> list[int]:
     """Single-token spellings of a verdict word (yes, Yes, ' yes', ...) in this vocabulary."""
     ids: list[int] = []
@@ -312,7 +321,6 @@ class JudgePRM:
         Verdicts are cached by (question, steps so far), and the judge keeps the KV state of the
         last candidates it read (up to ``keep_chains``): beam search's next round extends them, so
         each step's tokens are decoded once, not once per round."""
-        import numpy as np
 
         from engine.errors import Cancelled
 
@@ -331,13 +339,12 @@ class JudgePRM:
         order = [i for i, c in enumerate(candidates) if first_new[i] < len(c)]
         if not order:
             return out
+        head, tail = self._head_tail(question)
         root = self._chain_for(question, ())
         if root is None:
-            head, _ = self._head_tail(question)
             root = self._keep(question, (), b.root(head))
             self.tokens_used += root.pending
             yield [root]
-        tail = self._head_tail(question)[1]
         group = max(1, (b.free_slots - 1) // 2)
         for g in range(0, len(order), group):
             idx = order[g : g + group]
@@ -380,10 +387,8 @@ class JudgePRM:
                     finally:
                         for v in verdicts:
                             b.free(v)
-                    p = np.exp(lp)
-                    p_yes, p_no = p[:, :n_yes].sum(axis=1), p[:, n_yes:].sum(axis=1)
-                    for (i, _), y, n in zip(judged, p_yes, p_no, strict=True):
-                        out[i][k] = float(y / (y + n)) if y + n > 0 else NEUTRAL
+                    for (i, _), score in zip(judged, verdict_share(lp, n_yes), strict=True):
+                        out[i][k] = score
                         self._cache[(question, tuple(candidates[i][: k + 1]))] = out[i][k]
                 keep_ok = True
             finally:
@@ -522,7 +527,6 @@ class TokenPRM:
         return toks, reads
 
     def score(self, question, candidates, finished=None, cancel=None) -> list[list[float]]:
-        import numpy as np
 
         _check_candidates(candidates)
         b = self.backend
@@ -561,8 +565,7 @@ class TokenPRM:
                     for br in branches:
                         b.free(br)
                 for i, lp in zip(idx, lps, strict=True):
-                    p = np.exp(lp)
-                    results[i] = [float(g_ / (g_ + b_)) if g_ + b_ > 0 else NEUTRAL for g_, b_ in p]
+                    results[i] = verdict_share(lp, 1)
         finally:
             self.tokens_used += b.stats.tokens_decoded - before
         out: list[list[float]] = []

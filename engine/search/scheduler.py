@@ -83,7 +83,6 @@ class _ScoreJob:
     t0: float
     gen: Any = None
     need: list[Branch] = field(default_factory=list)
-    started: bool = False
 
 
 class Scheduler:
@@ -239,8 +238,7 @@ class Scheduler:
 
     def _resume_job(self, job: _ScoreJob) -> None:
         try:
-            job.need = job.gen.send(None) if job.started else next(job.gen)
-            job.started = True
+            job.need = job.gen.send(None)
         except StopIteration as stop:
             self._jobs.remove(job)
             self._complete_job(job, stop.value)
