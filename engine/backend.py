@@ -212,11 +212,26 @@ class TokenEvent:
     logprob: float
 
 
+def _common_prefix(a: list[int], b: list[int], limit: int) -> int:
+    """Length of the common prefix of ``a`` and ``b`` within ``limit`` (slices compare in C)."""
+    if a[:limit] == b[:limit]:
+        return limit
+    lo, hi = 0, limit - 1
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
 @dataclass
 class StepStats:
     decode_calls: int = 0
     tokens_decoded: int = 0
     tokens_sampled: int = 0
+    tokens_adopted: int = 0  # pending tokens whose KV was shared from another branch, not decoded
     decode_s: float = 0.0
     sample_s: float = 0.0
 
@@ -681,11 +696,39 @@ class Backend:
             used += take
         return work, used
 
+    ADOPT_MIN = 4  # shorter runs of shared pending tokens are simply decoded
+
+    def _adopt(self, b: Branch) -> None:
+        """Share, instead of decoding, the KV cells of pending tokens that another live branch
+        already holds: same tokens from position 0 (so the same cells in every layer), as llama.cpp's
+        server reuses a cached prompt. A judge reading a candidate the policy just wrote then
+        decodes only its own question. The last token is always decoded, for its logits."""
+        want = len(b.tokens) - 1
+        if want - b.n_past < self.ADOPT_MIN:
+            return
+        toks, base = b.tokens, b.n_past
+        best, best_k = None, base
+        for o in self._branches.values():
+            limit = min(o.n_past, want)
+            if o is b or limit - base < self.ADOPT_MIN or limit <= best_k:
+                continue
+            k = _common_prefix(toks, o.tokens, limit)
+            if k > best_k:
+                best, best_k = o, k
+        if best is None or best_k - base < self.ADOPT_MIN:
+            return
+        llama_cpp.llama_memory_seq_rm(self._mem, b.seq, base, -1)
+        llama_cpp.llama_memory_seq_cp(self._mem, best.seq, b.seq, base, best_k)
+        b.n_past = best_k
+        b._logits = None
+        self.stats.tokens_adopted += best_k - base
+
     def prefill(self, branches: Sequence[Branch], cancel: Callable[[], bool] | None = None) -> None:
         """Decode every pending token of ``branches`` (logits kept at each one's last token)."""
         self._check_thread()
         for b in branches:
             self._check_live(b)
+            self._adopt(b)
         todo = [b for b in branches if b.pending > 0]
         while todo:
             if cancel is not None and cancel():
@@ -721,6 +764,8 @@ class Backend:
         for b in stale:  # logits gone (another decode ran): re-decode the last token
             self._rewind_one(b)
             need.append(b)
+        for b in (*need, *probes):
+            self._adopt(b)
         probing = [p for p in probes if p.pending > 0]
         if not need and not probing:
             return self._sample(ready, logprobs)

@@ -245,13 +245,11 @@ class ReferencePRM:
 
 # --- judges on a llama.cpp backend -----------------------------------------------------------------
 
-JUDGE_SYSTEM = (
-    "You check math solutions step by step. The user shows a problem and a partial solution. "
-    "Is the last step of the solution correct and useful? Reply with a single word: yes or no."
-)
-# The solution ends the user turn, so a verdict costs only the end of the turn and the assistant
-# header (a few tokens) on top of the steps themselves.
-JUDGE_USER = "Problem: {question}\n\nSolution so far:\n{solution}"
+# The judge reads the solution as the reply to the solver's own prompt (the policy's system prompt
+# and the problem, exactly as the strategies send them) and is then asked about its last step. When
+# the judge is the policy model, the backend shares the KV cells the policy already computed for
+# that prompt and those steps (``Backend._adopt``), so a verdict costs only JUDGE_QUESTION's turn.
+JUDGE_QUESTION = "Is the last step correct? Answer yes or no."
 _SOLUTION_MARK = "\u2063PONDER_SOLUTION\u2063"
 
 
@@ -274,17 +272,25 @@ def _variant_ids(backend: Any, words: Sequence[str]) -> list[int]:
 
 
 class JudgePRM:
-    """An instruct model as a step verifier (the prompt: :data:`JUDGE_SYSTEM`, :data:`JUDGE_USER`).
+    """An instruct model as a step verifier. The prompt is a conversation: the solver's system
+    prompt (``system_prompt``, the strategies' own) and the problem as the user turn, the solution so
+    far as the assistant turn, then :data:`JUDGE_QUESTION` as a user turn; the score is P(yes) /
+    (P(yes) + P(no)) at the first token of the reply.
 
-    Runs on a :class:`~engine.backend.Backend` in its owning thread. The chat prompt is split
-    around the solution: the head (system + problem) is decoded once; each candidate forks from it
-    and grows step by step; after each step a short-lived verdict branch appends the tail (the
-    question and the assistant header) and the verdict is read from its next-token logits. All
-    candidates' k-th steps are judged in one batch."""
+    Runs on a :class:`~engine.backend.Backend` in its owning thread. The head (system + problem) is
+    decoded once; each candidate forks from it and grows step by step (sharing the policy's cells
+    where the policy holds them); after each step a short-lived verdict branch appends the tail (the
+    end of the turn, the question, the assistant header) and the verdict is read from its
+    next-token logits. All candidates' k-th steps are judged in one batch."""
 
-    def __init__(self, backend: Any, name: str = "judge", keep_chains: int = 12) -> None:
+    def __init__(
+        self, backend: Any, name: str = "judge", keep_chains: int = 12, system_prompt: str | None = None
+    ) -> None:
+        from engine.search.protocol import SYSTEM_PROMPT
+
         self.backend = backend
         self.name = name
+        self.system_prompt = SYSTEM_PROMPT if system_prompt is None else system_prompt
         self.tokens_used = 0
         # Verdicts by (question, steps so far): beam search re-scores every prefix each round; a
         # verdict already given is reused, so each step is judged once.
@@ -298,16 +304,17 @@ class JudgePRM:
 
     def _head_tail(self, question: str) -> tuple[list[int], list[int]]:
         b = self.backend
+        ask = [{"role": "system", "content": self.system_prompt}, {"role": "user", "content": question}]
+        head = b.chat_tokens(ask)  # the very tokens the strategies' prompts start with
         text = b.render_chat(
             [
-                {"role": "system", "content": JUDGE_SYSTEM},
-                {"role": "user", "content": JUDGE_USER.format(question=question, solution=_SOLUTION_MARK)},
+                *ask,
+                {"role": "assistant", "content": _SOLUTION_MARK},
+                {"role": "user", "content": JUDGE_QUESTION},
             ]
         )
-        head, _, tail = text.partition(_SOLUTION_MARK)
-        bos = b._special_text(b.bos_token())  # the template may write BOS itself
-        add_special = not (bos and head.startswith(bos))
-        return b.tokenize(head, add_special=add_special), b.tokenize(tail, add_special=False)
+        tail = text.partition(_SOLUTION_MARK)[2]
+        return head, b.tokenize(tail, add_special=False)
 
     def score(self, question, candidates, finished=None, cancel=None) -> list[list[float]]:
         """Synchronous scoring: :meth:`score_gen` with each decode done at once."""
@@ -373,9 +380,22 @@ class JudgePRM:
                     for i, ch in live:
                         b.extend(ch, b.tokenize(candidates[i][k], add_special=False, parse_special=False))
                         self.tokens_used += ch.pending
-                    judged = [(i, ch) for i, ch in live if k >= first_new[i]]
+                    # Each distinct prefix is judged once, even when several candidates share it.
+                    judged, same = [], []
+                    for i, ch in live:
+                        key = (question, tuple(candidates[i][: k + 1]))
+                        if k < first_new[i]:
+                            continue
+                        if key in self._cache or any(
+                            key == (question, tuple(candidates[j][: k + 1])) for j, _ in judged
+                        ):
+                            same.append((i, key))
+                        else:
+                            judged.append((i, ch))
                     if not judged:
-                        continue  # verdicts cached: extend only (decoded with the next round)
+                        for i, key in same:
+                            out[i][k] = self._cache[key]
+                        continue  # verdicts known: extend only (decoded with the next round)
                     yield [ch for _, ch in live]
                     verdicts = [b.fork(ch, 1)[0] for _, ch in judged]
                     try:
@@ -390,10 +410,14 @@ class JudgePRM:
                     for (i, _), score in zip(judged, verdict_share(lp, n_yes), strict=True):
                         out[i][k] = score
                         self._cache[(question, tuple(candidates[i][: k + 1]))] = out[i][k]
+                    for i, key in same:
+                        out[i][k] = self._cache[key]
                 keep_ok = True
             finally:
                 for i, ch in zip(idx, chains, strict=True):
-                    if keep_ok and ch.pending == 0:
+                    # A finished candidate is never extended: its cells go back at once (fewer cells
+                    # in use make every later decode's attention cheaper).
+                    if keep_ok and ch.pending == 0 and not (finished is not None and finished[i]):
                         self._keep(question, tuple(candidates[i]), ch)
                     elif not ch.freed:
                         b.free(ch)

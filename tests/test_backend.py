@@ -257,3 +257,28 @@ def test_invalid_tokens_and_empty_prompt_are_rejected(fresh):
         fresh.root([])
     with pytest.raises(InvalidRequestError, match="outside the vocabulary"):
         fresh.root([1, 2, fresh.n_vocab + 5])
+
+
+def test_pending_tokens_another_branch_holds_are_shared_not_decoded(fresh):
+    """A new prompt that starts with text a live branch has already decoded (a judge re-reading a
+    solution the policy wrote) decodes only what is new, and reads the same next-token
+    distribution as a from-scratch decode (within the unified-cache tolerance, see the README)."""
+    writer = fresh.root(fresh.chat_tokens(POEM), SamplingParams(seed=5, max_tokens=40, temperature=1.0))
+    fresh.generate([writer])
+    held = list(writer.tokens[: writer.n_past])
+    question = fresh.tokenize(" Is that a good poem?", add_special=False)
+    reader = fresh.root(held + question)
+    before_dec, before_adopt = fresh.stats.tokens_decoded, fresh.stats.tokens_adopted
+    fresh.prefill([reader])
+    assert fresh.stats.tokens_adopted - before_adopt == len(held)
+    assert fresh.stats.tokens_decoded - before_dec == len(question)
+    every = list(range(fresh.n_vocab))
+    shared = fresh.logprobs_now([reader], every)[0]
+    fresh.free_all()
+    alone = fresh.root(held + question)
+    fresh.prefill([alone])
+    assert fresh.stats.tokens_adopted - before_adopt == len(held)  # nothing to share this time
+    scratch = fresh.logprobs_now([alone], every)[0]
+    assert int(np.argmax(shared)) == int(np.argmax(scratch))
+    p, q = np.exp(np.asarray(shared)), np.exp(np.asarray(scratch))
+    assert 0.5 * np.abs(p - q).sum() < 0.05  # total variation distance of the two distributions

@@ -192,3 +192,27 @@ def test_judge_reuses_verdicts_and_kv_of_steps_it_already_judged(fresh):
     judge.close()
     cold.close()
     assert fresh.branches == []
+
+
+def test_judge_reads_the_policys_own_solution_from_its_cells(fresh):
+    """The judge's prompt starts as the strategies' prompt does, so a solution the policy still
+    holds is not decoded again: a verdict costs the judge's question, not the solution."""
+    from engine.search.protocol import SYSTEM_PROMPT
+
+    policy = fresh.root(
+        fresh.chat_tokens(
+            [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": QUESTION}]
+        ),
+        SamplingParams(seed=2, max_tokens=60),
+    )
+    fresh.generate([policy])
+    steps = split_steps(policy.text)
+    judge = JudgePRM(fresh)
+    adopted = fresh.stats.tokens_adopted
+    shared = judge.score(QUESTION, [steps])[0]
+    assert fresh.stats.tokens_adopted - adopted >= policy.n_generated - len(steps) - 1
+    judge.close()
+    fresh.free_all()
+    alone = JudgePRM(fresh).score(QUESTION, [steps])[0]  # nothing to share now: all decoded
+    assert len(shared) == len(alone) == len(steps)
+    assert max(abs(a - b) for a, b in zip(shared, alone, strict=True)) < 0.1

@@ -13,9 +13,10 @@ def best_of_n(ctx: RunContext, n: int = 4, selection: str = "weighted") -> Strat
     res = yield Generate(tuple(GenItem(i, ctx.sampling(i, stop=False), messages=msgs) for i in ids))
     for g in res:
         yield added(ctx, g, None, "solution")
-    yield Release(tuple(ids))
     texts = [g.text for g in res]
+    # Released after scoring: a judge on the policy model reads the solutions from their KV cells.
     scored = yield from score(ctx, texts, [True] * n)
+    yield Release(tuple(ids))
     for g, s in zip(res, scored, strict=True):
         yield scored_event(ctx, g.node_id, s)
         yield finished_event(ctx, g.node_id, g.text, g.finish_reason)
