@@ -13,6 +13,7 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from engine.errors import InvalidRequestError, PonderError
@@ -97,9 +98,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tokens", type=int, default=2048, help="tokens per solution (default 2048)")
     p.add_argument("--lookahead", type=int, default=0, help="beam search lookahead steps k")
     p.add_argument("--sequential", action="store_true", help="one strategy after another, not side by side")
-    p.add_argument("--db", help="session database (accepted; sessions are stored once the store lands)")
+    p.add_argument("--db", help="session database (default: sessions.db in the user data folder)")
+    p.add_argument("--title", default="", help="a title for the saved session")
+    p.add_argument("--tag", action="append", default=[], help="tag the saved session (repeatable)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     _add_model_args(p)
+
+    p = sub.add_parser("sessions", help="saved sessions: list, show, replay, export, import, delete, rerun")
+    ss = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    q = ss.add_parser("list", help="saved sessions, newest first")
+    q.add_argument("--search", help="only sessions whose problem or title contains this")
+    q.add_argument("--model", help="only sessions run with a model whose name contains this")
+    q.add_argument("--correct", choices=["yes", "no"], help="only sessions with a correct (or wrong) run")
+    q.add_argument("--since", help="only sessions from this date on (YYYY-MM-DD)")
+    q.add_argument("--limit", type=int, default=50, help="at most this many (default 50; 0: all)")
+    for name, hlp in (
+        ("show", "one session: its problem, runs, answers"),
+        ("replay", "print a session's events in the order they happened"),
+        ("delete", "delete a session and everything in it"),
+        ("rerun", "run a session again (same model, parameters, seed) and check it reproduces"),
+    ):
+        q = ss.add_parser(name, help=hlp)
+        q.add_argument("id", help="session id (a unique prefix is enough)")
+        if name == "replay":
+            q.add_argument("--delay", type=float, default=0.0, help="seconds between events")
+        if name == "delete":
+            q.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+        if name == "rerun":
+            q.add_argument("--threads", type=int, help="override the recorded thread count")
+    q = ss.add_parser("export", help="write a session as JSON, JSONL or a self-contained HTML page")
+    q.add_argument("id", help="session id (a unique prefix is enough)")
+    q.add_argument("--format", choices=["json", "jsonl", "html"], default="json")
+    q.add_argument("--out", help="file to write (default: standard output)")
+    q = ss.add_parser("import", help="add a session exported as JSON or JSONL")
+    q.add_argument("file")
+    for q in ss.choices.values():
+        q.add_argument("--db", help="session database (default: sessions.db in the user data folder)")
+        q.add_argument("--json", action="store_true", help="print JSON")
 
     p = sub.add_parser("bench", help="batched backend vs a naive Llama.create_completion loop")
     _add_model_args(p)
@@ -117,6 +152,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--problems", type=_int_list_zero, default=[0], help="with --compare: GSM8K indices (0,1,...)"
     )
+    p.add_argument(
+        "--store",
+        action="store_true",
+        help="instead: list and open sessions in a store of --sessions x 3 runs x 200 nodes",
+    )
+    p.add_argument("--sessions", type=int, default=1000, help="with --store: sessions (default 1000)")
+    p.add_argument("--nodes", type=int, default=200, help="with --store: nodes per run (default 200)")
+    p.add_argument("--db", help="with --store: build the store here (default: a temporary file)")
     return ap
 
 
@@ -305,6 +348,17 @@ def _wait(fut: Any) -> Any:
 def cmd_bench(args: argparse.Namespace) -> int:
     from engine.bench import format_bench, format_compare_bench, run_bench, run_compare_bench
 
+    if args.store:
+        from engine.bench import format_store_bench, run_store_bench
+
+        if args.sessions < 1 or args.nodes < 1:
+            raise InvalidRequestError("--sessions and --nodes must be >= 1")
+        if args.db and os.path.exists(args.db):
+            raise InvalidRequestError(f"{args.db} exists: the store bench builds a new database.")
+        say = None if args.json else (lambda s: print(s, file=sys.stderr, flush=True))
+        result = run_store_bench(args.db, sessions=args.sessions, nodes=args.nodes, progress=say)
+        _print_json(result) if args.json else print(format_store_bench(result))
+        return 0
     if args.compare:
         if args.max_tokens < 1:
             raise InvalidRequestError("--max-tokens must be >= 1")
@@ -339,9 +393,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    import uuid
-
-    from engine.compare import compare, summarize
+    from engine.compare import summarize
     from engine.events import RunFinished, TextDelta
     from engine.worker import CancelToken
 
@@ -386,9 +438,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
                 else f"{run.spec.name} {ev.status} in {ev.wall_s:.1f} s\n"
             )
 
+    from engine.sessions import recorded_compare
+    from engine.store import Store
+
+    store = Store.open(args.db)  # a bad database is reported before the model loads
+    saved: dict[str, Any] = {}
+
     def work(backend: Any) -> list[Any]:
-        runs = compare(
+        sid, runs, err = recorded_compare(
             backend,
+            store,
             problem,
             strategies,
             budget=args.budget,
@@ -401,16 +460,25 @@ def cmd_compare(args: argparse.Namespace) -> int:
             cancel=cancel,
             overrides={"beam_search": {"lookahead": args.lookahead}},
             stream_text=True,
+            title=args.title,
+            tags=args.tag,
         )
+        saved.update(session_id=sid, error=err)
         return [summarize(r) for r in runs]
 
     config = _config(args, n_ctx=args.ctx or 16384, n_seq_max=64)
-    summaries = _run_in_worker(args, config, work, cancel, "Cancelled; the runs so far follow.")
-    session_id = uuid.uuid4().hex[:12]
+    try:
+        summaries = _run_in_worker(args, config, work, cancel, "Cancelled; the runs so far follow.")
+    finally:
+        store.close()
+    session_id = saved.get("session_id")
+    if saved.get("error"):
+        print(f"ponder: warning: {saved['error']}; the session is saved up to there.", file=sys.stderr)
     if args.json:
         _print_json(
             {
                 "session_id": session_id,
+                "db": str(store.path),
                 "problem": problem,
                 "reference": reference,
                 "runs": [s.as_dict() for s in summaries],
@@ -430,7 +498,230 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print(f"{cols} {s.seconds:>8.1f}  {tally}")
         if s.status != "done":
             print(f"    {s.status}: {s.message}")
+    print(f"\nSaved as session {session_id} in {store.path}")
     return 0
+
+
+# --- sessions ----------------------------------------------------------------------------------------
+
+
+def _ans(a: str | None) -> str:
+    return "-" if a is None else str(a)
+
+
+def _fmt_run(r: Any) -> str:
+    mark = {True: "correct", False: "wrong", None: ""}[r.correct]
+    return (
+        f"  {r.strategy:<12} {r.status:<11} answer {_ans(r.answer):<12} {mark:<8}"
+        f" {r.generated_tokens:>6} tok {r.wall_s:>7.1f} s  {r.n_nodes} nodes  run {r.id}"
+    )
+
+
+def cmd_sessions(args: argparse.Namespace) -> int:
+    from engine.store import Store, StoreError
+
+    act = args.action
+    writes = act in ("delete", "import", "rerun")
+    try:
+        store = Store.open(args.db, readonly=not writes)
+    except StoreError as e:
+        if act == "list" and "no session database" in str(e).lower():
+            print("[]" if args.json else "No sessions yet.")
+            return 0
+        raise
+    try:
+        return _SESSION_ACTIONS[act](store, args)
+    finally:
+        store.close()
+
+
+def _sessions_list(store: Any, args: argparse.Namespace) -> int:
+    correct = {"yes": True, "no": False, None: None}[args.correct]
+    rows = store.list_sessions(
+        search=args.search, model=args.model, correct=correct, since=args.since, limit=args.limit or None
+    )
+    if args.json:
+        _print_json([s.as_dict(with_build=False) for s in rows])
+        return 0
+    if not rows:
+        print(
+            "No sessions match."
+            if (args.search or args.model or args.correct or args.since)
+            else "No sessions yet."
+        )
+        return 0
+    for s in rows:
+        answers = ", ".join(
+            f"{r.strategy}={r.answer if r.answer is not None else '-'}"
+            + {True: " ok", False: " x", None: ""}[r.correct]
+            + ("" if r.status == "done" else f" ({r.status})")
+            for r in s.runs
+        )
+        title = s.title.replace("\n", " ")
+        print(f"{s.id}  {s.created[:16].replace('T', ' ')}  {title[:50]:<50}  {answers}")
+    return 0
+
+
+def _sessions_show(store: Any, args: argparse.Namespace) -> int:
+    s = store.session(args.id)
+    if args.json:
+        _print_json(s.as_dict())
+        return 0
+    print(f"Session {s.id}  ({s.created})" + (f"  rerun of {s.rerun_of}" if s.rerun_of else ""))
+    print(f"Problem: {s.problem}")
+    if s.reference:
+        print(f"Reference: {s.reference}")
+    if s.tags:
+        print(f"Tags: {', '.join(s.tags)}")
+    st = s.settings
+    if st:
+        print(
+            f"Settings: budget {st.get('budget')}, PRM {st.get('prm')}, seed {st.get('seed')}, "
+            f"max tokens {st.get('max_tokens')}, "
+            + ("side by side" if st.get("concurrent") else "one after another")
+        )
+    if s.runs:
+        print(f"Model: {s.runs[0].model_name} ({s.runs[0].model_path})")
+    print("Runs:")
+    for r in s.runs:
+        print(_fmt_run(r))
+        if r.message:
+            print(f"      {r.message}")
+    return 0
+
+
+def _sessions_replay(store: Any, args: argparse.Namespace) -> int:
+    import time as _time
+
+    from engine.events import (
+        NodeAdded,
+        NodeFinished,
+        NodePruned,
+        NodeScored,
+        RunFinished,
+        RunStarted,
+        Selected,
+    )
+
+    s = store.session(args.id)
+    names = {r.id: r.strategy for r in s.runs}
+    for rid, ev in store.replay(s.id):
+        if args.json:
+            _print_json(ev.to_dict())
+        else:
+            who = f"{names.get(rid, rid):<12}"
+            if isinstance(ev, RunStarted):
+                line = f"started {ev.strategy} seed {ev.seed}"
+            elif isinstance(ev, NodeAdded):
+                text = ev.text.strip().replace("\n", " ")
+                line = f"+ node {ev.node_id} ({ev.role}, parent {ev.parent_id}) {text[:70]}"
+            elif isinstance(ev, NodeScored):
+                line = f"  node {ev.node_id} scored {ev.score:.2f}"
+            elif isinstance(ev, NodePruned):
+                line = f"  node {ev.node_id} pruned (round {ev.iteration})"
+            elif isinstance(ev, NodeFinished):
+                line = f"  node {ev.node_id} finished ({ev.finish_reason}) answer {ev.answer}"
+            elif isinstance(ev, Selected):
+                line = f"selected {ev.answer} ({ev.method})"
+            elif isinstance(ev, RunFinished):
+                line = f"finished: {ev.status} {ev.generated_tokens} tokens {ev.wall_s:.1f} s"
+            else:
+                line = ev.kind
+            print(f"{who} {line}")
+        sys.stdout.flush()
+        if args.delay > 0:
+            _time.sleep(args.delay)
+    return 0
+
+
+def _sessions_export(store: Any, args: argparse.Namespace) -> int:
+    from engine.store import StoreError, export_dict, export_jsonl_lines
+
+    s = store.session(args.id)  # a missing session is reported before any file is touched
+    if args.format == "json":
+        text = json.dumps(export_dict(store, s.id), ensure_ascii=False, indent=1)
+    elif args.format == "jsonl":
+        text = "\n".join(export_jsonl_lines(store, s.id))
+    else:
+        from engine.report import session_html
+
+        text = session_html(s, store.session_events(s.id))
+    if not args.out:
+        print(text)
+        return 0
+    out = Path(args.out).expanduser()
+    if not out.parent.is_dir():
+        raise StoreError(f"The folder {out.parent} does not exist; nothing was written.")
+    tmp = out.with_name(out.name + ".part")
+    try:
+        tmp.write_text(text + "\n", encoding="utf-8")
+        os.replace(tmp, out)  # an existing file is replaced whole or not at all
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise StoreError(f"Cannot write {out}: {e.strerror or e}.") from None
+    print(f"Wrote {out}", file=sys.stderr)
+    return 0
+
+
+def _sessions_import(store: Any, args: argparse.Namespace) -> int:
+    from engine.store import import_session
+
+    sid = import_session(store, Path(args.file).expanduser())
+    _print_json({"session_id": sid}) if args.json else print(f"Imported session {sid}")
+    return 0
+
+
+def _sessions_delete(store: Any, args: argparse.Namespace) -> int:
+    s = store.session(args.id)
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise InvalidRequestError("Deleting needs confirmation: add --yes.")
+        reply = input(f"Delete session {s.id} ({s.title[:40]!r}, {len(s.runs)} runs)? [y/N] ")
+        if reply.strip().lower() not in ("y", "yes"):
+            print("Nothing deleted.")
+            return 0
+    store.delete_session(s.id)
+    print(f"Deleted session {s.id}")
+    return 0
+
+
+def _sessions_rerun(store: Any, args: argparse.Namespace) -> int:
+    from engine.sessions import rerun
+    from engine.worker import CancelToken
+
+    cancel = CancelToken()
+    try:
+        report = rerun(store, args.id, threads=args.threads, cancel=cancel)
+    except KeyboardInterrupt:
+        cancel.cancel()
+        raise
+    if args.json:
+        _print_json(report.as_dict())
+        return 0
+    print(f"Rerun of {report.session_id} saved as {report.new_session_id}")
+    for r in report.runs:
+        verdict = "same texts" if r.texts_match else "texts differ"
+        ans = "same answer" if r.answers_match else f"answer {r.old_answer} -> {r.new_answer}"
+        print(f"  {r.strategy:<12} {verdict}, {ans} ({r.n_nodes[0]} / {r.n_nodes[1]} nodes)")
+        if r.first_difference:
+            print(f"      first difference: {r.first_difference}")
+    if report.conditions:
+        print("Conditions that differ: " + "; ".join(report.conditions))
+    elif not report.reproduced:
+        print("Same model file, build, threads and batch layout, yet different: please report this.")
+    print("Reproduced." if report.reproduced else "Not reproduced.")
+    return 0
+
+
+_SESSION_ACTIONS = {
+    "list": _sessions_list,
+    "show": _sessions_show,
+    "replay": _sessions_replay,
+    "export": _sessions_export,
+    "import": _sessions_import,
+    "delete": _sessions_delete,
+    "rerun": _sessions_rerun,
+}
 
 
 COMMANDS = {
@@ -439,6 +730,7 @@ COMMANDS = {
     "generate": cmd_generate,
     "bench": cmd_bench,
     "compare": cmd_compare,
+    "sessions": cmd_sessions,
 }
 
 

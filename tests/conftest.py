@@ -59,3 +59,9 @@ def pytest_unconfigure(config):
     utils = sys.modules.get("llama_cpp._utils")
     if utils is not None:
         atexit.register(lambda: (utils.outnull_file.close(), utils.errnull_file.close()))
+
+
+@pytest.fixture(autouse=True)
+def _session_db(tmp_path, monkeypatch):
+    """Every test records into its own database, never the user's."""
+    monkeypatch.setenv("PONDER_DB", str(tmp_path / "sessions.db"))

@@ -84,3 +84,12 @@ def test_unknown_command_and_bad_list_are_usage_errors():
     assert r.returncode == 2 and "invalid choice" in r.stderr
     r = ponder("bench", "--n", "0,x")
     assert r.returncode == 2 and "--n" in r.stderr
+
+
+def test_store_bench_reports_list_and_open_times(tmp_path):
+    r = ponder("bench", "--store", "--sessions", "30", "--nodes", "20", "--json", timeout=120)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert (out["sessions"], out["runs_per_session"], out["nodes_per_run"]) == (30, 3, 20)
+    for k in ("list_50_s", "list_all_s", "search_s", "open_one_s", "fill_s", "db_mb"):
+        assert out[k] > 0

@@ -1,0 +1,911 @@
+"""Sessions in SQLite: every run recorded as it happens, reopened, replayed, exported.
+
+A *session* is one problem put to one or more strategies (one ``ponder compare``); a *run* is one
+strategy's run; its *events* are the stream the strategy produced (see :mod:`engine.events`), kept
+in order as JSON, so loading a run gives back exactly the live stream and every consumer (the
+window, the HTML export, replay) draws it the same way. *Nodes* are the events folded into rows for
+queries (every step with its text, scores and answer).
+
+Durability: events are committed in small transactions while the run goes on (at most
+:data:`COMMIT_EVERY_S` apart, and at once for a run's start, selection and end), so a crash, a kill
+or a power cut keeps every committed event. A run still marked ``running`` whose process is gone is
+shown as ``interrupted``.
+
+The schema has a version (table ``schema_version``) and migrations (:data:`MIGRATIONS`); a database
+written by a newer Ponder is refused and left untouched. SQLAlchemy 2 typed models; the engine
+never imports Qt.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import DatabaseError, OperationalError
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from engine.errors import PonderError
+from engine.events import (
+    Event,
+    NodeAdded,
+    NodeFinished,
+    NodePruned,
+    NodeScored,
+    RunFinished,
+    RunStarted,
+    Selected,
+    TextDelta,
+    event_from_dict,
+)
+
+SCHEMA_VERSION = 1
+COMMIT_EVERY_S = 0.25  # the most a kill can lose of a running run's events
+DB_ENV = "PONDER_DB"
+
+
+class StoreError(PonderError):
+    """The session database cannot be used (damaged, newer, unwritable, missing session ...)."""
+
+
+# --- schema ----------------------------------------------------------------------------------------
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class SchemaVersion(Base):
+    __tablename__ = "schema_version"
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    applied: Mapped[str] = mapped_column(String(32))
+
+
+class SessionRow(Base):
+    __tablename__ = "sessions"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    created: Mapped[str] = mapped_column(String(32), index=True)  # ISO 8601, UTC
+    title: Mapped[str] = mapped_column(Text, default="")
+    problem: Mapped[str] = mapped_column(Text)
+    reference: Mapped[str | None] = mapped_column(Text, nullable=True)
+    tags: Mapped[list] = mapped_column(JSON, default=list)
+    # What ``rerun`` needs to run the same thing again: strategies, budget, PRM, seed, max tokens,
+    # side by side or not, the backend config (context, batch, threads, flash attention).
+    settings: Mapped[dict] = mapped_column(JSON, default=dict)
+    ponder_version: Mapped[str] = mapped_column(String(32), default="")
+    llama_cpp_version: Mapped[str] = mapped_column(String(32), default="")
+    build: Mapped[dict] = mapped_column(JSON, default=dict)  # llama.cpp system info, devices
+    rerun_of: Mapped[str | None] = mapped_column(String(32), nullable=True)
+
+
+class RunRow(Base):
+    __tablename__ = "runs"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)  # order within the session
+    strategy: Mapped[str] = mapped_column(String(32))
+    params: Mapped[dict] = mapped_column(JSON, default=dict)
+    model_path: Mapped[str] = mapped_column(Text, default="")
+    model_name: Mapped[str] = mapped_column(Text, default="", index=True)
+    model_size: Mapped[int] = mapped_column(Integer, default=0)
+    model_sha256: Mapped[str] = mapped_column(String(64), default="")  # of the first MiB
+    n_gpu_layers: Mapped[int] = mapped_column(Integer, default=0)
+    prm: Mapped[dict] = mapped_column(JSON, default=dict)
+    seed: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    message: Mapped[str] = mapped_column(Text, default="")
+    answer: Mapped[str | None] = mapped_column(Text, nullable=True)
+    correct: Mapped[bool | None] = mapped_column(nullable=True)
+    generated_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    prm_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    wall_s: Mapped[float] = mapped_column(Float, default=0.0)
+    n_events: Mapped[int] = mapped_column(Integer, default=0)
+    n_nodes: Mapped[int] = mapped_column(Integer, default=0)
+    pid: Mapped[int] = mapped_column(Integer, default=0)  # the recording process, to tell
+    host: Mapped[str] = mapped_column(String(255), default="")  # ... a killed run from a live one
+
+
+class EventRow(Base):
+    __tablename__ = "events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[dict] = mapped_column(JSON)
+    __table_args__ = (Index("ix_events_run_seq", "run_id", "seq", unique=True),)
+
+
+class NodeRow(Base):
+    __tablename__ = "nodes"
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    node_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    parent_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    role: Mapped[str] = mapped_column(String(16))
+    text: Mapped[str] = mapped_column(Text)
+    n_tokens: Mapped[int] = mapped_column(Integer)
+    logprob_sum: Mapped[float] = mapped_column(Float)
+    score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    step_scores: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    answer: Mapped[str | None] = mapped_column(Text, nullable=True)
+    finish_reason: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    pruned_at: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+def _migrate_to_1(conn: Any) -> None:
+    Base.metadata.create_all(conn)
+
+
+# MIGRATIONS[v] takes a database at version v-1 to version v. Add a function per schema change;
+# never edit one that has shipped.
+MIGRATIONS: dict[int, Callable[[Any], None]] = {1: _migrate_to_1}
+
+
+# --- opening ---------------------------------------------------------------------------------------
+
+
+def default_db_path() -> Path:
+    """``$PONDER_DB``, else ``sessions.db`` in the user's data directory."""
+    env = os.environ.get(DB_ENV)
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("ponder", appauthor=False)) / "sessions.db"
+
+
+def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    # Wait up to 5 s for another writer (the app and a CLI sweep may share a file) instead of
+    # failing at once with "database is locked".
+    cur.execute("PRAGMA busy_timeout = 5000")
+    # Deleting a session must take its runs, events and nodes with it (ON DELETE CASCADE), and no
+    # event may point at a missing run: SQLite enforces foreign keys only when asked, per connection.
+    cur.execute("PRAGMA foreign_keys = ON")
+    cur.close()
+
+
+def _on_connect_rw(dbapi_conn: Any, record: Any) -> None:
+    _on_connect(dbapi_conn, record)
+    cur = dbapi_conn.cursor()
+    # Write-ahead log: a committed transaction is in the log before the main file changes, so a
+    # kill or crash mid-write leaves the last committed state; readers (the window, `sessions
+    # list`) never block the recording writer.
+    cur.execute("PRAGMA journal_mode = WAL")
+    # FULL: every commit is fsynced, so a power cut also keeps every committed event (NORMAL
+    # would be crash-safe but could lose the last transactions on power loss). Commits are a few
+    # per second while a run records, so the cost is small.
+    cur.execute("PRAGMA synchronous = FULL")
+    cur.close()
+
+
+def _sqlite_error_text(e: BaseException) -> str:
+    orig = getattr(e, "orig", None)
+    return str(orig if orig is not None else e)
+
+
+def _check_file(path: Path) -> None:
+    """Refuse what is not an SQLite file before SQLAlchemy touches it."""
+    if not path.exists():
+        return
+    if path.is_dir():
+        raise StoreError(f"{path} is a folder, not a session database.")
+    try:
+        with path.open("rb") as f:
+            head = f.read(16)
+    except OSError as e:
+        raise StoreError(f"Cannot read the session database {path}: {e.strerror or e}.") from None
+    if head and head != b"SQLite format 3\x00":
+        raise StoreError(
+            f"{path} is not a Ponder session database (not an SQLite file). It was left untouched; "
+            "choose another file with --db."
+        )
+
+
+def _read_version(path: Path) -> int | None:
+    """The schema version of an existing database, read without writing to it (None: empty file)."""
+    wal = Path(f"{path}-wal")
+    # immutable: no -shm/-wal files are created next to a file we may refuse; but committed
+    # transactions still in a write-ahead log (a killed writer) need a normal read-only open.
+    mode = "mode=ro" if wal.exists() and wal.stat().st_size > 0 else "mode=ro&immutable=1"
+    try:
+        con = sqlite3.connect(f"file:{path}?{mode}", uri=True)
+    except sqlite3.Error as e:
+        raise StoreError(f"Cannot open the session database {path}: {e}.") from None
+    try:
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if not tables:
+            return None
+        if "schema_version" not in tables:
+            raise StoreError(
+                f"{path} is an SQLite database but not a Ponder session database (no schema_version "
+                "table). It was left untouched."
+            )
+        row = con.execute("SELECT MAX(version) FROM schema_version").fetchone()
+        return int(row[0]) if row and row[0] is not None else None
+    except sqlite3.DatabaseError as e:
+        raise StoreError(
+            f"The session database {path} is damaged ({e}). It was left untouched; move it aside "
+            "(Ponder then starts a new one) or restore a copy."
+        ) from None
+    finally:
+        con.close()
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+# --- what readers get ------------------------------------------------------------------------------
+
+
+@dataclass
+class RunInfo:
+    id: str
+    session_id: str
+    position: int
+    strategy: str
+    params: dict[str, Any]
+    model_path: str
+    model_name: str
+    model_size: int
+    model_sha256: str
+    n_gpu_layers: int
+    prm: dict[str, Any]
+    seed: int
+    status: str  # done | cancelled | failed | running | interrupted
+    message: str
+    answer: str | None
+    correct: bool | None
+    generated_tokens: int
+    prompt_tokens: int
+    prm_tokens: int
+    wall_s: float
+    n_events: int
+    n_nodes: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class SessionInfo:
+    id: str
+    created: str
+    title: str
+    problem: str
+    reference: str | None
+    tags: list[str]
+    settings: dict[str, Any]
+    ponder_version: str
+    llama_cpp_version: str
+    build: dict[str, Any]
+    rerun_of: str | None
+    runs: list[RunInfo]
+
+    def as_dict(self, with_build: bool = True) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["runs"] = [r.as_dict() for r in self.runs]
+        if not with_build:
+            d.pop("build")
+        return d
+
+
+def _run_info(r: Any, host: str) -> RunInfo:
+    status = r.status
+    if status == "running" and (r.host != host or not _pid_alive(r.pid)):
+        status = "interrupted"
+    return RunInfo(
+        r.id,
+        r.session_id,
+        r.position,
+        r.strategy,
+        r.params or {},
+        r.model_path,
+        r.model_name,
+        r.model_size,
+        r.model_sha256,
+        r.n_gpu_layers,
+        r.prm or {},
+        r.seed,
+        status,
+        r.message,
+        r.answer,
+        r.correct,
+        r.generated_tokens,
+        r.prompt_tokens,
+        r.prm_tokens,
+        r.wall_s,
+        r.n_events,
+        r.n_nodes,
+    )
+
+
+# --- the store -------------------------------------------------------------------------------------
+
+
+class Store:
+    """One session database. ``Store.open(path)`` checks, creates or migrates it; a store opened
+    ``readonly`` never writes (listing, showing, exporting work on a read-only file)."""
+
+    def __init__(self, path: Path, engine: Any, readonly: bool) -> None:
+        self.path = path
+        self.engine = engine
+        self.readonly = readonly
+        self.host = socket.gethostname()
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str] | None = None, readonly: bool = False) -> Store:
+        p = Path(path).expanduser() if path else default_db_path()
+        _check_file(p)
+        exists = p.exists() and p.stat().st_size > 0
+        version = _read_version(p) if exists else None
+        if version is not None and version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{p} was written by a newer Ponder (schema version {version}; this one reads up to "
+                f"{SCHEMA_VERSION}). It was left untouched: update Ponder to open it."
+            )
+        if readonly:
+            if not exists:
+                raise StoreError(f"There is no session database at {p} yet: run `ponder compare` first.")
+            engine = create_engine(f"sqlite:///file:{p}?mode=ro&uri=true", future=True)
+            event.listen(engine, "connect", _on_connect)
+            return cls(p, engine, True)
+        if not exists:
+            try:
+                p.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise StoreError(
+                    f"Cannot create the folder for the session database {p.parent}: {e.strerror or e}."
+                ) from None
+        if (exists and not os.access(p, os.W_OK)) or not os.access(p.parent, os.W_OK):
+            raise StoreError(
+                f"The session database {p} is in a read-only location; nothing was changed. Choose a "
+                "writable file with --db."
+            )
+        engine = create_engine(f"sqlite:///{p}", future=True)
+        event.listen(engine, "connect", _on_connect_rw)
+        store = cls(p, engine, False)
+        try:
+            store._migrate(version or 0)
+        except (OperationalError, DatabaseError) as e:
+            engine.dispose()
+            raise StoreError(f"Cannot write the session database {p}: {_sqlite_error_text(e)}.") from None
+        return store
+
+    def _migrate(self, current: int) -> None:
+        for v in range(current + 1, SCHEMA_VERSION + 1):
+            with self.engine.begin() as conn:  # each step in its own transaction
+                MIGRATIONS[v](conn)
+                conn.execute(insert(SchemaVersion).values(version=v, applied=_now()))
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _guard(self) -> None:
+        if self.readonly:
+            raise StoreError(f"{self.path} was opened read-only.")
+
+    # --- writing ------------------------------------------------------------------------------------
+
+    def create_session(
+        self,
+        problem: str,
+        reference: str | None = None,
+        title: str = "",
+        tags: Sequence[str] = (),
+        settings: dict[str, Any] | None = None,
+        build: dict[str, Any] | None = None,
+        rerun_of: str | None = None,
+        session_id: str | None = None,
+        created: str | None = None,
+        ponder_version: str | None = None,
+        llama_cpp_version: str | None = None,
+    ) -> str:
+        self._guard()
+        sid = session_id or uuid.uuid4().hex[:12]
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(SessionRow).values(
+                    id=sid,
+                    created=created or _now(),
+                    title=title or problem.strip().splitlines()[0][:80],
+                    problem=problem,
+                    reference=reference,
+                    tags=list(tags),
+                    settings=settings or {},
+                    ponder_version=ponder_version if ponder_version is not None else _ponder_version(),
+                    llama_cpp_version=llama_cpp_version
+                    if llama_cpp_version is not None
+                    else _llama_version(),
+                    build=build or {},
+                    rerun_of=rerun_of,
+                )
+            )
+        return sid
+
+    def recorder(self, session_id: str, commit_every_s: float = COMMIT_EVERY_S) -> Recorder:
+        self._guard()
+        return Recorder(self, session_id, commit_every_s)
+
+    def delete_session(self, session_id: str) -> None:
+        self._guard()
+        with self.engine.begin() as conn:
+            n = conn.execute(delete(SessionRow).where(SessionRow.id == session_id)).rowcount
+        if not n:
+            raise StoreError(f"No session {session_id} in {self.path}.")
+
+    def repair_interrupted(self) -> int:
+        """Mark runs left ``running`` by a process that is gone as ``interrupted``; returns how many."""
+        if self.readonly:
+            return 0
+        with self.engine.begin() as conn:
+            rows = conn.execute(
+                select(RunRow.id, RunRow.pid, RunRow.host).where(RunRow.status == "running")
+            ).all()
+            dead = [r.id for r in rows if r.host != self.host or not _pid_alive(r.pid)]
+            if dead:
+                conn.execute(
+                    update(RunRow)
+                    .where(RunRow.id.in_(dead))
+                    .values(
+                        status="interrupted", message="The process recording this run ended before it did."
+                    )
+                )
+        return len(dead)
+
+    # --- reading ------------------------------------------------------------------------------------
+
+    def _resolve(self, conn: Any, session_id: str) -> str:
+        """A full id from a unique prefix (as `git` takes short hashes)."""
+        if conn.execute(select(SessionRow.id).where(SessionRow.id == session_id)).first():
+            return session_id
+        like = session_id.replace("%", "").replace("_", "")
+        ids = [
+            r[0] for r in conn.execute(select(SessionRow.id).where(SessionRow.id.like(like + "%")).limit(2))
+        ]
+        if len(ids) == 1 and like:
+            return ids[0]
+        if len(ids) > 1:
+            raise StoreError(f"Session id {session_id!r} is ambiguous; give more characters.")
+        raise StoreError(f"No session {session_id} in {self.path}.")
+
+    def list_sessions(
+        self,
+        search: str | None = None,
+        model: str | None = None,
+        correct: bool | None = None,
+        since: str | None = None,
+        limit: int | None = None,
+    ) -> list[SessionInfo]:
+        """Sessions, newest first, with their runs (no events). ``search`` matches problem or title,
+        ``model`` a model name, ``correct`` keeps sessions with a run that is (not) correct,
+        ``since`` an ISO date."""
+        try:
+            with self.engine.connect() as conn:
+                q = select(SessionRow).order_by(SessionRow.created.desc(), SessionRow.id)
+                if search:
+                    pat = f"%{search}%"
+                    q = q.where(SessionRow.problem.like(pat) | SessionRow.title.like(pat))
+                if since:
+                    q = q.where(SessionRow.created >= since)
+                if model:
+                    q = q.where(
+                        SessionRow.id.in_(
+                            select(RunRow.session_id).where(RunRow.model_name.like(f"%{model}%"))
+                        )
+                    )
+                if correct is not None:
+                    q = q.where(SessionRow.id.in_(select(RunRow.session_id).where(RunRow.correct == correct)))
+                if limit:
+                    q = q.limit(limit)
+                sessions = conn.execute(q).all()
+                ids = [s.id for s in sessions]
+                runs: dict[str, list[RunInfo]] = {i: [] for i in ids}
+                for chunk in range(0, len(ids), 500):
+                    part = ids[chunk : chunk + 500]
+                    for r in conn.execute(
+                        select(RunRow).where(RunRow.session_id.in_(part)).order_by(RunRow.position)
+                    ).all():
+                        runs[r.session_id].append(_run_info(r, self.host))
+        except (OperationalError, DatabaseError) as e:
+            raise StoreError(f"Cannot read {self.path}: {_sqlite_error_text(e)}.") from None
+        return [self._session_info(s, runs[s.id]) for s in sessions]
+
+    @staticmethod
+    def _session_info(s: Any, runs: list[RunInfo]) -> SessionInfo:
+        return SessionInfo(
+            s.id,
+            s.created,
+            s.title,
+            s.problem,
+            s.reference,
+            list(s.tags or []),
+            dict(s.settings or {}),
+            s.ponder_version,
+            s.llama_cpp_version,
+            dict(s.build or {}),
+            s.rerun_of,
+            runs,
+        )
+
+    def session(self, session_id: str) -> SessionInfo:
+        try:
+            with self.engine.connect() as conn:
+                sid = self._resolve(conn, session_id)
+                s = conn.execute(select(SessionRow).where(SessionRow.id == sid)).one()
+                runs = [
+                    _run_info(r, self.host)
+                    for r in conn.execute(
+                        select(RunRow).where(RunRow.session_id == sid).order_by(RunRow.position)
+                    ).all()
+                ]
+        except (OperationalError, DatabaseError) as e:
+            raise StoreError(f"Cannot read {self.path}: {_sqlite_error_text(e)}.") from None
+        return self._session_info(s, runs)
+
+    def events(self, run_id: str) -> list[Event]:
+        """The run's events in the order they were recorded: the live stream, again."""
+        try:
+            with self.engine.connect() as conn:
+                rows = conn.execute(
+                    select(EventRow.payload).where(EventRow.run_id == run_id).order_by(EventRow.seq)
+                ).all()
+        except (OperationalError, DatabaseError) as e:
+            raise StoreError(f"Cannot read {self.path}: {_sqlite_error_text(e)}.") from None
+        return [event_from_dict(r[0]) for r in rows]
+
+    def session_events(self, session_id: str) -> dict[str, list[Event]]:
+        s = self.session(session_id)
+        return {r.id: self.events(r.id) for r in s.runs}
+
+    def replay(self, session_id: str) -> Iterator[tuple[str, Event]]:
+        """The session's events in the order they happened across runs (runs side by side
+        interleave as they did live): (run id, event)."""
+        sid = self.session(session_id).id
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(EventRow.run_id, EventRow.payload)
+                .join(RunRow, RunRow.id == EventRow.run_id)
+                .where(RunRow.session_id == sid)
+                .order_by(EventRow.id)
+            ).all()
+        for run_id, payload in rows:
+            yield run_id, event_from_dict(payload)
+
+    def nodes(self, run_id: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(NodeRow).where(NodeRow.run_id == run_id).order_by(NodeRow.node_id)
+            ).all()
+        return [
+            {
+                c: getattr(r, c)
+                for c in (
+                    "node_id",
+                    "parent_id",
+                    "role",
+                    "text",
+                    "n_tokens",
+                    "logprob_sum",
+                    "score",
+                    "step_scores",
+                    "answer",
+                    "finish_reason",
+                    "pruned_at",
+                )
+            }
+            for r in rows
+        ]
+
+    def count_sessions(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(SessionRow)).scalar_one())
+
+    def integrity_ok(self) -> bool:
+        with self.engine.connect() as conn:
+            return conn.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
+
+
+def _ponder_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("ponder")
+    except Exception:  # noqa: BLE001 - not installed as a package
+        return "0+unknown"
+
+
+def _llama_version() -> str:
+    try:
+        import llama_cpp
+
+        return str(llama_cpp.__version__)
+    except Exception:  # noqa: BLE001
+        return ""
+
+
+# --- recording -------------------------------------------------------------------------------------
+
+
+class Recorder:
+    """Writes a session's events as they happen: pass it as (or call it from) the ``on_event`` of
+    :func:`engine.compare.compare`. Text deltas are live-only and not stored."""
+
+    def __init__(self, store: Store, session_id: str, commit_every_s: float) -> None:
+        self.store = store
+        self.session_id = session_id
+        self.commit_every_s = commit_every_s
+        self._conn = store.engine.connect()
+        self._tx = self._conn.begin()
+        self._last_commit = time.monotonic()
+        self._seq: dict[str, int] = {}
+        self._positions = 0
+        self.pid = os.getpid()
+        self.error: str | None = None
+
+    def __call__(self, run: Any, ev: Event) -> None:
+        self.record(ev)
+
+    def record(self, ev: Event) -> None:
+        if isinstance(ev, TextDelta) or self.error is not None:
+            return
+        try:
+            self._write(ev)
+            urgent = isinstance(ev, RunStarted | Selected | RunFinished)
+            if urgent or time.monotonic() - self._last_commit >= self.commit_every_s:
+                self.commit()
+        except (OperationalError, DatabaseError) as e:
+            # The run goes on; the caller reports that recording stopped (disk full, file removed).
+            self.error = f"Recording stopped: {_sqlite_error_text(e)}"
+            try:
+                self._tx.rollback()
+            except Exception:  # noqa: BLE001
+                pass
+
+    def _write(self, ev: Event) -> None:
+        c = self._conn
+        rid = ev.run_id
+        if isinstance(ev, RunStarted):
+            m = ev.model
+            c.execute(
+                insert(RunRow).values(
+                    id=rid,
+                    session_id=self.session_id,
+                    position=self._positions,
+                    strategy=ev.strategy,
+                    params=ev.params,
+                    model_path=str(m.get("path", "")),
+                    model_name=str(m.get("name", "")),
+                    model_size=int(m.get("file_size", 0) or 0),
+                    model_sha256=str(m.get("sha256_1mb", "")),
+                    n_gpu_layers=int(m.get("n_gpu_layers_requested", 0) or 0),
+                    prm=ev.prm,
+                    seed=ev.seed,
+                    status="running",
+                    pid=self.pid,
+                    host=self.store.host,
+                )
+            )
+            self._positions += 1
+            self._seq[rid] = 0
+        seq = self._seq.get(rid)
+        if seq is None:
+            raise StoreError(f"event for run {rid} before its RunStarted")
+        c.execute(insert(EventRow).values(run_id=rid, seq=seq, kind=ev.kind, payload=ev.to_dict()))
+        self._seq[rid] = seq + 1
+        values: dict[str, Any] = {"n_events": seq + 1}
+        if isinstance(ev, NodeAdded):
+            c.execute(
+                insert(NodeRow).values(
+                    run_id=rid,
+                    node_id=ev.node_id,
+                    parent_id=ev.parent_id,
+                    role=ev.role,
+                    text=ev.text,
+                    n_tokens=ev.n_tokens,
+                    logprob_sum=ev.logprob_sum,
+                )
+            )
+            values["n_nodes"] = RunRow.n_nodes + 1
+        elif isinstance(ev, NodeScored | NodePruned | NodeFinished):
+            node_values: dict[str, Any]
+            if isinstance(ev, NodeScored):
+                node_values = {"score": ev.score, "step_scores": list(ev.step_scores)}
+            elif isinstance(ev, NodePruned):
+                node_values = {"pruned_at": ev.iteration}
+            else:
+                node_values = {"answer": ev.answer, "finish_reason": ev.finish_reason}
+            c.execute(
+                update(NodeRow)
+                .where(NodeRow.run_id == rid, NodeRow.node_id == ev.node_id)
+                .values(**node_values)
+            )
+        elif isinstance(ev, Selected):
+            values["answer"] = ev.answer
+            ref = c.execute(select(SessionRow.reference).where(SessionRow.id == self.session_id)).scalar()
+            if ref:
+                from engine.answers import is_correct
+
+                values["correct"] = bool(is_correct(ev.answer, ref))
+        elif isinstance(ev, RunFinished):
+            values.update(
+                status=ev.status,
+                message=ev.message,
+                generated_tokens=ev.generated_tokens,
+                prompt_tokens=ev.prompt_tokens,
+                prm_tokens=ev.prm_tokens,
+                wall_s=ev.wall_s,
+            )
+        c.execute(update(RunRow).where(RunRow.id == rid).values(**values))
+
+    def commit(self) -> None:
+        if self.error is not None:
+            return
+        self._tx.commit()
+        self._tx = self._conn.begin()
+        self._last_commit = time.monotonic()
+
+    def close(self) -> None:
+        """Commit what is left; runs that never finished (the caller stopped) become interrupted."""
+        try:
+            if self.error is None:
+                self._conn.execute(
+                    update(RunRow)
+                    .where(RunRow.session_id == self.session_id, RunRow.status == "running")
+                    .values(status="interrupted", message="Recording ended before the run did.")
+                )
+                self._tx.commit()
+        except (OperationalError, DatabaseError) as e:
+            self.error = f"Recording stopped: {_sqlite_error_text(e)}"
+        finally:
+            self._conn.close()
+
+
+# --- export and import -------------------------------------------------------------------------------
+
+EXPORT_FORMAT = "ponder-session"
+
+
+def export_dict(store: Store, session_id: str) -> dict[str, Any]:
+    s = store.session(session_id)
+    return {
+        "format": EXPORT_FORMAT,
+        "schema_version": SCHEMA_VERSION,
+        "session": s.as_dict(),
+        "events": {r.id: [e.to_dict() for e in store.events(r.id)] for r in s.runs},
+    }
+
+
+def export_jsonl_lines(store: Store, session_id: str) -> Iterator[str]:
+    """A header line (the session) and then one line per event, in the order they happened."""
+    s = store.session(session_id)
+    yield json.dumps(
+        {"format": EXPORT_FORMAT, "schema_version": SCHEMA_VERSION, "session": s.as_dict()},
+        ensure_ascii=False,
+    )
+    for _rid, ev in store.replay(s.id):
+        yield json.dumps(ev.to_dict(), ensure_ascii=False)
+
+
+def read_export(path: Path) -> tuple[dict[str, Any], dict[str, list[Event]]]:
+    """Parse a JSON or JSONL export: (session dict, events by run id). Raises StoreError."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise StoreError(f"No file {path}.") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise StoreError(f"Cannot read {path}: {e}.") from None
+    try:
+        doc = json.loads(text)
+        lines = None
+    except json.JSONDecodeError:
+        doc, lines = None, text.splitlines()
+    try:
+        if doc is not None and isinstance(doc, dict) and "events" in doc:
+            head, evs = doc, {rid: [event_from_dict(e) for e in es] for rid, es in doc["events"].items()}
+        else:
+            rows = [
+                json.loads(line)
+                for line in (lines if lines is not None else text.splitlines())
+                if line.strip()
+            ]
+            if not rows:
+                raise ValueError("empty file")
+            head, evs = rows[0], {}
+            for d in rows[1:]:
+                ev = event_from_dict(d)
+                evs.setdefault(ev.run_id, []).append(ev)
+        if head.get("format") != EXPORT_FORMAT:
+            raise ValueError("not a Ponder session export")
+        if int(head.get("schema_version", 0)) > SCHEMA_VERSION:
+            raise StoreError(f"{path} was exported by a newer Ponder (schema {head['schema_version']}).")
+        return head["session"], evs
+    except StoreError:
+        raise
+    except (ValueError, KeyError, TypeError, PonderError) as e:
+        raise StoreError(f"{path} is not a Ponder session export (JSON or JSONL): {e}") from None
+
+
+def import_session(store: Store, path: Path) -> str:
+    """Add an exported session (keeping its id); returns the id."""
+    sess, evs = read_export(path)
+    sid = str(sess["id"])
+    with store.engine.connect() as conn:
+        if conn.execute(select(SessionRow.id).where(SessionRow.id == sid)).first():
+            raise StoreError(f"Session {sid} is already in {store.path}; nothing was imported.")
+    store.create_session(
+        sess["problem"],
+        sess.get("reference"),
+        title=sess.get("title", ""),
+        tags=sess.get("tags", []),
+        settings=sess.get("settings", {}),
+        build=sess.get("build", {}),
+        rerun_of=sess.get("rerun_of"),
+        session_id=sid,
+        created=sess.get("created"),
+        ponder_version=sess.get("ponder_version", ""),
+        llama_cpp_version=sess.get("llama_cpp_version", ""),
+    )
+    rec = store.recorder(sid)
+    try:
+        order = [r["id"] for r in sess.get("runs", [])] or list(evs)
+        for rid in order:
+            for ev in evs.get(rid, []):
+                rec.record(ev)
+        # Imported runs keep the status they had when exported (an interrupted run stays so).
+        statuses = {r["id"]: (r["status"], r.get("message", "")) for r in sess.get("runs", [])}
+        for rid, (status, msg) in statuses.items():
+            if status in ("interrupted", "running"):
+                rec._conn.execute(
+                    update(RunRow).where(RunRow.id == rid).values(status="interrupted", message=msg)
+                )
+    finally:
+        rec.close()
+    if rec.error:
+        raise StoreError(rec.error)
+    return sid
