@@ -8,16 +8,31 @@ import html
 from typing import Any
 
 from engine.events import Event, Trace, fold
+from engine.prm import split_steps
 from engine.store import SessionInfo
 
 
-def score_colour(score: float | None) -> str:
-    """Red (0) through amber (0.5) to green (1); grey when unscored. The one scale of the app."""
+def score_colour(score: float | None, strong: bool = False) -> str:
+    """Red (0) through amber (0.5) to green (1); grey when unscored. The one scale of the app.
+    Light enough to read dark text on; ``strong`` for borders."""
     if score is None:
-        return "#e8e8e8"
+        return "#c8c8c8" if strong else "#ececec"
     s = min(1.0, max(0.0, float(score)))
-    # hue 0 (red) .. 120 (green), light enough to read dark text on
-    return f"hsl({round(120 * s)}, 70%, 82%)"
+    return f"hsl({round(120 * s)}, 70%, {45 if strong else 82}%)"
+
+
+def _steps_html(text: str, step_scores: list[float] | None) -> str:
+    """The node's text with each step on the background of its own PRM score. A beam node's step
+    scores cover its whole path; its own steps are the last ones."""
+    steps = split_steps(text) or [text]
+    scores: list[float | None] = list(step_scores or [])[-len(steps) :]
+    scores = [None] * (len(steps) - len(scores)) + scores
+    return "".join(
+        f'<span class="step" style="background:{score_colour(sc)}"'
+        + (f' title="step score {sc:.2f}"' if sc is not None else "")
+        + f">{_esc(st)}</span>"
+        for st, sc in zip(steps, scores, strict=True)
+    )
 
 
 def _esc(text: str) -> str:
@@ -43,9 +58,9 @@ def _node_html(t: Trace, nid: int, chosen: set[int], depth: int = 0) -> str:
     if n.pruned_at is not None:
         meta.append(f"pruned at round {n.pruned_at}")
     body = (
-        f'<div class="{" ".join(classes)}" style="background:{score_colour(score)}" '
+        f'<div class="{" ".join(classes)}" style="border-left-color:{score_colour(score, strong=True)}" '
         f'title="{_esc(" | ".join(meta))}">'
-        f'<div class="meta">{_esc(" · ".join(meta))}</div><pre>{_esc(n.text)}</pre></div>'
+        f'<div class="meta">{_esc(" · ".join(meta))}</div><pre>{_steps_html(n.text, steps)}</pre></div>'
     )
     kids = "".join(_node_html(t, c, chosen, depth + 1) for c in n.children)
     return body + (f'<div class="kids">{kids}</div>' if kids else "")
@@ -57,9 +72,10 @@ _SHOWN_PARAMS = ("n", "beam_width", "lookahead", "chains", "length", "selection"
 def _run_html(info: Any, events: list[Event], reference: str | None) -> str:
     t = fold(events)
     sel = t.selected
-    chosen = (
-        set(t.path_to(sel.node_id)) if sel and sel.node_id is not None and sel.node_id in t.nodes else set()
-    )
+    chosen: set[int] = set()
+    if sel and sel.node_id is not None and sel.node_id in t.nodes:
+        # A tree's answer is its whole path; elsewhere (samples, attempts) the one node.
+        chosen = set(t.path_to(sel.node_id)) if info.strategy in ("beam_search", "dvts") else {sel.node_id}
     answer = str(sel.answer) if sel and sel.answer is not None else "-"
     verdict = {True: "correct", False: "wrong", None: ""}[info.correct]
     tally = ", ".join(
@@ -97,7 +113,9 @@ h1{font-size:18px;margin:0 0 4px} .problem{white-space:pre-wrap;margin:4px 0 8px
 .run{background:#fff;border:1px solid #ddd;border-radius:6px;padding:8px;overflow:hidden}
 .runhead h2{font-size:15px;margin:0} .params,.stats,.tally{font-size:12px;color:#555}
 .answer{margin:4px 0} .answer.correct b{color:#16702e} .answer.wrong b{color:#a11}
-.node{border:1px solid rgba(0,0,0,.12);border-radius:4px;margin:4px 0;padding:3px 6px}
+.node{border:1px solid rgba(0,0,0,.12);border-left:5px solid #ccc;border-radius:4px;margin:4px 0;
+ padding:3px 6px;background:#fff}
+.step{border-radius:2px}
 .node pre{white-space:pre-wrap;word-wrap:break-word;margin:2px 0;
  font:12px/1.35 ui-monospace,Menlo,Consolas,monospace}
 .node .meta{font-size:11px;color:#444}
@@ -118,7 +136,7 @@ def session_html(session: SessionInfo, events: dict[str, list[Event]]) -> str:
         f'<div class="sub">{_esc(session.created)} · {_esc(model)} · Ponder {_esc(session.ponder_version)}, '
         f"llama-cpp-python {_esc(session.llama_cpp_version)}{ref}</div>"
         '<div class="legend">PRM score <span>0</span><span class="bar"></span><span>1</span>'
-        '<span style="margin-left:12px;background:#e8e8e8;padding:0 6px;border-radius:3px">unscored</span>'
+        '<span style="margin-left:12px;background:#ececec;padding:0 6px;border-radius:3px">unscored</span>'
         '<span style="margin-left:12px;outline:2px solid #1f5fbf;padding:0 6px">chosen</span>'
         '<span style="margin-left:12px;opacity:.45">pruned</span></div>'
         f'<div class="runs">{runs}</div></body></html>'
