@@ -1,109 +1,207 @@
-"""Ponder's main window (the first cut: model bar, prompt, N samples side by side, live).
+"""Ponder's main window: strategies race side by side on one problem, each run drawn as a trace with
+its PRM step scores, every run saved; saved sessions reopen and replay.
 
-The search panels (best-of-N, beam tree, revisions) come with the GUI issue; this window already
-shows the architecture they plug into: the engine runs in its own thread behind
-:class:`gui.bridge.EngineBridge`, the window only reacts to signals.
+The engine runs in its own thread behind :class:`gui.bridge.EngineBridge`; the window only reacts to
+signals carrying :mod:`engine.events`, and draws a live run and a replayed one through the same
+:class:`engine.events.Trace` fold.
 """
 
 from __future__ import annotations
 
 import argparse
+import random
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QApplication,
+    QCheckBox,
+    QComboBox,
+    QDockWidget,
     QFrame,
-    QGridLayout,
     QHBoxLayout,
     QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
     QMainWindow,
     QMessageBox,
     QPlainTextEdit,
     QPushButton,
-    QScrollArea,
+    QSlider,
     QSpinBox,
+    QSplitter,
+    QTextBrowser,
     QVBoxLayout,
     QWidget,
 )
 
 from engine.backend import BackendConfig
 from engine.errors import PonderError
+from engine.events import Event, NodeAdded, TextDelta, Trace
 from engine.gguf_info import human_params, human_size, read_gguf
 from engine.models import default_model_path
-from engine.sampling import SamplingParams
+from engine.prm import split_steps
 from gui.bridge import EngineBridge
+from gui.trace_view import TraceView, node_score, score_qcolor
 
 DEFAULT_PROBLEM = (
     "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
     "How many clips did Natalia sell altogether in April and May?"
 )
+STRATEGY_NAMES = {
+    "best_of_n": "Best-of-N",
+    "beam_search": "Beam search",
+    "dvts": "DVTS",
+    "revisions": "Revisions",
+}
+PROBLEM_SETS = {"GSM8K": "gsm8k", "MATH-500": "math500"}
 
 
-class SamplePanel(QFrame):
-    """One sample: a header and its text, filled as tokens arrive."""
+class RunPanel(QFrame):
+    """One strategy: a header, its trace, a footer with the chosen answer and the counts."""
 
-    def __init__(self, index: int) -> None:
+    def __init__(self, strategy: str) -> None:
         super().__init__()
+        self.strategy = strategy
+        self.setObjectName("runPanel")
         self.setFrameShape(QFrame.Shape.StyledPanel)
-        self.setObjectName("samplePanel")
         lay = QVBoxLayout(self)
-        lay.setContentsMargins(8, 6, 8, 8)
-        self.header = QLabel(f"Sample {index + 1}")
-        self.header.setObjectName("sampleHeader")
-        self.body = QPlainTextEdit()
-        self.body.setReadOnly(True)
-        self.body.setMinimumHeight(160)
+        lay.setContentsMargins(6, 6, 6, 6)
+        self.header = QLabel(f"<b>{STRATEGY_NAMES.get(strategy, strategy)}</b>")
+        self.view = TraceView()
+        self.view.setMinimumSize(260, 240)
         self.footer = QLabel("waiting…")
-        self.footer.setObjectName("sampleFooter")
+        self.footer.setObjectName("panelFooter")
+        self.footer.setWordWrap(True)
         lay.addWidget(self.header)
-        lay.addWidget(self.body, 1)
+        lay.addWidget(self.view, 1)
         lay.addWidget(self.footer)
+        self.trace = Trace()
+        self.live: dict[int, str] = {}
+        self.run_id: str | None = None
 
-    def set_text(self, text: str) -> None:
-        if text != self.body.toPlainText():
-            self.body.setPlainText(text)
-            self.body.verticalScrollBar().setValue(self.body.verticalScrollBar().maximum())
+    def reset(self) -> None:
+        self.trace = Trace()
+        self.live = {}
+        self.run_id = None
+
+    def apply(self, ev: Event) -> None:
+        if isinstance(ev, TextDelta):
+            self.live[ev.node_id] = self.live.get(ev.node_id, "") + ev.text
+            return
+        if self.run_id is None:
+            self.run_id = ev.run_id
+        self.trace.apply(ev)
+        if isinstance(ev, NodeAdded):
+            self.live.pop(ev.node_id, None)
+
+    def redraw(self) -> None:
+        self.view.show_trace(self.trace, self.strategy, self.live)
+        st = self.trace.started
+        if st is not None:
+            shown = {
+                k: v
+                for k, v in st.params.items()
+                if k in ("n", "beam_width", "lookahead", "chains", "length")
+            }
+            params = ", ".join(f"{k}={v}" for k, v in shown.items())
+            self.header.setText(f"<b>{STRATEGY_NAMES.get(self.strategy, self.strategy)}</b> &nbsp; {params}")
+        if self.trace.finished is None:
+            self.footer.setText(f"running… {len(self.trace.nodes)} nodes")
+
+    def set_footer(
+        self, answer: Any, correct: Any, tally: dict, tokens: int, seconds: float, status: str
+    ) -> None:
+        verdict = {
+            True: "<span style='color:#16702e'>correct</span>",
+            False: "<span style='color:#a11'>wrong</span>",
+        }
+        top = ", ".join(f"{a}: {v:.2f}" for a, v in sorted(tally.items(), key=lambda kv: -kv[1])[:3])
+        rate = tokens / seconds if seconds > 0 else 0.0
+        text = f"answer <b>{answer if answer is not None else '-'}</b> {verdict.get(correct, '')}"
+        if top:
+            text += f" · votes {top}"
+        text += f" · {tokens} tok · {seconds:.1f} s · {rate:.0f} tok/s"
+        if status != "done":
+            text += f" · <i>{status}</i>"
+        self.footer.setText(text)
 
 
 class MainWindow(QMainWindow):
-    def __init__(self, model_path: str | None = None, n_gpu_layers: int = 0) -> None:
+    def __init__(self, model_path: str | None = None, n_gpu_layers: int = 0, db: str | None = None) -> None:
         super().__init__()
         self.setWindowTitle("Ponder")
-        self.resize(1200, 760)
+        self.resize(1500, 920)
+        self.db = db
         self.bridge: EngineBridge | None = None
-        self.panels: list[SamplePanel] = []
+        self.panels: dict[str, RunPanel] = {}
+        self.session_id: str | None = None
+        self._replay: list[tuple[str, Event]] = []
+        self._run_strategy: dict[str, str] = {}
+        self._dirty: set[str] = set()
+        self._redraw_timer = QTimer(self, singleShot=True, interval=100, timeout=self._redraw)
+        self._play_timer = QTimer(self, interval=60, timeout=self._play_step)
 
         central = QWidget()
         root = QVBoxLayout(central)
-        root.setContentsMargins(12, 10, 12, 10)
-        root.setSpacing(8)
+        root.setContentsMargins(10, 8, 10, 8)
+        root.setSpacing(6)
 
-        # Model bar
         self.model_label = QLabel()
         self.model_label.setObjectName("modelLabel")
         self.model_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         root.addWidget(self.model_label)
 
         # Problem bar
+        pbar = QHBoxLayout()
         self.prompt = QPlainTextEdit(DEFAULT_PROBLEM)
-        self.prompt.setMaximumHeight(90)
-        self.prompt.setPlaceholderText("Type a problem…")
-        root.addWidget(self.prompt)
+        self.prompt.setMaximumHeight(64)
+        self.prompt.setPlaceholderText("Type a problem, or pick one from a problem set…")
+        pbar.addWidget(self.prompt, 1)
+        side = QVBoxLayout()
+        row = QHBoxLayout()
+        self.set_combo = QComboBox()
+        self.set_combo.addItems(["Own problem", *PROBLEM_SETS])
+        self.index_spin = QSpinBox()
+        self.index_spin.setRange(0, 9999)
+        self.random_button = QPushButton("Random")
+        row.addWidget(self.set_combo)
+        row.addWidget(self.index_spin)
+        row.addWidget(self.random_button)
+        side.addLayout(row)
+        self.reference = QLineEdit("72")
+        self.reference.setPlaceholderText("reference answer (optional)")
+        side.addWidget(self.reference)
+        pbar.addLayout(side)
+        root.addLayout(pbar)
 
+        # Controls
         controls = QHBoxLayout()
-        controls.addWidget(QLabel("Samples"))
-        self.n_spin = QSpinBox()
-        self.n_spin.setRange(1, 16)
-        self.n_spin.setValue(4)
-        controls.addWidget(self.n_spin)
+        self.strategy_boxes: dict[str, QCheckBox] = {}
+        for key, name in STRATEGY_NAMES.items():
+            box = QCheckBox(name)
+            box.setChecked(key != "dvts")
+            self.strategy_boxes[key] = box
+            controls.addWidget(box)
+        controls.addSpacing(12)
+        controls.addWidget(QLabel("Budget"))
+        self.budget_spin = QSpinBox()
+        self.budget_spin.setRange(1, 64)
+        self.budget_spin.setValue(4)
+        self.budget_spin.setToolTip("Generations per strategy, as Snell et al. count them")
+        controls.addWidget(self.budget_spin)
+        controls.addWidget(QLabel("PRM"))
+        self.prm_combo = QComboBox()
+        self.prm_combo.addItems(["judge", "arithmetic", "reference"])
+        controls.addWidget(self.prm_combo)
         controls.addWidget(QLabel("Max tokens"))
         self.tokens_spin = QSpinBox()
         self.tokens_spin.setRange(8, 2048)
-        self.tokens_spin.setValue(256)
+        self.tokens_spin.setValue(384)
         controls.addWidget(self.tokens_spin)
         controls.addWidget(QLabel("Seed"))
         self.seed_spin = QSpinBox()
@@ -118,27 +216,84 @@ class MainWindow(QMainWindow):
         controls.addWidget(self.cancel_button)
         root.addLayout(controls)
 
-        # Samples, side by side
-        self.grid_host = QWidget()
-        self.grid = QGridLayout(self.grid_host)
-        self.grid.setContentsMargins(0, 0, 0, 0)
-        self.grid.setSpacing(8)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setWidget(self.grid_host)
-        scroll.setFrameShape(QFrame.Shape.NoFrame)
-        root.addWidget(scroll, 1)
+        # Panels side by side, and the detail of the clicked node
+        split = QSplitter(Qt.Orientation.Horizontal)
+        self.panel_host = QWidget()
+        self.panel_row = QHBoxLayout(self.panel_host)
+        self.panel_row.setContentsMargins(0, 0, 0, 0)
+        split.addWidget(self.panel_host)
+        self.detail = QTextBrowser()
+        self.detail.setPlaceholderText("Click a node to see its text and step scores.")
+        split.addWidget(self.detail)
+        split.setStretchFactor(0, 4)
+        split.setStretchFactor(1, 1)
+        root.addWidget(split, 1)
 
+        # Legend and the replay timeline
+        tl = QHBoxLayout()
+        legend = QLabel(
+            "PRM score: "
+            + "".join(
+                f"<span style='background:{score_qcolor(s).name()}'>&nbsp;{s:.1f}&nbsp;</span>"
+                for s in (0.0, 0.25, 0.5, 0.75, 1.0)
+            )
+            + " &nbsp; <span style='background:#ececec'>&nbsp;unscored&nbsp;</span>"
+            + " &nbsp; <b style='color:#1f5fbf'>▭</b> chosen &nbsp; faded: pruned"
+        )
+        tl.addWidget(legend)
+        tl.addSpacing(20)
+        self.play_button = QPushButton("Play")
+        self.play_button.setEnabled(False)
+        self.timeline = QSlider(Qt.Orientation.Horizontal)
+        self.timeline.setEnabled(False)
+        self.timeline_label = QLabel("")
+        tl.addWidget(self.play_button)
+        tl.addWidget(self.timeline, 1)
+        tl.addWidget(self.timeline_label)
+        root.addLayout(tl)
         self.setCentralWidget(central)
-        self.status = self.statusBar()
 
+        # Sessions browser
+        dock = QDockWidget("Sessions", self)
+        dock.setObjectName("sessionsDock")
+        host = QWidget()
+        dl = QVBoxLayout(host)
+        self.session_search = QLineEdit()
+        self.session_search.setPlaceholderText("search problems…")
+        self.session_list = QListWidget()
+        self.session_list.setWordWrap(True)
+        self.session_list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        buttons = QHBoxLayout()
+        self.open_button = QPushButton("Open  (Ctrl+O)")
+        self.delete_button = QPushButton("Delete")
+        buttons.addWidget(self.open_button)
+        buttons.addWidget(self.delete_button)
+        dl.addWidget(self.session_search)
+        dl.addWidget(self.session_list, 1)
+        dl.addLayout(buttons)
+        dock.setWidget(host)
+        self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, dock)
+        self.resizeDocks([dock], [300], Qt.Orientation.Horizontal)
+
+        self.status = self.statusBar()
         self.run_button.clicked.connect(self.start)
         self.cancel_button.clicked.connect(self.cancel)
+        self.random_button.clicked.connect(self.random_problem)
+        self.set_combo.currentIndexChanged.connect(self.load_problem)
+        self.index_spin.valueChanged.connect(self.load_problem)
+        self.open_button.clicked.connect(self.open_selected)
+        self.delete_button.clicked.connect(self.delete_selected)
+        self.session_list.itemDoubleClicked.connect(lambda _i: self.open_selected())
+        self.session_search.textChanged.connect(self.refresh_sessions)
+        self.timeline.valueChanged.connect(self._show_upto)
+        self.play_button.clicked.connect(self.toggle_play)
         QShortcut(QKeySequence("Ctrl+Return"), self, activated=self.start)
         QShortcut(QKeySequence("Ctrl+Enter"), self, activated=self.start)
         QShortcut(QKeySequence(Qt.Key.Key_Escape), self, activated=self.cancel)
+        QShortcut(QKeySequence("Ctrl+O"), self, activated=self.open_selected)
 
         self._set_model(model_path, n_gpu_layers)
+        self.refresh_sessions()
 
     # --- model --------------------------------------------------------------------------------------
 
@@ -156,10 +311,11 @@ class MainWindow(QMainWindow):
             f"{info.quantization} · {human_size(info.file_size)} · "
             f"context {info.context_length or '?'} &nbsp; <span style='color:gray'>{info.path}</span>"
         )
-        self.bridge = EngineBridge(path, BackendConfig(n_ctx=4096, n_seq_max=32, n_gpu_layers=n_gpu_layers))
+        config = BackendConfig(n_ctx=16384, n_seq_max=64, n_gpu_layers=n_gpu_layers)
+        self.bridge = EngineBridge(path, config)
         self.bridge.loaded.connect(self._on_loaded)
-        self.bridge.progress.connect(self._on_progress)
-        self.bridge.finished.connect(self._on_finished)
+        self.bridge.events.connect(self._on_events)
+        self.bridge.compared.connect(self._on_compared)
         self.bridge.failed.connect(self._on_failed)
         self.status.showMessage("Ready. The model loads on the first run.")
 
@@ -168,71 +324,303 @@ class MainWindow(QMainWindow):
             f"Loaded {info['name']} on {info['accelerator']} ({info['n_layers_offloaded']} layers offloaded)"
         )
 
+    # --- problems -----------------------------------------------------------------------------------
+
+    def load_problem(self) -> None:
+        name = self.set_combo.currentText()
+        if name not in PROBLEM_SETS:
+            return
+        from engine.problems import get_problem, load_problem_set
+
+        try:
+            n = len(load_problem_set(PROBLEM_SETS[name]))
+            self.index_spin.setMaximum(n - 1)
+            p = get_problem(PROBLEM_SETS[name], self.index_spin.value())
+        except PonderError as e:
+            self.status.showMessage(str(e))
+            return
+        self.prompt.setPlainText(p.question)
+        self.reference.setText(p.reference)
+
+    def random_problem(self) -> None:
+        if self.set_combo.currentText() not in PROBLEM_SETS:
+            self.set_combo.setCurrentIndex(1)
+        self.index_spin.setValue(random.randrange(self.index_spin.maximum() + 1))
+        self.load_problem()
+
     # --- running ------------------------------------------------------------------------------------
+
+    def strategies(self) -> list[str]:
+        return [k for k, box in self.strategy_boxes.items() if box.isChecked()]
+
+    def _make_panels(self, strategies: list[str]) -> None:
+        for p in self.panels.values():
+            p.setParent(None)
+            p.deleteLater()
+        self.panels = {}
+        for s in strategies:
+            panel = RunPanel(s)
+            panel.view.node_clicked.connect(lambda nid, p=panel: self.show_node(p, nid))
+            self.panel_row.addWidget(panel, 1)
+            self.panels[s] = panel
 
     def start(self) -> None:
         if self.bridge is None or self.bridge.busy:
             return
         text = self.prompt.toPlainText().strip()
+        strategies = self.strategies()
         if not text:
             QMessageBox.information(self, "Ponder", "Type a problem first.")
             return
-        n = self.n_spin.value()
-        self._make_panels(n)
-        params = SamplingParams(max_tokens=self.tokens_spin.value(), seed=self.seed_spin.value())
+        if not strategies:
+            QMessageBox.information(self, "Ponder", "Choose at least one strategy.")
+            return
+        prm = self.prm_combo.currentText()
+        ref = self.reference.text().strip() or None
+        if prm == "reference" and not ref:
+            QMessageBox.information(self, "Ponder", "The reference PRM needs a reference answer.")
+            return
+        self._stop_replay()
+        self._make_panels(strategies)
+        self._run_strategy = {}
+        self.session_id = None
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
-        self.status.showMessage(f"Sampling {n} answers…")
-        self.bridge.sample(text, n, params)
+        self.status.showMessage(f"Running {', '.join(STRATEGY_NAMES[s] for s in strategies)}…")
+        self.bridge.compare(
+            self.db,
+            text,
+            strategies,
+            self.budget_spin.value(),
+            prm,
+            ref,
+            self.seed_spin.value(),
+            self.tokens_spin.value(),
+        )
 
     def cancel(self) -> None:
         if self.bridge is not None and self.bridge.busy:
             self.bridge.cancel()
-            self.status.showMessage("Cancelling…")
+            self.status.showMessage("Cancelling… the partial runs are kept.")
 
-    def _make_panels(self, n: int) -> None:
-        for p in self.panels:
-            p.setParent(None)
-            p.deleteLater()
-        cols = min(n, 4)
-        self.panels = [SamplePanel(i) for i in range(n)]
-        for i, p in enumerate(self.panels):
-            self.grid.addWidget(p, i // cols, i % cols)
+    def _on_events(self, batch: list) -> None:
+        for _run_id, strategy, ev in batch:
+            panel = self.panels.get(strategy)
+            if panel is None:
+                continue
+            panel.apply(ev)
+            self._dirty.add(strategy)
+        if not self._redraw_timer.isActive():
+            self._redraw_timer.start()
 
-    def _on_progress(self, updates: list, tokens: int) -> None:
-        for idx, text in updates:
-            if 0 <= idx < len(self.panels):
-                self.panels[idx].set_text(text)
-                self.panels[idx].footer.setText("generating…")
-        self.status.showMessage(f"{tokens} tokens generated")
+    def _redraw(self) -> None:
+        for s in self._dirty:
+            if s in self.panels:
+                self.panels[s].redraw()
+        self._dirty.clear()
+        n = sum(len(p.trace.nodes) for p in self.panels.values())
+        if self.bridge is not None and self.bridge.busy:
+            self.status.showMessage(f"Running… {n} nodes so far")
 
-    def _on_finished(self, samples: list, seconds: float) -> None:
-        total = 0
-        for p, s in zip(self.panels, samples, strict=False):
-            p.set_text(s["text"])
-            p.footer.setText(f"{s['tokens']} tokens · {s['finish_reason']} · seed {s['seed']}")
-            total += s["tokens"]
-        rate = total / seconds if seconds > 0 else 0.0
-        self.status.showMessage(f"Done: {total} tokens in {seconds:.1f} s ({rate:.0f} tokens/s)")
+    def _on_compared(self, session_id: str, summaries: list) -> None:
+        self._redraw_timer.stop()
+        self._dirty.update(self.panels)
+        self._redraw()
+        for s in summaries:
+            panel = self.panels.get(s["strategy"])
+            if panel is not None:
+                panel.set_footer(
+                    s["answer"], s["correct"], s["tally"], s["generated_tokens"], s["seconds"], s["status"]
+                )
+        self.session_id = session_id
         self.run_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
+        self.status.showMessage(f"Done. Saved as session {session_id}.")
+        self.refresh_sessions()
 
     def _on_failed(self, message: str) -> None:
         self.run_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
         self.status.showMessage("Failed")
+        self.refresh_sessions()
         QMessageBox.warning(self, "Ponder", message)
 
+    # --- nodes ----------------------------------------------------------------------------------------
+
+    def show_node(self, panel: RunPanel, nid: int) -> None:
+        t = panel.trace
+        n = t.nodes.get(nid)
+        if n is None:
+            return
+        steps = split_steps(n.text) or [n.text]
+        scores = next(iter(n.step_scores.values()), []) if n.step_scores else []
+        scores = ([None] * len(steps) + list(scores))[-len(steps) :]
+        body = "".join(
+            f"<div style='background:{score_qcolor(sc).name()};padding:3px;margin:2px 0;"
+            "white-space:pre-wrap'>"
+            f"{_html(st)}<br><small>step score {sc:.2f}</small></div>"
+            if sc is not None
+            else f"<div style='background:#ececec;padding:3px;white-space:pre-wrap'>{_html(st)}</div>"
+            for st, sc in zip(steps, scores, strict=True)
+        )
+        score = node_score(t, nid)
+        meta = [
+            f"node #{nid}",
+            n.role,
+            f"{n.n_tokens} tokens",
+            f"mean logprob {n.logprob_sum / max(n.n_tokens, 1):.2f}",
+        ]
+        if score is not None:
+            meta.append(f"score {score:.2f}")
+        for scorer, s in n.scores.items():
+            meta.append(f"{scorer}: {s:.2f}")
+        if n.answer is not None:
+            meta.append(f"answer {n.answer}")
+        if n.pruned_at is not None:
+            meta.append(f"pruned at round {n.pruned_at}")
+        self.detail.setHtml(f"<p><b>{STRATEGY_NAMES.get(panel.strategy)}</b> · {' · '.join(meta)}</p>{body}")
+
+    # --- sessions ---------------------------------------------------------------------------------------
+
+    def _store(self, readonly: bool = True) -> Any:
+        from engine.store import Store
+
+        return Store.open(self.db, readonly=readonly)
+
+    def refresh_sessions(self) -> None:
+        self.session_list.clear()
+        try:
+            with self._store() as store:
+                sessions = store.list_sessions(search=self.session_search.text().strip() or None, limit=500)
+        except PonderError as e:
+            if "no session database" not in str(e).lower():
+                self.status.showMessage(str(e))
+            return
+        for s in sessions:
+            marks = " ".join(
+                f"{r.strategy[:4]}:{'✓' if r.correct else '✗' if r.correct is False else '·'}"
+                + ("" if r.status == "done" else f"({r.status})")
+                for r in s.runs
+            )
+            item = QListWidgetItem(f"{s.created[5:16].replace('T', ' ')}  {s.title[:40]}\n{marks}")
+            item.setData(Qt.ItemDataRole.UserRole, s.id)
+            item.setToolTip(s.problem[:400])
+            self.session_list.addItem(item)
+
+    def selected_session(self) -> str | None:
+        item = self.session_list.currentItem() or (
+            self.session_list.item(0) if self.session_list.count() else None
+        )
+        return item.data(Qt.ItemDataRole.UserRole) if item else None
+
+    def open_selected(self) -> None:
+        sid = self.selected_session()
+        if sid:
+            self.open_session(sid)
+
+    def open_session(self, session_id: str) -> None:
+        """Redraw the panels from the store and set the timeline to the end."""
+        if self.bridge is not None and self.bridge.busy:
+            return
+        try:
+            with self._store() as store:
+                s = store.session(session_id)
+                events = list(store.replay(s.id))
+        except PonderError as e:
+            QMessageBox.warning(self, "Ponder", str(e))
+            return
+        self._stop_replay()
+        self.session_id = s.id
+        self.prompt.setPlainText(s.problem)
+        self.reference.setText(s.reference or "")
+        self._run_strategy = {r.id: r.strategy for r in s.runs}
+        self._runs = {r.id: r for r in s.runs}
+        self._make_panels([r.strategy for r in s.runs])
+        self._replay = events
+        self.timeline.blockSignals(True)
+        self.timeline.setRange(0, len(events))
+        self.timeline.setValue(len(events))
+        self.timeline.blockSignals(False)
+        self.timeline.setEnabled(True)
+        self.play_button.setEnabled(True)
+        self._show_upto(len(events))
+        self.status.showMessage(f"Session {s.id}: {len(events)} events")
+
+    def _show_upto(self, k: int) -> None:
+        for p in self.panels.values():
+            p.reset()
+        for run_id, ev in self._replay[:k]:
+            strategy = self._run_strategy.get(run_id)
+            if strategy in self.panels:
+                self.panels[strategy].apply(ev)
+        for p in self.panels.values():
+            p.redraw()
+            r = self._runs.get(p.run_id or "") if hasattr(self, "_runs") else None
+            if r is not None and p.trace.finished is not None:
+                sel = p.trace.selected
+                p.set_footer(
+                    sel.answer if sel else None,
+                    r.correct,
+                    sel.tally if sel else {},
+                    r.generated_tokens,
+                    r.wall_s,
+                    r.status,
+                )
+            elif r is not None and k == len(self._replay):
+                p.footer.setText(f"<i>{r.status}</i> · {len(p.trace.nodes)} nodes")
+        self.timeline_label.setText(f"{k} / {len(self._replay)} events")
+
+    def toggle_play(self) -> None:
+        if self._play_timer.isActive():
+            self._stop_replay()
+            return
+        if self.timeline.value() >= self.timeline.maximum():
+            self.timeline.setValue(0)
+        self.play_button.setText("Pause")
+        self._play_timer.start()
+
+    def _play_step(self) -> None:
+        if self.timeline.value() >= self.timeline.maximum():
+            self._stop_replay()
+            return
+        self.timeline.setValue(self.timeline.value() + 1)
+        if self.timeline.value() >= self.timeline.maximum():
+            self._stop_replay()
+
+    def _stop_replay(self) -> None:
+        self._play_timer.stop()
+        self.play_button.setText("Play")
+
+    def delete_selected(self) -> None:
+        sid = self.selected_session()
+        if not sid:
+            return
+        answer = QMessageBox.question(self, "Ponder", f"Delete session {sid} and all its runs?")
+        if answer != QMessageBox.StandardButton.Yes:
+            return
+        try:
+            with self._store(readonly=False) as store:
+                store.delete_session(sid)
+        except PonderError as e:
+            QMessageBox.warning(self, "Ponder", str(e))
+        self.refresh_sessions()
+
     def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt's name
+        self._play_timer.stop()
         if self.bridge is not None:
             self.bridge.shutdown()
         super().closeEvent(event)
 
 
+def _html(text: str) -> str:
+    import html
+
+    return html.escape(text)
+
+
 STYLE = """
-#modelLabel { padding: 4px 2px; }
-#sampleHeader { font-weight: 600; }
-#sampleFooter { color: palette(mid); }
+#modelLabel { padding: 2px; }
+#panelFooter { padding: 2px; }
 """
 
 
@@ -240,10 +628,11 @@ def run(argv: Sequence[str] = ()) -> int:
     ap = argparse.ArgumentParser(prog="ponder", add_help=False)
     ap.add_argument("--model")
     ap.add_argument("--n-gpu-layers", type=int, default=0)
+    ap.add_argument("--db")
     args, _rest = ap.parse_known_args(list(argv))
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("Ponder")
     app.setStyleSheet(STYLE)
-    win = MainWindow(args.model, args.n_gpu_layers)
+    win = MainWindow(args.model, args.n_gpu_layers, args.db)
     win.show()
     return app.exec()

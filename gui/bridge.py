@@ -23,6 +23,9 @@ class EngineBridge(QObject):
     progress = Signal(list, int)  # [(sample index, text so far)], tokens generated
     finished = Signal(list, float)  # [sample dicts], seconds
     failed = Signal(str)
+    # compare: batches of (run id, strategy name, event) as they happen; then (session id, summaries)
+    events = Signal(list)
+    compared = Signal(str, list)
 
     def __init__(self, model_path: str, config: BackendConfig | None = None) -> None:
         super().__init__()
@@ -98,6 +101,93 @@ class EngineBridge(QObject):
                 self.failed.emit(_message(err))
             else:
                 self.finished.emit(f.result(), time.monotonic() - t0)
+
+        fut.add_done_callback(done)
+
+    def compare(
+        self,
+        store_path: str | None,
+        problem: str,
+        strategies: list[str],
+        budget: int,
+        prm: str,
+        reference: str | None,
+        seed: int,
+        max_tokens: int,
+    ) -> None:
+        """Run the strategies side by side, recorded into the session store; events reach the
+        window in batches (at most ~20 a second; streamed text is coalesced to the latest)."""
+        if self.busy:
+            return
+        self.busy = True
+        self._cancel = cancel = CancelToken()
+        pending: list[tuple[str, str, Any]] = []
+        last = [0.0]
+
+        def flush() -> None:
+            if pending:
+                self.events.emit(list(pending))
+                pending.clear()
+            last[0] = time.monotonic()
+
+        def on_event(run: Any, ev: Any) -> None:
+            from engine.events import TextDelta
+
+            if isinstance(ev, TextDelta) and pending and isinstance(pending[-1][2], TextDelta):
+                if pending[-1][2].node_id == ev.node_id and pending[-1][0] == run.run_id:
+                    prev = pending.pop()[2]
+                    ev = TextDelta(ev.run_id, ev.node_id, prev.text + ev.text)
+            pending.append((run.run_id, run.spec.name, ev))
+            if time.monotonic() - last[0] >= 0.05:
+                flush()
+
+        def work(backend: Any) -> tuple[str, list[dict[str, Any]]]:
+            from engine.compare import summarize
+            from engine.sessions import recorded_compare
+            from engine.store import Store
+
+            store = Store.open(store_path)
+            try:
+                sid, runs, err = recorded_compare(
+                    backend,
+                    store,
+                    problem,
+                    strategies,
+                    budget=budget,
+                    prm=prm,
+                    reference=reference,
+                    seed=seed,
+                    max_tokens=max_tokens,
+                    on_event=on_event,
+                    cancel=cancel,
+                    stream_text=True,
+                )
+            finally:
+                store.close()
+            flush()
+            if err:
+                raise PonderError(err)
+            return sid, [summarize(r).as_dict() for r in runs]
+
+        try:
+            worker = self._ensure_worker()
+            fut = worker.submit(work)
+        except PonderError as e:
+            self.busy = False
+            self.failed.emit(str(e))
+            return
+
+        def done(f: Any) -> None:
+            if worker.load_failed and self._worker is worker:
+                self._worker = None
+                worker.close()
+            self.busy = False
+            err = f.exception()
+            if err is not None:
+                self.failed.emit(_message(err))
+            else:
+                sid, summaries = f.result()
+                self.compared.emit(sid, summaries)
 
         fut.add_done_callback(done)
 

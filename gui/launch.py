@@ -11,11 +11,15 @@ from collections.abc import Sequence
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    gui_flags = {"--model", "--n-gpu-layers"}
+    gui_flags = {"--model", "--n-gpu-layers", "--db"}
     if not args or (args[0] in gui_flags):
         from gui.app import run
 
         return run(args)
+    if args[0] == "screenshot":  # needs Qt, so it is not part of the engine's CLI
+        from gui.screenshot import main as shot
+
+        return shot(args[1:])
     from engine.cli import main as cli_main
 
     return cli_main(args)

@@ -1,6 +1,9 @@
-"""The first window, offscreen, on the embedded model (pytest-qt)."""
+"""The main window, offscreen, on the embedded model (pytest-qt)."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
 
 import pytest
 
@@ -9,70 +12,143 @@ pytest.importorskip("pytestqt")
 from PySide6.QtCore import Qt  # noqa: E402
 from PySide6.QtWidgets import QMessageBox  # noqa: E402
 
+from engine.events import fold  # noqa: E402
+from engine.store import Store  # noqa: E402
 from gui.app import MainWindow  # noqa: E402
+from gui.trace_view import layout  # noqa: E402
 
 
 @pytest.fixture
-def window(qtbot):
-    w = MainWindow()
+def db(tmp_path):
+    return str(tmp_path / "gui.db")
+
+
+@pytest.fixture
+def window(qtbot, db):
+    w = MainWindow(db=db)
     qtbot.addWidget(w)
     w.show()
     yield w
     w.close()
 
 
+def small_run(w, tokens=40):
+    w.budget_spin.setValue(2)
+    w.tokens_spin.setValue(tokens)
+    w.prm_combo.setCurrentText("arithmetic")
+
+
 def test_window_shows_the_embedded_model_without_loading_it(window):
     assert "Smollm2" in window.model_label.text() and "Q4_1" in window.model_label.text()
     assert window.run_button.isEnabled() and not window.cancel_button.isEnabled()
     assert window.bridge is not None and window.bridge._worker is None  # weights load on Run
+    assert window.session_list.count() == 0
 
 
-def test_run_fills_one_panel_per_sample(window, qtbot, tmp_path):
-    window.n_spin.setValue(3)
-    window.tokens_spin.setValue(24)
+def test_problem_set_picker_fills_problem_and_reference(window):
+    window.set_combo.setCurrentText("GSM8K")
+    window.index_spin.setValue(0)
+    window.load_problem()
+    assert window.prompt.toPlainText().startswith("Janet")
+    assert window.reference.text() == "18"
+    window.random_problem()
+    assert window.prompt.toPlainText() and window.reference.text()
+
+
+def test_run_draws_one_panel_per_strategy_as_the_store_has_it(window, qtbot, db, tmp_path):
+    small_run(window)
     qtbot.mouseClick(window.run_button, Qt.MouseButton.LeftButton)
     assert window.cancel_button.isEnabled()
-    with qtbot.waitSignal(window.bridge.finished, timeout=120_000) as sig:
+    with qtbot.waitSignal(window.bridge.compared, timeout=180_000) as sig:
         pass
-    samples, seconds = sig.args
-    assert len(samples) == 3 and len(window.panels) == 3
-    for panel, s in zip(window.panels, samples, strict=True):
-        assert panel.body.toPlainText() == s["text"] and s["text"]
-        assert f"{s['tokens']} tokens" in panel.footer.text()
-    assert window.status.currentMessage().startswith("Done:")
-    assert window.run_button.isEnabled()
+    sid, summaries = sig.args
+    assert list(window.panels) == ["best_of_n", "beam_search", "revisions"]
+    with Store.open(db, readonly=True) as store:
+        s = store.session(sid)
+        for r in s.runs:
+            panel = window.panels[r.strategy]
+            assert len(panel.trace.nodes) == r.n_nodes > 0  # what is drawn is what is saved
+            assert len(panel.view.items_by_node) == r.n_nodes
+            assert panel.trace == fold(store.events(r.id))
+    for summ in summaries:
+        footer = window.panels[summ["strategy"]].footer.text()
+        assert f"answer <b>{summ['answer'] if summ['answer'] is not None else '-'}</b>" in footer
+        assert f"{summ['generated_tokens']} tok" in footer
+    assert window.session_list.count() == 1
+    assert sid in window.status.currentMessage()
+    # Clicking a node shows its text and scores.
+    panel = window.panels["beam_search"]
+    nid = next(iter(panel.view.items_by_node))
+    panel.view.node_clicked.emit(nid)
+    assert panel.trace.nodes[nid].text.strip()[:20] in window.detail.toPlainText()
     window.grab().save(str(tmp_path / "window.png"))
 
 
-def test_cancel_mid_run_keeps_the_partial_text(window, qtbot):
-    window.n_spin.setValue(4)
-    window.tokens_spin.setValue(2048)
+def test_cancel_keeps_partial_runs_in_the_sessions_browser(window, qtbot, db):
+    small_run(window, tokens=1500)
     window.start()
-    qtbot.waitUntil(lambda: any(p.body.toPlainText() for p in window.panels), timeout=120_000)
+    qtbot.waitUntil(lambda: any(p.trace.nodes or p.live for p in window.panels.values()), timeout=120_000)
     qtbot.keyClick(window, Qt.Key.Key_Escape)
-    with qtbot.waitSignal(window.bridge.finished, timeout=30_000) as sig:
+    with qtbot.waitSignal(window.bridge.compared, timeout=60_000) as sig:
         pass
-    samples, _ = sig.args
-    assert all(s["finish_reason"] in ("cancelled", "eos") for s in samples)
-    assert any(s["finish_reason"] == "cancelled" for s in samples)
-    assert any(s["text"] for s in samples)
+    sid, summaries = sig.args
+    assert any(s["status"] == "cancelled" for s in summaries)
+    assert window.session_list.count() == 1
+    with Store.open(db, readonly=True) as store:
+        assert {r.status for r in store.session(sid).runs} <= {"cancelled", "done"}
 
 
-def test_a_bad_model_is_a_message_not_a_crash(qtbot, tmp_path):
+def test_a_saved_session_reopens_and_replays_to_the_same_trees(window, qtbot, db):
+    small_run(window)
+    window.start()
+    with qtbot.waitSignal(window.bridge.compared, timeout=180_000) as sig:
+        pass
+    live = {s: p.trace for s, p in window.panels.items()}
+    window.session_list.setCurrentRow(0)
+    window.open_selected()
+    assert window.session_id == sig.args[0]
+    assert {s: p.trace for s, p in window.panels.items()} == live
+    # Replay: back to the start, then step to the end.
+    window.timeline.setValue(0)
+    assert all(not p.trace.nodes for p in window.panels.values())
+    window.timeline.setValue(window.timeline.maximum() // 2)
+    half = sum(len(p.trace.nodes) for p in window.panels.values())
+    window.toggle_play()
+    qtbot.waitUntil(lambda: window.timeline.value() == window.timeline.maximum(), timeout=60_000)
+    assert {s: p.trace for s, p in window.panels.items()} == live
+    assert 0 < half <= sum(len(t.nodes) for t in live.values())
+    assert window.play_button.text() == "Play"
+
+
+def test_tree_layout_centres_parents_over_children():
+    from engine.events import NodeAdded, RunStarted
+
+    evs = [RunStarted("r", "beam_search", {}, {}, {}, 0, "p")]
+    evs += [NodeAdded("r", 0, None, "step", "a", 1, 0.0), NodeAdded("r", 1, 0, "step", "b", 1, 0.0)]
+    evs += [NodeAdded("r", 2, 0, "step", "c", 1, 0.0), NodeAdded("r", 3, None, "step", "d", 1, 0.0)]
+    pos = layout(fold(evs), "beam_search")
+    assert pos[0][0] == (pos[1][0] + pos[2][0]) / 2
+    assert pos[1][1] == pos[2][1] > pos[0][1] == pos[3][1]
+    assert len({x for x, _ in pos.values() if _ > 0}) == 2  # leaves do not overlap
+    bon = layout(fold(evs[:2] + [NodeAdded("r", 5, None, "solution", "x", 1, 0.0)]), "best_of_n")
+    assert {x for x, _ in bon.values()} == {0.0}  # one ranked column
+
+
+def test_a_bad_model_is_a_message_not_a_crash(qtbot, tmp_path, db):
     bad = tmp_path / "bad.gguf"
     bad.write_text("not a model")
-    w = MainWindow(str(bad))
+    w = MainWindow(str(bad), db=db)
     qtbot.addWidget(w)
     assert "No usable model" in w.model_label.text() and "not a GGUF" in w.model_label.text()
     assert not w.run_button.isEnabled()
 
 
-def test_load_failure_at_run_shows_a_dialog(qtbot, tmp_path, monkeypatch, model_path):
+def test_load_failure_at_run_shows_a_dialog(qtbot, tmp_path, monkeypatch, model_path, db):
     shown = []
     monkeypatch.setattr(QMessageBox, "warning", lambda *a, **k: shown.append(a[2]))
     cut = tmp_path / "model.gguf"
     cut.write_bytes(open(model_path, "rb").read())
-    w = MainWindow(str(cut))
+    w = MainWindow(str(cut), db=db)
     qtbot.addWidget(w)
     cut.write_bytes(b"GGUF")  # the file breaks after the window opened
     w.start()
@@ -80,3 +156,75 @@ def test_load_failure_at_run_shows_a_dialog(qtbot, tmp_path, monkeypatch, model_
     assert "Cannot load model" in shown[0]
     assert w.run_button.isEnabled()
     w.close()
+
+
+def test_screenshot_command_renders_a_saved_session(tmp_path):
+    db = str(tmp_path / "shot.db")
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gui.launch",
+            "compare",
+            "What is 3 + 4?",
+            "--budget",
+            "2",
+            "--max-tokens",
+            "24",
+            "--prm",
+            "arithmetic",
+            "--db",
+            db,
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    import json
+
+    sid = json.loads(r.stdout)["session_id"]
+    out = tmp_path / "shot.png"
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gui.launch",
+            "screenshot",
+            "--out",
+            str(out),
+            "--session",
+            sid,
+            "--db",
+            db,
+            "--size",
+            "1600x900",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    from PySide6.QtGui import QImage
+
+    img = QImage(str(out))
+    assert (img.width(), img.height()) == (1600, 900)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gui.launch",
+            "screenshot",
+            "--out",
+            str(out),
+            "--session",
+            "nosuch",
+            "--db",
+            db,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 2 and "No session nosuch" in r.stderr and "Traceback" not in r.stderr

@@ -1,0 +1,73 @@
+"""``ponder screenshot --out PNG [--session ID] [--db PATH] [--size 1600x1000]``: the real main window,
+rendered offscreen (with a saved session loaded and its panels drawn), saved as a PNG. Used for the
+README's screenshots and to check the look without a display."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+
+def main(argv: Sequence[str]) -> int:
+    ap = argparse.ArgumentParser(prog="ponder screenshot", description=__doc__)
+    ap.add_argument("--out", required=True, help="PNG file to write")
+    ap.add_argument("--session", help="a saved session to show (default: none, the empty window)")
+    ap.add_argument("--db", help="session database (default: sessions.db in the user data folder)")
+    ap.add_argument("--size", default="1600x1000", help="window size WIDTHxHEIGHT (default 1600x1000)")
+    ap.add_argument("--at", type=int, help="replay position: show only the first AT events")
+    ap.add_argument("--model", help="model shown in the model bar")
+    args = ap.parse_args(list(argv))
+    try:
+        w, h = (int(x) for x in args.size.lower().split("x"))
+        if w < 200 or h < 200:
+            raise ValueError
+    except ValueError:
+        print(
+            f"ponder: error: --size must be WIDTHxHEIGHT, at least 200x200; got {args.size!r}",
+            file=sys.stderr,
+        )
+        return 2
+    out = os.path.abspath(os.path.expanduser(args.out))
+    if not os.path.isdir(os.path.dirname(out)):
+        print(f"ponder: error: the folder {os.path.dirname(out)} does not exist", file=sys.stderr)
+        return 2
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from PySide6.QtWidgets import QApplication
+
+    from engine.errors import PonderError
+    from gui.app import STYLE, MainWindow
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setStyleSheet(STYLE)
+    win = MainWindow(args.model, 0, args.db)
+    win.resize(w, h)
+    win.show()
+    if args.session:
+        from engine.store import Store
+
+        try:
+            with Store.open(args.db, readonly=True) as store:
+                store.session(args.session)
+        except PonderError as e:
+            print(f"ponder: error: {e}", file=sys.stderr)
+            return 2
+        win.open_session(args.session)
+        if args.at is not None:
+            win.timeline.setValue(max(0, min(args.at, win.timeline.maximum())))
+    for _ in range(5):
+        app.processEvents()
+    got = win.size()
+    if (got.width(), got.height()) != (w, h):
+        print(
+            f"ponder: note: the window cannot be {w}x{h}; rendered at {got.width()}x{got.height()}",
+            file=sys.stderr,
+        )
+    ok = win.grab().save(out)
+    win.close()
+    if not ok:
+        print(f"ponder: error: cannot write {out}", file=sys.stderr)
+        return 2
+    print(out)
+    return 0
