@@ -225,8 +225,10 @@ class MainWindow(QMainWindow):
         self.detail = QTextBrowser()
         self.detail.setPlaceholderText("Click a node to see its text and step scores.")
         split.addWidget(self.detail)
-        split.setStretchFactor(0, 4)
+        split.setStretchFactor(0, 5)
         split.setStretchFactor(1, 1)
+        self.detail.setMinimumWidth(220)
+        split.setSizes([1200, 260])
         root.addWidget(split, 1)
 
         # Legend and the replay timeline
@@ -361,7 +363,8 @@ class MainWindow(QMainWindow):
         for s in strategies:
             panel = RunPanel(s)
             panel.view.node_clicked.connect(lambda nid, p=panel: self.show_node(p, nid))
-            self.panel_row.addWidget(panel, 1)
+            # Trees grow sideways: they get twice the width of a column of cards.
+            self.panel_row.addWidget(panel, 2 if s in ("beam_search", "dvts") else 1)
             self.panels[s] = panel
 
     def start(self) -> None:

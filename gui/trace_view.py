@@ -26,7 +26,7 @@ from engine.events import Trace
 NODE_W, NODE_H = 190.0, 54.0
 GAP_X, GAP_Y = 14.0, 30.0
 TREE_STRATEGIES = ("beam_search", "dvts", "revisions")
-MIN_FIT_SCALE = 0.6
+MIN_FIT_SCALE = 0.5
 
 
 def score_qcolor(score: float | None, strong: bool = False) -> QColor:
@@ -122,6 +122,7 @@ class TraceView(QGraphicsView):
         self.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignHCenter)
         self.items_by_node: dict[int, NodeItem] = {}
         self._auto_fit = True
+        self._focus: int | None = None  # the chosen node, kept in view when the tree is wide
 
     def show_trace(self, trace: Trace, strategy: str, live: dict[int, str] | None = None) -> None:
         """Redraw from the trace (live: text still streaming for nodes not yet added)."""
@@ -133,6 +134,7 @@ class TraceView(QGraphicsView):
         chosen: set[int] = set()
         if sel is not None and sel.node_id is not None and sel.node_id in trace.nodes:
             chosen = set(trace.path_to(sel.node_id)) if strategy in ("beam_search", "dvts") else {sel.node_id}
+        self._focus = sel.node_id if chosen and sel is not None else None
         edge_pen = QPen(QColor("#9a9a9a"), 1.2)
         for nid, (x, y) in pos.items():
             n = trace.nodes[nid]
@@ -173,7 +175,10 @@ class TraceView(QGraphicsView):
             self.resetTransform()
             if k < MIN_FIT_SCALE:
                 self.scale(MIN_FIT_SCALE, MIN_FIT_SCALE)
-            self.centerOn(rect.center().x(), rect.top())
+            # Too wide to fit legibly: start at the top, over the chosen path if there is one.
+            focus = self.items_by_node.get(self._focus) if self._focus is not None else None
+            x = focus.sceneBoundingRect().center().x() if focus is not None else rect.left()
+            self.centerOn(x, rect.top() + self.viewport().height() / (2 * MIN_FIT_SCALE))
 
     def wheelEvent(self, event: Any) -> None:  # noqa: N802 - Qt's name
         self._auto_fit = False
