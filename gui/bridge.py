@@ -1,8 +1,8 @@
 """A thin QObject over engine.worker.BackendWorker: engine callbacks become Qt signals.
 
 The engine runs in its own thread (it owns the llama.cpp context); signals emitted from there reach
-the GUI through queued connections, so the window never blocks. Token updates are coalesced to at
-most ~30 per second so a 16-branch run does not flood the event loop.
+the GUI through queued connections, so the window never blocks. Events are delivered in batches
+(at most ~20 a second, streamed text coalesced) so a 16-branch run does not flood the event loop.
 """
 
 from __future__ import annotations
@@ -14,14 +14,11 @@ from PySide6.QtCore import QObject, Signal
 
 from engine.backend import BackendConfig
 from engine.errors import PonderError
-from engine.sampling import SamplingParams
 from engine.worker import BackendWorker, CancelToken
 
 
 class EngineBridge(QObject):
     loaded = Signal(dict)  # ModelInfo as a dict
-    progress = Signal(list, int)  # [(sample index, text so far)], tokens generated
-    finished = Signal(list, float)  # [sample dicts], seconds
     failed = Signal(str)
     # compare: batches of (run id, strategy name, event) as they happen; then (session id, summaries)
     events = Signal(list)
@@ -46,63 +43,6 @@ class EngineBridge(QObject):
         # two); that run's end drops the worker, and the next run tries to load again.
         if fut.exception() is None:
             self.loaded.emit(fut.result())
-
-    def sample(self, prompt: str, n: int, params: SamplingParams) -> None:
-        """Render ``prompt`` with the chat template and sample ``n`` answers in one batch."""
-        if self.busy:
-            return
-        self.busy = True
-        self._cancel = cancel = CancelToken()
-        last = [0.0]
-        counted = [0]
-        index: dict[int, int] = {}
-
-        def work(backend: Any) -> list[dict[str, Any]]:
-            toks = backend.chat_tokens([{"role": "user", "content": prompt}])
-
-            def on_step(events: list[Any]) -> None:
-                counted[0] += len(events)
-                now = time.monotonic()
-                if now - last[0] >= 0.033:
-                    last[0] = now
-                    touched = {e.branch.id: e.branch for e in events}.values()
-                    self.progress.emit([(index[b.id], b.text) for b in touched], counted[0])
-
-            def on_start(children: list[Any]) -> None:
-                index.update({c.id: i for i, c in enumerate(children)})
-
-            out = backend.sample_n(toks, n, params, cancel=cancel, on_step=on_step, on_start=on_start)
-            return [
-                {
-                    "text": b.text,
-                    "tokens": b.n_generated,
-                    "finish_reason": b.finish_reason,
-                    "seed": b.params.seed,
-                }
-                for b in out
-            ]
-
-        t0 = time.monotonic()
-        try:
-            worker = self._ensure_worker()
-            fut = worker.submit(work)
-        except PonderError as e:
-            self.busy = False
-            self.failed.emit(str(e))
-            return
-
-        def done(f: Any) -> None:
-            if worker.load_failed and self._worker is worker:
-                self._worker = None
-                worker.close()
-            self.busy = False
-            err = f.exception()
-            if err is not None:
-                self.failed.emit(_message(err))
-            else:
-                self.finished.emit(f.result(), time.monotonic() - t0)
-
-        fut.add_done_callback(done)
 
     def compare(
         self,
