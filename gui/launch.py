@@ -16,6 +16,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from gui.app import run
 
         return run(args)
+    if args[0] == "bench" and "--pan" in args:  # draws with Qt, so not in the engine's CLI
+        from gui.bench import main as pan_bench
+
+        return pan_bench(args[1:])
     if args[0] == "screenshot":  # needs Qt, so it is not part of the engine's CLI
         from gui.screenshot import main as shot
 
