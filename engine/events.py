@@ -62,6 +62,7 @@ class NodeAdded(Event):
     n_tokens: int
     logprob_sum: float
     token_logprobs: list[float] = field(default_factory=list)
+    token_texts: list[str] = field(default_factory=list)  # one per token when known (for shading)
 
     def __post_init__(self) -> None:
         _require(self.role in ROLES, f"role must be one of {ROLES}, got {self.role!r}")
@@ -170,6 +171,7 @@ class TraceNode:
     n_tokens: int
     logprob_sum: float
     token_logprobs: list[float]
+    token_texts: list[str] = field(default_factory=list)
     children: list[int] = field(default_factory=list)
     step_scores: dict[str, list[float]] = field(default_factory=dict)  # per scorer
     scores: dict[str, float] = field(default_factory=dict)
@@ -213,6 +215,7 @@ class Trace:
                 ev.n_tokens,
                 ev.logprob_sum,
                 list(ev.token_logprobs),
+                list(ev.token_texts),
             )
             if ev.parent_id is None:
                 self.roots.append(ev.node_id)

@@ -272,3 +272,24 @@ def discover(
             seen.add(key)
             out.append(describe(p, source, catalog))
     return out
+
+
+def estimate_memory(info: GGUFInfo, n_ctx: int, n_gpu_layers: int) -> dict[str, int]:
+    """Bytes a model needs as loaded: its weights (the tensor data of the file) and an f16 KV cache
+    of ``n_ctx`` cells, split between GPU and CPU by the share of layers offloaded (-1: all)."""
+    md = info.metadata
+    arch = info.architecture
+    n_layer = int(info.n_layer or md.get(f"{arch}.block_count", 0) or 0)
+    n_embd = int(md.get(f"{arch}.embedding_length", 0) or 0)
+    n_head = int(md.get(f"{arch}.attention.head_count", 0) or 0)
+    n_head_kv = int(md.get(f"{arch}.attention.head_count_kv", n_head) or n_head)
+    head_dim = int(md.get(f"{arch}.attention.key_length", 0) or (n_embd // n_head if n_head else 0))
+    kv = 2 * 2 * n_ctx * n_layer * n_head_kv * head_dim  # K and V, f16
+    weights = info.file_size
+    share = (
+        1.0
+        if n_gpu_layers < 0 or (n_layer and n_gpu_layers >= n_layer)
+        else (n_gpu_layers / n_layer if n_layer else 0.0)
+    )
+    gpu = int(share * (weights + kv))
+    return {"weights": weights, "kv_cache": kv, "gpu": gpu, "cpu": weights + kv - gpu}

@@ -9,13 +9,15 @@ signals carrying :mod:`engine.events`, and draws a live run and a replayed one t
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import random
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from PySide6.QtCore import Qt, QTimer
-from PySide6.QtGui import QKeySequence, QShortcut
+from PySide6.QtGui import QColor, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QApplication,
     QCheckBox,
@@ -151,6 +153,34 @@ class MainWindow(QMainWindow):
         root.setContentsMargins(10, 8, 10, 8)
         root.setSpacing(6)
 
+        mbar = QHBoxLayout()
+        mbar.addWidget(QLabel("Model"))
+        self.model_combo = QComboBox()
+        self.model_combo.setMinimumWidth(240)
+        self.model_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.model_combo.setMinimumContentsLength(28)
+        mbar.addWidget(self.model_combo)
+        self.add_model_button = QPushButton("Add GGUF…")
+        mbar.addWidget(self.add_model_button)
+        mbar.addSpacing(10)
+        self.backend_label = QLabel()
+        mbar.addWidget(self.backend_label)
+        mbar.addWidget(QLabel("GPU layers"))
+        self.ngl_slider = QSlider(Qt.Orientation.Horizontal)
+        self.ngl_slider.setFixedWidth(110)
+        self.ngl_value = QLabel("0")
+        mbar.addWidget(self.ngl_slider)
+        mbar.addWidget(self.ngl_value)
+        mbar.addWidget(QLabel("Context"))
+        self.ctx_spin = QSpinBox()
+        self.ctx_spin.setRange(1024, 262144)
+        self.ctx_spin.setSingleStep(2048)
+        self.ctx_spin.setValue(16384)
+        mbar.addWidget(self.ctx_spin)
+        self.memory_label = QLabel()
+        mbar.addWidget(self.memory_label)
+        mbar.addStretch(1)
+        root.addLayout(mbar)
         self.model_label = QLabel()
         self.model_label.setObjectName("modelLabel")
         self.model_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -294,26 +324,136 @@ class MainWindow(QMainWindow):
         QShortcut(QKeySequence(Qt.Key.Key_Escape), self, activated=self.cancel)
         QShortcut(QKeySequence("Ctrl+O"), self, activated=self.open_selected)
 
-        self._set_model(model_path, n_gpu_layers)
+        self.settings = _settings()
+        self.add_model_button.clicked.connect(self.add_model)
+        self.model_combo.currentIndexChanged.connect(self._model_changed)
+        self.ngl_slider.valueChanged.connect(self._model_changed)
+        self.ctx_spin.editingFinished.connect(self._model_changed)
+        saved = self.settings.value("model", "", str) or None
+        if saved and not os.path.exists(saved):
+            saved = None  # the last model was moved or deleted: start on the default
+        self._fill_models(model_path or saved)
+        self.ngl_slider.setValue(n_gpu_layers if n_gpu_layers >= 0 else self.ngl_slider.maximum())
+        self._model_changed()
+        geometry = self.settings.value("geometry")
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        state = self.settings.value("window_state")
+        if state is not None:
+            self.restoreState(state)
         self.refresh_sessions()
 
     # --- model --------------------------------------------------------------------------------------
 
-    def _set_model(self, model_path: str | None, n_gpu_layers: int) -> None:
+    def _fill_models(self, wanted: str | None) -> None:
+        """The policy models discovery finds, the GGUFs the user added, and ``wanted``; a file that
+        cannot be read is listed, disabled, with its error."""
+        from engine.models import discover
+
+        paths: list[str] = []
+        self.model_combo.blockSignals(True)
+        self.model_combo.clear()
+        extra = [p for p in self.settings.value("added_models", [], list) or [] if p]
+        if wanted:
+            extra.append(str(wanted))
+        entries = discover()
+        known = {e.path for e in entries}
+        from engine.models import describe, load_catalog
+
+        catalog = load_catalog()
+        from pathlib import Path
+
+        entries += [describe(Path(p), "given", catalog) for p in dict.fromkeys(extra) if p not in known]
+        for e in entries:
+            if e.roles and "policy" not in e.roles and "judge" not in e.roles:
+                continue  # a PRM-only model is not a policy
+            label = (
+                f"{e.info.name} · {e.info.quantization}" if e.info else Path(e.path).name
+            ) + f"  ({e.source})"
+            self.model_combo.addItem(label, e.path)
+            i = self.model_combo.count() - 1
+            if not e.ok:
+                self.model_combo.setItemData(i, f"Cannot use: {e.error}", Qt.ItemDataRole.ToolTipRole)
+                item = self.model_combo.model().item(i)
+                if item is not None:
+                    item.setEnabled(False)
+            paths.append(e.path)
+        target = str(wanted) if wanted else str(default_model_path()) if paths else ""
+        idx = paths.index(target) if target in paths else 0
+        self.model_combo.setCurrentIndex(idx)
+        self.model_combo.blockSignals(False)
+
+    def add_model(self) -> None:
+        from PySide6.QtWidgets import QFileDialog
+
+        path, _ = QFileDialog.getOpenFileName(self, "Add a GGUF model", "", "GGUF models (*.gguf)")
+        if path:
+            self.add_model_path(path)
+
+    def add_model_path(self, path: str) -> None:
         try:
-            path = str(model_path or default_model_path())
+            read_gguf(path)
+        except PonderError as e:
+            QMessageBox.warning(self, "Ponder", str(e))
+            return
+        added = [p for p in self.settings.value("added_models", [], list) or [] if p]
+        if path not in added:
+            self.settings.setValue("added_models", [*added, path])
+        self._fill_models(path)
+        self._model_changed()
+
+    def _model_changed(self, *_: Any) -> None:
+        path = self.model_combo.currentData()
+        self._set_model(path, self.ngl_slider.value())
+
+    def _set_model(self, model_path: str | None, n_gpu_layers: int) -> None:
+        if self.bridge is not None and self.bridge.busy:
+            return
+        try:
+            if not model_path:
+                raise PonderError("No model found: add a GGUF (Add GGUF…) or start with --model PATH.")
+            path = str(model_path)
             info = read_gguf(path)  # header only: the window opens at once, weights load on Run
         except PonderError as e:
             self.model_label.setText(f"<b>No usable model</b>: {e}")
             self.run_button.setEnabled(False)
-            self.status.showMessage("Pick a model with --model PATH")
+            self.status.showMessage("Pick a model with Add GGUF… or --model PATH")
+            if self.bridge is not None:
+                self.bridge.shutdown()
+                self.bridge = None
             return
+        self.run_button.setEnabled(True)
+        n_layer = int(info.n_layer or 0)
+        self.ngl_slider.blockSignals(True)
+        self.ngl_slider.setRange(0, n_layer or 0)
+        self.ngl_slider.blockSignals(False)
+        n_gpu_layers = min(max(n_gpu_layers, 0), n_layer) if n_layer else 0
+        self.ngl_value.setText(f"{n_gpu_layers}/{n_layer}")
+        self.backend_label.setText(_accelerator_text())
+        from engine.models import estimate_memory
+
+        mem = estimate_memory(info, self.ctx_spin.value(), n_gpu_layers)
+        self.memory_label.setText(f"~{human_size(mem['gpu'])} GPU + {human_size(mem['cpu'])} RAM")
+        self.memory_label.setToolTip(
+            f"Estimated from the GGUF header: weights {human_size(mem['weights'])}, f16 KV cache of "
+            f"{self.ctx_spin.value()} cells {human_size(mem['kv_cache'])}, split by the layers offloaded"
+        )
+        self.settings.setValue("model", path)
+        if (
+            self.bridge is not None
+            and self.bridge.model_path == path
+            and self.bridge.config.n_gpu_layers == n_gpu_layers
+            and self.bridge.config.n_ctx == self.ctx_spin.value()
+        ):
+            return
+        if self.bridge is not None:
+            self.bridge.shutdown()
         self.model_label.setText(
             f"<b>{info.name}</b> &nbsp; {info.architecture} · {human_params(info.n_params)} parameters · "
             f"{info.quantization} · {human_size(info.file_size)} · "
             f"context {info.context_length or '?'} &nbsp; <span style='color:gray'>{info.path}</span>"
         )
-        config = BackendConfig(n_ctx=16384, n_seq_max=64, n_gpu_layers=n_gpu_layers)
+        config = BackendConfig(n_ctx=self.ctx_spin.value(), n_seq_max=64, n_gpu_layers=n_gpu_layers)
         self.bridge = EngineBridge(path, config)
         self.bridge.loaded.connect(self._on_loaded)
         self.bridge.events.connect(self._on_events)
@@ -481,7 +621,36 @@ class MainWindow(QMainWindow):
             meta.append(f"answer {n.answer}")
         if n.pruned_at is not None:
             meta.append(f"pruned at round {n.pruned_at}")
-        self.detail.setHtml(f"<p><b>{STRATEGY_NAMES.get(panel.strategy)}</b> · {' · '.join(meta)}</p>{body}")
+        tokens = ""
+        if n.token_texts and len(n.token_texts) == len(n.token_logprobs):
+            tokens = "<p><b>Tokens</b>, shaded by the model's probability (white 1, red 0):</p>" + "".join(
+                f"<span style='background:{_prob_colour(lp)}' title='p = {math.exp(lp):.3f}'>"
+                f"{_html(t)}</span>"
+                for t, lp in zip(n.token_texts, n.token_logprobs, strict=True)
+            )
+            tokens = f"<div style='white-space:pre-wrap;font-family:monospace'>{tokens}</div>"
+        diff = self._revision_diff(panel, nid)
+        self.detail.setHtml(
+            f"<p><b>{STRATEGY_NAMES.get(panel.strategy)}</b> · {' · '.join(meta)}</p>{body}{diff}{tokens}"
+        )
+
+    def _revision_diff(self, panel: RunPanel, nid: int) -> str:
+        """For a revision: its words against the attempt before it (added green, removed struck)."""
+        n = panel.trace.nodes[nid]
+        if n.role != "revision" or n.parent_id is None or n.parent_id not in panel.trace.nodes:
+            return ""
+        import difflib
+
+        old, new = panel.trace.nodes[n.parent_id].text.split(), n.text.split()
+        out = []
+        for op, a0, a1, b0, b1 in difflib.SequenceMatcher(a=old, b=new, autojunk=False).get_opcodes():
+            if op in ("delete", "replace"):
+                out.append(f"<s style='color:#a11;background:#fbe3e3'>{_html(' '.join(old[a0:a1]))}</s>")
+            if op in ("insert", "replace"):
+                out.append(f"<span style='background:#d9f2d9'>{_html(' '.join(new[b0:b1]))}</span>")
+            if op == "equal":
+                out.append(_html(" ".join(new[b0:b1])))
+        return f"<p><b>Changes from attempt #{n.parent_id}</b>:</p><p>{' '.join(out)}</p>"
 
     # --- sessions ---------------------------------------------------------------------------------------
 
@@ -609,10 +778,39 @@ class MainWindow(QMainWindow):
         self.refresh_sessions()
 
     def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt's name
+        self.settings.setValue("geometry", self.saveGeometry())
+        self.settings.setValue("window_state", self.saveState())
         self._play_timer.stop()
         if self.bridge is not None:
             self.bridge.shutdown()
         super().closeEvent(event)
+
+
+def _settings() -> Any:
+    """Kept with QSettings: last model, added GGUFs, window layout. ``PONDER_CONFIG_DIR`` moves
+    the file (the tests point it at a temporary folder)."""
+    from PySide6.QtCore import QSettings
+
+    folder = os.environ.get("PONDER_CONFIG_DIR")
+    if folder:
+        return QSettings(os.path.join(folder, "ponder.ini"), QSettings.Format.IniFormat)
+    return QSettings("Ponder", "Ponder")
+
+
+def _accelerator_text() -> str:
+    from engine.llama_lib import build_info
+
+    b = build_info()
+    gpus = [d for d in b.devices if d.type in ("GPU", "iGPU")]
+    if not b.gpu_offload or not gpus:
+        return "CPU build (no GPU offload)"
+    d = gpus[0]
+    return f"{b.accelerator}: {d.description} ({human_size(d.memory_free)} free)"
+
+
+def _prob_colour(logprob: float) -> str:
+    p = min(1.0, max(0.0, math.exp(logprob)))
+    return QColor.fromHslF(0.0, 0.75, 1.0 - 0.35 * (1.0 - p)).name()
 
 
 def _html(text: str) -> str:

@@ -34,6 +34,10 @@ def main(argv: Sequence[str]) -> int:
         print(f"ponder: error: the folder {os.path.dirname(out)} does not exist", file=sys.stderr)
         return 2
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    if "PONDER_CONFIG_DIR" not in os.environ:  # the user's saved layout must not move the picture
+        import tempfile
+
+        os.environ["PONDER_CONFIG_DIR"] = tempfile.mkdtemp(prefix="ponder-shot-")
     from PySide6.QtWidgets import QApplication
 
     from engine.errors import PonderError

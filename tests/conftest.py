@@ -63,5 +63,6 @@ def pytest_unconfigure(config):
 
 @pytest.fixture(autouse=True)
 def _session_db(tmp_path, monkeypatch):
-    """Every test records into its own database, never the user's."""
+    """Every test records into its own database and keeps its settings apart, never the user's."""
     monkeypatch.setenv("PONDER_DB", str(tmp_path / "sessions.db"))
+    monkeypatch.setenv("PONDER_CONFIG_DIR", str(tmp_path / "config"))

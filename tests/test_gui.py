@@ -256,3 +256,41 @@ def test_pan_bench_reports_frames_per_second():
 
     out = json.loads(r.stdout)
     assert out["nodes"] == 300 and out["frames"] == 30 and out["fps_median"] > 0
+
+
+def test_node_detail_shades_tokens_and_shows_revision_changes(window, qtbot):
+    small_run(window, tokens=48)
+    window.start()
+    with qtbot.waitSignal(window.bridge.compared, timeout=180_000):
+        pass
+    panel = window.panels["revisions"]
+    rev = next(i for i, n in panel.trace.nodes.items() if n.role == "revision")
+    node = panel.trace.nodes[rev]
+    assert len(node.token_texts) == len(node.token_logprobs) == node.n_tokens
+    assert "".join(node.token_texts) == node.text
+    panel.view.node_clicked.emit(rev)
+    html = window.detail.toHtml()
+    assert f"Changes from attempt #{node.parent_id}" in window.detail.toPlainText()
+    assert "shaded by the model's probability" in window.detail.toPlainText()
+    assert html.count("background-color:#") >= node.n_tokens  # one shaded span per token
+
+
+def test_model_bar_estimates_memory_and_remembers_an_added_model(qtbot, db, model_path, tmp_path):
+    import shutil
+
+    w = MainWindow(db=db)
+    qtbot.addWidget(w)
+    assert "RAM" in w.memory_label.text() and w.ngl_slider.maximum() == 30
+    cpu_only = w.memory_label.text()
+    w.ngl_slider.setValue(30)
+    assert w.memory_label.text() != cpu_only and w.ngl_value.text() == "30/30"
+    copy = tmp_path / "copy.gguf"
+    shutil.copy(model_path, copy)
+    w.add_model_path(str(copy))
+    assert w.model_combo.currentData() == str(copy)
+    assert w.bridge is not None and w.bridge.model_path == str(copy)
+    w.close()
+    again = MainWindow(db=db)  # same settings file: the added model is listed and chosen
+    qtbot.addWidget(again)
+    assert again.model_combo.currentData() == str(copy)
+    again.close()

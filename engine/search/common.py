@@ -35,7 +35,15 @@ def started(ctx: RunContext, strategy: str, params: dict[str, Any]) -> RunStarte
 
 def added(ctx: RunContext, g: Generated, parent: int | None, role: str) -> NodeAdded:
     return NodeAdded(
-        ctx.run_id, g.node_id, parent, role, g.text, g.n_tokens, float(sum(g.logprobs)), list(g.logprobs)
+        ctx.run_id,
+        g.node_id,
+        parent,
+        role,
+        g.text,
+        g.n_tokens,
+        float(sum(g.logprobs)),
+        list(g.logprobs),
+        list(g.pieces),
     )
 
 

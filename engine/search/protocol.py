@@ -61,6 +61,7 @@ class Generated:
     n_tokens: int
     logprobs: tuple[float, ...]
     finish_reason: str  # eos | stop | length | cancelled
+    pieces: tuple[str, ...] = ()  # the text of each token (a character split across tokens goes to its last)
 
 
 @dataclass(frozen=True)

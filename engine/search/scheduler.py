@@ -122,6 +122,12 @@ class Scheduler:
             self._roots.clear()
         return list(runs)
 
+    def _pieces(self, tokens: list[int]) -> tuple[str, ...]:
+        import codecs
+
+        dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        return tuple(dec.decode(self.backend.piece(t)) for t in tokens)
+
     def _emit(self, run: Run, ev: Event) -> None:
         run.events.append(ev)
         if self.on_event is not None:
@@ -326,6 +332,7 @@ class Scheduler:
                             b.n_generated,
                             tuple(b.logprobs),
                             b.finish_reason or "length",
+                            self._pieces(b.generated),
                         )
                     )
                 r.in_flight = None
