@@ -298,9 +298,22 @@ class MainWindow(QMainWindow):
         buttons = QHBoxLayout()
         self.open_button = QPushButton("Open  (Ctrl+O)")
         self.delete_button = QPushButton("Delete")
+        self.export_button = QPushButton("Export…")
         buttons.addWidget(self.open_button)
+        buttons.addWidget(self.export_button)
         buttons.addWidget(self.delete_button)
+        filters = QHBoxLayout()
+        self.session_model = QLineEdit()
+        self.session_model.setPlaceholderText("model…")
+        self.session_correct = QComboBox()
+        self.session_correct.addItems(["any result", "a correct run", "a wrong run"])
+        self.session_since = QLineEdit()
+        self.session_since.setPlaceholderText("since YYYY-MM-DD")
+        filters.addWidget(self.session_model)
+        filters.addWidget(self.session_correct)
         dl.addWidget(self.session_search)
+        dl.addLayout(filters)
+        dl.addWidget(self.session_since)
         dl.addWidget(self.session_list, 1)
         dl.addLayout(buttons)
         dock.setWidget(host)
@@ -317,6 +330,10 @@ class MainWindow(QMainWindow):
         self.delete_button.clicked.connect(self.delete_selected)
         self.session_list.itemDoubleClicked.connect(lambda _i: self.open_selected())
         self.session_search.textChanged.connect(self.refresh_sessions)
+        self.session_model.textChanged.connect(self.refresh_sessions)
+        self.session_correct.currentIndexChanged.connect(self.refresh_sessions)
+        self.session_since.textChanged.connect(self.refresh_sessions)
+        self.export_button.clicked.connect(self.export_selected)
         self.timeline.valueChanged.connect(self._show_upto)
         self.play_button.clicked.connect(self.toggle_play)
         QShortcut(QKeySequence("Ctrl+Return"), self, activated=self.start)
@@ -663,7 +680,13 @@ class MainWindow(QMainWindow):
         self.session_list.clear()
         try:
             with self._store() as store:
-                sessions = store.list_sessions(search=self.session_search.text().strip() or None, limit=500)
+                sessions = store.list_sessions(
+                    search=self.session_search.text().strip() or None,
+                    model=self.session_model.text().strip() or None,
+                    correct=(None, True, False)[self.session_correct.currentIndex()],
+                    since=self.session_since.text().strip() or None,
+                    limit=500,
+                )
         except PonderError as e:
             if "no session database" not in str(e).lower():
                 self.status.showMessage(str(e))
@@ -762,6 +785,50 @@ class MainWindow(QMainWindow):
     def _stop_replay(self) -> None:
         self._play_timer.stop()
         self.play_button.setText("Play")
+
+    def export_selected(self) -> None:
+        from PySide6.QtWidgets import QFileDialog
+
+        sid = self.selected_session()
+        if not sid:
+            return
+        path, _ = QFileDialog.getSaveFileName(
+            self,
+            "Export session",
+            f"ponder-{sid}.html",
+            "Web page (*.html);;JSON (*.json);;JSON lines (*.jsonl)",
+        )
+        if path:
+            self.export_session(sid, path)
+
+    def export_session(self, session_id: str, path: str) -> None:
+        """HTML, JSON or JSONL by the file's extension; a failure is a message, the old file stays."""
+        from pathlib import Path
+
+        from engine.store import export_dict, export_jsonl_lines
+
+        out = Path(path)
+        try:
+            with self._store() as store:
+                if out.suffix.lower() == ".html":
+                    from engine.report import session_html
+
+                    text = session_html(store.session(session_id), store.session_events(session_id))
+                elif out.suffix.lower() == ".jsonl":
+                    text = "\n".join(export_jsonl_lines(store, session_id))
+                else:
+                    import json
+
+                    text = json.dumps(export_dict(store, session_id), ensure_ascii=False, indent=1)
+            if not out.parent.is_dir():
+                raise PonderError(f"The folder {out.parent} does not exist; nothing was written.")
+            tmp = out.with_name(out.name + ".part")
+            tmp.write_text(text + "\n", encoding="utf-8")
+            os.replace(tmp, out)
+        except (PonderError, OSError) as e:
+            QMessageBox.warning(self, "Ponder", f"Export failed: {e}")
+            return
+        self.status.showMessage(f"Exported session {session_id} to {out}")
 
     def delete_selected(self) -> None:
         sid = self.selected_session()

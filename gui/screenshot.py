@@ -18,6 +18,20 @@ def main(argv: Sequence[str]) -> int:
     ap.add_argument("--size", default="1600x1000", help="window size WIDTHxHEIGHT (default 1600x1000)")
     ap.add_argument("--at", type=int, help="replay position: show only the first AT events")
     ap.add_argument("--model", help="model shown in the model bar")
+    ap.add_argument(
+        "--run-until",
+        type=int,
+        metavar="NODES",
+        help="instead of a saved session: run the strategies and take the picture mid-run, once this "
+        "many nodes are drawn (the run is then cancelled and saved as such)",
+    )
+    ap.add_argument("--problem-set", choices=["gsm8k", "math500"], default="gsm8k", help="with --run-until")
+    ap.add_argument("--index", type=int, default=0, help="with --run-until")
+    ap.add_argument("--budget", type=int, default=4, help="with --run-until")
+    ap.add_argument("--max-tokens", type=int, default=256, help="with --run-until")
+    ap.add_argument(
+        "--prm", default="judge", choices=["judge", "arithmetic", "reference"], help="with --run-until"
+    )
     args = ap.parse_args(list(argv))
     try:
         w, h = (int(x) for x in args.size.lower().split("x"))
@@ -60,6 +74,24 @@ def main(argv: Sequence[str]) -> int:
         win.open_session(args.session)
         if args.at is not None:
             win.timeline.setValue(max(0, min(args.at, win.timeline.maximum())))
+    if args.run_until is not None:
+        import time
+
+        win.set_combo.setCurrentText({"gsm8k": "GSM8K", "math500": "MATH-500"}[args.problem_set])
+        win.index_spin.setValue(args.index)
+        win.load_problem()
+        win.budget_spin.setValue(args.budget)
+        win.tokens_spin.setValue(args.max_tokens)
+        win.prm_combo.setCurrentText(args.prm)
+        win.start()
+        deadline = time.monotonic() + 600
+        bridge = win.bridge
+        while bridge is not None and bridge.busy and time.monotonic() < deadline:
+            app.processEvents()
+            if sum(len(p.trace.nodes) for p in win.panels.values()) >= args.run_until:
+                break
+            time.sleep(0.05)
+        win._redraw()
     for _ in range(5):
         app.processEvents()
     got = win.size()
@@ -69,6 +101,13 @@ def main(argv: Sequence[str]) -> int:
             file=sys.stderr,
         )
     ok = win.grab().save(out)
+    if args.run_until is not None and win.bridge is not None and win.bridge.busy:
+        import time
+
+        win.cancel()
+        while win.bridge.busy:
+            app.processEvents()
+            time.sleep(0.05)
     win.close()
     if not ok:
         print(f"ponder: error: cannot write {out}", file=sys.stderr)

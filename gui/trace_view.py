@@ -158,7 +158,11 @@ class TraceView(QGraphicsView):
                 r = scene.addRect(0, 0, NODE_W, NODE_H, QPen(QColor("#888"), 1, Qt.PenStyle.DashLine))
                 r.setPos(k * (NODE_W + GAP_X), y0)
                 t = scene.addSimpleText(_elide(text))
-                t.setPos(k * (NODE_W + GAP_X) + 5, y0 + 5)
+                f = QFont()
+                f.setPointSizeF(7.5)
+                t.setFont(f)
+                t.setPos(k * (NODE_W + GAP_X) + 5, y0 + 18)
+                r.setToolTip("still generating")
         scene.setSceneRect(scene.itemsBoundingRect().adjusted(-10, -10, 10, 10))
         if self._auto_fit:
             self.fit()

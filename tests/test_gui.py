@@ -294,3 +294,69 @@ def test_model_bar_estimates_memory_and_remembers_an_added_model(qtbot, db, mode
     qtbot.addWidget(again)
     assert again.model_combo.currentData() == str(copy)
     again.close()
+
+
+def test_sessions_browser_filters_and_exports(window, qtbot, db, tmp_path, monkeypatch):
+    small_run(window)
+    window.reference.setText("72")
+    window.start()
+    with qtbot.waitSignal(window.bridge.compared, timeout=180_000) as sig:
+        pass
+    sid = sig.args[0]
+    with Store.open(db, readonly=True) as store:
+        runs = store.session(sid).runs
+    assert window.session_list.count() == 1
+    window.session_model.setText("no such model")
+    assert window.session_list.count() == 0
+    window.session_model.setText("Smollm2")
+    assert window.session_list.count() == 1
+    window.session_correct.setCurrentIndex(1)  # sessions with a correct run
+    assert window.session_list.count() == int(any(r.correct for r in runs))
+    window.session_correct.setCurrentIndex(2)  # sessions with a wrong run
+    assert window.session_list.count() == int(any(r.correct is False for r in runs))
+    window.session_correct.setCurrentIndex(0)
+    window.session_since.setText("2999-01-01")
+    assert window.session_list.count() == 0
+    window.session_since.setText("")
+
+    window.export_session(sid, str(tmp_path / "s.html"))
+    page = (tmp_path / "s.html").read_text()
+    assert "Natalia" in page and "best_of_n" in page
+    window.export_session(sid, str(tmp_path / "s.json"))
+    assert '"format": "ponder-session"' in (tmp_path / "s.json").read_text()
+    shown = []
+    monkeypatch.setattr(QMessageBox, "warning", lambda *a, **k: shown.append(a[2]))
+    window.export_session(sid, str(tmp_path / "missing" / "s.html"))
+    assert shown and "does not exist" in shown[0] and not (tmp_path / "missing").exists()
+
+
+def test_screenshot_mid_run(tmp_path):
+    out = tmp_path / "mid.png"
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gui.launch",
+            "screenshot",
+            "--out",
+            str(out),
+            "--db",
+            str(tmp_path / "m.db"),
+            "--run-until",
+            "2",
+            "--budget",
+            "2",
+            "--max-tokens",
+            "64",
+            "--prm",
+            "arithmetic",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    assert out.exists() and out.stat().st_size > 10_000
+    with Store.open(tmp_path / "m.db", readonly=True) as store:
+        (s,) = store.list_sessions()
+        assert sum(r.n_nodes for r in s.runs) >= 2  # the picture's run was saved
