@@ -144,6 +144,7 @@ class MainWindow(QMainWindow):
         self.session_id: str | None = None
         self._replay: list[tuple[str, Event]] = []
         self._run_strategy: dict[str, str] = {}
+        self._runs: dict[str, Any] = {}  # the opened session's runs (RunInfo by id), for footers
         self._dirty: set[str] = set()
         self._redraw_timer = QTimer(self, singleShot=True, interval=100, timeout=self._redraw)
         self._play_timer = QTimer(self, interval=60, timeout=self._play_step)
@@ -541,6 +542,10 @@ class MainWindow(QMainWindow):
             QMessageBox.information(self, "Ponder", "The reference PRM needs a reference answer.")
             return
         self._stop_replay()
+        self._replay, self._runs = [], {}  # the timeline belongs to an opened session, not a live run
+        self.timeline.setEnabled(False)
+        self.play_button.setEnabled(False)
+        self.timeline_label.setText("")
         self._make_panels(strategies)
         self._run_strategy = {}
         self.session_id = None
@@ -595,8 +600,11 @@ class MainWindow(QMainWindow):
         self.session_id = session_id
         self.run_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
-        self.status.showMessage(f"Done. Saved as session {session_id}.")
         self.refresh_sessions()
+        # Redrawn from the store, as any saved session: what is shown is what was saved, and the
+        # timeline can replay the run just watched.
+        self.open_session(session_id)
+        self.status.showMessage(f"Done. Saved as session {session_id}; the timeline replays it.")
 
     def _on_failed(self, message: str) -> None:
         self.run_button.setEnabled(True)
@@ -750,7 +758,7 @@ class MainWindow(QMainWindow):
                 self.panels[strategy].apply(ev)
         for p in self.panels.values():
             p.redraw()
-            r = self._runs.get(p.run_id or "") if hasattr(self, "_runs") else None
+            r = self._runs.get(p.run_id or "")
             if r is not None and p.trace.finished is not None:
                 sel = p.trace.selected
                 p.set_footer(

@@ -76,6 +76,9 @@ def test_run_draws_one_panel_per_strategy_as_the_store_has_it(window, qtbot, db,
         assert f"{summ['generated_tokens']} tok" in footer
     assert window.session_list.count() == 1
     assert sid in window.status.currentMessage()
+    # The run just watched is redrawn from the store and the timeline can replay it.
+    assert window.timeline.isEnabled() and window.timeline.value() == window.timeline.maximum()
+    assert window.timeline.maximum() == sum(r.n_events for r in s.runs)
     # Clicking a node shows its text and scores.
     panel = window.panels["beam_search"]
     nid = next(iter(panel.view.items_by_node))
