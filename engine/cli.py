@@ -635,30 +635,13 @@ def _sessions_replay(store: Any, args: argparse.Namespace) -> int:
 
 
 def _sessions_export(store: Any, args: argparse.Namespace) -> int:
-    from engine.store import StoreError, export_dict, export_jsonl_lines
+    from engine.store import export_text, write_export
 
-    s = store.session(args.id)  # a missing session is reported before any file is touched
-    if args.format == "json":
-        text = json.dumps(export_dict(store, s.id), ensure_ascii=False, indent=1)
-    elif args.format == "jsonl":
-        text = "\n".join(export_jsonl_lines(store, s.id))
-    else:
-        from engine.report import session_html
-
-        text = session_html(s, store.session_events(s.id))
+    text = export_text(store, args.id, args.format)  # a missing session is reported before any file
     if not args.out:
         print(text)
         return 0
-    out = Path(args.out).expanduser()
-    if not out.parent.is_dir():
-        raise StoreError(f"The folder {out.parent} does not exist; nothing was written.")
-    tmp = out.with_name(out.name + ".part")
-    try:
-        tmp.write_text(text + "\n", encoding="utf-8")
-        os.replace(tmp, out)  # an existing file is replaced whole or not at all
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise StoreError(f"Cannot write {out}: {e.strerror or e}.") from None
+    out = write_export(args.out, text)
     print(f"Wrote {out}", file=sys.stderr)
     return 0
 

@@ -909,3 +909,36 @@ def import_session(store: Store, path: Path) -> str:
     if rec.error:
         raise StoreError(rec.error)
     return sid
+
+
+EXPORT_FORMATS = ("json", "jsonl", "html")
+
+
+def export_text(store: Store, session_id: str, fmt: str) -> str:
+    """A session as JSON, JSONL or a self-contained HTML page."""
+    if fmt not in EXPORT_FORMATS:
+        raise StoreError(f"Export format must be one of {', '.join(EXPORT_FORMATS)}; got {fmt!r}.")
+    s = store.session(session_id)
+    if fmt == "json":
+        return json.dumps(export_dict(store, s.id), ensure_ascii=False, indent=1)
+    if fmt == "jsonl":
+        return "\n".join(export_jsonl_lines(store, s.id))
+    from engine.report import session_html
+
+    return session_html(s, store.session_events(s.id))
+
+
+def write_export(path: str | os.PathLike[str], text: str) -> Path:
+    """Write through a temporary file, so an existing file is replaced whole or not at all; a
+    missing folder or an unwritable place is a StoreError and nothing is written."""
+    out = Path(path).expanduser()
+    if not out.parent.is_dir():
+        raise StoreError(f"The folder {out.parent} does not exist; nothing was written.")
+    tmp = out.with_name(out.name + ".part")
+    try:
+        tmp.write_text(text + "\n", encoding="utf-8")
+        os.replace(tmp, out)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise StoreError(f"Cannot write {out}: {e.strerror or e}.") from None
+    return out

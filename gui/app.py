@@ -811,29 +811,14 @@ class MainWindow(QMainWindow):
 
     def export_session(self, session_id: str, path: str) -> None:
         """HTML, JSON or JSONL by the file's extension; a failure is a message, the old file stays."""
-        from pathlib import Path
+        from engine.store import export_text, write_export
 
-        from engine.store import export_dict, export_jsonl_lines
-
-        out = Path(path)
+        ext = os.path.splitext(path)[1].lower().lstrip(".")
         try:
             with self._store() as store:
-                if out.suffix.lower() == ".html":
-                    from engine.report import session_html
-
-                    text = session_html(store.session(session_id), store.session_events(session_id))
-                elif out.suffix.lower() == ".jsonl":
-                    text = "\n".join(export_jsonl_lines(store, session_id))
-                else:
-                    import json
-
-                    text = json.dumps(export_dict(store, session_id), ensure_ascii=False, indent=1)
-            if not out.parent.is_dir():
-                raise PonderError(f"The folder {out.parent} does not exist; nothing was written.")
-            tmp = out.with_name(out.name + ".part")
-            tmp.write_text(text + "\n", encoding="utf-8")
-            os.replace(tmp, out)
-        except (PonderError, OSError) as e:
+                text = export_text(store, session_id, ext if ext in ("html", "jsonl") else "json")
+            out = write_export(path, text)
+        except PonderError as e:
             QMessageBox.warning(self, "Ponder", f"Export failed: {e}")
             return
         self.status.showMessage(f"Exported session {session_id} to {out}")

@@ -18,6 +18,12 @@ from gui.app import MainWindow  # noqa: E402
 from gui.trace_view import layout  # noqa: E402
 
 
+def ponder(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gui.launch", *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
 @pytest.fixture
 def db(tmp_path):
     return str(tmp_path / "gui.db")
@@ -163,25 +169,18 @@ def test_load_failure_at_run_shows_a_dialog(qtbot, tmp_path, monkeypatch, model_
 
 def test_screenshot_command_renders_a_saved_session(tmp_path):
     db = str(tmp_path / "shot.db")
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gui.launch",
-            "compare",
-            "What is 3 + 4?",
-            "--budget",
-            "2",
-            "--max-tokens",
-            "24",
-            "--prm",
-            "arithmetic",
-            "--db",
-            db,
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
+    r = ponder(
+        "compare",
+        "What is 3 + 4?",
+        "--budget",
+        "2",
+        "--max-tokens",
+        "24",
+        "--prm",
+        "arithmetic",
+        "--db",
+        db,
+        "--json",
         timeout=300,
     )
     assert r.returncode == 0, r.stderr
@@ -189,47 +188,15 @@ def test_screenshot_command_renders_a_saved_session(tmp_path):
 
     sid = json.loads(r.stdout)["session_id"]
     out = tmp_path / "shot.png"
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gui.launch",
-            "screenshot",
-            "--out",
-            str(out),
-            "--session",
-            sid,
-            "--db",
-            db,
-            "--size",
-            "1600x900",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    r = ponder(
+        "screenshot", "--out", str(out), "--session", sid, "--db", db, "--size", "1600x900", timeout=120
     )
     assert r.returncode == 0, r.stderr
     from PySide6.QtGui import QImage
 
     img = QImage(str(out))
     assert (img.width(), img.height()) == (1600, 900)
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gui.launch",
-            "screenshot",
-            "--out",
-            str(out),
-            "--session",
-            "nosuch",
-            "--db",
-            db,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    r = ponder("screenshot", "--out", str(out), "--session", "nosuch", "--db", db, timeout=120)
     assert r.returncode == 2 and "No session nosuch" in r.stderr and "Traceback" not in r.stderr
 
 
@@ -248,12 +215,7 @@ def test_the_qt_binding_keeps_none_alive(qapp):
 
 
 def test_pan_bench_reports_frames_per_second():
-    r = subprocess.run(
-        [sys.executable, "-m", "gui.launch", "bench", "--pan", "--nodes", "300", "--frames", "30", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    r = ponder("bench", "--pan", "--nodes", "300", "--frames", "30", "--json", timeout=120)
     assert r.returncode == 0, r.stderr
     import json
 
@@ -335,27 +297,20 @@ def test_sessions_browser_filters_and_exports(window, qtbot, db, tmp_path, monke
 
 def test_screenshot_mid_run(tmp_path):
     out = tmp_path / "mid.png"
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gui.launch",
-            "screenshot",
-            "--out",
-            str(out),
-            "--db",
-            str(tmp_path / "m.db"),
-            "--run-until",
-            "2",
-            "--budget",
-            "2",
-            "--max-tokens",
-            "64",
-            "--prm",
-            "arithmetic",
-        ],
-        capture_output=True,
-        text=True,
+    r = ponder(
+        "screenshot",
+        "--out",
+        str(out),
+        "--db",
+        str(tmp_path / "m.db"),
+        "--run-until",
+        "2",
+        "--budget",
+        "2",
+        "--max-tokens",
+        "64",
+        "--prm",
+        "arithmetic",
         timeout=300,
     )
     assert r.returncode == 0, r.stderr
