@@ -344,6 +344,7 @@ class MainWindow(QMainWindow):
 
         self.settings = _settings()
         self.add_model_button.clicked.connect(self.add_model)
+        self.prm_combo.currentIndexChanged.connect(self._update_memory)
         self.model_combo.currentIndexChanged.connect(self._model_changed)
         self.ngl_slider.valueChanged.connect(self._model_changed)
         self.ctx_spin.editingFinished.connect(self._model_changed)
@@ -382,6 +383,8 @@ class MainWindow(QMainWindow):
         from pathlib import Path
 
         entries += [describe(Path(p), "given", catalog) for p in dict.fromkeys(extra) if p not in known]
+        prms = [e for e in entries if e.ok and e.info is not None and "prm" in e.roles]
+        self._fill_prms(prms)
         for e in entries:
             if e.roles and "policy" not in e.roles and "judge" not in e.roles:
                 continue  # a PRM-only model is not a policy
@@ -400,6 +403,19 @@ class MainWindow(QMainWindow):
         idx = paths.index(target) if target in paths else 0
         self.model_combo.setCurrentIndex(idx)
         self.model_combo.blockSignals(False)
+
+    def _fill_prms(self, prms: list) -> None:
+        """The built-in scorers, then every token-PRM GGUF the catalog recognises."""
+        current = self.prm_combo.currentData() or self.prm_combo.currentText() or "judge"
+        self.prm_combo.blockSignals(True)
+        self.prm_combo.clear()
+        for name in ("judge", "arithmetic", "reference"):
+            self.prm_combo.addItem(name, name)
+        for e in prms:
+            self.prm_combo.addItem(f"PRM: {e.info.name} · {e.info.quantization}", e.path)
+        i = self.prm_combo.findData(current)
+        self.prm_combo.setCurrentIndex(max(i, 0))
+        self.prm_combo.blockSignals(False)
 
     def add_model(self) -> None:
         from PySide6.QtWidgets import QFileDialog
@@ -423,6 +439,33 @@ class MainWindow(QMainWindow):
     def _model_changed(self, *_: Any) -> None:
         path = self.model_combo.currentData()
         self._set_model(path, self.ngl_slider.value())
+
+    def _update_memory(self, *_: Any) -> None:
+        """Policy and PRM together (a PRM GGUF gets its own context of the same size and offload)."""
+        from engine.models import estimate_memory
+
+        info = getattr(self, "_policy_info", None)
+        if info is None:
+            return
+        ctx, ngl = self.ctx_spin.value(), self._policy_ngl
+        parts = [("policy", estimate_memory(info, ctx, ngl))]
+        prm = self.prm_combo.currentData()
+        if prm and prm.lower().endswith(".gguf"):
+            try:
+                parts.append(("PRM", estimate_memory(read_gguf(prm), ctx, ngl)))
+            except PonderError:
+                pass
+        gpu, cpu = sum(m["gpu"] for _, m in parts), sum(m["cpu"] for _, m in parts)
+        self.memory_label.setText(f"~{human_size(gpu)} GPU + {human_size(cpu)} RAM")
+        self.memory_label.setToolTip(
+            "Estimated from the GGUF headers: "
+            + "; ".join(
+                f"{who}: weights {human_size(m['weights'])}, "
+                f"f16 KV cache of {ctx} cells {human_size(m['kv_cache'])}"
+                for who, m in parts
+            )
+            + "; split by the layers offloaded"
+        )
 
     def _set_model(self, model_path: str | None, n_gpu_layers: int) -> None:
         if self.bridge is not None and self.bridge.busy:
@@ -448,14 +491,9 @@ class MainWindow(QMainWindow):
         n_gpu_layers = min(max(n_gpu_layers, 0), n_layer) if n_layer else 0
         self.ngl_value.setText(f"{n_gpu_layers}/{n_layer}")
         self.backend_label.setText(_accelerator_text())
-        from engine.models import estimate_memory
 
-        mem = estimate_memory(info, self.ctx_spin.value(), n_gpu_layers)
-        self.memory_label.setText(f"~{human_size(mem['gpu'])} GPU + {human_size(mem['cpu'])} RAM")
-        self.memory_label.setToolTip(
-            f"Estimated from the GGUF header: weights {human_size(mem['weights'])}, f16 KV cache of "
-            f"{self.ctx_spin.value()} cells {human_size(mem['kv_cache'])}, split by the layers offloaded"
-        )
+        self._policy_info, self._policy_ngl = info, n_gpu_layers
+        self._update_memory()
         self.settings.setValue("model", path)
         if (
             self.bridge is not None
@@ -536,7 +574,7 @@ class MainWindow(QMainWindow):
         if not strategies:
             QMessageBox.information(self, "Ponder", "Choose at least one strategy.")
             return
-        prm = self.prm_combo.currentText()
+        prm = self.prm_combo.currentData() or self.prm_combo.currentText()
         ref = self.reference.text().strip() or None
         if prm == "reference" and not ref:
             QMessageBox.information(self, "Ponder", "The reference PRM needs a reference answer.")

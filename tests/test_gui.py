@@ -318,3 +318,32 @@ def test_screenshot_mid_run(tmp_path):
     with Store.open(tmp_path / "m.db", readonly=True) as store:
         (s,) = store.list_sessions()
         assert sum(r.n_nodes for r in s.runs) >= 2  # the picture's run was saved
+
+
+def test_a_prm_gguf_is_offered_counted_in_memory_and_its_errors_shown(
+    qtbot, db, model_path, tmp_path, monkeypatch
+):
+    import shutil
+
+    folder = tmp_path / "prms"
+    folder.mkdir()
+    prm = folder / "math-shepherd-test.Q4_1.gguf"  # the catalog names it a Math-Shepherd token PRM
+    shutil.copy(model_path, prm)
+    monkeypatch.setenv("PONDER_MODEL_DIRS", str(folder))
+    w = MainWindow(db=db)
+    qtbot.addWidget(w)
+    i = w.prm_combo.findData(str(prm))
+    assert i >= 0 and w.prm_combo.itemText(i).startswith("PRM:")
+    assert w.model_combo.findData(str(prm)) < 0  # a PRM is not offered as the policy
+    alone = w.memory_label.text()
+    w.prm_combo.setCurrentIndex(i)
+    assert w.memory_label.text() != alone and "PRM:" in w.memory_label.toolTip()
+    shown = []
+    monkeypatch.setattr(QMessageBox, "warning", lambda *a, **k: shown.append(a[2]))
+    w.tokens_spin.setValue(16)
+    w.budget_spin.setValue(1)
+    w.start()
+    qtbot.waitUntil(lambda: bool(shown), timeout=120_000)
+    assert "step tag" in shown[0]  # SmolLM2's vocabulary has no 'ки'
+    assert w.run_button.isEnabled()
+    w.close()
