@@ -180,6 +180,19 @@ class TraceNode:
     finish_reason: str | None = None
     live_text: str = ""
 
+    @property
+    def score(self) -> float | None:
+        """The aggregated PRM score (of the first scorer), None while unscored."""
+        return next(iter(self.scores.values()), None)
+
+    @property
+    def path_step_scores(self) -> list[float] | None:
+        """Per-step PRM scores (of the first scorer); a beam node's cover its whole path."""
+        return next(iter(self.step_scores.values()), None)
+
+
+TREE_STRATEGIES = ("beam_search", "dvts")  # strategies whose answer is a path of step nodes
+
 
 @dataclass
 class Trace:
@@ -244,6 +257,16 @@ class Trace:
                 self.selected = ev
             elif isinstance(ev, RunFinished):
                 self.finished = ev
+
+    def chosen(self) -> set[int]:
+        """The nodes the selection picked: a tree's whole path, elsewhere (samples, attempts) the one
+        node; empty before the selection."""
+        sel = self.selected
+        if sel is None or sel.node_id is None or sel.node_id not in self.nodes:
+            return set()
+        if self.started is not None and self.started.strategy in TREE_STRATEGIES:
+            return set(self.path_to(sel.node_id))
+        return {sel.node_id}
 
     def path_to(self, node_id: int) -> list[int]:
         """Node ids from a root down to ``node_id`` (a beam's full solution)."""

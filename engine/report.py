@@ -11,27 +11,41 @@ from engine.events import Event, Trace, fold
 from engine.prm import split_steps
 from engine.store import SessionInfo
 
+GREY, GREY_STRONG = "#ececec", "#c8c8c8"  # unscored
+
+
+def score_hsl(score: float, strong: bool = False) -> tuple[float, float, float]:
+    """The one score scale of the app and the export: hue in degrees from red (0) through amber
+    (0.5) to green (1), saturation and lightness in 0..1; light enough to read dark text on,
+    ``strong`` (darker) for borders."""
+    s = min(1.0, max(0.0, float(score)))
+    return 120.0 * s, 0.70, 0.45 if strong else 0.82
+
 
 def score_colour(score: float | None, strong: bool = False) -> str:
-    """Red (0) through amber (0.5) to green (1); grey when unscored. The one scale of the app.
-    Light enough to read dark text on; ``strong`` for borders."""
+    """:func:`score_hsl` as a CSS colour; grey when unscored."""
     if score is None:
-        return "#c8c8c8" if strong else "#ececec"
-    s = min(1.0, max(0.0, float(score)))
-    return f"hsl({round(120 * s)}, 70%, {45 if strong else 82}%)"
+        return GREY_STRONG if strong else GREY
+    h, sat, light = score_hsl(score, strong)
+    return f"hsl({round(h)}, {round(100 * sat)}%, {round(100 * light)}%)"
+
+
+def scored_steps(text: str, path_step_scores: list[float] | None) -> list[tuple[str, float | None]]:
+    """A node's steps, each with its own PRM score. A beam node's step scores cover its whole path;
+    its own steps are the last ones (earlier steps without a score get None)."""
+    steps = split_steps(text) or [text]
+    scores: list[float | None] = list(path_step_scores or [])[-len(steps) :]
+    scores = [None] * (len(steps) - len(scores)) + scores
+    return list(zip(steps, scores, strict=True))
 
 
 def _steps_html(text: str, step_scores: list[float] | None) -> str:
-    """The node's text with each step on the background of its own PRM score. A beam node's step
-    scores cover its whole path; its own steps are the last ones."""
-    steps = split_steps(text) or [text]
-    scores: list[float | None] = list(step_scores or [])[-len(steps) :]
-    scores = [None] * (len(steps) - len(scores)) + scores
+    """The node's text with each step on the background of its own PRM score."""
     return "".join(
         f'<span class="step" style="background:{score_colour(sc)}"'
         + (f' title="step score {sc:.2f}"' if sc is not None else "")
         + f">{_esc(st)}</span>"
-        for st, sc in zip(steps, scores, strict=True)
+        for st, sc in scored_steps(text, step_scores)
     )
 
 
@@ -39,10 +53,9 @@ def _esc(text: str) -> str:
     return html.escape(text, quote=True)
 
 
-def _node_html(t: Trace, nid: int, chosen: set[int], depth: int = 0) -> str:
+def _node_html(t: Trace, nid: int, chosen: set[int]) -> str:
     n = t.nodes[nid]
-    score = next(iter(n.scores.values()), None) if n.scores else None
-    steps = next(iter(n.step_scores.values()), None) if n.step_scores else None
+    score, steps = n.score, n.path_step_scores
     classes = ["node", n.role]
     if n.pruned_at is not None:
         classes.append("pruned")
@@ -62,20 +75,17 @@ def _node_html(t: Trace, nid: int, chosen: set[int], depth: int = 0) -> str:
         f'title="{_esc(" | ".join(meta))}">'
         f'<div class="meta">{_esc(" · ".join(meta))}</div><pre>{_steps_html(n.text, steps)}</pre></div>'
     )
-    kids = "".join(_node_html(t, c, chosen, depth + 1) for c in n.children)
+    kids = "".join(_node_html(t, c, chosen) for c in n.children)
     return body + (f'<div class="kids">{kids}</div>' if kids else "")
 
 
 _SHOWN_PARAMS = ("n", "beam_width", "lookahead", "chains", "length", "selection")
 
 
-def _run_html(info: Any, events: list[Event], reference: str | None) -> str:
+def _run_html(info: Any, events: list[Event]) -> str:
     t = fold(events)
     sel = t.selected
-    chosen: set[int] = set()
-    if sel and sel.node_id is not None and sel.node_id in t.nodes:
-        # A tree's answer is its whole path; elsewhere (samples, attempts) the one node.
-        chosen = set(t.path_to(sel.node_id)) if info.strategy in ("beam_search", "dvts") else {sel.node_id}
+    chosen = t.chosen()
     answer = str(sel.answer) if sel and sel.answer is not None else "-"
     verdict = {True: "correct", False: "wrong", None: ""}[info.correct]
     tally = ", ".join(
@@ -95,9 +105,7 @@ def _run_html(info: Any, events: list[Event], reference: str | None) -> str:
     )
     roots = t.roots
     if info.strategy == "best_of_n":  # ranked by score, as the app's cards
-        roots = sorted(
-            roots, key=lambda i: -(next(iter(t.nodes[i].scores.values()), 0.0) if t.nodes[i].scores else 0.0)
-        )
+        roots = sorted(roots, key=lambda i: -(t.nodes[i].score or 0.0))
     body = "".join(_node_html(t, r, chosen) for r in roots)
     return f'<section class="run">{head}<div class="trace">{body}</div></section>'
 
@@ -125,7 +133,7 @@ h1{font-size:18px;margin:0 0 4px} .problem{white-space:pre-wrap;margin:4px 0 8px
 
 
 def session_html(session: SessionInfo, events: dict[str, list[Event]]) -> str:
-    runs = "".join(_run_html(r, events.get(r.id, []), session.reference) for r in session.runs)
+    runs = "".join(_run_html(r, events.get(r.id, [])) for r in session.runs)
     ref = f" · reference answer: <b>{_esc(session.reference)}</b>" if session.reference else ""
     model = session.runs[0].model_name if session.runs else ""
     return (

@@ -46,9 +46,9 @@ from engine.errors import PonderError
 from engine.events import Event, NodeAdded, TextDelta, Trace
 from engine.gguf_info import human_params, human_size, read_gguf
 from engine.models import default_model_path
-from engine.prm import split_steps
+from engine.report import scored_steps
 from gui.bridge import EngineBridge
-from gui.trace_view import TraceView, node_score, score_qcolor
+from gui.trace_view import TraceView, score_qcolor
 
 DEFAULT_PROBLEM = (
     "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
@@ -658,18 +658,15 @@ class MainWindow(QMainWindow):
         n = t.nodes.get(nid)
         if n is None:
             return
-        steps = split_steps(n.text) or [n.text]
-        scores = next(iter(n.step_scores.values()), []) if n.step_scores else []
-        scores = ([None] * len(steps) + list(scores))[-len(steps) :]
         body = "".join(
             f"<div style='background:{score_qcolor(sc).name()};padding:3px;margin:2px 0;"
             "white-space:pre-wrap'>"
             f"{_html(st)}<br><small>step score {sc:.2f}</small></div>"
             if sc is not None
             else f"<div style='background:#ececec;padding:3px;white-space:pre-wrap'>{_html(st)}</div>"
-            for st, sc in zip(steps, scores, strict=True)
+            for st, sc in scored_steps(n.text, n.path_step_scores)
         )
-        score = node_score(t, nid)
+        score = n.score
         meta = [
             f"node #{nid}",
             n.role,

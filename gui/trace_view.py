@@ -22,31 +22,27 @@ from PySide6.QtWidgets import (
 )
 
 from engine.events import Trace
+from engine.report import GREY, GREY_STRONG, score_hsl
 
 NODE_W, NODE_H = 190.0, 54.0
 GAP_X, GAP_Y = 14.0, 30.0
-TREE_STRATEGIES = ("beam_search", "dvts", "revisions")
+DRAWN_AS_TREE = ("beam_search", "dvts", "revisions")
 MIN_FIT_SCALE = 0.5
 
 
 def score_qcolor(score: float | None, strong: bool = False) -> QColor:
-    """The same scale as the HTML export (engine.report.score_colour)."""
+    """The app's one score scale (:func:`engine.report.score_hsl`) as a QColor."""
     if score is None:
-        return QColor("#c8c8c8" if strong else "#ececec")
-    s = min(1.0, max(0.0, float(score)))
-    return QColor.fromHslF(120.0 * s / 360.0, 0.70, 0.45 if strong else 0.82)
-
-
-def node_score(trace: Trace, nid: int) -> float | None:
-    n = trace.nodes[nid]
-    return next(iter(n.scores.values())) if n.scores else None
+        return QColor(GREY_STRONG if strong else GREY)
+    h, sat, light = score_hsl(score, strong)
+    return QColor.fromHslF(h / 360.0, sat, light)
 
 
 def layout(trace: Trace, strategy: str) -> dict[int, tuple[float, float]]:
     """Top-left corner of every node. Pure: no Qt items are touched."""
     pos: dict[int, tuple[float, float]] = {}
-    if strategy not in TREE_STRATEGIES:  # best-of-N: one ranked column
-        ranked = sorted(trace.roots, key=lambda i: -(node_score(trace, i) or 0.0))
+    if strategy not in DRAWN_AS_TREE:  # best-of-N: one ranked column
+        ranked = sorted(trace.roots, key=lambda i: -(trace.nodes[i].score or 0.0))
         for row, nid in enumerate(ranked):
             pos[nid] = (0.0, row * (NODE_H + GAP_Y / 2))
         return pos
@@ -130,15 +126,12 @@ class TraceView(QGraphicsView):
         scene.clear()
         self.items_by_node = {}
         pos = layout(trace, strategy)
-        sel = trace.selected
-        chosen: set[int] = set()
-        if sel is not None and sel.node_id is not None and sel.node_id in trace.nodes:
-            chosen = set(trace.path_to(sel.node_id)) if strategy in ("beam_search", "dvts") else {sel.node_id}
-        self._focus = sel.node_id if chosen and sel is not None else None
+        chosen = trace.chosen()
+        self._focus = trace.selected.node_id if chosen and trace.selected is not None else None
         edge_pen = QPen(QColor("#9a9a9a"), 1.2)
         for nid, (x, y) in pos.items():
             n = trace.nodes[nid]
-            if n.parent_id is not None and n.parent_id in pos and strategy in TREE_STRATEGIES:
+            if n.parent_id is not None and n.parent_id in pos and strategy in DRAWN_AS_TREE:
                 px, py = pos[n.parent_id]
                 line = scene.addLine(px + NODE_W / 2, py + NODE_H, x + NODE_W / 2, y, edge_pen)
                 line.setZValue(-1)
@@ -146,7 +139,7 @@ class TraceView(QGraphicsView):
                     line.setOpacity(0.35)
         for nid, (x, y) in pos.items():
             n = trace.nodes[nid]
-            item = NodeItem(self, nid, n.text, node_score(trace, nid), n.pruned_at is not None, nid in chosen)
+            item = NodeItem(self, nid, n.text, n.score, n.pruned_at is not None, nid in chosen)
             item.setPos(x, y)
             scene.addItem(item)
             self.items_by_node[nid] = item
