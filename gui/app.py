@@ -14,6 +14,8 @@ import os
 import random
 import sys
 from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Qt, QTimer
@@ -45,7 +47,7 @@ from engine.backend import BackendConfig
 from engine.errors import PonderError
 from engine.events import Event, NodeAdded, TextDelta, Trace
 from engine.gguf_info import human_params, human_size, read_gguf
-from engine.models import default_model_path
+from engine.models import default_model_path, describe, discover, estimate_memory, load_catalog
 from engine.report import scored_steps
 from gui.bridge import EngineBridge
 from gui.trace_view import TraceView, score_qcolor
@@ -145,6 +147,7 @@ class MainWindow(QMainWindow):
         self._replay: list[tuple[str, Event]] = []
         self._run_strategy: dict[str, str] = {}
         self._runs: dict[str, Any] = {}  # the opened session's runs (RunInfo by id), for footers
+        self._shown = 0  # how many of the opened session's events the panels show
         self._dirty: set[str] = set()
         self._redraw_timer = QTimer(self, singleShot=True, interval=100, timeout=self._redraw)
         self._play_timer = QTimer(self, interval=60, timeout=self._play_step)
@@ -367,8 +370,6 @@ class MainWindow(QMainWindow):
     def _fill_models(self, wanted: str | None) -> None:
         """The policy models discovery finds, the GGUFs the user added, and ``wanted``; a file that
         cannot be read is listed, disabled, with its error."""
-        from engine.models import discover
-
         paths: list[str] = []
         self.model_combo.blockSignals(True)
         self.model_combo.clear()
@@ -377,11 +378,7 @@ class MainWindow(QMainWindow):
             extra.append(str(wanted))
         entries = discover()
         known = {e.path for e in entries}
-        from engine.models import describe, load_catalog
-
         catalog = load_catalog()
-        from pathlib import Path
-
         entries += [describe(Path(p), "given", catalog) for p in dict.fromkeys(extra) if p not in known]
         prms = [e for e in entries if e.ok and e.info is not None and "prm" in e.roles]
         self._fill_prms(prms)
@@ -442,8 +439,6 @@ class MainWindow(QMainWindow):
 
     def _update_memory(self, *_: Any) -> None:
         """Policy and PRM together (a PRM GGUF gets its own context of the same size and offload)."""
-        from engine.models import estimate_memory
-
         info = getattr(self, "_policy_info", None)
         if info is None:
             return
@@ -580,7 +575,7 @@ class MainWindow(QMainWindow):
             QMessageBox.information(self, "Ponder", "The reference PRM needs a reference answer.")
             return
         self._stop_replay()
-        self._replay, self._runs = [], {}  # the timeline belongs to an opened session, not a live run
+        self._replay, self._runs, self._shown = [], {}, 0  # the timeline is an opened session's
         self.timeline.setEnabled(False)
         self.play_button.setEnabled(False)
         self.timeline_label.setText("")
@@ -774,7 +769,7 @@ class MainWindow(QMainWindow):
         self._run_strategy = {r.id: r.strategy for r in s.runs}
         self._runs = {r.id: r for r in s.runs}
         self._make_panels([r.strategy for r in s.runs])
-        self._replay = events
+        self._replay, self._shown = events, 0
         self.timeline.blockSignals(True)
         self.timeline.setRange(0, len(events))
         self.timeline.setValue(len(events))
@@ -785,14 +780,24 @@ class MainWindow(QMainWindow):
         self.status.showMessage(f"Session {s.id}: {len(events)} events")
 
     def _show_upto(self, k: int) -> None:
-        for p in self.panels.values():
-            p.reset()
-        for run_id, ev in self._replay[:k]:
+        """Show the session as it was after its first ``k`` events. Moving forward applies only the
+        new events (playing is one event a step); moving back folds again from the start."""
+        if k < self._shown:
+            for p in self.panels.values():
+                p.reset()
+            self._shown = 0
+            touched = set(self.panels)
+        else:
+            touched = set()
+        for run_id, ev in self._replay[self._shown : k]:
             strategy = self._run_strategy.get(run_id)
             if strategy in self.panels:
                 self.panels[strategy].apply(ev)
-        for p in self.panels.values():
-            p.redraw()
+                touched.add(strategy)
+        self._shown = k
+        for name, p in self.panels.items():
+            if name in touched:
+                p.redraw()
             r = self._runs.get(p.run_id or "")
             if r is not None and p.trace.finished is not None:
                 sel = p.trace.selected
@@ -892,6 +897,7 @@ def _settings() -> Any:
     return QSettings("Ponder", "Ponder")
 
 
+@lru_cache(maxsize=1)  # the build does not change while the app runs; the slider asks often
 def _accelerator_text() -> str:
     from engine.llama_lib import build_info
 

@@ -14,6 +14,7 @@ from PySide6.QtCore import QObject, Signal
 
 from engine.backend import BackendConfig
 from engine.errors import PonderError
+from engine.events import TextDelta
 from engine.worker import BackendWorker, CancelToken
 
 
@@ -71,8 +72,6 @@ class EngineBridge(QObject):
             last[0] = time.monotonic()
 
         def on_event(run: Any, ev: Any) -> None:
-            from engine.events import TextDelta
-
             if isinstance(ev, TextDelta) and pending and isinstance(pending[-1][2], TextDelta):
                 if pending[-1][2].node_id == ev.node_id and pending[-1][0] == run.run_id:
                     prev = pending.pop()[2]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtCore import QRectF, Qt, Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QFont, QPainter, QPen
 from PySide6.QtWidgets import (
     QGraphicsItem,
@@ -190,6 +190,3 @@ class TraceView(QGraphicsView):
         super().resizeEvent(event)
         if self._auto_fit:
             self.fit()
-
-    def scene_rect(self) -> QRectF:
-        return self.scene().sceneRect()
