@@ -381,23 +381,22 @@ class JudgePRM:
                         b.extend(ch, b.tokenize(candidates[i][k], add_special=False, parse_special=False))
                         self.tokens_used += ch.pending
                     # Each distinct prefix is judged once, even when several candidates share it.
-                    judged, same = [], []
+                    judged, same, judging = [], [], set()
                     for i, ch in live:
-                        key = (question, tuple(candidates[i][: k + 1]))
                         if k < first_new[i]:
                             continue
-                        if key in self._cache or any(
-                            key == (question, tuple(candidates[j][: k + 1])) for j, _ in judged
-                        ):
+                        key = (question, tuple(candidates[i][: k + 1]))
+                        if key in self._cache or key in judging:
                             same.append((i, key))
                         else:
-                            judged.append((i, ch))
+                            judging.add(key)
+                            judged.append((i, ch, key))
                     if not judged:
                         for i, key in same:
                             out[i][k] = self._cache[key]
                         continue  # verdicts known: extend only (decoded with the next round)
                     yield [ch for _, ch in live]
-                    verdicts = [b.fork(ch, 1)[0] for _, ch in judged]
+                    verdicts = [b.fork(ch, 1)[0] for _, ch, _ in judged]
                     try:
                         for v in verdicts:
                             b.extend(v, tail)
@@ -407,9 +406,8 @@ class JudgePRM:
                     finally:
                         for v in verdicts:
                             b.free(v)
-                    for (i, _), score in zip(judged, verdict_share(lp, n_yes), strict=True):
-                        out[i][k] = score
-                        self._cache[(question, tuple(candidates[i][: k + 1]))] = out[i][k]
+                    for (i, _, key), score in zip(judged, verdict_share(lp, n_yes), strict=True):
+                        out[i][k] = self._cache[key] = score
                     for i, key in same:
                         out[i][k] = self._cache[key]
                 keep_ok = True

@@ -185,7 +185,7 @@ def _answer_of(events: list[Event]) -> str | None:
     return sel.answer if sel else None
 
 
-def compare_sessions(store: Store, old_id: str, new_id: str, threads_now: int | None = None) -> RerunReport:
+def compare_sessions(store: Store, old_id: str, new_id: str) -> RerunReport:
     old, new = store.session(old_id), store.session(new_id)
     diffs = []
     for o, n in zip(old.runs, new.runs, strict=False):
@@ -253,8 +253,8 @@ def rerun(
 
     s, st = rerun_plan(store, session_id)
     cfg = dict(st.get("config", {}))
-    threads = threads or cfg.pop("threads", None)
-    cfg.pop("threads", None)
+    recorded_threads = cfg.pop("threads", None)
+    threads = threads or recorded_threads
     if n_gpu_layers is not None:
         cfg["n_gpu_layers"] = n_gpu_layers
     config = BackendConfig(n_threads=threads, **{k: v for k, v in cfg.items() if v is not None})

@@ -41,7 +41,6 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
-    func,
     insert,
     select,
     update,
@@ -642,14 +641,6 @@ class Store:
             for r in rows
         ]
 
-    def count_sessions(self) -> int:
-        with self.engine.connect() as conn:
-            return int(conn.execute(select(func.count()).select_from(SessionRow)).scalar_one())
-
-    def integrity_ok(self) -> bool:
-        with self.engine.connect() as conn:
-            return conn.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
-
 
 def _ponder_version() -> str:
     try:
@@ -682,6 +673,10 @@ class Recorder:
         self.commit_every_s = commit_every_s
         self._conn = store.engine.connect()
         self._tx = self._conn.begin()
+        # Read once: every run's Selected is checked against it.
+        self._reference = self._conn.execute(
+            select(SessionRow.reference).where(SessionRow.id == session_id)
+        ).scalar()
         self._last_commit = time.monotonic()
         self._seq: dict[str, int] = {}
         self._positions = 0
@@ -767,11 +762,10 @@ class Recorder:
             )
         elif isinstance(ev, Selected):
             values["answer"] = ev.answer
-            ref = c.execute(select(SessionRow.reference).where(SessionRow.id == self.session_id)).scalar()
-            if ref:
+            if self._reference:
                 from engine.answers import is_correct
 
-                values["correct"] = bool(is_correct(ev.answer, ref))
+                values["correct"] = bool(is_correct(ev.answer, self._reference))
         elif isinstance(ev, RunFinished):
             values.update(
                 status=ev.status,
