@@ -15,6 +15,7 @@ Equivalence: identical after light normalisation, else equal as numbers, else ``
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from fractions import Fraction
@@ -117,6 +118,8 @@ def _math_verify(a: str, b: str) -> bool:
     except ImportError:  # pragma: no cover - a declared dependency
         return False
     main = threading.current_thread() is threading.main_thread()
+    if not main:  # it warns once that it has no timeout off the main thread; we know (docstring)
+        logging.getLogger("math_verify").setLevel(logging.ERROR)
     kw = {} if main else {"parsing_timeout": None}
     try:
         ga = parse(f"${a}$", **kw)

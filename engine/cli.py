@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import traceback
 from collections.abc import Sequence
@@ -102,6 +103,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--title", default="", help="a title for the saved session")
     p.add_argument("--tag", action="append", default=[], help="tag the saved session (repeatable)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_model_args(p)
+
+    p = sub.add_parser(
+        "sweep",
+        help="accuracy against budget over a problem set: run (resumably) and analyse",
+        description="Runs every (problem, strategy, budget) the session database lacks, one at a time, "
+        "then writes summary.json, summary.md and the charts to --out. Run the same command again after "
+        "a stop and it does only what is missing.",
+    )
+    p.add_argument("--set", dest="problem_set", help="gsm8k | math500 | arith | arith:SEED | FILE.jsonl")
+    p.add_argument("--limit", type=int, default=50, help="problems (default 50)")
+    p.add_argument("--offset", type=int, default=0, help="the first problem's index (default 0)")
+    p.add_argument(
+        "--strategies",
+        default="best_of_n,beam_search,revisions",
+        help="comma-separated: best_of_n, beam_search, dvts, revisions",
+    )
+    p.add_argument(
+        "--budgets", default="1,2,4,8", help="comma-separated generation budgets (default 1,2,4,8)"
+    )
+    p.add_argument("--prm", default="judge", help="judge | arithmetic | reference | PATH to a PRM GGUF")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-tokens", type=int, default=512, help="tokens per solution (default 512)")
+    p.add_argument("--difficulty", choices=["pass1", "prm"], default="pass1", help="how problems are binned")
+    p.add_argument("--out", help="folder for summary.json, summary.md and the PNG charts (default: sweep-ID)")
+    p.add_argument("--db", help="session database (default: sessions.db in the user data folder)")
+    p.add_argument("--report-only", action="store_true", help="analyse what the database holds; run nothing")
+    p.add_argument("--list", action="store_true", help="list the sweeps in the database")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
     _add_model_args(p)
 
     p = sub.add_parser("sessions", help="saved sessions: list, show, replay, export, import, delete, rerun")
@@ -502,6 +532,100 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from engine.store import Store
+    from engine.sweep import SweepSpec, analyse, find_sweep, format_progress, run_sweep
+    from engine.worker import CancelToken
+
+    if args.list:
+        with Store.open(args.db, readonly=True) as store:
+            sweeps = store.list_sweeps()
+        if args.json:
+            _print_json([w.as_dict() for w in sweeps])
+        for w in sweeps:
+            print(f"{w.id}  {w.created[:16].replace('T', ' ')}  {w.n_cells:>5} cells  {w.name}")
+        if not sweeps and not args.json:
+            print("No sweeps yet: ponder sweep --set arith --limit 10 --prm arithmetic")
+        return 0
+    if not args.problem_set:
+        raise InvalidRequestError("Name the problem set: --set gsm8k | math500 | arith | FILE.jsonl")
+    spec = SweepSpec(
+        args.problem_set,
+        limit=args.limit,
+        offset=args.offset,
+        strategies=tuple(x.strip() for x in args.strategies.split(",") if x.strip()),
+        budgets=tuple(_int_list(args.budgets)),
+        prm=args.prm,
+        seed=args.seed,
+        max_tokens=args.max_tokens,
+    )
+    spec.check()
+    if args.prm not in ("judge", "arithmetic", "reference") and not os.path.exists(args.prm):
+        raise InvalidRequestError(
+            f"--prm must be judge, arithmetic, reference or an existing GGUF file; got {args.prm!r}."
+        )
+    from engine.problems import resolve_problem_set
+
+    resolve_problem_set(spec.problem_set)  # a bad set or file is reported before the model loads
+    charts = getattr(args, "charts", None)
+    if args.report_only:
+        with Store.open(args.db, readonly=True) as store:
+            sweep_id = find_sweep(store, spec, _model_path(args))
+            summary = analyse(store, sweep_id, spec, difficulty=args.difficulty)
+        return _sweep_outputs(args, summary, charts)
+    store = Store.open(args.db)
+    cancel = CancelToken()
+    tty = sys.stderr.isatty()
+    state: dict[str, Any] = {"done": -1}
+
+    def on_progress(p: Any) -> None:
+        if tty:
+            sys.stderr.write("\r\x1b[K" + format_progress(p)[: shutil.get_terminal_size().columns - 1])
+            sys.stderr.flush()
+        elif p.done != state["done"] or p.last_error:  # logs: one line per finished cell
+            sys.stderr.write(format_progress(p) + "\n")
+        if p.last_error:
+            sys.stderr.write(("\n" if tty else "") + f"ponder: {p.last_error}\n")
+        state["done"] = p.done
+
+    def work(backend: Any) -> Any:
+        return run_sweep(backend, store, spec, on_progress=on_progress, cancel=cancel)
+
+    config = _config(args, n_ctx=args.ctx or 16384, n_seq_max=64)
+    try:
+        result = _run_in_worker(args, config, work, cancel, "Stopping after the current cell ...")
+        if tty:
+            sys.stderr.write("\n")
+        summary = analyse(store, result.sweep_id, spec, difficulty=args.difficulty)
+    finally:
+        store.close()
+    verb = "Stopped" if result.cancelled else "Finished"
+    print(
+        f"{verb}: {result.ran} cells run now, {result.skipped} were already in {store.path}"
+        + (f", {result.failed} failed" if result.failed else "")
+        + ".",
+        file=sys.stderr,
+    )
+    if result.cancelled:
+        print("Run the same command again to do what is missing.", file=sys.stderr)
+    return _sweep_outputs(args, summary, charts)
+
+
+def _sweep_outputs(args: argparse.Namespace, summary: dict[str, Any], charts: Any) -> int:
+    from engine.sweep import json_ready, markdown_table, write_outputs
+
+    out = args.out or f"sweep-{summary['sweep']['id']}"
+    files = write_outputs(summary, out, charts)
+    if args.json:
+        _print_json(json_ready(summary))
+    else:
+        print(markdown_table(summary))
+        print("Wrote " + ", ".join(str(f) for f in files), file=sys.stderr)
+        if charts is None:
+            print("(the PNG charts are drawn by `ponder sweep`; this entry point has no Qt)", file=sys.stderr)
+    return 0
+
+
 # --- sessions ----------------------------------------------------------------------------------------
 
 
@@ -714,11 +838,15 @@ COMMANDS = {
     "bench": cmd_bench,
     "compare": cmd_compare,
     "sessions": cmd_sessions,
+    "sweep": cmd_sweep,
 }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, charts: Any = None) -> int:
+    """``charts``: the PNG chart writer ``ponder sweep`` uses (gui.charts passes it; the engine
+    draws nothing itself)."""
     args = build_parser().parse_args(argv)
+    args.charts = charts
     if args.command is None:
         build_parser().print_help()
         return 0

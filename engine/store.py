@@ -41,6 +41,7 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    func,
     insert,
     select,
     update,
@@ -62,7 +63,7 @@ from engine.events import (
     event_from_dict,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 COMMIT_EVERY_S = 0.25  # the most a kill can lose of a running run's events
 DB_ENV = "PONDER_DB"
 
@@ -155,13 +156,46 @@ class NodeRow(Base):
     pruned_at: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
+class SweepRow(Base):
+    """A sweep: problems x strategies x budgets under one setting (schema version 2)."""
+
+    __tablename__ = "sweeps"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    created: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(Text, default="")
+    # What makes two sweeps' cells interchangeable (problem set digest, model, PRM, seed, max
+    # tokens): the same command run again finds its sweep by this key and does only what is missing.
+    key: Mapped[str] = mapped_column(String(64), unique=True)
+    settings: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+class SweepCellRow(Base):
+    """One (problem, strategy, budget) of a sweep and the session that ran it."""
+
+    __tablename__ = "sweep_cells"
+    sweep_id: Mapped[str] = mapped_column(ForeignKey("sweeps.id", ondelete="CASCADE"), primary_key=True)
+    problem_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    strategy: Mapped[str] = mapped_column(String(32), primary_key=True)
+    budget: Mapped[int] = mapped_column(Integer, primary_key=True)
+    session_id: Mapped[str | None] = mapped_column(
+        ForeignKey("sessions.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+
+
+_V1_TABLES = ("schema_version", "sessions", "runs", "events", "nodes")
+
+
 def _migrate_to_1(conn: Any) -> None:
-    Base.metadata.create_all(conn)
+    Base.metadata.create_all(conn, tables=[Base.metadata.tables[t] for t in _V1_TABLES])
+
+
+def _migrate_to_2(conn: Any) -> None:
+    Base.metadata.create_all(conn, tables=[SweepRow.__table__, SweepCellRow.__table__])
 
 
 # MIGRATIONS[v] takes a database at version v-1 to version v. Add a function per schema change;
-# never edit one that has shipped.
-MIGRATIONS: dict[int, Callable[[Any], None]] = {1: _migrate_to_1}
+# never edit what one creates once it has shipped (v1 names its tables so later ones stay out).
+MIGRATIONS: dict[int, Callable[[Any], None]] = {1: _migrate_to_1, 2: _migrate_to_2}
 
 
 # --- opening ---------------------------------------------------------------------------------------
@@ -640,6 +674,126 @@ class Store:
             }
             for r in rows
         ]
+
+    # --- sweeps -------------------------------------------------------------------------------------
+
+    def open_sweep(self, key: str, name: str, settings: dict[str, Any]) -> str:
+        """The sweep with this key (see :class:`SweepRow`), created if there is none; its id."""
+        self._guard()
+        with self.engine.begin() as conn:
+            sid = conn.execute(select(SweepRow.id).where(SweepRow.key == key)).scalar()
+            if sid is None:
+                sid = uuid.uuid4().hex[:12]
+                conn.execute(
+                    insert(SweepRow).values(id=sid, created=_now(), name=name, key=key, settings=settings)
+                )
+        return sid
+
+    def list_sweeps(self) -> list[SweepInfo]:
+        try:
+            with self.engine.connect() as conn:
+                rows = conn.execute(select(SweepRow).order_by(SweepRow.created.desc())).all()
+                counts = dict(
+                    conn.execute(
+                        select(SweepCellRow.sweep_id, func.count()).group_by(SweepCellRow.sweep_id)
+                    ).all()
+                )
+        except (OperationalError, DatabaseError) as e:
+            raise StoreError(f"Cannot read {self.path}: {_sqlite_error_text(e)}.") from None
+        return [
+            SweepInfo(r.id, r.created, r.name, r.key, dict(r.settings or {}), counts.get(r.id, 0))
+            for r in rows
+        ]
+
+    def sweep(self, sweep_id: str) -> SweepInfo:
+        found = [w for w in self.list_sweeps() if w.id.startswith(sweep_id)] if sweep_id else []
+        if len(found) == 1:
+            return found[0]
+        if len(found) > 1:
+            raise StoreError(f"Sweep id {sweep_id!r} is ambiguous; give more characters.")
+        raise StoreError(f"No sweep {sweep_id!r} in {self.path}.")
+
+    def sweep_cells(self, sweep_id: str) -> dict[tuple[int, str, int], RunInfo | None]:
+        """Every cell the sweep has started: (problem index, strategy, budget) -> its run (None when
+        its session was deleted)."""
+        try:
+            with self.engine.connect() as conn:
+                rows = conn.execute(
+                    select(
+                        SweepCellRow.problem_index.label("cell_index"),
+                        SweepCellRow.strategy.label("cell_strategy"),
+                        SweepCellRow.budget.label("cell_budget"),
+                        *RunRow.__table__.c,
+                    )
+                    .outerjoin(RunRow, RunRow.session_id == SweepCellRow.session_id)
+                    .where(SweepCellRow.sweep_id == sweep_id)
+                ).all()
+        except (OperationalError, DatabaseError) as e:
+            raise StoreError(f"Cannot read {self.path}: {_sqlite_error_text(e)}.") from None
+        return {
+            (r.cell_index, r.cell_strategy, r.cell_budget): (
+                _run_info(r, self.host) if r.id is not None else None
+            )
+            for r in rows
+        }
+
+    def set_sweep_cell(self, sweep_id: str, index: int, strategy: str, budget: int, session_id: str) -> None:
+        """Point a cell at the session that ran it; the session it pointed at before (a cancelled or
+        interrupted attempt) is deleted, so a cell has one result."""
+        self._guard()
+        with self.engine.begin() as conn:
+            where = (
+                (SweepCellRow.sweep_id == sweep_id)
+                & (SweepCellRow.problem_index == index)
+                & (SweepCellRow.strategy == strategy)
+                & (SweepCellRow.budget == budget)
+            )
+            old = conn.execute(select(SweepCellRow.session_id).where(where)).first()
+            if old is None:
+                conn.execute(
+                    insert(SweepCellRow).values(
+                        sweep_id=sweep_id,
+                        problem_index=index,
+                        strategy=strategy,
+                        budget=budget,
+                        session_id=session_id,
+                    )
+                )
+                return
+            conn.execute(update(SweepCellRow).where(where).values(session_id=session_id))
+            if old[0] and old[0] != session_id:
+                conn.execute(delete(SessionRow).where(SessionRow.id == old[0]))
+
+    def delete_sweep(self, sweep_id: str) -> int:
+        """Delete a sweep and the sessions it ran; returns how many sessions went."""
+        self._guard()
+        sid = self.sweep(sweep_id).id
+        with self.engine.begin() as conn:
+            sessions = [
+                r[0]
+                for r in conn.execute(
+                    select(SweepCellRow.session_id).where(
+                        (SweepCellRow.sweep_id == sid) & SweepCellRow.session_id.is_not(None)
+                    )
+                ).all()
+            ]
+            conn.execute(delete(SweepRow).where(SweepRow.id == sid))
+            for chunk in range(0, len(sessions), 500):
+                conn.execute(delete(SessionRow).where(SessionRow.id.in_(sessions[chunk : chunk + 500])))
+        return len(sessions)
+
+
+@dataclass
+class SweepInfo:
+    id: str
+    created: str
+    name: str
+    key: str
+    settings: dict[str, Any]
+    n_cells: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
 
 
 def _ponder_version() -> str:

@@ -10,9 +10,11 @@ PRM score, then weighted again across the chain winners; ``majority`` votes over
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from engine.answers import extract_answer
 from engine.events import Selected
-from engine.search.common import added, choose, finished_event, score, scored_event, started
+from engine.search.common import added, finished_event, score, scored_event, started
 from engine.search.protocol import Generate, GenItem, Messages, Release, RunContext, StrategyGen
 from engine.search.selection import select
 
@@ -60,18 +62,39 @@ def revisions(
             texts[c].append(g.text)
             ids[c].append(g.node_id)
             scores[c].append(s.score)
-    all_ids = [i for c in ids for i in c]
-    all_texts = [t for c in texts for t in c]
-    all_scores = [s for c in scores for s in c]
-    if selection != "weighted":
-        yield choose(ctx, all_ids, all_texts, all_scores, selection)
-        return
-    winners = []  # (node id, answer, weight) per chain
-    for c in range(chains):
-        answers = [extract_answer(t) for t in texts[c]]
-        sel = select(answers, scores[c], "weighted")
+    pick = select_revisions([[extract_answer(t) for t in c] for c in texts], scores, selection)
+    node = ids[pick.chain][pick.attempt] if pick.chain is not None else None
+    yield Selected(ctx.run_id, pick.answer, node, selection, pick.tally)
+
+
+@dataclass(frozen=True)
+class RevisionPick:
+    answer: str | None
+    chain: int | None
+    attempt: int | None
+    tally: dict[str, float]
+
+
+def select_revisions(
+    answers: list[list[str | None]], scores: list[list[float]], method: str = "weighted"
+) -> RevisionPick:
+    """The answer of revision chains (answers and scores per chain, attempts in order).
+    ``weighted``: weighted selection within each chain, then weighted across the chain winners (each
+    weighing its winning answer's summed score); ``naive`` / ``majority``: over all attempts."""
+    flat = [(c, j) for c, chain in enumerate(answers) for j in range(len(chain))]
+    if method != "weighted":
+        sel = select([answers[c][j] for c, j in flat], [scores[c][j] for c, j in flat], method)
+        if sel.index is None:
+            return RevisionPick(sel.answer, None, None, sel.tally)
+        c, j = flat[sel.index]
+        return RevisionPick(sel.answer, c, j, sel.tally)
+    winners = []  # (chain, attempt, answer, weight)
+    for c, chain in enumerate(answers):
+        sel = select(chain, scores[c], "weighted")
         if sel.index is not None:
-            winners.append((ids[c][sel.index], sel.answer, sel.tally.get(sel.answer, 0.0)))  # type: ignore[arg-type]
-    final = select([w[1] for w in winners], [w[2] for w in winners], "weighted")
-    node = winners[final.index][0] if final.index is not None else None
-    yield Selected(ctx.run_id, final.answer, node, "weighted", final.tally)
+            winners.append((c, sel.index, sel.answer, sel.tally.get(sel.answer, 0.0)))  # type: ignore[arg-type]
+    final = select([w[2] for w in winners], [w[3] for w in winners], "weighted")
+    if final.index is None:
+        return RevisionPick(final.answer, None, None, final.tally)
+    c, j = winners[final.index][:2]
+    return RevisionPick(final.answer, c, j, final.tally)

@@ -1,0 +1,679 @@
+"""Sweeps: every (problem, strategy, budget) of a problem set, saved in the store, then analysed.
+
+``run_sweep`` runs what the store does not hold yet, one cell (one strategy at one budget on one
+problem, a session of its own) at a time, and reports progress with an ETA; run it again after a
+kill or a cancel and it does only the missing cells. A sweep is found again by its *key*: problem
+set contents, model file, PRM, seed and max tokens; problems, strategies and budgets may grow
+between calls (the cells already run are reused).
+
+Best-of-N and revisions run once, at the largest budget; smaller budgets are read from those
+samples by subsampling, as search-and-learn does: best-of-N at budget b is every (or, past
+``samples``, a seeded random draw of) b-subset of the N solutions, and revisions at b take
+``budget_params`` chains cut to its chain length; the naive / weighted / majority selections are
+computed on each subset and their accuracy averaged. Beam search and DVTS run at every budget; their
+three selections are computed from the completed beams.
+
+``analyse`` reads the store and returns the summary: accuracy against budget per strategy and
+selection, 5 difficulty bins (quantiles of the model's own pass@1 over the best-of-N samples, or of
+their mean PRM score), the best strategy per bin and budget with its gain over best-of-N (weighted)
+at the same budget, and the compute-optimal curve that picks per bin. The pick and its accuracy
+come from the same problems (in-sample), as in Snell et al.'s oracle-difficulty figures.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.answers import is_correct
+from engine.errors import InvalidRequestError, PonderError
+from engine.problems import Problem, ProblemSet, resolve_problem_set
+from engine.search import STRATEGIES, budget_params
+from engine.search.revisions import select_revisions
+from engine.search.selection import METHODS, select
+from engine.store import RunInfo, Store
+
+SUBSAMPLED = ("best_of_n", "revisions")  # run at the largest budget, read at the others
+DEFAULT_BUDGETS = (1, 2, 4, 8)
+N_BINS = 5
+SAMPLES = 32  # subsets drawn per (problem, budget) when there are more than this
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    problem_set: str  # gsm8k | math500 | arith | arith:SEED | a .jsonl path
+    limit: int = 50
+    offset: int = 0
+    strategies: tuple[str, ...] = ("best_of_n", "beam_search", "revisions")
+    budgets: tuple[int, ...] = DEFAULT_BUDGETS
+    prm: str = "judge"
+    seed: int = 0
+    max_tokens: int = 512
+
+    def check(self) -> None:
+        if self.limit < 1:
+            raise InvalidRequestError("--limit must be at least 1 problem.")
+        if self.offset < 0:
+            raise InvalidRequestError("--offset must be >= 0.")
+        if not self.strategies:
+            raise InvalidRequestError("Choose at least one strategy.")
+        for s in self.strategies:
+            if s not in STRATEGIES:
+                raise InvalidRequestError(f"Unknown strategy {s!r}; choose from {', '.join(STRATEGIES)}.")
+        if not self.budgets or any(b < 1 for b in self.budgets):
+            raise InvalidRequestError("Budgets are whole numbers of generations >= 1, e.g. 1,2,4,8.")
+        if self.max_tokens < 16:
+            raise InvalidRequestError("--max-tokens must be at least 16.")
+        for s in self.strategies:
+            for b in self.budgets:
+                budget_params(s, b)
+
+
+@dataclass(frozen=True)
+class Cell:
+    index: int  # the problem's index in its set
+    strategy: str
+    budget: int  # the budget it runs at (generations)
+
+    @property
+    def key(self) -> tuple[int, str, int]:
+        return (self.index, self.strategy, self.budget)
+
+
+def _fits(strategy: str, budget: int, run_budget: int) -> bool:
+    """Can ``strategy`` at ``budget`` be read from a run at ``run_budget`` by subsampling?"""
+    if strategy == "best_of_n":
+        return budget <= run_budget
+    if strategy == "revisions":
+        small, big = budget_params(strategy, budget), budget_params(strategy, run_budget)
+        return small["chains"] <= big["chains"] and small["length"] <= big["length"]
+    return budget == run_budget
+
+
+def run_budgets(strategy: str, budgets: Sequence[int]) -> list[int]:
+    """The budgets a strategy is actually run at to answer for ``budgets``."""
+    top = max(budgets)
+    if strategy not in SUBSAMPLED:
+        return sorted(set(budgets))
+    return sorted({top} | {b for b in budgets if not _fits(strategy, b, top)})
+
+
+def source_budget(strategy: str, budget: int, budgets: Sequence[int]) -> int:
+    """Which run answers for ``strategy`` at ``budget``."""
+    runs = run_budgets(strategy, budgets)
+    return budget if budget in runs else max(runs)
+
+
+def plan_cells(spec: SweepSpec, indices: Sequence[int]) -> list[Cell]:
+    """Problem by problem (so a stopped sweep leaves whole problems), cheap cells first."""
+    out = []
+    for i in indices:
+        cells = [Cell(i, s, b) for s in spec.strategies for b in run_budgets(s, spec.budgets)]
+        out += sorted(cells, key=lambda c: (c.budget, spec.strategies.index(c.strategy)))
+    return out
+
+
+def problem_indices(spec: SweepSpec, pset: ProblemSet) -> list[int]:
+    if spec.offset >= len(pset):
+        raise InvalidRequestError(
+            f"{pset.name} has {len(pset)} problems; --offset {spec.offset} is past the end."
+        )
+    return list(range(spec.offset, min(spec.offset + spec.limit, len(pset))))
+
+
+def sweep_key(pset: ProblemSet, model: dict[str, Any], spec: SweepSpec) -> tuple[str, dict[str, Any]]:
+    """(key, settings): what makes two sweeps' cells interchangeable."""
+    ident = {
+        "problem_set": pset.spec,
+        "problem_set_name": pset.name,
+        "digest": pset.digest,
+        "model_name": model.get("name", ""),
+        "model_sha256_1mb": model.get("sha256_1mb", ""),
+        "model_size": model.get("file_size", 0),
+        "prm": spec.prm,
+        "seed": spec.seed,
+        "max_tokens": spec.max_tokens,
+    }
+    key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]
+    return key, {**ident, "model_path": model.get("path", "")}
+
+
+def sweep_name(settings: dict[str, Any]) -> str:
+    return (
+        f"{settings['problem_set_name']} · {settings['model_name']} · PRM {settings['prm']} · "
+        f"{settings['max_tokens']} tokens · seed {settings['seed']}"
+    )
+
+
+# --- running -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class SweepProgress:
+    sweep_id: str
+    done: int  # cells finished, earlier calls included
+    total: int
+    units_done: int  # generations (budget) finished: cells differ in cost by their budget
+    units_total: int
+    elapsed_s: float  # this call
+    eta_s: float | None  # None until a cell has finished in this call
+    current: str  # the cell running now (or the last one)
+    failed: int = 0  # cells that failed in this call (they are tried again next time)
+    last_error: str = ""
+
+    @property
+    def fraction(self) -> float:
+        return self.units_done / self.units_total if self.units_total else 1.0
+
+
+@dataclass
+class SweepResult:
+    sweep_id: str
+    ran: int  # cells run in this call
+    skipped: int  # cells the store already held
+    failed: int
+    cancelled: bool
+    errors: list[str] = field(default_factory=list)
+
+
+def cell_label(p: Problem, c: Cell) -> str:
+    return f"{p.label} · {c.strategy}@{c.budget}"
+
+
+def run_sweep(
+    backend: Any,
+    store: Store,
+    spec: SweepSpec,
+    on_progress: Callable[[SweepProgress], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> SweepResult:
+    """Run every cell of ``spec`` the store lacks, on ``backend`` in the calling thread."""
+    from engine.sessions import recorded_compare
+
+    spec.check()
+    pset = resolve_problem_set(spec.problem_set)
+    indices = problem_indices(spec, pset)
+    key, settings = sweep_key(pset, backend.info.as_dict(), spec)
+    sweep_id = store.open_sweep(key, sweep_name(settings), settings)
+    cells = plan_cells(spec, indices)
+    have = store.sweep_cells(sweep_id)
+    done = {k for k, r in have.items() if r is not None and r.status == "done"}
+    todo = [c for c in cells if c.key not in done]
+    n_done = len(cells) - len(todo)
+    units_total = sum(c.budget for c in cells)
+    units_done = units_total - sum(c.budget for c in todo)
+    units_now = 0
+    t0 = time.monotonic()
+    result = SweepResult(sweep_id, 0, n_done, 0, False)
+    stop = cancel or (lambda: False)
+
+    def report(current: str, last_error: str = "") -> None:
+        if on_progress is None:
+            return
+        el = time.monotonic() - t0
+        eta = el / units_now * (units_total - units_done) if units_now else None
+        on_progress(
+            SweepProgress(
+                sweep_id,
+                n_done,
+                len(cells),
+                units_done,
+                units_total,
+                el,
+                eta,
+                current,
+                result.failed,
+                last_error,
+            )
+        )
+
+    report(cell_label(pset.problems[todo[0].index], todo[0]) if todo else "")
+    for c in todo:
+        if stop():
+            result.cancelled = True
+            break
+        p = pset.problems[c.index]
+        label = cell_label(p, c)
+        report(label)
+        try:
+            sid, runs, err = recorded_compare(
+                backend,
+                store,
+                p.question,
+                [c.strategy],
+                budget=c.budget,
+                prm=spec.prm,
+                reference=p.reference,
+                seed=spec.seed,
+                max_tokens=spec.max_tokens,
+                concurrent=False,
+                cancel=cancel,
+                title=label,
+                tags=("sweep", f"sweep:{sweep_id}"),
+            )
+        except PonderError as e:
+            result.failed += 1
+            result.errors.append(f"{label}: {e}")
+            report(label, f"{label}: {e}")
+            continue
+        store.set_sweep_cell(sweep_id, c.index, c.strategy, c.budget, sid)
+        status = runs[0].status if runs else "failed"
+        if err:
+            raise PonderError(f"The session database stopped taking writes: {err}")
+        if status == "cancelled" or stop():
+            result.cancelled = True
+            break
+        if status != "done":
+            result.failed += 1
+            msg = f"{label}: {status}: {runs[0].message if runs else ''}"
+            result.errors.append(msg)
+            report(label, msg)
+            continue
+        result.ran += 1
+        n_done += 1
+        units_done += c.budget
+        units_now += c.budget
+        report(label)
+    return result
+
+
+def format_progress(p: SweepProgress, width: int = 28) -> str:
+    """One line: a bar, cells, percent, elapsed, ETA, the cell running."""
+    filled = int(round(p.fraction * width))
+    eta = "--:--" if p.eta_s is None else _hms(p.eta_s)
+    fail = f"  {p.failed} failed" if p.failed else ""
+    return (
+        f"[{'#' * filled}{'.' * (width - filled)}] {p.done}/{p.total} cells {p.fraction:4.0%}  "
+        f"{_hms(p.elapsed_s)} elapsed  ETA {eta}{fail}  {p.current}"
+    )
+
+
+def _hms(s: float) -> str:
+    s = int(round(s))
+    h, rem = divmod(s, 3600)
+    m, sec = divmod(rem, 60)
+    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
+
+
+# --- analysis ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Candidates:
+    """What one run leaves for selection: per chain (revisions) or one flat list."""
+
+    answers: list[list[str | None]]
+    scores: list[list[float]]
+    correct: list[list[bool]]
+
+
+def _candidates(store: Store, run: RunInfo, reference: str, memo: dict[str | None, bool]) -> _Candidates:
+    nodes = store.nodes(run.id)
+
+    def right(a: str | None) -> bool:
+        if a not in memo:
+            memo[a] = bool(is_correct(a, reference)) if a is not None else False
+        return memo[a]
+
+    if run.strategy == "revisions":
+        by_id = {n["node_id"]: n for n in nodes}
+        child = {n["parent_id"]: n["node_id"] for n in nodes if n["parent_id"] is not None}
+        chains = []
+        for root in sorted(n["node_id"] for n in nodes if n["parent_id"] is None):
+            chain, nid = [], root
+            while nid is not None:
+                chain.append(by_id[nid])
+                nid = child.get(nid)
+            chains.append(chain)
+    else:  # best-of-N's solutions, beam search's / DVTS's completed beams
+        chains = [[n for n in nodes if n["finish_reason"] is not None]]
+    answers = [[n["answer"] for n in ch] for ch in chains]
+    return _Candidates(
+        answers,
+        [[float(n["score"] or 0.0) for n in ch] for ch in chains],
+        [[right(a) for a in ch] for ch in answers],
+    )
+
+
+def _subsets(n: int, k: int, samples: int, rng: random.Random) -> list[tuple[int, ...]]:
+    if k >= n:
+        return [tuple(range(n))]
+    if math.comb(n, k) <= samples:
+        return list(itertools.combinations(range(n), k))
+    return [tuple(sorted(rng.sample(range(n), k))) for _ in range(samples)]
+
+
+def _accuracy(
+    strategy: str, budget: int, cand: _Candidates, samples: int, rng: random.Random
+) -> dict[str, float]:
+    """Expected accuracy of each selection method at ``budget`` from one run's candidates."""
+    acc = {m: 0.0 for m in METHODS}
+    if strategy == "revisions":
+        p = budget_params("revisions", budget)
+        subs = _subsets(len(cand.answers), p["chains"], samples, rng)
+        for sub in subs:
+            ans = [cand.answers[c][: p["length"]] for c in sub]
+            sc = [cand.scores[c][: p["length"]] for c in sub]
+            for m in METHODS:
+                pick = select_revisions(ans, sc, m)
+                if pick.chain is not None:
+                    acc[m] += cand.correct[sub[pick.chain]][pick.attempt]  # type: ignore[index]
+        return {m: v / len(subs) for m, v in acc.items()}
+    answers, scores, correct = cand.answers[0], cand.scores[0], cand.correct[0]
+    subs = (
+        _subsets(len(answers), budget, samples, rng)
+        if strategy == "best_of_n"
+        else [tuple(range(len(answers)))]
+    )
+    for sub in subs:
+        for m in METHODS:
+            sel = select([answers[i] for i in sub], [scores[i] for i in sub], m)
+            if sel.index is not None:
+                acc[m] += correct[sub[sel.index]]
+    return {m: v / len(subs) for m, v in acc.items()}
+
+
+def _tie_order(acc: float, strategy: str, method: str, budget: int, strategies: Sequence[str]) -> tuple:
+    """Sort key for "best": higher accuracy, then the smaller budget, then the baseline (best-of-N,
+    weighted; so a tie claims no gain), then the strategy listed first, then the method order."""
+    return (
+        round(acc, 12),
+        -budget,
+        (strategy, method) == ("best_of_n", "weighted"),
+        -list(strategies).index(strategy),
+        -METHODS.index(method),
+    )
+
+
+def analyse(
+    store: Store,
+    sweep_id: str,
+    spec: SweepSpec,
+    difficulty: str = "pass1",
+    samples: int = SAMPLES,
+) -> dict[str, Any]:
+    """The summary of a sweep's cells for ``spec``'s problems, strategies and budgets (see the
+    module docstring). Only problems whose every cell is done count, so all strategies are compared
+    on the same problems."""
+    if difficulty not in ("pass1", "prm"):
+        raise InvalidRequestError("difficulty is pass1 (the model's own) or prm (the PRM's mean score).")
+    info = store.sweep(sweep_id)
+    pset = resolve_problem_set(spec.problem_set)
+    if pset.digest != info.settings.get("digest"):
+        raise PonderError(
+            f"The problem set {spec.problem_set} has changed since sweep {info.id} ran it; "
+            "run it as a new sweep."
+        )
+    indices = problem_indices(spec, pset)
+    cells = plan_cells(spec, indices)
+    have = store.sweep_cells(info.id)
+    budgets = sorted(set(spec.budgets))
+    complete, incomplete, failed = [], [], []
+    for i in indices:
+        runs = [have.get(c.key) for c in cells if c.index == i]
+        if all(r is not None and r.status == "done" for r in runs):
+            complete.append(i)
+        elif any(r is not None and r.status == "failed" for r in runs):
+            failed.append(i)
+        else:
+            incomplete.append(i)
+
+    per_problem: dict[int, dict[str, Any]] = {}
+    for i in complete:
+        p = pset.problems[i]
+        memo: dict[str | None, bool] = {}
+        cands: dict[tuple[str, int], _Candidates] = {}
+        row: dict[str, Any] = {"index": i, "accuracy": {}, "tokens": {}}
+        for s in spec.strategies:
+            for rb in run_budgets(s, budgets):
+                run = have[(i, s, rb)]
+                assert run is not None
+                cands[(s, rb)] = _candidates(store, run, p.reference, memo)
+                row["tokens"][f"{s}@{rb}"] = run.generated_tokens + run.prm_tokens
+            for b in budgets:
+                rng = random.Random(f"{spec.seed}-{i}-{s}-{b}")
+                acc = _accuracy(s, b, cands[(s, source_budget(s, b, budgets))], samples, rng)
+                for m, v in acc.items():
+                    row["accuracy"].setdefault(s, {}).setdefault(m, {})[b] = v
+        # difficulty: over best-of-N's solutions (independent samples), else every candidate read
+        pool = (
+            [cands[("best_of_n", max(budgets))]] if "best_of_n" in spec.strategies else list(cands.values())
+        )
+        flat_c = [c for cd in pool for ch in cd.correct for c in ch]
+        flat_s = [x for cd in pool for ch in cd.scores for x in ch]
+        row["pass1"] = sum(flat_c) / len(flat_c) if flat_c else 0.0
+        row["prm_mean"] = sum(flat_s) / len(flat_s) if flat_s else 0.0
+        row["level"] = p.meta.get("level")
+        per_problem[i] = row
+
+    def mean_acc(idx: Sequence[int]) -> dict[str, dict[str, dict[int, float]]]:
+        out: dict[str, dict[str, dict[int, float]]] = {}
+        for s in spec.strategies:
+            for m in METHODS:
+                out.setdefault(s, {})[m] = {
+                    b: (sum(per_problem[i]["accuracy"][s][m][b] for i in idx) / len(idx)) if idx else 0.0
+                    for b in budgets
+                }
+        return out
+
+    def baseline(acc: dict[str, dict[str, dict[int, float]]], b: int) -> float | None:
+        return acc["best_of_n"]["weighted"][b] if "best_of_n" in acc else None
+
+    # difficulty bins: easiest first
+    if difficulty == "pass1":
+        order = sorted(complete, key=lambda i: (-per_problem[i]["pass1"], -per_problem[i]["prm_mean"], i))
+    else:
+        order = sorted(complete, key=lambda i: (-per_problem[i]["prm_mean"], i))
+    n_bins = min(N_BINS, len(order))
+    bins = []
+    optimal = {b: 0.0 for b in budgets}
+    for k in range(n_bins):
+        lo, hi = len(order) * k // n_bins, len(order) * (k + 1) // n_bins
+        members = order[lo:hi]
+        acc = mean_acc(members)
+        per_budget = {}
+        for b in budgets:
+            options = [(acc[s][m][b], s, m) for s in spec.strategies for m in METHODS]
+            best = max(options, key=lambda o: _tie_order(o[0], o[1], o[2], b, spec.strategies))
+            base = baseline(acc, b)
+            per_budget[b] = {
+                "strategy": best[1],
+                "selection": best[2],
+                "accuracy": best[0],
+                "best_of_n": base,
+                "gain": None if base is None else best[0] - base,
+            }
+            optimal[b] += best[0] * len(members)
+        overall = max(
+            ((acc[s][m][b], -b, s, m) for s in spec.strategies for m in METHODS for b in budgets),
+            key=lambda o: _tie_order(o[0], o[2], o[3], -o[1], spec.strategies),
+        )
+        key_name = "pass1" if difficulty == "pass1" else "prm_mean"
+        vals = [per_problem[i][key_name] for i in members]
+        bins.append(
+            {
+                "bin": k + 1,
+                "problems": members,
+                "difficulty_range": [min(vals), max(vals)],
+                "accuracy": acc,
+                "best_per_budget": per_budget,
+                "best": {
+                    "strategy": overall[2],
+                    "selection": overall[3],
+                    "budget": -overall[1],
+                    "accuracy": overall[0],
+                },
+            }
+        )
+    n = len(complete)
+    overall_acc = mean_acc(complete)
+    tokens: dict[str, dict[int, float]] = {}
+    for s in spec.strategies:
+        for rb in run_budgets(s, budgets):
+            vals = [per_problem[i]["tokens"][f"{s}@{rb}"] for i in complete]
+            tokens.setdefault(s, {})[rb] = sum(vals) / len(vals) if vals else 0.0
+    return {
+        "sweep": {"id": info.id, "name": info.name, **info.settings},
+        "spec": {
+            "problem_set": spec.problem_set,
+            "offset": spec.offset,
+            "limit": spec.limit,
+            "strategies": list(spec.strategies),
+            "budgets": budgets,
+            "prm": spec.prm,
+            "seed": spec.seed,
+            "max_tokens": spec.max_tokens,
+        },
+        "problems": {
+            "requested": len(indices),
+            "complete": n,
+            "incomplete": incomplete,
+            "failed": failed,
+        },
+        "method": {
+            "subsampled": [s for s in spec.strategies if s in SUBSAMPLED],
+            "samples_per_budget": samples,
+            "difficulty": difficulty,
+            "bins": n_bins,
+            "note": "Best strategy per bin is picked and scored on the same problems (in-sample).",
+        },
+        "accuracy": overall_acc,
+        "compute_optimal": {b: (optimal[b] / n if n else 0.0) for b in budgets},
+        "tokens_per_run": tokens,
+        "bins": bins,
+        "per_problem": [per_problem[i] for i in complete],
+    }
+
+
+# --- writing the results -----------------------------------------------------------------------------
+
+STRATEGY_LABELS = {
+    "best_of_n": "best-of-N",
+    "beam_search": "beam search",
+    "revisions": "revisions",
+    "dvts": "DVTS",
+}
+
+
+def markdown_table(summary: dict[str, Any]) -> str:
+    budgets = summary["spec"]["budgets"]
+    pr = summary["problems"]
+    lines = [
+        f"# Sweep {summary['sweep']['id']}: {summary['sweep']['name']}",
+        "",
+        f"{pr['complete']} of {pr['requested']} problems complete"
+        + (f"; {len(pr['failed'])} with a failed run" if pr["failed"] else "")
+        + (f"; {len(pr['incomplete'])} not yet run" if pr["incomplete"] else "")
+        + ".",
+        "",
+        "## Accuracy against budget (generations)",
+        "",
+        "| strategy | selection | " + " | ".join(f"N={b}" for b in budgets) + " |",
+        "|---|---|" + "---:|" * len(budgets),
+    ]
+    for s, by_m in summary["accuracy"].items():
+        for m, by_b in by_m.items():
+            cells = " | ".join(f"{100 * by_b[b]:.1f}%" for b in budgets)
+            lines.append(f"| {STRATEGY_LABELS.get(s, s)} | {m} | {cells} |")
+    co = summary["compute_optimal"]
+    lines.append(
+        "| **compute-optimal** | per bin | " + " | ".join(f"**{100 * co[b]:.1f}%**" for b in budgets) + " |"
+    )
+    diff = "pass@1" if summary["method"]["difficulty"] == "pass1" else "mean PRM score"
+    lines += [
+        "",
+        f"## By difficulty ({summary['method']['bins']} quantile bins of the model's {diff}, 1 = easiest)",
+        "",
+        "| bin | problems | "
+        + diff
+        + " | "
+        + " | ".join(f"best at N={b} (gain over best-of-N)" for b in budgets)
+        + " |",
+        "|---:|---:|---|" + "---|" * len(budgets),
+    ]
+    for b in summary["bins"]:
+        lo, hi = b["difficulty_range"]
+        row = []
+        for n in budgets:
+            c = b["best_per_budget"][n]
+            gain = "" if c["gain"] is None else f" ({100 * c['gain']:+.1f})"
+            name = STRATEGY_LABELS.get(c["strategy"], c["strategy"])
+            row.append(f"{name} {c['selection']} {100 * c['accuracy']:.0f}%{gain}")
+        lines.append(f"| {b['bin']} | {len(b['problems'])} | {lo:.2f}-{hi:.2f} | " + " | ".join(row) + " |")
+    lines += ["", summary["method"]["note"], ""]
+    return "\n".join(lines)
+
+
+def json_ready(summary: dict[str, Any]) -> dict[str, Any]:
+    """Budgets are int keys in memory; JSON keeps them as strings. Round-trips with :func:`load_summary`."""
+    return json.loads(json.dumps(summary))
+
+
+def load_summary(text: str) -> dict[str, Any]:
+    """summary.json back, with budget keys as ints again."""
+
+    def fix(o: Any) -> Any:
+        if isinstance(o, dict):
+            return {(int(k) if isinstance(k, str) and k.isdigit() else k): fix(v) for k, v in o.items()}
+        if isinstance(o, list):
+            return [fix(x) for x in o]
+        return o
+
+    return fix(json.loads(text))
+
+
+def model_identity(path: str) -> dict[str, Any]:
+    """The model fields a sweep key uses, read from the file without loading it."""
+    from engine.gguf_info import file_identity, read_gguf
+
+    ident = file_identity(path)
+    return {
+        "path": ident["path"],
+        "name": read_gguf(path).name,
+        "sha256_1mb": ident["sha256_1mb"],
+        "file_size": ident["size"],
+    }
+
+
+def find_sweep(store: Store, spec: SweepSpec, model_path: str) -> str:
+    """The id of the sweep ``spec`` on this model names (for reading it without running)."""
+    pset = resolve_problem_set(spec.problem_set)
+    key, _ = sweep_key(pset, model_identity(model_path), spec)
+    for w in store.list_sweeps():
+        if w.key == key:
+            return w.id
+    raise PonderError(
+        f"No sweep of {pset.name} with this model, PRM {spec.prm}, seed {spec.seed} and "
+        f"{spec.max_tokens} max tokens in {store.path}: run it first (without --report-only)."
+    )
+
+
+def write_outputs(
+    summary: dict[str, Any],
+    out: str | Path,
+    charts: Callable[[dict[str, Any], Path], list[Path]] | None = None,
+) -> list[Path]:
+    """summary.json, summary.md and, given a chart writer (the GUI's, which draws with Qt), the
+    PNG charts, in folder ``out`` (created). Returns the files written."""
+    from engine.store import write_export
+
+    folder = Path(out).expanduser()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise PonderError(f"Cannot create the output folder {folder}: {e.strerror or e}.") from None
+    files = [
+        write_export(folder / "summary.json", json.dumps(json_ready(summary), indent=1)),
+        write_export(folder / "summary.md", markdown_table(summary)),
+    ]
+    if charts is not None:
+        files += charts(summary, folder)
+    return files
