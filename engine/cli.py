@@ -121,7 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated: best_of_n, beam_search, dvts, revisions",
     )
     p.add_argument(
-        "--budgets", default="1,2,4,8", help="comma-separated generation budgets (default 1,2,4,8)"
+        "--budgets",
+        type=_int_list,
+        default=[1, 2, 4, 8],
+        help="comma-separated generation budgets (default 1,2,4,8)",
     )
     p.add_argument("--prm", default="judge", help="judge | arithmetic | reference | PATH to a PRM GGUF")
     p.add_argument("--seed", type=int, default=0)
@@ -554,7 +557,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         limit=args.limit,
         offset=args.offset,
         strategies=tuple(x.strip() for x in args.strategies.split(",") if x.strip()),
-        budgets=tuple(_int_list(args.budgets)),
+        budgets=tuple(args.budgets),
         prm=args.prm,
         seed=args.seed,
         max_tokens=args.max_tokens,
@@ -565,8 +568,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             f"--prm must be judge, arithmetic, reference or an existing GGUF file; got {args.prm!r}."
         )
     from engine.problems import resolve_problem_set
+    from engine.sweep import problem_indices
 
-    resolve_problem_set(spec.problem_set)  # a bad set or file is reported before the model loads
+    # a bad set, file or offset is reported before the model loads
+    problem_indices(spec, resolve_problem_set(spec.problem_set))
     charts = getattr(args, "charts", None)
     if args.report_only:
         with Store.open(args.db, readonly=True) as store:

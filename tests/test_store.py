@@ -86,9 +86,9 @@ def test_a_new_database_has_the_schema_version_and_its_pragmas(tmp_path):
             assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 5000
             assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
             assert conn.exec_driver_sql("SELECT MAX(version) FROM schema_version").scalar() == SCHEMA_VERSION
-    with Store.open(path) as s:  # opening again migrates nothing and keeps one version row
+    with Store.open(path) as s:  # opening again migrates nothing: one row per version step
         with s.engine.connect() as conn:
-            assert conn.exec_driver_sql("SELECT COUNT(*) FROM schema_version").scalar() == 1
+            assert conn.exec_driver_sql("SELECT COUNT(*) FROM schema_version").scalar() == SCHEMA_VERSION
 
 
 def test_recorded_events_come_back_as_the_same_stream(store):
@@ -239,19 +239,53 @@ def test_an_older_database_is_migrated_step_by_step_keeping_its_sessions(tmp_pat
     with Store.open(path) as s:
         sid = record(s, beam_events())
 
-    def to_2(conn):
+    def to_next(conn):
         conn.exec_driver_sql("ALTER TABLE sessions ADD COLUMN note TEXT DEFAULT ''")
 
-    monkeypatch.setattr(st, "SCHEMA_VERSION", 2)
-    monkeypatch.setitem(st.MIGRATIONS, 2, to_2)
+    monkeypatch.setattr(st, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    monkeypatch.setitem(st.MIGRATIONS, SCHEMA_VERSION + 1, to_next)
     with Store.open(path) as s:
         with s.engine.connect() as conn:
             assert [
                 r[0] for r in conn.exec_driver_sql("SELECT version FROM schema_version ORDER BY version")
-            ] == [1, 2]
+            ] == list(range(1, SCHEMA_VERSION + 2))
             assert conn.exec_driver_sql("SELECT note FROM sessions").scalar() == ""
         assert s.events("r1") == [e for e in beam_events() if not isinstance(e, TextDelta)]
         assert s.session(sid).runs[0].answer == "5"
+
+
+def test_a_version_1_database_gains_the_sweep_tables_and_keeps_its_sessions(tmp_path, monkeypatch):
+    import engine.store as st
+
+    path = tmp_path / "v1.db"
+    monkeypatch.setattr(st, "SCHEMA_VERSION", 1)
+    with Store.open(path) as s:
+        sid = record(s, beam_events())
+        with s.engine.connect() as conn:
+            tables = {r[0] for r in conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type='table'")}
+        assert "sweeps" not in tables  # version 1 as it shipped
+    monkeypatch.undo()
+    with Store.open(path) as s:
+        assert s.session(sid).runs[0].answer == "5"
+        w = s.open_sweep("k", "a sweep", {"prm": "judge"})
+        s.set_sweep_cell(w, 0, "beam_search", 2, sid)
+        assert s.sweep_cells(w)[(0, "beam_search", 2)].id == "r1"
+
+
+def test_a_sweep_cell_run_again_replaces_its_old_session_and_deleting_the_sweep_deletes_its_sessions(store):
+    w = store.open_sweep("key", "arith", {})
+    assert store.open_sweep("key", "other name", {}) == w  # found again by its key
+    first = record(store, beam_events("r1"))
+    store.set_sweep_cell(w, 3, "beam_search", 4, first)
+    second = record(store, beam_events("r2"))
+    store.set_sweep_cell(w, 3, "beam_search", 4, second)
+    assert store.sweep_cells(w) == {(3, "beam_search", 4): store.session(second).runs[0]}
+    with pytest.raises(StoreError):
+        store.session(first)  # the superseded attempt is gone: one result per cell
+    keep = record(store, beam_events("r3"))  # a session outside the sweep
+    assert store.delete_sweep(w[:6]) == 1
+    assert store.list_sweeps() == []
+    assert [s.id for s in store.list_sessions()] == [keep]
 
 
 def test_the_default_database_is_in_the_user_data_folder(monkeypatch, tmp_path):
