@@ -126,32 +126,47 @@ def _config_file() -> Path:
     return Path(os.environ.get("PONDER_CONFIG_DIR") or user_config_dir("ponder")) / "model_dirs.json"
 
 
-def user_model_dirs() -> list[Path]:
-    dirs: list[Path] = []
-    env = os.environ.get("PONDER_MODEL_DIRS")
-    if env:
-        dirs += [Path(d).expanduser() for d in env.split(os.pathsep) if d]
+def saved_model_dirs() -> list[Path]:
+    """The folders the user added (``ponder models --add``, the app's Folders…), in order."""
     f = _config_file()
-    if f.is_file():
-        try:
-            dirs += [Path(d).expanduser() for d in json.loads(f.read_text(encoding="utf-8"))]
-        except (OSError, ValueError, TypeError):
-            pass  # a damaged list is ignored here; `ponder models --add` rewrites it
-    return dirs
+    if not f.is_file():
+        return []
+    try:
+        return [Path(d).expanduser() for d in json.loads(f.read_text(encoding="utf-8"))]
+    except (OSError, ValueError, TypeError):
+        return []  # a damaged list is ignored here; adding or removing a folder rewrites it
+
+
+def user_model_dirs() -> list[Path]:
+    """$PONDER_MODEL_DIRS, then the saved folders."""
+    env = os.environ.get("PONDER_MODEL_DIRS")
+    dirs = [Path(d).expanduser() for d in env.split(os.pathsep) if d] if env else []
+    return dirs + saved_model_dirs()
+
+
+def _save_model_dirs(dirs: list[str]) -> None:
+    f = _config_file()
+    try:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        tmp = f.with_name(f.name + ".part")
+        tmp.write_text(json.dumps(dirs, indent=1), encoding="utf-8")
+        os.replace(tmp, f)
+    except OSError as e:
+        raise PonderError(f"Cannot save the folder list to {f}: {e.strerror or e}") from e
 
 
 def add_model_dir(path: str | os.PathLike[str]) -> Path:
     p = Path(path).expanduser().resolve()
     if not p.is_dir():
         raise PonderError(f"{p} is not a folder.")
-    f = _config_file()
-    try:
-        current = [str(d) for d in user_model_dirs() if str(d) != str(p)] if f.is_file() else []
-        f.parent.mkdir(parents=True, exist_ok=True)
-        f.write_text(json.dumps([*current, str(p)], indent=1), encoding="utf-8")
-    except OSError as e:
-        raise PonderError(f"Cannot save the folder list to {f}: {e.strerror or e}") from e
+    _save_model_dirs([str(d) for d in saved_model_dirs() if str(d) != str(p)] + [str(p)])
     return p
+
+
+def remove_model_dir(path: str | os.PathLike[str]) -> None:
+    """Stop scanning a saved folder (its files stay where they are)."""
+    p = str(Path(path).expanduser())
+    _save_model_dirs([str(d) for d in saved_model_dirs() if str(d) != p])
 
 
 def hf_cache_dir() -> Path:

@@ -403,6 +403,7 @@ class Store:
         self.path = path
         self.engine = engine
         self.readonly = readonly
+        self.version = SCHEMA_VERSION  # a read-only store keeps the version it found (no migration)
         self.host = socket.gethostname()
 
     @classmethod
@@ -421,7 +422,9 @@ class Store:
                 raise StoreError(f"There is no session database at {p} yet: run `ponder compare` first.")
             engine = create_engine(f"sqlite:///file:{p}?mode=ro&uri=true", future=True)
             event.listen(engine, "connect", _on_connect)
-            return cls(p, engine, True)
+            store = cls(p, engine, True)
+            store.version = version or 0
+            return store
         if not exists:
             try:
                 p.parent.mkdir(parents=True, exist_ok=True)
@@ -554,10 +557,11 @@ class Store:
         correct: bool | None = None,
         since: str | None = None,
         limit: int | None = None,
+        sweeps: bool = True,
     ) -> list[SessionInfo]:
         """Sessions, newest first, with their runs (no events). ``search`` matches problem or title,
         ``model`` a model name, ``correct`` keeps sessions with a run that is (not) correct,
-        ``since`` an ISO date."""
+        ``since`` an ISO date; ``sweeps=False`` leaves out the sessions sweeps ran."""
         try:
             with self.engine.connect() as conn:
                 q = select(SessionRow).order_by(SessionRow.created.desc(), SessionRow.id)
@@ -574,6 +578,12 @@ class Store:
                     )
                 if correct is not None:
                     q = q.where(SessionRow.id.in_(select(RunRow.session_id).where(RunRow.correct == correct)))
+                if not sweeps and self.version >= 2:  # (a version-1 file opened read-only has none)
+                    q = q.where(
+                        SessionRow.id.not_in(
+                            select(SweepCellRow.session_id).where(SweepCellRow.session_id.is_not(None))
+                        )
+                    )
                 if limit:
                     q = q.limit(limit)
                 sessions = conn.execute(q).all()
@@ -689,7 +699,18 @@ class Store:
                 )
         return sid
 
+    def update_sweep(self, sweep_id: str, **settings: Any) -> None:
+        """Merge ``settings`` into the sweep's settings (the last spec it ran with, say)."""
+        self._guard()
+        with self.engine.begin() as conn:
+            old = conn.execute(select(SweepRow.settings).where(SweepRow.id == sweep_id)).scalar()
+            if old is None:
+                raise StoreError(f"No sweep {sweep_id!r} in {self.path}.")
+            conn.execute(update(SweepRow).where(SweepRow.id == sweep_id).values(settings={**old, **settings}))
+
     def list_sweeps(self) -> list[SweepInfo]:
+        if self.version < 2:  # a version-1 file opened read-only: no sweeps table yet
+            return []
         try:
             with self.engine.connect() as conn:
                 rows = conn.execute(select(SweepRow).order_by(SweepRow.created.desc())).all()

@@ -22,6 +22,7 @@ come from the same problems (in-sample), as in Snell et al.'s oracle-difficulty 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -146,6 +147,34 @@ def sweep_key(pset: ProblemSet, model: dict[str, Any], spec: SweepSpec) -> tuple
     return key, {**ident, "model_path": model.get("path", "")}
 
 
+def spec_of(info: Any, cells: Sequence[tuple[int, str, int]] = ()) -> SweepSpec:
+    """The spec a stored sweep (``SweepInfo``) last ran with; for a sweep that did not save it,
+    what its ``cells`` (keys of ``Store.sweep_cells``) show."""
+    d = dict(info.settings.get("spec") or {})
+    if not d and cells:
+        idx = sorted({c[0] for c in cells})
+        strategies = [s for s in STRATEGIES if any(c[1] == s for c in cells)]
+        budgets = {c[2] for c in cells}
+        top = max(budgets)
+        if all(s in SUBSAMPLED for s in strategies):  # only the top was run: read the powers of two
+            budgets |= {2**k for k in range(top.bit_length()) if 2**k <= top}
+        d = {
+            "offset": idx[0],
+            "limit": idx[-1] - idx[0] + 1,
+            "strategies": strategies,
+            "budgets": sorted(budgets),
+        }
+    d.update(
+        problem_set=info.settings["problem_set"],
+        prm=info.settings["prm"],
+        seed=info.settings["seed"],
+        max_tokens=info.settings["max_tokens"],
+    )
+    d["strategies"] = tuple(d.get("strategies") or ("best_of_n", "beam_search", "revisions"))
+    d["budgets"] = tuple(d.get("budgets") or DEFAULT_BUDGETS)
+    return SweepSpec(**{k: v for k, v in d.items() if k in {f.name for f in dataclasses.fields(SweepSpec)}})
+
+
 def sweep_name(settings: dict[str, Any]) -> str:
     return (
         f"{settings['problem_set_name']} · {settings['model_name']} · PRM {settings['prm']} · "
@@ -203,6 +232,7 @@ def run_sweep(
     indices = problem_indices(spec, pset)
     key, settings = sweep_key(pset, backend.info.as_dict(), spec)
     sweep_id = store.open_sweep(key, sweep_name(settings), settings)
+    store.update_sweep(sweep_id, spec=dataclasses.asdict(spec))  # what the app reopens it with
     cells = plan_cells(spec, indices)
     have = store.sweep_cells(sweep_id)
     done = {k for k, r in have.items() if r is not None and r.status == "done"}
@@ -563,12 +593,12 @@ STRATEGY_LABELS = {
 }
 
 
-def markdown_table(summary: dict[str, Any]) -> str:
+def markdown_table(summary: dict[str, Any], title: bool = True) -> str:
     budgets = summary["spec"]["budgets"]
     pr = summary["problems"]
+    head = [f"# Sweep {summary['sweep']['id']}", "", summary["sweep"]["name"], ""] if title else []
     lines = [
-        f"# Sweep {summary['sweep']['id']}: {summary['sweep']['name']}",
-        "",
+        *head,
         f"{pr['complete']} of {pr['requested']} problems complete"
         + (f"; {len(pr['failed'])} with a failed run" if pr["failed"] else "")
         + (f"; {len(pr['incomplete'])} not yet run" if pr["incomplete"] else "")

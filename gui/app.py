@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
     QApplication,
     QCheckBox,
     QComboBox,
+    QDialog,
     QDockWidget,
     QFrame,
     QHBoxLayout,
@@ -34,10 +35,12 @@ from PySide6.QtWidgets import (
     QMainWindow,
     QMessageBox,
     QPlainTextEdit,
+    QProgressBar,
     QPushButton,
     QSlider,
     QSpinBox,
     QSplitter,
+    QTabWidget,
     QTextBrowser,
     QVBoxLayout,
     QWidget,
@@ -50,6 +53,8 @@ from engine.gguf_info import human_params, human_size, read_gguf
 from engine.models import default_model_path, describe, discover, estimate_memory, load_catalog
 from engine.report import scored_steps
 from gui.bridge import EngineBridge
+from gui.sweeps import SweepsTab
+from gui.theme import ON_TINT, THEMES, apply_theme, colours
 from gui.trace_view import TraceView, score_qcolor
 
 DEFAULT_PROBLEM = (
@@ -81,8 +86,14 @@ class RunPanel(QFrame):
         self.footer = QLabel("waiting…")
         self.footer.setObjectName("panelFooter")
         self.footer.setWordWrap(True)
+        self.progress = QProgressBar()
+        self.progress.setMaximumHeight(14)
+        self.progress.setTextVisible(True)
+        self.progress.setFormat("%v/%m finished")
+        self.progress.hide()
         lay.addWidget(self.header)
         lay.addWidget(self.view, 1)
+        lay.addWidget(self.progress)
         lay.addWidget(self.footer)
         self.trace = Trace()
         self.live: dict[int, str] = {}
@@ -116,13 +127,28 @@ class RunPanel(QFrame):
             self.header.setText(f"<b>{STRATEGY_NAMES.get(self.strategy, self.strategy)}</b> &nbsp; {params}")
         if self.trace.finished is None:
             self.footer.setText(f"running… {len(self.trace.nodes)} nodes")
+        self._show_progress()
+
+    def _show_progress(self) -> None:
+        """Finished candidates of the ones the run will make (N solutions, N beams, chains x
+        length attempts), while it runs or a replay is part-way."""
+        st = self.trace.started
+        if st is None or self.trace.finished is not None:
+            self.progress.hide()
+            return
+        p = st.params
+        expected = int(p["chains"]) * int(p["length"]) if "chains" in p else int(p.get("n", 0))
+        done = sum(1 for n in self.trace.nodes.values() if n.finish_reason is not None)
+        self.progress.setRange(0, max(expected, 1))
+        self.progress.setValue(min(done, max(expected, 1)))
+        self.progress.show()
 
     def set_footer(
         self, answer: Any, correct: Any, tally: dict, tokens: int, seconds: float, status: str
     ) -> None:
         verdict = {
-            True: "<span style='color:#16702e'>correct</span>",
-            False: "<span style='color:#a11'>wrong</span>",
+            True: f"<span style='color:{colours()['ok']}'>correct</span>",
+            False: f"<span style='color:{colours()['bad']}'>wrong</span>",
         }
         top = ", ".join(f"{a}: {v:.2f}" for a, v in sorted(tally.items(), key=lambda kv: -kv[1])[:3])
         rate = tokens / seconds if seconds > 0 else 0.0
@@ -166,6 +192,9 @@ class MainWindow(QMainWindow):
         mbar.addWidget(self.model_combo)
         self.add_model_button = QPushButton("Add GGUF…")
         mbar.addWidget(self.add_model_button)
+        self.folders_button = QPushButton("Folders…")
+        self.folders_button.setToolTip("Folders scanned for GGUF models")
+        mbar.addWidget(self.folders_button)
         mbar.addSpacing(10)
         self.backend_label = QLabel()
         mbar.addWidget(self.backend_label)
@@ -270,11 +299,12 @@ class MainWindow(QMainWindow):
         legend = QLabel(
             "PRM score: "
             + "".join(
-                f"<span style='background:{score_qcolor(s).name()}'>&nbsp;{s:.1f}&nbsp;</span>"
+                f"<span style='background:{score_qcolor(s).name()};color:{ON_TINT}'>"
+                f"&nbsp;{s:.1f}&nbsp;</span>"
                 for s in (0.0, 0.25, 0.5, 0.75, 1.0)
             )
-            + " &nbsp; <span style='background:#ececec'>&nbsp;unscored&nbsp;</span>"
-            + " &nbsp; <b style='color:#1f5fbf'>▭</b> chosen &nbsp; faded: pruned"
+            + f" &nbsp; <span style='background:#ececec;color:{ON_TINT}'>&nbsp;unscored&nbsp;</span>"
+            + f" &nbsp; <b style='color:{colours()['chosen']}'>▭</b> chosen &nbsp; faded: pruned"
         )
         tl.addWidget(legend)
         tl.addSpacing(20)
@@ -287,7 +317,12 @@ class MainWindow(QMainWindow):
         tl.addWidget(self.timeline, 1)
         tl.addWidget(self.timeline_label)
         root.addLayout(tl)
-        self.setCentralWidget(central)
+        self.tabs = QTabWidget()
+        self.tabs.setDocumentMode(True)
+        self.tabs.addTab(central, "Compare")
+        self.sweeps_tab = SweepsTab(self)
+        self.tabs.addTab(self.sweeps_tab, "Sweeps")
+        self.setCentralWidget(self.tabs)
 
         # Sessions browser
         dock = QDockWidget("Sessions", self)
@@ -317,7 +352,14 @@ class MainWindow(QMainWindow):
         filters.addWidget(self.session_correct)
         dl.addWidget(self.session_search)
         dl.addLayout(filters)
-        dl.addWidget(self.session_since)
+        since_row = QHBoxLayout()
+        since_row.addWidget(self.session_since, 1)
+        self.session_sweeps = QCheckBox("sweep runs")
+        self.session_sweeps.setToolTip(
+            "Also list the sessions sweeps ran (one per problem, strategy and budget)"
+        )
+        since_row.addWidget(self.session_sweeps)
+        dl.addLayout(since_row)
         dl.addWidget(self.session_list, 1)
         dl.addLayout(buttons)
         dock.setWidget(host)
@@ -337,6 +379,7 @@ class MainWindow(QMainWindow):
         self.session_model.textChanged.connect(self.refresh_sessions)
         self.session_correct.currentIndexChanged.connect(self.refresh_sessions)
         self.session_since.textChanged.connect(self.refresh_sessions)
+        self.session_sweeps.toggled.connect(self.refresh_sessions)
         self.export_button.clicked.connect(self.export_selected)
         self.timeline.valueChanged.connect(self._show_upto)
         self.play_button.clicked.connect(self.toggle_play)
@@ -347,6 +390,7 @@ class MainWindow(QMainWindow):
 
         self.settings = _settings()
         self.add_model_button.clicked.connect(self.add_model)
+        self.folders_button.clicked.connect(self.edit_folders)
         self.prm_combo.currentIndexChanged.connect(self._update_memory)
         self.model_combo.currentIndexChanged.connect(self._model_changed)
         self.ngl_slider.valueChanged.connect(self._model_changed)
@@ -364,6 +408,7 @@ class MainWindow(QMainWindow):
         if state is not None:
             self.restoreState(state)
         self.refresh_sessions()
+        self.sweeps_tab.refresh()
 
     # --- model --------------------------------------------------------------------------------------
 
@@ -413,6 +458,14 @@ class MainWindow(QMainWindow):
         i = self.prm_combo.findData(current)
         self.prm_combo.setCurrentIndex(max(i, 0))
         self.prm_combo.blockSignals(False)
+
+    def edit_folders(self) -> None:
+        FoldersDialog(self).exec()
+
+    def rescan_models(self) -> None:
+        """Discovery again (after the folders changed), keeping the chosen model."""
+        self._fill_models(self.model_combo.currentData())
+        self._model_changed()
 
     def add_model(self) -> None:
         from PySide6.QtWidgets import QFileDialog
@@ -510,6 +563,8 @@ class MainWindow(QMainWindow):
         self.bridge.events.connect(self._on_events)
         self.bridge.compared.connect(self._on_compared)
         self.bridge.failed.connect(self._on_failed)
+        self.bridge.sweep_progress.connect(self.sweeps_tab.on_progress)
+        self.bridge.swept.connect(self.sweeps_tab.on_done)
         self.status.showMessage("Ready. The model loads on the first run.")
 
     def _on_loaded(self, info: dict[str, Any]) -> None:
@@ -640,6 +695,7 @@ class MainWindow(QMainWindow):
         self.status.showMessage(f"Done. Saved as session {session_id}; the timeline replays it.")
 
     def _on_failed(self, message: str) -> None:
+        self.sweeps_tab.on_failed(message)
         self.run_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
         self.status.showMessage("Failed")
@@ -654,11 +710,12 @@ class MainWindow(QMainWindow):
         if n is None:
             return
         body = "".join(
-            f"<div style='background:{score_qcolor(sc).name()};padding:3px;margin:2px 0;"
+            f"<div style='background:{score_qcolor(sc).name()};color:{ON_TINT};padding:3px;margin:2px 0;"
             "white-space:pre-wrap'>"
             f"{_html(st)}<br><small>step score {sc:.2f}</small></div>"
             if sc is not None
-            else f"<div style='background:#ececec;padding:3px;white-space:pre-wrap'>{_html(st)}</div>"
+            else f"<div style='background:#ececec;color:{ON_TINT};padding:3px;white-space:pre-wrap'>"
+            f"{_html(st)}</div>"
             for st, sc in scored_steps(n.text, n.path_step_scores)
         )
         score = n.score
@@ -679,7 +736,7 @@ class MainWindow(QMainWindow):
         tokens = ""
         if n.token_texts and len(n.token_texts) == len(n.token_logprobs):
             tokens = "<p><b>Tokens</b>, shaded by the model's probability (white 1, red 0):</p>" + "".join(
-                f"<span style='background:{_prob_colour(lp)}' title='p = {math.exp(lp):.3f}'>"
+                f"<span style='background:{_prob_colour(lp)};color:{ON_TINT}' title='p = {math.exp(lp):.3f}'>"
                 f"{_html(t)}</span>"
                 for t, lp in zip(n.token_texts, n.token_logprobs, strict=True)
             )
@@ -702,7 +759,9 @@ class MainWindow(QMainWindow):
             if op in ("delete", "replace"):
                 out.append(f"<s style='color:#a11;background:#fbe3e3'>{_html(' '.join(old[a0:a1]))}</s>")
             if op in ("insert", "replace"):
-                out.append(f"<span style='background:#d9f2d9'>{_html(' '.join(new[b0:b1]))}</span>")
+                out.append(
+                    f"<span style='background:#d9f2d9;color:{ON_TINT}'>{_html(' '.join(new[b0:b1]))}</span>"
+                )
             if op == "equal":
                 out.append(_html(" ".join(new[b0:b1])))
         return f"<p><b>Changes from attempt #{n.parent_id}</b>:</p><p>{' '.join(out)}</p>"
@@ -724,6 +783,7 @@ class MainWindow(QMainWindow):
                     correct=(None, True, False)[self.session_correct.currentIndex()],
                     since=self.session_since.text().strip() or None,
                     limit=500,
+                    sweeps=self.session_sweeps.isChecked(),
                 )
         except PonderError as e:
             if "no session database" not in str(e).lower():
@@ -886,6 +946,80 @@ class MainWindow(QMainWindow):
         super().closeEvent(event)
 
 
+class FoldersDialog(QDialog):
+    """The folders Ponder scans for GGUF files (saved for ``ponder models`` too)."""
+
+    def __init__(self, window: MainWindow) -> None:
+        super().__init__(window)
+        self.window = window
+        self.setWindowTitle("Model folders")
+        self.resize(560, 320)
+        lay = QVBoxLayout(self)
+        lay.addWidget(
+            QLabel(
+                "Ponder lists the GGUF files in these folders (and their subfolders), besides the "
+                "embedded model, models/, the Hugging Face cache and LM Studio's folder."
+            )
+        )
+        self.list = QListWidget()
+        lay.addWidget(self.list, 1)
+        row = QHBoxLayout()
+        self.add_button = QPushButton("Add folder…")
+        self.remove_button = QPushButton("Remove")
+        close = QPushButton("Close")
+        row.addWidget(self.add_button)
+        row.addWidget(self.remove_button)
+        row.addStretch(1)
+        row.addWidget(close)
+        lay.addLayout(row)
+        self.add_button.clicked.connect(self._pick)
+        self.remove_button.clicked.connect(self.remove_selected)
+        close.clicked.connect(self.accept)
+        self.refresh()
+
+    def refresh(self) -> None:
+        from engine.models import saved_model_dirs
+
+        self.list.clear()
+        for d in saved_model_dirs():
+            item = QListWidgetItem(str(d) + ("" if d.is_dir() else "   (missing)"))
+            item.setData(Qt.ItemDataRole.UserRole, str(d))
+            self.list.addItem(item)
+        self.remove_button.setEnabled(self.list.count() > 0)
+
+    def _pick(self) -> None:
+        from PySide6.QtWidgets import QFileDialog
+
+        path = QFileDialog.getExistingDirectory(self, "A folder with GGUF models")
+        if path:
+            self.add_folder(path)
+
+    def add_folder(self, path: str) -> None:
+        from engine.models import add_model_dir
+
+        try:
+            add_model_dir(path)
+        except PonderError as e:
+            QMessageBox.warning(self, "Ponder", str(e))
+            return
+        self.refresh()
+        self.window.rescan_models()
+
+    def remove_selected(self) -> None:
+        from engine.models import remove_model_dir
+
+        item = self.list.currentItem() or (self.list.item(0) if self.list.count() else None)
+        if item is None:
+            return
+        try:
+            remove_model_dir(item.data(Qt.ItemDataRole.UserRole))
+        except PonderError as e:
+            QMessageBox.warning(self, "Ponder", str(e))
+            return
+        self.refresh()
+        self.window.rescan_models()
+
+
 def _settings() -> Any:
     """Kept with QSettings: last model, added GGUFs, window layout. ``PONDER_CONFIG_DIR`` moves
     the file (the tests point it at a temporary folder)."""
@@ -931,9 +1065,15 @@ def run(argv: Sequence[str] = ()) -> int:
     ap.add_argument("--model")
     ap.add_argument("--n-gpu-layers", type=int, default=0)
     ap.add_argument("--db")
+    ap.add_argument("--theme", choices=THEMES)
     args, _rest = ap.parse_known_args(list(argv))
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("Ponder")
+    settings = _settings()
+    theme = args.theme or settings.value("theme", "system", str)
+    if args.theme:
+        settings.setValue("theme", args.theme)
+    apply_theme(app, theme if theme in THEMES else "system")
     app.setStyleSheet(STYLE)
     win = MainWindow(args.model, args.n_gpu_layers, args.db)
     win.show()

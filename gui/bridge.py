@@ -24,6 +24,9 @@ class EngineBridge(QObject):
     # compare: batches of (run id, strategy name, event) as they happen; then (session id, summaries)
     events = Signal(list)
     compared = Signal(str, list)
+    # sweep: each SweepProgress; then (SweepResult, summary dict)
+    sweep_progress = Signal(object)
+    swept = Signal(object, dict)
 
     def __init__(self, model_path: str, config: BackendConfig | None = None) -> None:
         super().__init__()
@@ -108,6 +111,32 @@ class EngineBridge(QObject):
                 raise PonderError(err)
             return sid, [summarize(r).as_dict() for r in runs]
 
+        self._submit(work, lambda r: self.compared.emit(*r))
+
+    def sweep(self, store_path: str | None, spec: Any, difficulty: str = "pass1") -> None:
+        """Run (or resume) a sweep on the loaded model; ``sweep_progress`` carries each
+        ``SweepProgress``, ``swept`` the result and the summary of what the store then holds."""
+        if self.busy:
+            return
+        self.busy = True
+        self._cancel = cancel = CancelToken()
+
+        def work(backend: Any) -> tuple[Any, dict[str, Any]]:
+            from engine.store import Store
+            from engine.sweep import analyse, run_sweep
+
+            store = Store.open(store_path)
+            try:
+                result = run_sweep(backend, store, spec, on_progress=self.sweep_progress.emit, cancel=cancel)
+                return result, analyse(store, result.sweep_id, spec, difficulty=difficulty)
+            finally:
+                store.close()
+
+        self._submit(work, lambda r: self.swept.emit(*r))
+
+    def _submit(self, work: Any, on_result: Any) -> None:
+        """Run ``work(backend)`` on the worker thread; its result goes to ``on_result``, an error
+        to ``failed``. A model that failed to load is dropped, so the next call tries again."""
         try:
             worker = self._ensure_worker()
             fut = worker.submit(work)
@@ -125,8 +154,7 @@ class EngineBridge(QObject):
             if err is not None:
                 self.failed.emit(_message(err))
             else:
-                sid, summaries = f.result()
-                self.compared.emit(sid, summaries)
+                on_result(f.result())
 
         fut.add_done_callback(done)
 

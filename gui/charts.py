@@ -298,10 +298,11 @@ def paint_by_difficulty(p: QPainter, rect: QRectF, summary: dict[str, Any]) -> N
         p.drawText(QRectF(x + 30, y, tw + 4, 20), Qt.AlignmentFlag.AlignVCenter, s["label"])
         x += tw + 60
     p.setPen(MUTED)
+    room = rect.right() - x - 8
     p.drawText(
-        QRectF(x, y, rect.right() - x - 8, 20),
+        QRectF(x, y, room, 20),
         Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter,
-        _subtitle(summary),
+        fm.elidedText(_subtitle(summary), Qt.TextElideMode.ElideRight, room),
     )
 
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    gui_flags = {"--model", "--n-gpu-layers", "--db"}
+    gui_flags = {"--model", "--n-gpu-layers", "--db", "--theme"}
     if not args or (args[0] in gui_flags):
         from gui.app import run
 

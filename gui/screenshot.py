@@ -1,5 +1,6 @@
-"""``ponder screenshot --out PNG [--session ID] [--db PATH] [--size 1600x1000]``: the real main window,
-rendered offscreen (with a saved session loaded and its panels drawn), saved as a PNG. Used for the
+"""``ponder screenshot --out PNG [--session ID | --sweep ID] [--db PATH] [--size 1600x1000]``: the real
+main window, rendered offscreen (with a saved session loaded and its panels drawn, or a sweep in the
+Sweeps tab), saved as a PNG. Used for the
 README's screenshots and to check the look without a display."""
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ def main(argv: Sequence[str]) -> int:
     ap.add_argument("--db", help="session database (default: sessions.db in the user data folder)")
     ap.add_argument("--size", default="1600x1000", help="window size WIDTHxHEIGHT (default 1600x1000)")
     ap.add_argument("--at", type=int, help="replay position: show only the first AT events")
+    ap.add_argument("--sweep", help="a saved sweep to show in the Sweeps tab (an id or its first characters)")
     ap.add_argument("--model", help="model shown in the model bar")
+    ap.add_argument("--theme", choices=["light", "dark"], default="light", help="colours (default light)")
     ap.add_argument(
         "--run-until",
         type=int,
@@ -56,8 +59,10 @@ def main(argv: Sequence[str]) -> int:
 
     from engine.errors import PonderError
     from gui.app import STYLE, MainWindow
+    from gui.theme import apply_theme
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
+    apply_theme(app, args.theme)
     app.setStyleSheet(STYLE)
     win = MainWindow(args.model, 0, args.db)
     win.resize(w, h)
@@ -74,6 +79,18 @@ def main(argv: Sequence[str]) -> int:
         win.open_session(args.session)
         if args.at is not None:
             win.timeline.setValue(max(0, min(args.at, win.timeline.maximum())))
+    if args.sweep:
+        from engine.store import Store
+
+        try:
+            with Store.open(args.db, readonly=True) as store:
+                sweep_id = store.sweep(args.sweep).id
+        except PonderError as e:
+            print(f"ponder: error: {e}", file=sys.stderr)
+            return 2
+        win.tabs.setCurrentWidget(win.sweeps_tab)
+        win.sweeps_tab.refresh()
+        win.sweeps_tab.open_sweep(sweep_id)
     if args.run_until is not None:
         import time
 

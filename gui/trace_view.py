@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
 
 from engine.events import Trace
 from engine.report import GREY, GREY_STRONG, score_hsl
+from gui.theme import colours
 
 NODE_W, NODE_H = 190.0, 54.0
 GAP_X, GAP_Y = 14.0, 30.0
@@ -70,7 +71,9 @@ class NodeItem(QGraphicsRectItem):
         self.view = view
         self.nid = nid
         self.setBrush(QBrush(score_qcolor(score)))
-        pen = QPen(QColor("#1f5fbf") if chosen else score_qcolor(score, strong=True), 3 if chosen else 1.2)
+        pen = QPen(
+            QColor(colours()["chosen"]) if chosen else score_qcolor(score, strong=True), 3 if chosen else 1.2
+        )
         self.setPen(pen)
         if pruned:
             self.setOpacity(0.35)

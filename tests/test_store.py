@@ -265,6 +265,9 @@ def test_a_version_1_database_gains_the_sweep_tables_and_keeps_its_sessions(tmp_
             tables = {r[0] for r in conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type='table'")}
         assert "sweeps" not in tables  # version 1 as it shipped
     monkeypatch.undo()
+    with Store.open(path, readonly=True) as s:  # read-only: nothing migrates, and it still reads
+        assert [x.id for x in s.list_sessions(sweeps=False)] == [sid]
+        assert s.list_sweeps() == []
     with Store.open(path) as s:
         assert s.session(sid).runs[0].answer == "5"
         w = s.open_sweep("k", "a sweep", {"prm": "judge"})

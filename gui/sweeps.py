@@ -1,0 +1,386 @@
+"""The Sweeps tab: start, watch and resume a sweep; its charts and table from the store.
+
+A sweep runs on the model chosen in the window's model bar, on the same worker thread as a compare
+(one thread owns the llama.cpp context), so the two take turns. Starting a sweep whose settings
+match a stored one resumes it: only the missing cells run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QSplitter,
+    QTextBrowser,
+    QVBoxLayout,
+    QWidget,
+)
+
+from engine.errors import PonderError
+from gui.charts import SweepChart, write_sweep_charts
+
+SETS = {"Arithmetic ladder": "arith", "GSM8K": "gsm8k", "MATH-500": "math500", "JSONL file…": "file"}
+STRATEGIES = {
+    "best_of_n": "Best-of-N",
+    "beam_search": "Beam search",
+    "revisions": "Revisions",
+    "dvts": "DVTS",
+}
+
+
+class SweepsTab(QWidget):
+    def __init__(self, window: Any) -> None:
+        super().__init__()
+        self.window = window
+        self.summary: dict[str, Any] | None = None
+        self.sweep_id: str | None = None
+        self._file = ""
+        self._refresh_timer = QTimer(self, singleShot=True, interval=3000, timeout=self._refresh_running)
+        self._running_spec: Any = None
+
+        left = QWidget()
+        form_col = QVBoxLayout(left)
+        form_col.setContentsMargins(0, 0, 6, 0)
+        form_col.addWidget(QLabel("<b>Saved sweeps</b>"))
+        self.sweep_list = QListWidget()
+        self.sweep_list.setWordWrap(True)
+        self.sweep_list.setMaximumHeight(110)
+        form_col.addWidget(self.sweep_list)
+        form = QFormLayout()
+        self.set_combo = QComboBox()
+        self.set_combo.addItems(list(SETS))
+        self.file_label = QLabel("")
+        self.file_label.setWordWrap(True)
+        self.limit_spin = QSpinBox()
+        self.limit_spin.setRange(1, 100000)
+        self.limit_spin.setValue(20)
+        self.offset_spin = QSpinBox()
+        self.offset_spin.setRange(0, 100000)
+        form.addRow("Problem set", self.set_combo)
+        form.addRow("", self.file_label)
+        form.addRow("Problems", self.limit_spin)
+        form.addRow("From index", self.offset_spin)
+        boxes = QHBoxLayout()
+        self.strategy_boxes: dict[str, QCheckBox] = {}
+        for key, name in STRATEGIES.items():
+            box = QCheckBox(name)
+            box.setChecked(key != "dvts")
+            self.strategy_boxes[key] = box
+            boxes.addWidget(box)
+        form.addRow("Strategies", boxes)
+        self.budgets_edit = QLineEdit("1,2,4,8")
+        self.budgets_edit.setToolTip("Generation budgets, comma-separated (as Snell et al. count them)")
+        form.addRow("Budgets", self.budgets_edit)
+        self.prm_combo = QComboBox()
+        self.prm_combo.addItems(["arithmetic", "judge", "reference"])
+        self.prm_combo.setToolTip(
+            "arithmetic: checks each step's sums (cheap); judge: the model rates its own steps; "
+            "reference: knows the answer (an upper bound)"
+        )
+        form.addRow("PRM", self.prm_combo)
+        self.tokens_spin = QSpinBox()
+        self.tokens_spin.setRange(16, 4096)
+        self.tokens_spin.setValue(256)
+        form.addRow("Max tokens", self.tokens_spin)
+        self.seed_spin = QSpinBox()
+        self.seed_spin.setRange(0, 2_000_000_000)
+        form.addRow("Seed", self.seed_spin)
+        self.difficulty_combo = QComboBox()
+        self.difficulty_combo.addItem("the model's pass@1", "pass1")
+        self.difficulty_combo.addItem("the PRM's mean score", "prm")
+        form.addRow("Difficulty by", self.difficulty_combo)
+        form_col.addLayout(form)
+        buttons = QHBoxLayout()
+        self.run_button = QPushButton("Run / resume")
+        self.run_button.setToolTip("Runs what the store lacks for these settings; a stopped sweep resumes")
+        self.cancel_button = QPushButton("Stop")
+        self.cancel_button.setEnabled(False)
+        self.export_button = QPushButton("Export…")
+        self.export_button.setEnabled(False)
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.cancel_button)
+        buttons.addWidget(self.export_button)
+        form_col.addLayout(buttons)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.progress.setValue(0)
+        self.progress.setFormat("")
+        form_col.addWidget(self.progress)
+        self.progress_label = QLabel("")
+        self.progress_label.setWordWrap(True)
+        form_col.addWidget(self.progress_label)
+        self.table = QTextBrowser()
+        self.table.setPlaceholderText("The accuracy table appears here.")
+        form_col.addWidget(self.table, 1)
+
+        charts = QWidget()
+        cl = QVBoxLayout(charts)
+        cl.setContentsMargins(0, 0, 0, 0)
+        self.accuracy_chart = SweepChart("accuracy_vs_budget.png")
+        self.difficulty_chart = SweepChart("by_difficulty.png")
+        cl.addWidget(self.accuracy_chart, 3)
+        cl.addWidget(self.difficulty_chart, 2)
+
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.addWidget(left)
+        split.addWidget(charts)
+        split.setStretchFactor(0, 0)
+        split.setStretchFactor(1, 1)
+        split.setSizes([430, 1000])
+        root = QVBoxLayout(self)
+        root.setContentsMargins(8, 8, 8, 8)
+        root.addWidget(split)
+
+        self.set_combo.activated.connect(self._set_chosen)
+        self.run_button.clicked.connect(self.start)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.export_button.clicked.connect(self.export)
+        self.sweep_list.currentItemChanged.connect(lambda *_: self.open_selected())
+        self.difficulty_combo.currentIndexChanged.connect(lambda *_: self._reanalyse())
+
+    # --- the form -------------------------------------------------------------------------------------
+
+    def _set_chosen(self, *_: Any) -> None:
+        if SETS[self.set_combo.currentText()] != "file":
+            self.file_label.setText("")
+            return
+        path, _ = QFileDialog.getOpenFileName(self, "A problem set", "", "JSONL (*.jsonl);;All files (*)")
+        if path:
+            self.set_file(path)
+        elif not self._file:
+            self.set_combo.setCurrentIndex(0)
+
+    def set_file(self, path: str) -> None:
+        self._file = path
+        self.set_combo.setCurrentText("JSONL file…")
+        self.file_label.setText(Path(path).name)
+        self.file_label.setToolTip(path)
+
+    def spec(self) -> Any:
+        """The form as a SweepSpec; a PonderError says what is wrong."""
+        from engine.errors import InvalidRequestError
+        from engine.sweep import SweepSpec
+
+        kind = SETS[self.set_combo.currentText()]
+        problem_set = self._file if kind == "file" else kind
+        if not problem_set:
+            raise InvalidRequestError("Choose a JSONL file of problems.")
+        try:
+            budgets = tuple(int(x) for x in self.budgets_edit.text().split(",") if x.strip())
+        except ValueError:
+            raise InvalidRequestError(
+                "Budgets are whole numbers separated by commas, e.g. 1,2,4,8."
+            ) from None
+        spec = SweepSpec(
+            problem_set,
+            limit=self.limit_spin.value(),
+            offset=self.offset_spin.value(),
+            strategies=tuple(k for k, b in self.strategy_boxes.items() if b.isChecked()),
+            budgets=budgets,
+            prm=self.prm_combo.currentText(),
+            seed=self.seed_spin.value(),
+            max_tokens=self.tokens_spin.value(),
+        )
+        spec.check()
+        return spec
+
+    def show_spec(self, spec: Any) -> None:
+        kinds = {v: k for k, v in SETS.items()}
+        if spec.problem_set in kinds:
+            self.set_combo.setCurrentText(kinds[spec.problem_set])
+        elif spec.problem_set.startswith("arith"):
+            self.set_combo.setCurrentText("Arithmetic ladder")
+        else:
+            self.set_file(spec.problem_set)
+        self.limit_spin.setValue(spec.limit)
+        self.offset_spin.setValue(spec.offset)
+        for k, b in self.strategy_boxes.items():
+            b.setChecked(k in spec.strategies)
+        self.budgets_edit.setText(",".join(str(b) for b in spec.budgets))
+        self.prm_combo.setCurrentText(spec.prm)
+        self.tokens_spin.setValue(spec.max_tokens)
+        self.seed_spin.setValue(spec.seed)
+
+    # --- stored sweeps ------------------------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        keep = self.sweep_id
+        self.sweep_list.blockSignals(True)
+        self.sweep_list.clear()
+        try:
+            with self.window._store() as store:
+                sweeps = store.list_sweeps()
+        except PonderError:
+            sweeps = []
+        for w in sweeps:
+            item = QListWidgetItem(f"{w.created[:16].replace('T', ' ')} · {w.n_cells} cells\n{w.name}")
+            item.setData(Qt.ItemDataRole.UserRole, w.id)
+            self.sweep_list.addItem(item)
+            if w.id == keep:
+                self.sweep_list.setCurrentItem(item)
+        self.sweep_list.blockSignals(False)
+
+    def open_selected(self) -> None:
+        item = self.sweep_list.currentItem()
+        if item is not None and not self.busy:
+            self.open_sweep(item.data(Qt.ItemDataRole.UserRole))
+
+    def open_sweep(self, sweep_id: str) -> None:
+        """Show a stored sweep: its settings in the form, its charts and table."""
+        from engine.sweep import spec_of
+
+        try:
+            with self.window._store() as store:
+                info = store.sweep(sweep_id)
+                spec = spec_of(info, list(store.sweep_cells(info.id)))
+        except PonderError as e:
+            QMessageBox.warning(self, "Ponder", str(e))
+            return
+        self.sweep_id = info.id
+        self.show_spec(spec)
+        self._analyse(spec)
+
+    def _analyse(self, spec: Any) -> None:
+        from engine.sweep import analyse
+
+        try:
+            with self.window._store() as store:
+                summary = analyse(store, self.sweep_id, spec, difficulty=self.difficulty_combo.currentData())
+        except PonderError as e:
+            self.progress_label.setText(str(e))
+            return
+        self.show_summary(summary)
+
+    def _reanalyse(self) -> None:
+        if self.sweep_id and not self.busy:
+            self.open_sweep(self.sweep_id)
+
+    def show_summary(self, summary: dict[str, Any]) -> None:
+        from engine.sweep import markdown_table
+
+        self.summary = summary
+        self.sweep_id = summary["sweep"]["id"]
+        self.accuracy_chart.set_summary(summary)
+        self.difficulty_chart.set_summary(summary)
+        self.table.setMarkdown(markdown_table(summary, title=False))
+        self.export_button.setEnabled(True)
+
+    # --- running ------------------------------------------------------------------------------------------
+
+    @property
+    def busy(self) -> bool:
+        return self._running_spec is not None
+
+    def start(self) -> None:
+        bridge = self.window.bridge
+        if bridge is None or self.busy:
+            return
+        if bridge.busy:
+            QMessageBox.information(self, "Ponder", "A run is in progress; start the sweep when it ends.")
+            return
+        try:
+            spec = self.spec()
+            from engine.problems import resolve_problem_set
+            from engine.sweep import problem_indices
+
+            problem_indices(spec, resolve_problem_set(spec.problem_set))
+        except PonderError as e:
+            QMessageBox.warning(self, "Ponder", str(e))
+            return
+        self._running_spec = spec
+        self.run_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.window.run_button.setEnabled(False)
+        self.progress.setValue(0)
+        self.progress.setFormat("loading the model…")
+        self.progress_label.setText("")
+        bridge.sweep(self.window.db, spec, self.difficulty_combo.currentData())
+
+    def cancel(self) -> None:
+        if self.busy and self.window.bridge is not None:
+            self.window.bridge.cancel()
+            self.progress_label.setText("Stopping after the current token… what is done stays saved.")
+
+    def on_progress(self, p: Any) -> None:
+        from engine.sweep import _hms
+
+        if not self.busy:
+            return
+        self.sweep_id = p.sweep_id
+        self.progress.setValue(int(1000 * p.fraction))
+        eta = "ETA --:--" if p.eta_s is None else f"ETA {_hms(p.eta_s)}"
+        self.progress.setFormat(f"{p.done}/{p.total} cells · {p.fraction:.0%} · {eta}")
+        text = f"Running {p.current} · {_hms(p.elapsed_s)} elapsed"
+        if p.failed:
+            text += f" · {p.failed} failed (last: {p.last_error})"
+        self.progress_label.setText(text)
+        if not self._refresh_timer.isActive():  # the charts follow, every few seconds at most
+            self._refresh_timer.start()
+
+    def _refresh_running(self) -> None:
+        if self.busy and self.sweep_id:
+            self._analyse(self._running_spec)
+            self.refresh()
+
+    def on_done(self, result: Any, summary: dict[str, Any]) -> None:
+        self._finish()
+        self.show_summary(summary)
+        self.refresh()
+        verb = "Stopped" if result.cancelled else "Finished"
+        text = f"{verb}: {result.ran} cells run now, {result.skipped} were already saved"
+        if result.failed:
+            text += f", {result.failed} failed ({result.errors[-1]})"
+        if result.cancelled:
+            text += ". Run / resume continues it."
+        self.progress_label.setText(text + ".")
+        self.progress.setFormat(
+            f"{summary['problems']['complete']}/{summary['problems']['requested']} problems"
+        )
+
+    def on_failed(self, message: str) -> None:
+        if self.busy:
+            self._finish()
+            self.progress.setFormat("failed")
+            self.progress_label.setText(message)
+
+    def _finish(self) -> None:
+        self._running_spec = None
+        self._refresh_timer.stop()
+        self.run_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+        self.window.run_button.setEnabled(True)
+
+    # --- export ---------------------------------------------------------------------------------------------
+
+    def export(self) -> None:
+        if self.summary is None:
+            return
+        folder = QFileDialog.getExistingDirectory(self, "Write summary.json, summary.md and the charts to")
+        if folder:
+            self.export_to(folder)
+
+    def export_to(self, folder: str) -> list[Path]:
+        from engine.sweep import write_outputs
+
+        try:
+            files = write_outputs(self.summary, folder, write_sweep_charts)  # type: ignore[arg-type]
+        except PonderError as e:
+            QMessageBox.warning(self, "Ponder", str(e))
+            return []
+        self.progress_label.setText(f"Wrote {len(files)} files to {folder}.")
+        return files
