@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -122,10 +123,15 @@ def test_a_saved_session_reopens_and_replays_to_the_same_trees(window, qtbot, db
     assert all(not p.trace.nodes for p in window.panels.values())
     window.timeline.setValue(window.timeline.maximum() // 2)
     half = sum(len(p.trace.nodes) for p in window.panels.values())
+    # part-way, a run that has started and not ended shows its progress bar
+    running = [p for p in window.panels.values() if p.trace.started and not p.trace.finished]
+    assert running and all(p.progress.isVisibleTo(p) for p in running)
+    assert all(0 <= p.progress.value() <= p.progress.maximum() for p in running)
     window.toggle_play()
     qtbot.waitUntil(lambda: window.timeline.value() == window.timeline.maximum(), timeout=60_000)
     assert {s: p.trace for s, p in window.panels.items()} == live
     assert 0 < half <= sum(len(t.nodes) for t in live.values())
+    assert not any(p.progress.isVisibleTo(p) for p in window.panels.values())  # all ended
     assert window.play_button.text() == "Play"
 
 
@@ -347,3 +353,115 @@ def test_a_prm_gguf_is_offered_counted_in_memory_and_its_errors_shown(
     assert "step tag" in shown[0]  # SmolLM2's vocabulary has no 'ки'
     assert w.run_button.isEnabled()
     w.close()
+
+
+def test_the_folders_dialog_adds_and_removes_a_scanned_folder(
+    qtbot, db, model_path, tmp_path, isolated_dirs, monkeypatch
+):
+    from engine.models import saved_model_dirs
+    from gui.app import FoldersDialog
+
+    folder = tmp_path / "my models"
+    folder.mkdir()
+    os.link(model_path, folder / "mine.gguf")  # a second name for the file (a symlink is listed once)
+    w = MainWindow(db=db)
+    qtbot.addWidget(w)
+    paths = lambda: [w.model_combo.itemData(i) for i in range(w.model_combo.count())]  # noqa: E731
+    assert str(folder / "mine.gguf") not in paths()
+    dialog = FoldersDialog(w)
+    qtbot.addWidget(dialog)
+    dialog.add_folder(str(folder))
+    assert saved_model_dirs() == [folder.resolve()]
+    assert dialog.list.count() == 1 and str(folder.resolve()) in dialog.list.item(0).text()
+    assert str(folder.resolve() / "mine.gguf") in paths()  # the model bar scanned it at once
+    chosen = w.model_combo.currentData()
+    said = []
+    monkeypatch.setattr(QMessageBox, "warning", lambda *a: said.append(a[2]))
+    dialog.add_folder(str(tmp_path / "no such folder"))  # a message, nothing saved
+    assert said and "is not a folder" in said[0]
+    assert saved_model_dirs() == [folder.resolve()]
+    dialog.list.setCurrentRow(0)
+    dialog.remove_selected()
+    assert saved_model_dirs() == [] and dialog.list.count() == 0
+    assert str(folder.resolve() / "mine.gguf") not in paths()
+    assert w.model_combo.currentData() == chosen  # the chosen model stays chosen
+    w.close()
+
+
+def test_the_dark_theme_keeps_text_on_tints_dark_and_verdicts_legible(qapp, qtbot, db):
+    from PySide6.QtGui import QColor
+
+    from gui.theme import ON_TINT, apply_theme, colours, is_dark
+
+    style, palette = qapp.style().name(), qapp.palette()
+    try:
+        assert apply_theme(qapp, "dark") and is_dark()
+        w = MainWindow(db=db)
+        qtbot.addWidget(w)
+        bg = w.palette().color(w.backgroundRole())
+        assert bg.lightnessF() < 0.3
+        for key in ("ok", "bad", "chosen"):  # drawn on the dark window: must stand out from it
+            assert abs(QColor(colours()[key]).lightnessF() - bg.lightnessF()) > 0.35, key
+        panel = next(iter(w.panels.values()), None)
+        if panel is not None:
+            panel.set_footer("4", True, {"4": 1.0}, 10, 1.0, "done")
+            assert colours()["ok"] in panel.footer.text()
+        w.close()
+        assert QColor(ON_TINT).lightnessF() < 0.2  # text on the light score tints, in any theme
+    finally:
+        qapp.setStyle(style)
+        qapp.setPalette(palette)
+    assert not is_dark()
+
+
+def test_the_sweeps_tab_runs_a_sweep_stops_it_and_resumes_it(window, qtbot, db, tmp_path, monkeypatch):
+    monkeypatch.setattr(QMessageBox, "warning", lambda *a, **k: pytest.fail(str(a[2])))  # not a hang
+    tab = window.sweeps_tab
+    window.tabs.setCurrentWidget(tab)
+    tab.set_combo.setCurrentText("Arithmetic ladder")
+    tab.limit_spin.setValue(2)
+    for k, box in tab.strategy_boxes.items():
+        box.setChecked(k in ("best_of_n", "beam_search"))
+    tab.budgets_edit.setText("1,2")
+    tab.prm_combo.setCurrentText("arithmetic")
+    tab.tokens_spin.setValue(48)
+    tab.start()
+    assert not tab.run_button.isEnabled() and not window.run_button.isEnabled()  # one model, one job
+    qtbot.waitUntil(lambda: tab.progress.value() > 0, timeout=300_000)
+    assert "cells" in tab.progress.format() and "ETA" in tab.progress.format()
+    tab.cancel()
+    with qtbot.waitSignal(window.bridge.swept, timeout=120_000) as sig:
+        pass
+    result, summary = sig.args
+    assert result.cancelled and "Stopped" in tab.progress_label.text()
+    assert tab.run_button.isEnabled() and window.run_button.isEnabled()
+    first = result.ran
+    assert 1 <= first < 6
+    tab.start()  # resume: only the missing cells run
+    with qtbot.waitSignal(window.bridge.swept, timeout=300_000) as sig:
+        pass
+    result, summary = sig.args
+    assert not result.cancelled and result.skipped == first and result.ran == 6 - first
+    assert summary["problems"]["complete"] == 2
+    assert tab.accuracy_chart.summary is summary and tab.difficulty_chart.summary is summary
+    assert "Accuracy against budget" in tab.table.toPlainText()
+    assert tab.sweep_list.count() == 1
+    # the sweep's sessions stay out of the Sessions list unless asked for
+    window.refresh_sessions()
+    assert window.session_list.count() == 0
+    window.session_sweeps.setChecked(True)
+    assert window.session_list.count() == 6
+    files = tab.export_to(str(tmp_path / "out"))
+    assert sorted(f.name for f in files) == [
+        "accuracy_vs_budget.png",
+        "by_difficulty.png",
+        "summary.json",
+        "summary.md",
+    ]
+    tab.accuracy_chart.resize(900, 560)
+    tab.grab().save(str(tmp_path / "sweeps_tab.png"))
+    # a stored sweep reopens with its settings in the form
+    tab.limit_spin.setValue(9)
+    tab.sweep_list.setCurrentRow(0)
+    tab.open_selected()
+    assert tab.limit_spin.value() == 2 and tab.budgets_edit.text() == "1,2"
