@@ -17,7 +17,15 @@ from engine.problems import resolve_problem_set
 from engine.store import Store
 from engine.sweep import load_summary
 
-SMALL = ["--budgets", "1,2", "--strategies", "best_of_n,beam_search", "--prm", "arithmetic"]
+
+def small(problem_set: str, limit: int, tokens: int, db: Path, out: Path) -> list[str]:
+    """A small sweep's command line: budgets 1 and 2, best-of-N and beam search, arithmetic PRM."""
+    return [
+        "sweep",
+        *("--set", problem_set, "--limit", str(limit), "--max-tokens", str(tokens)),
+        *("--budgets", "1,2", "--strategies", "best_of_n,beam_search", "--prm", "arithmetic"),
+        *("--db", str(db), "--out", str(out)),
+    ]
 
 
 def ponder(*args: str, timeout: float = 400) -> subprocess.CompletedProcess[str]:
@@ -59,20 +67,7 @@ def wait_for(db: Path, n: int, proc: subprocess.Popen[str], timeout: float = 300
 
 def test_a_small_gsm8k_sweep_finishes_and_its_summary_agrees_with_the_store(tmp_path):
     db, out = tmp_path / "s.db", tmp_path / "out"
-    r = ponder(
-        "sweep",
-        "--set",
-        "gsm8k",
-        "--limit",
-        "3",
-        *SMALL,
-        "--max-tokens",
-        "64",
-        "--db",
-        str(db),
-        "--out",
-        str(out),
-    )
+    r = ponder(*small("gsm8k", 3, 64, db, out))
     assert r.returncode == 0, r.stderr
     assert "9 cells run now, 0 were already" in r.stderr
     assert "| best-of-N | weighted |" in r.stdout  # the Markdown table
@@ -124,42 +119,14 @@ def test_a_small_gsm8k_sweep_finishes_and_its_summary_agrees_with_the_store(tmp_
         assert summary["compute_optimal"][b] >= summary["accuracy"]["best_of_n"]["weighted"][b] - 1e-9
 
     # the report alone, from the store, without running anything, says the same
-    r2 = ponder(
-        "sweep",
-        "--set",
-        "gsm8k",
-        "--limit",
-        "3",
-        *SMALL,
-        "--max-tokens",
-        "64",
-        "--db",
-        str(db),
-        "--out",
-        str(tmp_path / "again"),
-        "--report-only",
-        "--json",
-    )
+    r2 = ponder(*small("gsm8k", 3, 64, db, tmp_path / "again"), "--report-only", "--json")
     assert r2.returncode == 0, r2.stderr
     assert load_summary(r2.stdout)["accuracy"] == summary["accuracy"]
 
 
 def test_a_killed_sweep_run_again_redoes_nothing_that_was_done(tmp_path):
     db, out = tmp_path / "s.db", tmp_path / "out"
-    args = [
-        "sweep",
-        "--set",
-        "arith",
-        "--limit",
-        "3",
-        *SMALL,
-        "--max-tokens",
-        "48",
-        "--db",
-        str(db),
-        "--out",
-        str(out),
-    ]
+    args = small("arith", 3, 48, db, out)
     proc = start(*args)
     try:
         wait_for(db, 4, proc)
@@ -183,20 +150,7 @@ def test_a_killed_sweep_run_again_redoes_nothing_that_was_done(tmp_path):
 @pytest.mark.skipif(os.name != "posix", reason="SIGINT as Ctrl+C")
 def test_ctrl_c_stops_a_sweep_between_tokens_and_says_how_to_resume(tmp_path):
     db, out = tmp_path / "s.db", tmp_path / "out"
-    args = [
-        "sweep",
-        "--set",
-        "arith",
-        "--limit",
-        "2",
-        *SMALL,
-        "--max-tokens",
-        "48",
-        "--db",
-        str(db),
-        "--out",
-        str(out),
-    ]
+    args = small("arith", 2, 48, db, out)
     proc = start(*args)
     wait_for(db, 1, proc)
     proc.send_signal(signal.SIGINT)
