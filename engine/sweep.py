@@ -550,6 +550,15 @@ def analyse(
         for rb in run_budgets(s, budgets):
             vals = [per_problem[i]["tokens"][f"{s}@{rb}"] for i in complete]
             tokens.setdefault(s, {})[rb] = sum(vals) / len(vals) if vals else 0.0
+    levels: dict[int, dict[str, Any]] = {}  # by the set's own level (the ladder's, MATH's), when it has one
+    for lv in sorted({r["level"] for r in per_problem.values() if isinstance(r["level"], int)}):
+        idx = [i for i in complete if per_problem[i]["level"] == lv]
+        acc = mean_acc(idx)
+        levels[lv] = {
+            "problems": len(idx),
+            "pass1": sum(per_problem[i]["pass1"] for i in idx) / len(idx),
+            "accuracy": {s: acc[s]["weighted"] for s in spec.strategies},
+        }
     return {
         "sweep": {"id": info.id, "name": info.name, **info.settings},
         "spec": {
@@ -579,6 +588,7 @@ def analyse(
         "compute_optimal": {b: (optimal[b] / n if n else 0.0) for b in budgets},
         "tokens_per_run": tokens,
         "bins": bins,
+        "levels": levels,
         "per_problem": [per_problem[i] for i in complete],
     }
 
@@ -638,6 +648,23 @@ def markdown_table(summary: dict[str, Any], title: bool = True) -> str:
             name = STRATEGY_LABELS.get(c["strategy"], c["strategy"])
             row.append(f"{name} {c['selection']} {100 * c['accuracy']:.0f}%{gain}")
         lines.append(f"| {b['bin']} | {len(b['problems'])} | {lo:.2f}-{hi:.2f} | " + " | ".join(row) + " |")
+    if summary.get("levels"):
+        top = budgets[-1]
+        names = [STRATEGY_LABELS.get(s, s) for s in summary["accuracy"]]
+        lines += [
+            "",
+            "## By the set's own level (weighted selection)",
+            "",
+            "| level | problems | pass@1 | "
+            + " | ".join(f"{n} N={budgets[0]} / N={top}" for n in names)
+            + " |",
+            "|---:|---:|---:|" + "---:|" * len(names),
+        ]
+        for lv, row in summary["levels"].items():
+            accs = " | ".join(
+                f"{100 * a[budgets[0]]:.0f}% / {100 * a[top]:.0f}%" for a in row["accuracy"].values()
+            )
+            lines.append(f"| {lv} | {row['problems']} | {100 * row['pass1']:.0f}% | {accs} |")
     lines += ["", summary["method"]["note"], ""]
     return "\n".join(lines)
 

@@ -256,7 +256,7 @@ def paint_by_difficulty(p: QPainter, rect: QRectF, summary: dict[str, Any]) -> N
             budgets,
             series,
             1.0,
-            f"bin {b['bin']} · {diff} {rng} · {len(b['problems'])} problem{'s' * (len(b['problems']) != 1)}",
+            f"bin {b['bin']} · {diff} {rng} · n={len(b['problems'])}",
             font_px,
             y_label=(k == 0),
         )
