@@ -38,6 +38,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    cast,
     create_engine,
     delete,
     event,
@@ -578,12 +579,8 @@ class Store:
                     )
                 if correct is not None:
                     q = q.where(SessionRow.id.in_(select(RunRow.session_id).where(RunRow.correct == correct)))
-                if not sweeps and self.version >= 2:  # (a version-1 file opened read-only has none)
-                    q = q.where(
-                        SessionRow.id.not_in(
-                            select(SweepCellRow.session_id).where(SweepCellRow.session_id.is_not(None))
-                        )
-                    )
+                if not sweeps:  # a sweep tags its sessions "sweep:ID" from the start (JSON text)
+                    q = q.where(~cast(SessionRow.tags, Text).like('%"sweep:%'))
                 if limit:
                     q = q.limit(limit)
                 sessions = conn.execute(q).all()

@@ -250,24 +250,14 @@ def paint_by_difficulty(p: QPainter, rect: QRectF, summary: dict[str, Any]) -> N
         series = _series(summary, b["accuracy"], with_extras=False)
         lo, hi = b["difficulty_range"]
         rng = f"{lo:.2f}" if math.isclose(lo, hi) else f"{lo:.2f}-{hi:.2f}"
-        _plot(
-            p,
-            cell,
-            budgets,
-            series,
-            1.0,
-            f"bin {b['bin']} · {diff} {rng} · n={len(b['problems'])}",
-            font_px,
-            y_label=(k == 0),
-        )
+        _plot(p, cell, budgets, series, 1.0, f"bin {b['bin']} · n={len(b['problems'])}", font_px, k == 0)
         best = b["best"]
+        lines = [f"{diff} {rng}"]
         if best["accuracy"] > 0:
-            lines = [
-                f"best: {LABELS.get(best['strategy'], best['strategy'])} {best['selection']}",
-                f"at N={best['budget']}: {100 * best['accuracy']:.0f}%",
-            ]
+            name = f"{LABELS.get(best['strategy'], best['strategy'])} {best['selection']}"
+            lines.append(f"best: {name} at N={best['budget']}: {100 * best['accuracy']:.0f}%")
         else:
-            lines = ["no strategy solved a problem", "of this bin at these budgets"]
+            lines.append("nothing solved at these budgets")
         gains = [
             (n, c["gain"])
             for n, c in b["best_per_budget"].items()
@@ -275,7 +265,7 @@ def paint_by_difficulty(p: QPainter, rect: QRectF, summary: dict[str, Any]) -> N
         ]
         if gains:
             n, g = max(gains, key=lambda t: t[1])
-            lines.append(f"largest gain over best-of-N: +{100 * g:.0f} pts at N={n}")
+            lines.append(f"gain over best-of-N: +{100 * g:.0f} pts at N={n}")
         else:
             lines.append("no gain over best-of-N (weighted)")
         p.setPen(INK)
@@ -285,7 +275,7 @@ def paint_by_difficulty(p: QPainter, rect: QRectF, summary: dict[str, Any]) -> N
                     cell.left(), cell.bottom() + 4 + i * fm.height() * 1.2, cell.width(), fm.height() * 1.2
                 ),
                 Qt.AlignmentFlag.AlignHCenter,
-                t,
+                fm.elidedText(t, Qt.TextElideMode.ElideRight, cell.width()),
             )
     series = _series(summary, {s: summary["accuracy"][s] for s in strategies}, with_extras=False)
     x = rect.left() + 12
