@@ -596,6 +596,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     def work(backend: Any) -> Any:
         return run_sweep(backend, store, spec, on_progress=on_progress, cancel=cancel)
 
+    _terminate_as_interrupt()  # `kill PID` stops a (background) sweep as Ctrl+C does: cleanly
+
     config = _config(args, n_ctx=args.ctx or 16384, n_seq_max=64)
     try:
         result = _run_in_worker(args, config, work, cancel, "Stopping after the current cell ...")
@@ -614,6 +616,17 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if result.cancelled:
         print("Run the same command again to do what is missing.", file=sys.stderr)
     return _sweep_outputs(args, summary, charts)
+
+
+def _terminate_as_interrupt() -> None:
+    import signal
+    import threading
+
+    def stop(*_: Any) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, stop)
 
 
 def _sweep_outputs(args: argparse.Namespace, summary: dict[str, Any], charts: Any) -> int:

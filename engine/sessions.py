@@ -65,9 +65,12 @@ def recorded_compare(
     title: str = "",
     tags: Sequence[str] = (),
     rerun_of: str | None = None,
+    on_session: Callable[[str], None] | None = None,
 ) -> tuple[str, list[Any], str | None]:
     """Run :func:`engine.compare.compare` with every event saved; returns (session id, runs, the
-    recording error if the disk refused writes midway, else None). Runs on the backend's thread."""
+    recording error if the disk refused writes midway, else None). Runs on the backend's thread.
+    ``on_session`` gets the session id as soon as the session exists (a sweep links its cell to it
+    then, so a kill mid-run leaves no session outside the sweep)."""
     from engine.compare import compare
 
     settings = {
@@ -90,6 +93,8 @@ def recorded_compare(
         build=build_snapshot(),
         rerun_of=rerun_of,
     )
+    if on_session is not None:
+        on_session(sid)
     rec = store.recorder(sid)
 
     def both(run: Any, ev: Event) -> None:

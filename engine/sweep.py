@@ -288,13 +288,15 @@ def run_sweep(
                 cancel=cancel,
                 title=label,
                 tags=("sweep", f"sweep:{sweep_id}"),
+                on_session=lambda sid, c=c: store.set_sweep_cell(
+                    sweep_id, c.index, c.strategy, c.budget, sid
+                ),
             )
         except PonderError as e:
             result.failed += 1
             result.errors.append(f"{label}: {e}")
             report(label, f"{label}: {e}")
             continue
-        store.set_sweep_cell(sweep_id, c.index, c.strategy, c.budget, sid)
         status = runs[0].status if runs else "failed"
         if err:
             raise PonderError(f"The session database stopped taking writes: {err}")

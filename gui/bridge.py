@@ -26,7 +26,7 @@ class EngineBridge(QObject):
     compared = Signal(str, list)
     # sweep: each SweepProgress; then (SweepResult, summary dict)
     sweep_progress = Signal(object)
-    swept = Signal(object, dict)
+    swept = Signal(object, object)
 
     def __init__(self, model_path: str, config: BackendConfig | None = None) -> None:
         super().__init__()

@@ -443,7 +443,7 @@ def test_the_sweeps_tab_runs_a_sweep_stops_it_and_resumes_it(window, qtbot, db, 
     result, summary = sig.args
     assert not result.cancelled and result.skipped == first and result.ran == 6 - first
     assert summary["problems"]["complete"] == 2
-    assert tab.accuracy_chart.summary is summary and tab.difficulty_chart.summary is summary
+    assert tab.accuracy_chart.summary == summary and tab.difficulty_chart.summary == summary
     assert "Accuracy against budget" in tab.table.toPlainText()
     assert tab.sweep_list.count() == 1
     # the sweep's sessions stay out of the Sessions list unless asked for

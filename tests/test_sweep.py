@@ -34,12 +34,19 @@ def ponder(*args: str, timeout: float = 400) -> subprocess.CompletedProcess[str]
     )
 
 
+def _default_sigint() -> None:
+    # A shell starts background jobs with SIGINT ignored, and Python keeps it so; a user's Ctrl+C
+    # reaches a foreground ponder, so give the child the default disposition as a terminal would.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "gui.launch", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_default_sigint if os.name == "posix" else None,
     )
 
 
