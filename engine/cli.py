@@ -545,6 +545,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             sweeps = store.list_sweeps()
         if args.json:
             _print_json([w.as_dict() for w in sweeps])
+            return 0
         for w in sweeps:
             print(f"{w.id}  {w.created[:16].replace('T', ' ')}  {w.n_cells:>5} cells  {w.name}")
         if not sweeps and not args.json:

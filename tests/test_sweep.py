@@ -129,6 +129,8 @@ def test_a_small_gsm8k_sweep_finishes_and_its_summary_agrees_with_the_store(tmp_
     r2 = ponder(*small("gsm8k", 3, 64, db, tmp_path / "again"), "--report-only", "--json")
     assert r2.returncode == 0, r2.stderr
     assert load_summary(r2.stdout)["accuracy"] == summary["accuracy"]
+    listed = json.loads(ponder("sweep", "--list", "--json", "--db", str(db)).stdout)
+    assert [(w["id"], w["n_cells"], w["settings"]["problem_set"]) for w in listed] == [(sweep.id, 9, "gsm8k")]
 
 
 def test_a_killed_sweep_run_again_redoes_nothing_that_was_done(tmp_path):
