@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
     QDockWidget,
+    QFormLayout,
     QFrame,
     QHBoxLayout,
     QLabel,
@@ -33,6 +34,7 @@ from PySide6.QtWidgets import (
     QListWidget,
     QListWidgetItem,
     QMainWindow,
+    QMenu,
     QMessageBox,
     QPlainTextEdit,
     QProgressBar,
@@ -42,8 +44,10 @@ from PySide6.QtWidgets import (
     QSplitter,
     QTabWidget,
     QTextBrowser,
+    QToolButton,
     QVBoxLayout,
     QWidget,
+    QWidgetAction,
 )
 
 from engine.backend import BackendConfig
@@ -61,6 +65,14 @@ DEFAULT_PROBLEM = (
     "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
     "How many clips did Natalia sell altogether in April and May?"
 )
+# The strategies' own defaults (engine.search); chains 0 = "auto" (budget // 4, at least 1).
+PARAM_DEFAULTS: dict[str, Any] = {
+    "selection": "weighted",
+    "beam_width": 4,
+    "lookahead": 0,
+    "chains": 0,
+    "context": 4,
+}
 STRATEGY_NAMES = {
     "best_of_n": "Best-of-N",
     "beam_search": "Beam search",
@@ -245,11 +257,14 @@ class MainWindow(QMainWindow):
         # Controls
         controls = QHBoxLayout()
         self.strategy_boxes: dict[str, QCheckBox] = {}
+        self.strategy_params: dict[str, dict[str, Any]] = {}
         for key, name in STRATEGY_NAMES.items():
             box = QCheckBox(name)
             box.setChecked(key != "dvts")
             self.strategy_boxes[key] = box
             controls.addWidget(box)
+            controls.addWidget(self._params_button(key, name))
+            controls.addSpacing(4)
         controls.addSpacing(12)
         controls.addWidget(QLabel("Budget"))
         self.budget_spin = QSpinBox()
@@ -409,6 +424,67 @@ class MainWindow(QMainWindow):
             self.restoreState(state)
         self.refresh_sessions()
         self.sweeps_tab.refresh()
+
+    def _params_button(self, key: str, name: str) -> QToolButton:
+        """A ⚙ button whose menu holds the strategy's own parameters (the budget sets the rest)."""
+        host = QWidget()
+        form = QFormLayout(host)
+        form.setContentsMargins(10, 8, 10, 8)
+        widgets: dict[str, Any] = {}
+
+        def spin(param: str, label: str, lo: int, hi: int, tip: str, special: str = "") -> None:
+            w = QSpinBox()
+            w.setRange(lo, hi)
+            w.setValue(PARAM_DEFAULTS[param])
+            w.setToolTip(tip)
+            if special:
+                w.setSpecialValueText(special)
+            form.addRow(label, w)
+            widgets[param] = w
+
+        if key in ("beam_search", "dvts"):
+            spin(
+                "beam_width",
+                "Beam width M",
+                1,
+                16,
+                "Children per surviving beam; N/M beams survive each round",
+            )
+        if key == "beam_search":
+            spin("lookahead", "Lookahead k", 0, 4, "Greedy steps rolled out before scoring; costs N x (k+1)")
+        if key == "revisions":
+            spin("chains", "Chains", 0, 64, "Parallel chains; the budget is chains x length", special="auto")
+            spin("context", "Attempts in context", 1, 8, "How many earlier attempts a revision sees")
+        sel = QComboBox()
+        sel.addItems(["weighted", "majority", "naive"])
+        sel.setToolTip("How the final answer is picked from the scored candidates")
+        form.addRow("Selection", sel)
+        widgets["selection"] = sel
+        self.strategy_params[key] = widgets
+        action = QWidgetAction(self)
+        action.setDefaultWidget(host)
+        menu = QMenu(self)
+        menu.addAction(action)
+        button = QToolButton()
+        button.setText("⚙")
+        button.setToolTip(f"{name}: parameters")
+        button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        button.setMenu(menu)
+        button.setAutoRaise(True)
+        return button
+
+    def overrides(self) -> dict[str, dict[str, Any]]:
+        """The strategies' parameters as set in their ⚙ menus (only what differs from the default)."""
+        out: dict[str, dict[str, Any]] = {}
+        for key, widgets in self.strategy_params.items():
+            o: dict[str, Any] = {}
+            for name, w in widgets.items():
+                v = w.currentText() if isinstance(w, QComboBox) else w.value()
+                if v != PARAM_DEFAULTS[name]:
+                    o[name] = v
+            if o:
+                out[key] = o
+        return out
 
     # --- model --------------------------------------------------------------------------------------
 
@@ -640,6 +716,15 @@ class MainWindow(QMainWindow):
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.status.showMessage(f"Running {', '.join(STRATEGY_NAMES[s] for s in strategies)}…")
+        overrides = {k: v for k, v in self.overrides().items() if k in strategies}
+        try:
+            from engine.search import budget_params
+
+            for k in strategies:
+                budget_params(k, self.budget_spin.value(), **overrides.get(k, {}))
+        except PonderError as e:
+            QMessageBox.information(self, "Ponder", str(e))
+            return
         self.bridge.compare(
             self.db,
             text,
@@ -649,6 +734,7 @@ class MainWindow(QMainWindow):
             ref,
             self.seed_spin.value(),
             self.tokens_spin.value(),
+            overrides,
         )
 
     def cancel(self) -> None:

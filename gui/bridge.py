@@ -58,6 +58,7 @@ class EngineBridge(QObject):
         reference: str | None,
         seed: int,
         max_tokens: int,
+        overrides: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         """Run the strategies side by side, recorded into the session store; events reach the
         window in batches (at most ~20 a second; streamed text is coalesced to the latest)."""
@@ -100,6 +101,7 @@ class EngineBridge(QObject):
                     reference=reference,
                     seed=seed,
                     max_tokens=max_tokens,
+                    overrides=overrides,
                     on_event=on_event,
                     cancel=cancel,
                     stream_text=True,

@@ -66,7 +66,16 @@ def layout(trace: Trace, strategy: str) -> dict[int, tuple[float, float]]:
 
 
 class NodeItem(QGraphicsRectItem):
-    def __init__(self, view: TraceView, nid: int, text: str, score: float | None, pruned: bool, chosen: bool):
+    def __init__(
+        self,
+        view: TraceView,
+        nid: int,
+        text: str,
+        score: float | None,
+        pruned: bool,
+        chosen: bool,
+        note: str = "",
+    ):
         super().__init__(0, 0, NODE_W, NODE_H)
         self.view = view
         self.nid = nid
@@ -79,7 +88,7 @@ class NodeItem(QGraphicsRectItem):
             self.setOpacity(0.35)
         self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIsSelectable, True)
         self.setCursor(Qt.CursorShape.PointingHandCursor)
-        label = f"#{nid}" + (f"  {score:.2f}" if score is not None else "")
+        label = f"#{nid}" + (f"  {score:.2f}" if score is not None else "") + (f"  {note}" if note else "")
         head = QGraphicsSimpleTextItem(label, self)
         f = QFont()
         f.setPointSizeF(7.5)
@@ -98,6 +107,16 @@ class NodeItem(QGraphicsRectItem):
     def mousePressEvent(self, event: Any) -> None:  # noqa: N802 - Qt's name
         self.view.node_clicked.emit(self.nid)
         super().mousePressEvent(event)
+
+
+def card_notes(trace: Trace) -> dict[int, str]:
+    """A best-of-N card's answer and its votes (candidates with an equivalent answer): "→ 18 ×3"."""
+    from engine.answers import group_answers
+
+    ids = [i for i in trace.roots if trace.nodes[i].answer is not None]
+    groups = group_answers([trace.nodes[i].answer for i in ids])
+    votes = {g: groups.count(g) for g in set(groups)}
+    return {i: f"→ {trace.nodes[i].answer[:12]} ×{votes[g]}" for i, g in zip(ids, groups, strict=True)}
 
 
 def _elide(text: str, width: int = 34, lines: int = 2) -> str:
@@ -140,9 +159,12 @@ class TraceView(QGraphicsView):
                 line.setZValue(-1)
                 if n.pruned_at is not None:
                     line.setOpacity(0.35)
+        notes = card_notes(trace) if strategy not in DRAWN_AS_TREE else {}
         for nid, (x, y) in pos.items():
             n = trace.nodes[nid]
-            item = NodeItem(self, nid, n.text, n.score, n.pruned_at is not None, nid in chosen)
+            item = NodeItem(
+                self, nid, n.text, n.score, n.pruned_at is not None, nid in chosen, notes.get(nid, "")
+            )
             item.setPos(x, y)
             scene.addItem(item)
             self.items_by_node[nid] = item

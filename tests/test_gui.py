@@ -149,6 +149,39 @@ def test_tree_layout_centres_parents_over_children():
     assert {x for x, _ in bon.values()} == {0.0}  # one ranked column
 
 
+def test_best_of_n_cards_show_each_answer_and_its_votes():
+    from engine.events import NodeAdded, NodeFinished, RunStarted
+    from gui.trace_view import card_notes
+
+    evs = [RunStarted("r", "best_of_n", {"n": 4}, {}, {}, 0, "p")]
+    for i, ans in enumerate(["18", "18.0", "7", None]):
+        evs += [NodeAdded("r", i, None, "solution", f"text {i}", 1, 0.0)]
+        evs += [NodeFinished("r", i, ans, "eos")]
+    notes = card_notes(fold(evs))
+    assert notes == {0: "→ 18 ×2", 1: "→ 18.0 ×2", 2: "→ 7 ×1"}  # 18 and 18.0 are one answer
+
+
+def test_strategy_parameters_reach_the_runs_and_bad_ones_are_refused(window, qtbot, db, monkeypatch):
+    said = []
+    monkeypatch.setattr(QMessageBox, "information", lambda *a, **k: said.append(a[2]))
+    small_run(window)  # budget 2
+    window.strategy_params["revisions"]["chains"].setValue(3)
+    window.start()
+    assert said and "1 to 2 chains" in said[0] and not window.bridge.busy  # refused, nothing ran
+    window.strategy_params["revisions"]["chains"].setValue(2)
+    window.strategy_params["beam_search"]["beam_width"].setValue(1)
+    window.strategy_params["best_of_n"]["selection"].setCurrentText("majority")
+    window.start()
+    with qtbot.waitSignal(window.bridge.compared, timeout=180_000) as sig:
+        pass
+    with Store.open(db, readonly=True) as store:
+        params = {r.strategy: r.params for r in store.session(sig.args[0]).runs}
+    assert params["revisions"]["chains"] == 2 and params["revisions"]["length"] == 1
+    assert params["beam_search"]["beam_width"] == 1 and params["beam_search"]["n"] == 2
+    assert params["best_of_n"]["selection"] == "majority"
+    assert "beam_width=1" in window.panels["beam_search"].header.text()
+
+
 def test_a_bad_model_is_a_message_not_a_crash(qtbot, tmp_path, db):
     bad = tmp_path / "bad.gguf"
     bad.write_text("not a model")

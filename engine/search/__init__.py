@@ -56,9 +56,11 @@ def budget_params(name: str, budget: int, **overrides: Any) -> dict[str, Any]:
     elif name == "dvts":
         p = {"n": budget, "beam_width": min(4, budget)}
     else:
-        chains = max(1, budget // 4)
+        chains = int(overrides.get("chains") or max(1, budget // 4))
+        if not 1 <= chains <= budget:
+            raise InvalidRequestError(f"Revisions need 1 to {budget} chains at a budget of {budget}.")
         p = {"chains": chains, "length": budget // chains}
-    p.update(overrides)
+    p.update({k: v for k, v in overrides.items() if not (k == "chains" and not v)})
     return p
 
 
