@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.answers import is_correct
+from engine.answers import group_answers, is_correct
 from engine.errors import InvalidRequestError, PonderError
 from engine.problems import Problem, ProblemSet, resolve_problem_set
 from engine.search import STRATEGIES, budget_params
@@ -345,6 +345,12 @@ class _Candidates:
     answers: list[list[str | None]]
     scores: list[list[float]]
     correct: list[list[bool]]
+    groups: list[list[int | None]] | None = None  # equivalence labels across all, decided once
+
+    def __post_init__(self) -> None:
+        if self.groups is None:
+            labels = iter(group_answers([a for ch in self.answers for a in ch]))
+            self.groups = [[next(labels) for _ in ch] for ch in self.answers]
 
 
 def _candidates(store: Store, run: RunInfo, reference: str, memo: dict[str | None, bool]) -> _Candidates:
@@ -394,12 +400,13 @@ def _accuracy(
         for sub in subs:
             ans = [cand.answers[c][: p["length"]] for c in sub]
             sc = [cand.scores[c][: p["length"]] for c in sub]
+            gr = [cand.groups[c][: p["length"]] for c in sub]  # type: ignore[index]
             for m in METHODS:
-                pick = select_revisions(ans, sc, m)
+                pick = select_revisions(ans, sc, m, gr)
                 if pick.chain is not None:
                     acc[m] += cand.correct[sub[pick.chain]][pick.attempt]  # type: ignore[index]
         return {m: v / len(subs) for m, v in acc.items()}
-    answers, scores, correct = cand.answers[0], cand.scores[0], cand.correct[0]
+    answers, scores, correct, groups = cand.answers[0], cand.scores[0], cand.correct[0], cand.groups[0]  # type: ignore[index]
     subs = (
         _subsets(len(answers), budget, samples, rng)
         if strategy == "best_of_n"
@@ -407,7 +414,7 @@ def _accuracy(
     )
     for sub in subs:
         for m in METHODS:
-            sel = select([answers[i] for i in sub], [scores[i] for i in sub], m)
+            sel = select([answers[i] for i in sub], [scores[i] for i in sub], m, [groups[i] for i in sub])
             if sel.index is not None:
                 acc[m] += correct[sub[sel.index]]
     return {m: v / len(subs) for m, v in acc.items()}

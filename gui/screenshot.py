@@ -91,6 +91,12 @@ def main(argv: Sequence[str]) -> int:
         win.tabs.setCurrentWidget(win.sweeps_tab)
         win.sweeps_tab.refresh()
         win.sweeps_tab.open_sweep(sweep_id)
+        import time
+
+        deadline = time.monotonic() + 120
+        while win.sweeps_tab.analysing and time.monotonic() < deadline:
+            app.processEvents()
+            time.sleep(0.05)
     if args.run_until is not None:
         import time
 

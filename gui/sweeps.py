@@ -7,10 +7,11 @@ match a stored one resumes it: only the missing cells run.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import Qt, QTimer
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -44,9 +45,14 @@ STRATEGIES = {
 
 
 class SweepsTab(QWidget):
+    analysed = Signal(object)  # a summary, or the message of what went wrong
+
     def __init__(self, window: Any) -> None:
         super().__init__()
         self.window = window
+        self.analysing = False
+        self._pending: Any = None
+        self.analysed.connect(self._on_analysed)
         self.summary: dict[str, Any] | None = None
         self.sweep_id: str | None = None
         self._file = ""
@@ -256,15 +262,42 @@ class SweepsTab(QWidget):
         self._analyse(spec)
 
     def _analyse(self, spec: Any) -> None:
-        from engine.sweep import analyse
-
-        try:
-            with self.window._store() as store:
-                summary = analyse(store, self.sweep_id, spec, difficulty=self.difficulty_combo.currentData())
-        except PonderError as e:
-            self.progress_label.setText(str(e))
+        """Analyse in a thread of its own (deciding answer equivalence with math-verify can take
+        seconds the first time); the summary arrives through ``analysed``. One at a time: a request
+        made meanwhile runs after, with the latest spec."""
+        if self.analysing:
+            self._pending = spec
             return
-        self.show_summary(summary)
+        self.analysing = True
+        sweep_id, difficulty, db = self.sweep_id, self.difficulty_combo.currentData(), self.window.db
+
+        def work() -> None:
+            from engine.store import Store
+            from engine.sweep import analyse
+
+            try:
+                with Store.open(db, readonly=True) as store:
+                    result: Any = analyse(store, sweep_id, spec, difficulty=difficulty)
+            except PonderError as e:
+                result = str(e)
+            except Exception as e:  # a bug: say so in the tab, never a traceback
+                result = f"Unexpected error: {type(e).__name__}: {e}"
+            try:
+                self.analysed.emit(result)
+            except RuntimeError:  # the window closed meanwhile: nobody to tell
+                pass
+
+        threading.Thread(target=work, name="sweep-analysis", daemon=True).start()
+
+    def _on_analysed(self, result: Any) -> None:
+        self.analysing = False
+        if isinstance(result, str):
+            self.progress_label.setText(result)
+        elif result["sweep"]["id"] == self.sweep_id:
+            self.show_summary(result)
+        if self._pending is not None:
+            spec, self._pending = self._pending, None
+            self._analyse(spec)
 
     def _reanalyse(self) -> None:
         if self.sweep_id and not self.busy:

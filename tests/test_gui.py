@@ -495,6 +495,9 @@ def test_the_sweeps_tab_runs_a_sweep_stops_it_and_resumes_it(window, qtbot, db, 
     tab.grab().save(str(tmp_path / "sweeps_tab.png"))
     # a stored sweep reopens with its settings in the form
     tab.limit_spin.setValue(9)
+    tab.summary = None
     tab.sweep_list.setCurrentRow(0)
     tab.open_selected()
     assert tab.limit_spin.value() == 2 and tab.budgets_edit.text() == "1,2"
+    qtbot.waitUntil(lambda: tab.summary is not None, timeout=60_000)  # analysed off the GUI thread
+    assert tab.summary["accuracy"] == summary["accuracy"]

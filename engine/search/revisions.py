@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.answers import extract_answer
+from engine.answers import extract_answer, group_answers
 from engine.events import Selected
 from engine.search.common import added, finished_event, score, scored_event, started
 from engine.search.protocol import Generate, GenItem, Messages, Release, RunContext, StrategyGen
@@ -76,24 +76,38 @@ class RevisionPick:
 
 
 def select_revisions(
-    answers: list[list[str | None]], scores: list[list[float]], method: str = "weighted"
+    answers: list[list[str | None]],
+    scores: list[list[float]],
+    method: str = "weighted",
+    groups: list[list[int | None]] | None = None,
 ) -> RevisionPick:
     """The answer of revision chains (answers and scores per chain, attempts in order).
     ``weighted``: weighted selection within each chain, then weighted across the chain winners (each
-    weighing its winning answer's summed score); ``naive`` / ``majority``: over all attempts."""
+    weighing its winning answer's summed score); ``naive`` / ``majority``: over all attempts.
+    ``groups``: equivalence labels shared by all chains, when already known."""
     flat = [(c, j) for c, chain in enumerate(answers) for j in range(len(chain))]
+    if groups is None:
+        labels = group_answers([answers[c][j] for c, j in flat])
+        groups = [[labels[k] for k, (c2, _) in enumerate(flat) if c2 == c] for c in range(len(answers))]
     if method != "weighted":
-        sel = select([answers[c][j] for c, j in flat], [scores[c][j] for c, j in flat], method)
+        sel = select(
+            [answers[c][j] for c, j in flat],
+            [scores[c][j] for c, j in flat],
+            method,
+            [groups[c][j] for c, j in flat],
+        )
         if sel.index is None:
             return RevisionPick(sel.answer, None, None, sel.tally)
         c, j = flat[sel.index]
         return RevisionPick(sel.answer, c, j, sel.tally)
     winners = []  # (chain, attempt, answer, weight)
     for c, chain in enumerate(answers):
-        sel = select(chain, scores[c], "weighted")
+        sel = select(chain, scores[c], "weighted", groups[c])
         if sel.index is not None:
             winners.append((c, sel.index, sel.answer, sel.tally.get(sel.answer, 0.0)))  # type: ignore[arg-type]
-    final = select([w[2] for w in winners], [w[3] for w in winners], "weighted")
+    final = select(
+        [w[2] for w in winners], [w[3] for w in winners], "weighted", [groups[w[0]][w[1]] for w in winners]
+    )
     if final.index is None:
         return RevisionPick(final.answer, None, None, final.tally)
     c, j = winners[final.index][:2]

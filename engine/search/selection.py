@@ -19,17 +19,31 @@ class Selection:
     tally: dict[str, float]  # answer -> summed score (weighted), votes (majority), best score (naive)
 
 
-def select(answers: Sequence[str | None], scores: Sequence[float], method: str = "weighted") -> Selection:
+def first_positions(groups: Sequence[int | None]) -> list[int | None]:
+    """Group labels renumbered as :func:`group_answers` numbers them: each member gets the index of
+    its group's first member in this list. Lets a subset reuse labels computed once for a larger
+    list (equivalence is decided once, not per subset)."""
+    first: dict[int, int] = {}
+    return [None if g is None else first.setdefault(g, i) for i, g in enumerate(groups)]
+
+
+def select(
+    answers: Sequence[str | None],
+    scores: Sequence[float],
+    method: str = "weighted",
+    groups: Sequence[int | None] | None = None,
+) -> Selection:
     """naive: the answer of the top-scoring candidate; weighted: the answer whose equivalent
     candidates have the largest summed score; majority: the most frequent answer (ties: the answer
-    seen first). Candidates without an answer take no part, except in naive."""
+    seen first). Candidates without an answer take no part, except in naive. ``groups``: equivalence
+    labels already known for these answers (any numbering; None for no answer)."""
     if method not in METHODS:
         raise InvalidRequestError(f"selection must be one of {', '.join(METHODS)}")
-    if len(answers) != len(scores):
-        raise InvalidRequestError("select needs one score per answer")
+    if len(answers) != len(scores) or (groups is not None and len(groups) != len(answers)):
+        raise InvalidRequestError("select needs one score (and group) per answer")
     if not answers:
         return Selection(None, None, method, {})
-    groups = group_answers(list(answers))
+    groups = group_answers(list(answers)) if groups is None else first_positions(groups)
     members: dict[int, list[int]] = {}
     for i, g in enumerate(groups):
         if g is not None:
