@@ -690,7 +690,11 @@ class MainWindow(QMainWindow):
             self.panels[s] = panel
 
     def start(self) -> None:
-        if self.bridge is None or self.bridge.busy:
+        if self.bridge is None:
+            return
+        if self.bridge.busy:
+            if self.sweeps_tab.busy:
+                self.status.showMessage("A sweep is running on this model; stop it in the Sweeps tab first.")
             return
         text = self.prompt.toPlainText().strip()
         strategies = self.strategies()
