@@ -422,13 +422,14 @@ def _accuracy(
 
 def _tie_order(acc: float, strategy: str, method: str, budget: int, strategies: Sequence[str]) -> tuple:
     """Sort key for "best": higher accuracy, then the smaller budget, then the baseline (best-of-N,
-    weighted; so a tie claims no gain), then the strategy listed first, then the method order."""
+    weighted; so a tie claims no gain), then the strategy listed first, then weighted, majority,
+    naive (one candidate gives all three the same answer: call it weighted, the default)."""
     return (
         round(acc, 12),
         -budget,
         (strategy, method) == ("best_of_n", "weighted"),
         -list(strategies).index(strategy),
-        -METHODS.index(method),
+        -("weighted", "majority", "naive").index(method),
     )
 
 

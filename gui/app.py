@@ -137,8 +137,17 @@ class RunPanel(QFrame):
             }
             params = ", ".join(f"{k}={v}" for k, v in shown.items())
             self.header.setText(f"<b>{STRATEGY_NAMES.get(self.strategy, self.strategy)}</b> &nbsp; {params}")
-        if self.trace.finished is None:
+        fin = self.trace.finished
+        if fin is None:
             self.footer.setText(f"running… {len(self.trace.nodes)} nodes")
+        elif self.footer.text().startswith("running…"):  # ended while the others run on
+            sel = self.trace.selected
+            answer = sel.answer if sel is not None and sel.answer is not None else "-"
+            rate = fin.generated_tokens / fin.wall_s if fin.wall_s > 0 else 0.0
+            self.footer.setText(
+                f"{fin.status}: answer <b>{answer}</b> · {fin.generated_tokens} tok · {fin.wall_s:.1f} s · "
+                f"{rate:.0f} tok/s"
+            )
         self._show_progress()
 
     def _show_progress(self) -> None:
@@ -264,7 +273,6 @@ class MainWindow(QMainWindow):
             self.strategy_boxes[key] = box
             controls.addWidget(box)
             controls.addWidget(self._params_button(key, name))
-            controls.addSpacing(4)
         controls.addSpacing(12)
         controls.addWidget(QLabel("Budget"))
         self.budget_spin = QSpinBox()
@@ -284,6 +292,7 @@ class MainWindow(QMainWindow):
         controls.addWidget(QLabel("Seed"))
         self.seed_spin = QSpinBox()
         self.seed_spin.setRange(0, 2_000_000_000)
+        self.seed_spin.setMaximumWidth(96)
         controls.addWidget(self.seed_spin)
         controls.addStretch(1)
         self.run_button = QPushButton("Run  (Ctrl+Enter)")
