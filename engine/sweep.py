@@ -514,15 +514,30 @@ def analyse(
         order = sorted(complete, key=lambda i: (-per_problem[i]["prm_mean"], i))
     n_bins = min(N_BINS, len(order))
     bins = []
+
+    def pick(acc: dict[str, dict[str, dict[int, float]]], b: int) -> tuple[float, str, str]:
+        options = [(acc[s][m][b], s, m) for s in spec.strategies for m in METHODS]
+        return max(options, key=lambda o: _tie_order(o[0], o[1], o[2], b, spec.strategies))
+
+    default = ("best_of_n" if "best_of_n" in spec.strategies else spec.strategies[0], "weighted")
     optimal = {b: 0.0 for b in budgets}
+    held_out = {b: 0.0 for b in budgets}
     for k in range(n_bins):
         lo, hi = len(order) * k // n_bins, len(order) * (k + 1) // n_bins
         members = order[lo:hi]
         acc = mean_acc(members)
+        # 2-fold held out: alternate problems of the bin (by difficulty) into two halves; each half
+        # is scored with the choice the other half makes (the baseline when the other is empty)
+        halves = [members[0::2], members[1::2]]
+        half_acc = [mean_acc(h) if h else None for h in halves]
         per_budget = {}
         for b in budgets:
-            options = [(acc[s][m][b], s, m) for s in spec.strategies for m in METHODS]
-            best = max(options, key=lambda o: _tie_order(o[0], o[1], o[2], b, spec.strategies))
+            for h in (0, 1):
+                other = half_acc[1 - h]
+                s_, m_ = pick(other, b)[1:] if other is not None else default
+                if half_acc[h] is not None:
+                    held_out[b] += half_acc[h][s_][m_][b] * len(halves[h])  # type: ignore[index]
+            best = pick(acc, b)
             base = baseline(acc, b)
             per_budget[b] = {
                 "strategy": best[1],
@@ -592,10 +607,14 @@ def analyse(
             "samples_per_budget": samples,
             "difficulty": difficulty,
             "bins": n_bins,
-            "note": "Best strategy per bin is picked and scored on the same problems (in-sample).",
+            "note": "Best strategy per bin is picked and scored on the same problems (in-sample); "
+            "compute_optimal_held_out picks on one half of each bin and scores on the other (2-fold).",
         },
         "accuracy": overall_acc,
         "compute_optimal": {b: (optimal[b] / n if n else 0.0) for b in budgets},
+        # the same choice made on one half of each bin and scored on the other: an estimate of what
+        # the per-bin choice is worth on problems it was not picked on
+        "compute_optimal_held_out": {b: (held_out[b] / n if n else 0.0) for b in budgets},
         "tokens_per_run": tokens,
         "bins": bins,
         "levels": levels,
@@ -637,6 +656,13 @@ def markdown_table(summary: dict[str, Any], title: bool = True) -> str:
     lines.append(
         "| **compute-optimal** | per bin | " + " | ".join(f"**{100 * co[b]:.1f}%**" for b in budgets) + " |"
     )
+    if "compute_optimal_held_out" in summary:
+        ho = summary["compute_optimal_held_out"]
+        lines.append(
+            "| compute-optimal, held out | 2-fold | "
+            + " | ".join(f"{100 * ho[b]:.1f}%" for b in budgets)
+            + " |"
+        )
     diff = "pass@1" if summary["method"]["difficulty"] == "pass1" else "mean PRM score"
     lines += [
         "",

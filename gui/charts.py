@@ -64,11 +64,22 @@ def _series(summary: dict[str, Any], acc: dict[str, Any], with_extras: bool) -> 
         co = summary["compute_optimal"]
         out.append(
             {
-                "label": "compute-optimal (best per difficulty bin)",
+                "label": "compute-optimal (best per difficulty bin, in-sample)",
                 "colour": STRATEGY_COLOURS["compute_optimal"],
                 "dash": Qt.PenStyle.DashLine,
                 "width": 2.0,
                 "points": [(b, co[b]) for b in budgets],
+            }
+        )
+    if with_extras and "compute_optimal_held_out" in summary:
+        ho = summary["compute_optimal_held_out"]
+        out.append(
+            {
+                "label": "compute-optimal, held out (picked on the other half)",
+                "colour": QColor("#888888"),
+                "dash": Qt.PenStyle.DashDotLine,
+                "width": 2.0,
+                "points": [(b, ho[b]) for b in budgets],
             }
         )
     return out

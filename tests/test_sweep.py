@@ -124,6 +124,10 @@ def test_a_small_gsm8k_sweep_finishes_and_its_summary_agrees_with_the_store(tmp_
     assert ranks == sorted(ranks, reverse=True)
     for b in (1, 2):
         assert summary["compute_optimal"][b] >= summary["accuracy"]["best_of_n"]["weighted"][b] - 1e-9
+        # bins of one problem: the other half is empty, so the held-out choice is the baseline
+        assert summary["compute_optimal_held_out"][b] == pytest.approx(
+            summary["accuracy"]["best_of_n"]["weighted"][b]
+        )
 
     # the report alone, from the store, without running anything, says the same
     r2 = ponder(*small("gsm8k", 3, 64, db, tmp_path / "again"), "--report-only", "--json")
