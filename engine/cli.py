@@ -447,10 +447,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for name in strategies:  # fail fast, before loading the model
         get_strategy(name)
         budget_params(name, args.budget, **({"lookahead": args.lookahead} if name == "beam_search" else {}))
-    if args.prm not in ("judge", "arithmetic", "reference") and not os.path.exists(args.prm):
-        raise InvalidRequestError(
-            f"--prm must be judge, arithmetic, reference or an existing GGUF file; got {args.prm!r}."
-        )
+    _check_prm(args.prm)
     if args.prm == "reference" and not reference:
         raise InvalidRequestError("--prm reference needs a reference answer (--reference or --problem-set).")
     cancel = CancelToken()
@@ -548,7 +545,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             return 0
         for w in sweeps:
             print(f"{w.id}  {w.created[:16].replace('T', ' ')}  {w.n_cells:>5} cells  {w.name}")
-        if not sweeps and not args.json:
+        if not sweeps:
             print("No sweeps yet: ponder sweep --set arith --limit 10 --prm arithmetic")
         return 0
     if not args.problem_set:
@@ -563,16 +560,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         seed=args.seed,
         max_tokens=args.max_tokens,
     )
-    spec.check()
-    if args.prm not in ("judge", "arithmetic", "reference") and not os.path.exists(args.prm):
-        raise InvalidRequestError(
-            f"--prm must be judge, arithmetic, reference or an existing GGUF file; got {args.prm!r}."
-        )
-    from engine.problems import resolve_problem_set
-    from engine.sweep import problem_indices
-
-    # a bad set, file or offset is reported before the model loads
-    problem_indices(spec, resolve_problem_set(spec.problem_set))
+    spec.check()  # a bad set, file, offset or budget is reported before the model loads
+    _check_prm(args.prm)
     charts = getattr(args, "charts", None)
     if args.report_only:
         with Store.open(args.db, readonly=True) as store:
@@ -617,6 +606,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if result.cancelled:
         print("Run the same command again to do what is missing.", file=sys.stderr)
     return _sweep_outputs(args, summary, charts)
+
+
+def _check_prm(prm: str) -> None:
+    """--prm before the model loads: a built-in scorer or a file that exists."""
+    from engine.compare import PRM_CHOICES
+
+    if prm not in PRM_CHOICES and not os.path.exists(prm):
+        raise InvalidRequestError(
+            f"--prm must be judge, arithmetic, reference or an existing GGUF file; got {prm!r}."
+        )
 
 
 def _terminate_as_interrupt() -> None:

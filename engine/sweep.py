@@ -34,11 +34,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.answers import group_answers, is_correct
+from engine.answers import is_correct
 from engine.errors import InvalidRequestError, PonderError
 from engine.problems import Problem, ProblemSet, resolve_problem_set
 from engine.search import STRATEGIES, budget_params
-from engine.search.revisions import select_revisions
+from engine.search.revisions import chain_groups, select_revisions
 from engine.search.selection import METHODS, select
 from engine.store import RunInfo, Store
 
@@ -76,6 +76,7 @@ class SweepSpec:
         for s in self.strategies:
             for b in self.budgets:
                 budget_params(s, b)
+        problem_indices(self, resolve_problem_set(self.problem_set))  # the set, its file, the offset
 
 
 @dataclass(frozen=True)
@@ -320,15 +321,16 @@ def run_sweep(
 def format_progress(p: SweepProgress, width: int = 28) -> str:
     """One line: a bar, cells, percent, elapsed, ETA, the cell running."""
     filled = int(round(p.fraction * width))
-    eta = "--:--" if p.eta_s is None else _hms(p.eta_s)
+    eta = "--:--" if p.eta_s is None else hms(p.eta_s)
     fail = f"  {p.failed} failed" if p.failed else ""
     return (
         f"[{'#' * filled}{'.' * (width - filled)}] {p.done}/{p.total} cells {p.fraction:4.0%}  "
-        f"{_hms(p.elapsed_s)} elapsed  ETA {eta}{fail}  {p.current}"
+        f"{hms(p.elapsed_s)} elapsed  ETA {eta}{fail}  {p.current}"
     )
 
 
-def _hms(s: float) -> str:
+def hms(s: float) -> str:
+    """Seconds as m:ss, or h:mm:ss from an hour."""
     s = int(round(s))
     h, rem = divmod(s, 3600)
     m, sec = divmod(rem, 60)
@@ -349,8 +351,7 @@ class _Candidates:
 
     def __post_init__(self) -> None:
         if self.groups is None:
-            labels = iter(group_answers([a for ch in self.answers for a in ch]))
-            self.groups = [[next(labels) for _ in ch] for ch in self.answers]
+            self.groups = chain_groups(self.answers)
 
 
 def _candidates(store: Store, run: RunInfo, reference: str, memo: dict[str | None, bool]) -> _Candidates:

@@ -253,7 +253,6 @@ def paint_by_difficulty(p: QPainter, rect: QRectF, summary: dict[str, Any]) -> N
         p.drawText(rect, Qt.AlignmentFlag.AlignCenter, "No complete problems yet.")
         return
     w = (rect.width() - 24) / len(bins)
-    strategies = list(summary["accuracy"])
     for k, b in enumerate(bins):
         cell = QRectF(
             rect.left() + 12 + k * w, rect.top() + head + 4, w - 6, rect.height() - head - foot - 30
@@ -288,7 +287,7 @@ def paint_by_difficulty(p: QPainter, rect: QRectF, summary: dict[str, Any]) -> N
                 Qt.AlignmentFlag.AlignHCenter,
                 fm.elidedText(t, Qt.TextElideMode.ElideRight, cell.width()),
             )
-    series = _series(summary, {s: summary["accuracy"][s] for s in strategies}, with_extras=False)
+    series = _series(summary, summary["accuracy"], with_extras=False)
     x = rect.left() + 12
     y = rect.bottom() - 24
     for s in series:

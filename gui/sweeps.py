@@ -327,11 +327,7 @@ class SweepsTab(QWidget):
             QMessageBox.information(self, "Ponder", "A run is in progress; start the sweep when it ends.")
             return
         try:
-            spec = self.spec()
-            from engine.problems import resolve_problem_set
-            from engine.sweep import problem_indices
-
-            problem_indices(spec, resolve_problem_set(spec.problem_set))
+            spec = self.spec()  # checked, problem set and offset included
         except PonderError as e:
             QMessageBox.warning(self, "Ponder", str(e))
             return
@@ -350,15 +346,15 @@ class SweepsTab(QWidget):
             self.progress_label.setText("Stopping after the current token… what is done stays saved.")
 
     def on_progress(self, p: Any) -> None:
-        from engine.sweep import _hms
+        from engine.sweep import hms
 
         if not self.busy:
             return
         self.sweep_id = p.sweep_id
         self.progress.setValue(int(1000 * p.fraction))
-        eta = "ETA --:--" if p.eta_s is None else f"ETA {_hms(p.eta_s)}"
+        eta = "ETA --:--" if p.eta_s is None else f"ETA {hms(p.eta_s)}"
         self.progress.setFormat(f"{p.done}/{p.total} cells · {p.fraction:.0%} · {eta}")
-        text = f"Running {p.current} · {_hms(p.elapsed_s)} elapsed"
+        text = f"Running {p.current} · {hms(p.elapsed_s)} elapsed"
         if p.failed:
             text += f" · {p.failed} failed (last: {p.last_error})"
         self.progress_label.setText(text)

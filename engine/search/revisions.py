@@ -75,6 +75,13 @@ class RevisionPick:
     tally: dict[str, float]
 
 
+def chain_groups(answers: list[list[str | None]]) -> list[list[int | None]]:
+    """Equivalence labels for every attempt of every chain, decided once over all of them (the
+    shape of ``answers``)."""
+    labels = iter(group_answers([a for chain in answers for a in chain]))
+    return [[next(labels) for _ in chain] for chain in answers]
+
+
 def select_revisions(
     answers: list[list[str | None]],
     scores: list[list[float]],
@@ -87,8 +94,7 @@ def select_revisions(
     ``groups``: equivalence labels shared by all chains, when already known."""
     flat = [(c, j) for c, chain in enumerate(answers) for j in range(len(chain))]
     if groups is None:
-        labels = group_answers([answers[c][j] for c, j in flat])
-        groups = [[labels[k] for k, (c2, _) in enumerate(flat) if c2 == c] for c in range(len(answers))]
+        groups = chain_groups(answers)
     if method != "weighted":
         sel = select(
             [answers[c][j] for c, j in flat],
