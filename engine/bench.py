@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from engine.backend import Backend, BackendConfig
+from engine.backends.llama_cpp import Backend, BackendConfig
 from engine.sampling import SamplingParams
 
 BENCH_TEXT = (

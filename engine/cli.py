@@ -203,7 +203,7 @@ def _model_path(args: argparse.Namespace) -> str:
 
 
 def _config(args: argparse.Namespace, **overrides: Any) -> Any:
-    from engine.backend import BackendConfig
+    from engine.backends.llama_cpp import BackendConfig
 
     kw: dict[str, Any] = dict(
         n_gpu_layers=args.n_gpu_layers, n_threads=args.threads, flash_attn=args.flash_attn
@@ -261,7 +261,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     bi = build_info()
     out: dict[str, Any] = {"build": bi.as_dict()}
     if not args.no_model:
-        from engine.backend import Backend
+        from engine.backends.llama_cpp import Backend
 
         with Backend(_model_path(args), _config(args)) as b:
             out["model"] = b.info.as_dict()

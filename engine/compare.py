@@ -4,52 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from engine.answers import is_correct
-from engine.backend import Backend
-from engine.errors import InvalidRequestError, PonderError
+from engine.backends.base import as_executor
+from engine.errors import InvalidRequestError
 from engine.events import Event
-from engine.models import load_catalog
-from engine.prm import ArithmeticPRM, JudgePRM, ReferencePRM, TokenPRM
+from engine.prm import BUILTIN_PRMS
 from engine.search import DEFAULT_STRATEGIES, budget_params, get_strategy
 from engine.search.scheduler import Run, Scheduler, StrategySpec, make_runs
 
-PRM_CHOICES = ("judge", "arithmetic", "reference")
-
-
-def make_prm(spec: str, backend: Backend, reference: str | None, prm_backends: list[Backend]) -> Any:
-    """``judge`` (the policy model as judge), ``arithmetic``, ``reference`` or a PRM GGUF path whose
-    format ``models/catalog.toml`` names. A PRM GGUF gets its own backend, appended to
-    ``prm_backends`` for the caller to close."""
-    if spec == "judge":
-        return JudgePRM(backend)
-    if spec == "arithmetic":
-        return ArithmeticPRM()
-    if spec == "reference":
-        return ReferencePRM(reference)
-    path = Path(spec).expanduser()
-    if not path.suffix.lower() == ".gguf" and not path.exists():
-        raise InvalidRequestError(
-            f"--prm must be one of {', '.join(PRM_CHOICES)} or a PRM GGUF file; got {spec!r}."
-        )
-    entry = next((c for c in load_catalog() if c.matches(path)), None)
-    if entry is None or not entry.prm_format:
-        raise PonderError(
-            f"{path.name} is not a PRM that models/catalog.toml knows: add an entry with its prm_format "
-            "(math-shepherd or rlhflow) and tokens."
-        )
-    prm_backend = Backend(path, backend.config)
-    prm_backends.append(prm_backend)
-    return TokenPRM(
-        prm_backend,
-        entry.prm_format,
-        step_tag=entry.settings.get("step_tag", "ки"),
-        good_token=entry.settings.get("good_token", "+"),
-        bad_token=entry.settings.get("bad_token", "-"),
-        name=entry.id,
-    )
+PRM_CHOICES = BUILTIN_PRMS
 
 
 @dataclass
@@ -91,7 +56,7 @@ def summarize(run: Run) -> RunSummary:
 
 
 def compare(
-    backend: Backend,
+    backend: Any,
     problem: str,
     strategies: Sequence[str] = DEFAULT_STRATEGIES,
     budget: int = 8,
@@ -106,7 +71,9 @@ def compare(
     stream_text: bool = False,
 ) -> list[Run]:
     """Run ``strategies`` on ``problem`` with a generation budget each, side by side (or one after
-    another with ``concurrent=False``), on ``backend`` in the calling thread."""
+    another with ``concurrent=False``), in the calling thread. ``backend`` is an
+    :class:`~engine.backends.base.Executor` (in process or over servers) or a llama.cpp
+    :class:`~engine.backends.llama_cpp.Backend` owned by this thread."""
     if not problem or not problem.strip():
         raise InvalidRequestError("The problem is empty: give the question to solve.")
     if not strategies:
@@ -119,43 +86,24 @@ def compare(
         specs.append(StrategySpec(name, budget_params(name, budget, **(overrides or {}).get(name, {}))))
     if reference is not None and not str(reference).strip():
         reference = None
-    prm_backends: list[Backend] = []
-    scorer = None
+    executor = as_executor(backend)
+    scorer = executor.make_prm(prm, reference)
     try:
-        scorer = make_prm(prm, backend, reference, prm_backends)
         prm_info = {"name": getattr(scorer, "name", prm), "spec": prm}
-        if prm_backends:
-            prm_info["model"] = prm_backends[0].info.as_dict()
-        model = {
-            k: v
-            for k, v in backend.info.as_dict().items()
-            if k
-            in (
-                "path",
-                "name",
-                "file_size",
-                "sha256_1mb",
-                "quantization",
-                "n_gpu_layers_requested",
-                "n_layers_offloaded",
-                "accelerator",
-            )
-        }
+        if getattr(scorer, "model_record", None):
+            prm_info["model"] = scorer.model_record
         runs = make_runs(
             problem.strip(),
             specs,
             seed=seed,
             reference=reference,
-            model=model,
+            model=executor.model_record(),
             prm=prm_info,
             max_tokens=max_tokens,
         )
-        Scheduler(backend, scorer, on_event=on_event, cancel=cancel, stream_text=stream_text).run(
+        Scheduler(executor, scorer, on_event=on_event, cancel=cancel, stream_text=stream_text).run(
             runs, concurrent
         )
         return runs
     finally:
-        if scorer is not None and hasattr(scorer, "close"):
-            scorer.close()  # the judge's kept KV state
-        for b in prm_backends:
-            b.close()
+        executor.close_prm(scorer)

@@ -36,6 +36,22 @@ from engine.errors import InvalidRequestError, PonderError
 
 AGGREGATIONS = ("last", "min", "prod", "mean")
 NEUTRAL = 0.5
+BUILTIN_PRMS = ("judge", "arithmetic", "reference")
+PRM_FORMATS = ("math-shepherd", "rlhflow")
+
+
+def check_prm_spec(spec: str) -> None:
+    """A PRM is a built-in scorer, a token-PRM format served by a PRM server, or a PRM GGUF file."""
+    from pathlib import Path
+
+    if spec in BUILTIN_PRMS or spec in PRM_FORMATS:
+        return
+    path = Path(spec).expanduser()
+    if path.suffix.lower() != ".gguf" and not path.exists():
+        raise InvalidRequestError(
+            f"--prm must be one of {', '.join(BUILTIN_PRMS)}, a token-PRM format served with "
+            f"--prm-server ({', '.join(PRM_FORMATS)}) or a PRM GGUF file; got {spec!r}."
+        )
 
 
 def split_steps(text: str, delimiter: str = "\n\n") -> list[str]:
@@ -277,7 +293,7 @@ class JudgePRM:
     far as the assistant turn, then :data:`JUDGE_QUESTION` as a user turn; the score is P(yes) /
     (P(yes) + P(no)) at the first token of the reply.
 
-    Runs on a :class:`~engine.backend.Backend` in its owning thread. The head (system + problem) is
+    Runs on a :class:`~engine.backends.llama_cpp.Backend` in its owning thread. The head (system + problem) is
     decoded once; each candidate forks from it and grows step by step (sharing the policy's cells
     where the policy holds them); after each step a short-lived verdict branch appends the tail (the
     end of the turn, the question, the assistant header) and the verdict is read from its
@@ -465,9 +481,6 @@ def drive(backend: Any, gen: Any, cancel: Callable[[], bool] | None = None) -> A
             need = gen.send(None)
     except StopIteration as stop:
         return stop.value
-
-
-PRM_FORMATS = ("math-shepherd", "rlhflow")
 
 
 def _common_prefix(seqs: Sequence[Sequence[int]]) -> int:

@@ -71,8 +71,10 @@ def recorded_compare(
     recording error if the disk refused writes midway, else None). Runs on the backend's thread.
     ``on_session`` gets the session id as soon as the session exists (a sweep links its cell to it
     then, so a kill mid-run leaves no session outside the sweep)."""
+    from engine.backends.base import as_executor
     from engine.compare import compare
 
+    executor = as_executor(backend)
     settings = {
         "strategies": list(strategies),
         "budget": budget,
@@ -81,8 +83,7 @@ def recorded_compare(
         "max_tokens": max_tokens,
         "concurrent": concurrent,
         "overrides": overrides or {},
-        "model_path": str(backend.info.path),
-        "config": config_dict(backend.config),
+        **executor.session_settings(),
     }
     sid = store.create_session(
         problem.strip(),
@@ -105,7 +106,7 @@ def recorded_compare(
     ok = False
     try:
         runs = compare(
-            backend,
+            executor,
             problem,
             strategies,
             budget=budget,
@@ -253,7 +254,7 @@ def rerun(
 ) -> RerunReport:
     """Run the session again in a fresh backend (same model, config, strategies, seed) and
     compare. The new session is saved with ``rerun_of`` pointing at the old one."""
-    from engine.backend import BackendConfig
+    from engine.backends.llama_cpp import BackendConfig
     from engine.worker import BackendWorker
 
     s, st = rerun_plan(store, session_id)

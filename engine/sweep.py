@@ -231,7 +231,10 @@ def run_sweep(
     spec.check()
     pset = resolve_problem_set(spec.problem_set)
     indices = problem_indices(spec, pset)
-    key, settings = sweep_key(pset, backend.info.as_dict(), spec)
+    from engine.backends.base import as_executor
+
+    backend = as_executor(backend)
+    key, settings = sweep_key(pset, backend.model_record(), spec)
     sweep_id = store.open_sweep(key, sweep_name(settings), settings)
     store.update_sweep(sweep_id, spec=dataclasses.asdict(spec))  # what the app reopens it with
     cells = plan_cells(spec, indices)

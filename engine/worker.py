@@ -1,7 +1,7 @@
 """One thread owns the llama.cpp context; everyone else sends it work.
 
 Like llama.cpp's server loop: a queue of tasks, one loop that owns the model. The GUI (through a thin
-QObject) and the CLI submit callables that receive the :class:`~engine.backend.Backend` and get a
+QObject) and the CLI submit callables that receive the :class:`~engine.backends.llama_cpp.Backend` and get a
 ``concurrent.futures.Future`` back. Cancellation is a :class:`CancelToken` that long work polls
 between tokens.
 """
@@ -15,7 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
-from engine.backend import Backend, BackendConfig
+from engine.backends.llama_cpp import Backend, BackendConfig
 from engine.errors import PonderError
 
 T = TypeVar("T")

@@ -50,7 +50,7 @@ from PySide6.QtWidgets import (
     QWidgetAction,
 )
 
-from engine.backend import BackendConfig
+from engine.backends.llama_cpp import BackendConfig
 from engine.errors import PonderError
 from engine.events import Event, NodeAdded, TextDelta, Trace
 from engine.gguf_info import human_params, human_size, read_gguf

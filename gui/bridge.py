@@ -12,7 +12,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 
-from engine.backend import BackendConfig
+from engine.backends.llama_cpp import BackendConfig
 from engine.errors import PonderError
 from engine.events import TextDelta
 from engine.worker import BackendWorker, CancelToken

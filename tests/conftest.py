@@ -21,7 +21,7 @@ def model_path() -> str:
 
 @pytest.fixture(scope="module")
 def backend(model_path):
-    from engine.backend import Backend, BackendConfig
+    from engine.backends.llama_cpp import Backend, BackendConfig
 
     b = Backend(model_path, BackendConfig(n_ctx=4096, n_seq_max=64))
     yield b

@@ -17,7 +17,7 @@ from engine.search import DEFAULT_STRATEGIES
 
 @pytest.fixture(scope="module")
 def big_backend(model_path):
-    from engine.backend import Backend, BackendConfig
+    from engine.backends.llama_cpp import Backend, BackendConfig
 
     b = Backend(model_path, BackendConfig(n_ctx=16384, n_seq_max=64))
     yield b

@@ -9,7 +9,7 @@ import threading
 import numpy as np
 import pytest
 
-from engine.backend import Backend, BackendConfig
+from engine.backends.llama_cpp import Backend, BackendConfig
 from engine.errors import (
     InvalidRequestError,
     KVCacheFullError,

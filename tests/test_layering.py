@@ -20,7 +20,7 @@ def test_import_contracts_hold():
 
 def test_engine_and_cli_import_no_qt():
     code = (
-        "import sys, engine.backend, engine.cli, engine.bench, engine.models, engine.worker; "
+        "import sys, engine.backends.llama_cpp, engine.cli, engine.bench, engine.models, engine.worker; "
         "import gui.launch; "
         "print(sorted(m for m in sys.modules if m.startswith(('PySide6', 'shiboken'))))"
     )

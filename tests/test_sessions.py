@@ -29,7 +29,7 @@ def ponder(*args: str, timeout: float = 300, stdin: str | None = None) -> subpro
 
 @pytest.fixture(scope="module")
 def big_backend(model_path):
-    from engine.backend import Backend, BackendConfig
+    from engine.backends.llama_cpp import Backend, BackendConfig
 
     b = Backend(model_path, BackendConfig(n_ctx=8192, n_seq_max=48))
     yield b

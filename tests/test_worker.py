@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from engine.backend import BackendConfig
+from engine.backends.llama_cpp import BackendConfig
 from engine.errors import NotAGGUFError
 from engine.sampling import SamplingParams
 from engine.worker import BackendWorker, CancelToken, WorkerClosedError

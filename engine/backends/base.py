@@ -1,0 +1,146 @@
+"""The seam under the scheduler: one interface that executes what strategies ask for.
+
+Strategies speak only Generate / Score / Release (``engine/search/protocol.py``). The scheduler
+turns those requests into calls on an :class:`Executor` and feeds what comes back into the
+strategies; it never sees a llama.cpp branch or an HTTP request. Two implementations:
+
+* :class:`engine.backends.llama_cpp.executor.LlamaCppExecutor` — in process: every live branch of
+  every run advances in one ``llama_decode`` per :meth:`Executor.poll`;
+* :class:`engine.backends.server.executor.ServerExecutor` — OpenAI-compatible inference servers
+  (llama-server, vLLM, SGLang; one or many): every request is in flight at once up to the servers'
+  slots, and :meth:`Executor.poll` waits for whichever finishes first.
+
+Strategies, the store, replay, export, sweeps and the app see the same events either way.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.search.protocol import Generated, GenItem
+
+
+@dataclass(frozen=True)
+class ScoreAsk:
+    """One run's share of a Score request: its candidates (each a list of steps)."""
+
+    run_id: str
+    candidates: tuple[tuple[str, ...], ...]
+    finished: tuple[bool, ...]
+
+
+@dataclass
+class GenDone:
+    """A run's Generate request answered: one result per item, in order."""
+
+    run_id: str
+    results: list[Generated]
+    prompt_tokens: int = 0  # prompt tokens decoded for this run (not served from a cache)
+    cached_tokens: int = 0  # prompt tokens a cache already held
+
+
+@dataclass
+class ScoreDone:
+    """A Score request answered: step scores per run, and the PRM's tokens and seconds."""
+
+    scores: dict[str, list[list[float]]]
+    prm_tokens: dict[str, int] = field(default_factory=dict)
+    prm_s: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class RunFailed:
+    """One run cannot go on (a server that kept failing it); the others continue."""
+
+    run_id: str
+    message: str
+
+
+@dataclass
+class Delta:
+    """Streamed text of a node still generating (for panels that fill live)."""
+
+    run_id: str
+    node_id: int
+    text: str
+
+
+Outcome = GenDone | ScoreDone | RunFailed | Delta
+
+
+class Executor(ABC):
+    """Executes the requests of many runs at once. Used from one thread (the scheduler's)."""
+
+    kind: str = ""  # "llama.cpp" | "server"
+    cancel: Callable[[], bool] | None = None  # set by the scheduler: checked inside long work
+    stream_text: bool = False  # set by the scheduler: report Delta outcomes while nodes grow
+
+    # --- what runs record -------------------------------------------------------------------------
+
+    @abstractmethod
+    def model_record(self) -> dict[str, Any]:
+        """What a run's RunStarted records about the model and the backend that ran it."""
+
+    @abstractmethod
+    def session_settings(self) -> dict[str, Any]:
+        """What a saved session needs to run again on the same kind of backend (no credentials)."""
+
+    # --- PRMs -------------------------------------------------------------------------------------
+
+    @abstractmethod
+    def make_prm(self, spec: str, reference: str | None) -> Any:
+        """The PRM ``spec`` names (judge, arithmetic, reference, a token PRM), on this backend."""
+
+    def close_prm(self, prm: Any) -> None:
+        close = getattr(prm, "close", None)
+        if close is not None:
+            close()
+
+    # --- requests ---------------------------------------------------------------------------------
+
+    @abstractmethod
+    def generate(self, run_id: str, items: Sequence[GenItem], keep_prompt: tuple | None = None) -> None:
+        """Start growing ``items`` for run ``run_id``; answered later by a :class:`GenDone`.
+        ``keep_prompt``: the run's question messages, a prompt worth keeping for later requests
+        (other prompts, such as a revision's chat, are used once)."""
+
+    @abstractmethod
+    def score(self, prm: Any, question: str, asks: Sequence[ScoreAsk]) -> ScoreDone | None:
+        """Score the candidates of runs that share ``question``. Returns the answer at once when
+        it is ready (a PRM that needs no model); otherwise None and a :class:`ScoreDone` later."""
+
+    @abstractmethod
+    def release(self, run_id: str, node_ids: Sequence[int]) -> None:
+        """The run no longer continues these nodes."""
+
+    @abstractmethod
+    def end_run(self, run_id: str) -> None:
+        """The run is over (done, failed or cancelled): drop everything it holds or waits for."""
+
+    @abstractmethod
+    def busy(self) -> bool:
+        """Whether anything is in flight (a poll would make progress)."""
+
+    @abstractmethod
+    def poll(self) -> list[Outcome]:
+        """Make progress and return what finished. In process: one decode; over servers: wait for
+        the next response (or a short timeout, so cancellation is seen)."""
+
+    def finish(self) -> None:  # noqa: B027 - most executors keep nothing between compares
+        """The scheduler is done with its runs (free shared prompts and the like)."""
+
+    def close(self) -> None:  # noqa: B027
+        """Release what the executor itself holds (not a backend it was given)."""
+
+
+def as_executor(target: Any) -> Executor:
+    """An executor as it is, or a llama.cpp :class:`~engine.backends.llama_cpp.Backend` wrapped in
+    the in-process executor (what tests and older callers pass)."""
+    if isinstance(target, Executor):
+        return target
+    from engine.backends.llama_cpp.executor import LlamaCppExecutor
+
+    return LlamaCppExecutor(target)

@@ -1,0 +1,84 @@
+"""Text in and out: tokenizing, token pieces, the GGUF's own chat template, end-of-generation
+tokens. A mixin of :class:`~engine.backends.llama_cpp.backend.Backend` (it uses the backend's
+``_vocab``, ``n_vocab`` and ``chat_template``)."""
+
+from __future__ import annotations
+
+import ctypes
+import warnings
+from collections.abc import Iterable, Sequence
+
+import llama_cpp
+
+
+class VocabMixin:
+    def tokenize(self, text: str, add_special: bool = True, parse_special: bool = True) -> list[int]:
+        self._check_thread()
+        data = text.encode("utf-8")
+        n_max = len(data) + 16
+        buf = (llama_cpp.llama_token * n_max)()
+        n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, n_max, add_special, parse_special)
+        if n < 0:
+            n_max = -n
+            buf = (llama_cpp.llama_token * n_max)()
+            n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, n_max, add_special, parse_special)
+        return list(buf[:n])
+
+    def piece(self, token: int) -> bytes:
+        """The bytes of one token (special tokens render empty in generated text)."""
+        p = self._pieces.get(token)
+        if p is None:
+            buf = ctypes.create_string_buffer(128)
+            n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, 128, 0, False)
+            if n < 0:
+                buf = ctypes.create_string_buffer(-n)
+                n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, -n, 0, False)
+            p = buf.raw[:n]
+            self._pieces[token] = p
+        return p
+
+    def detokenize(self, tokens: Iterable[int]) -> str:
+        self._check_thread()
+        return b"".join(self.piece(t) for t in tokens).decode("utf-8", errors="replace")
+
+    def bos_token(self) -> int:
+        return int(llama_cpp.llama_vocab_bos(self._vocab))
+
+    def _special_text(self, token: int) -> str:
+        if token < 0:
+            return ""
+        buf = ctypes.create_string_buffer(128)
+        n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, 128, 0, True)
+        return buf.raw[: max(n, 0)].decode("utf-8", errors="replace")
+
+    def render_chat(self, messages: Sequence[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        """Render messages with the GGUF's own ``tokenizer.chat_template`` (falling back to a plain
+        template, with :attr:`template_warning` set, when the model has none)."""
+        self._check_thread()
+        from engine.chat import render_chat
+
+        text, warning = render_chat(
+            self.chat_template,
+            messages,
+            bos_token=self._special_text(int(llama_cpp.llama_vocab_bos(self._vocab))),
+            eos_token=self._special_text(int(llama_cpp.llama_vocab_eos(self._vocab))),
+            add_generation_prompt=add_generation_prompt,
+        )
+        if warning and self.template_warning is None:
+            self.template_warning = warning
+            warnings.warn(warning, stacklevel=2)
+        return text
+
+    def chat_tokens(self, messages: Sequence[dict[str, str]]) -> list[int]:
+        """Tokens of a rendered chat prompt. The template already writes BOS where the model wants
+        it, so BOS is only added when the rendered text does not start with it."""
+        text = self.render_chat(messages)
+        bos = self._special_text(int(llama_cpp.llama_vocab_bos(self._vocab)))
+        add_special = not (bos and text.startswith(bos))
+        return self.tokenize(text, add_special=add_special, parse_special=True)
+
+    def eog_tokens(self) -> list[int]:
+        """Every end-of-generation token of the vocabulary (EOS, EOT, <|im_end|> ...)."""
+        if self._eog is None:
+            self._eog = [t for t in range(self.n_vocab) if llama_cpp.llama_vocab_is_eog(self._vocab, t)]
+        return self._eog
