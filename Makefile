@@ -2,6 +2,8 @@
 # Both create .venv and install everything on first use; later runs reuse it.
 # llama-cpp-python compiles from source (about 5 min on 2 cores). For GPU offload, build it with
 # CMAKE_ARGS, e.g.  make CMAKE_ARGS="-DGGML_CUDA=on" run   (see README: GPU offload).
+# `make server` builds llama-server from the same llama.cpp source (the tests start it; about 8 min
+# on 2 cores, once per llama-cpp-python version and CMAKE_ARGS: it is kept in ~/.cache/ponder).
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -10,7 +12,7 @@ STAMP  := $(VENV)/.ponder-installed
 NPROC  := $(shell nproc 2>/dev/null || echo 2)
 export CMAKE_ARGS
 
-.PHONY: run test bench lint clean
+.PHONY: run test bench lint clean server
 
 $(STAMP): pyproject.toml Makefile
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Ponder needs Python >= 3.11; set PYTHON=python3.11 (or newer)")'
@@ -25,7 +27,10 @@ $(STAMP): pyproject.toml Makefile
 run: $(STAMP)
 	$(VENV)/bin/ponder
 
-test: $(STAMP)
+server: $(STAMP)
+	CMAKE_BUILD_PARALLEL_LEVEL=$(NPROC) $(PY) -m engine.backends.server.build -j $(NPROC)
+
+test: $(STAMP) server
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest
 
 bench: $(STAMP)

@@ -41,12 +41,52 @@ def _int_list_zero(text: str) -> list[int]:
     return _ints(text, 0)
 
 
-def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", help="GGUF file (default: $PONDER_MODEL or the embedded SmolLM2-135M)")
+def _add_model_args(p: argparse.ArgumentParser, servers: bool = False, bench: bool = False) -> None:
+    p.add_argument(
+        "--model",
+        help="GGUF file (default: $PONDER_MODEL or the embedded SmolLM2-135M)"
+        + ("; with --server, the name of one of the server's models" if servers else ""),
+    )
     p.add_argument("--n-gpu-layers", type=int, default=0, help="layers to offload to the GPU (-1: all)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores, up to 8)")
     p.add_argument("--ctx", type=int, default=None, help="context size in tokens")
     p.add_argument("--flash-attn", choices=["auto", "on", "off"], default="auto")
+    if servers:
+        _add_server_args(p, bench=bench)
+
+
+def _add_server_args(p: argparse.ArgumentParser, prm: bool = True, bench: bool = False) -> None:
+    g = p.add_argument_group("inference servers (llama-server, vLLM, SGLang: OpenAI-compatible)")
+    if bench:
+        g.add_argument(
+            "--server",
+            action="append",
+            nargs="?",
+            const="",
+            metavar="URL",
+            help="instead: bench this server (client_ratio, compare times); without a URL, a llama-server "
+            "the bench starts on --model",
+        )
+    else:
+        g.add_argument(
+            "--server",
+            action="append",
+            metavar="URL",
+            help="run on this server instead of in process (repeatable: several servers share the work; "
+            "default: $PONDER_SERVER, comma-separated)",
+        )
+    g.add_argument("--api-key", help="sent as a bearer token, never stored (default: $PONDER_API_KEY)")
+    g.add_argument(
+        "--parallel", type=int, help="requests in flight per server (default: llama-server's slots, else 16)"
+    )
+    g.add_argument("--timeout", type=float, default=600.0, help="seconds a request may take (default 600)")
+    if prm:
+        g.add_argument(
+            "--prm-server",
+            action="append",
+            metavar="URL",
+            help="run the PRM (judge, math-shepherd, rlhflow) on this server (default: the policy's)",
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
     p = sub.add_parser("info", help="what this llama.cpp build supports, and a model as loaded")
-    _add_model_args(p)
+    _add_model_args(p, servers=True)
     p.add_argument("--no-model", action="store_true", help="report the build only")
     p.add_argument("--json", action="store_true")
 
@@ -103,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--title", default="", help="a title for the saved session")
     p.add_argument("--tag", action="append", default=[], help="tag the saved session (repeatable)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    _add_model_args(p)
+    _add_model_args(p, servers=True)
 
     p = sub.add_parser(
         "sweep",
@@ -135,7 +175,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report-only", action="store_true", help="analyse what the database holds; run nothing")
     p.add_argument("--list", action="store_true", help="list the sweeps in the database")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    _add_model_args(p)
+    _add_model_args(p, servers=True)
+
+    p = sub.add_parser(
+        "serve",
+        help="start a local llama-server (built from the pinned llama.cpp source) and print its URL",
+        description="Starts llama-server on a GGUF (default: the embedded model), waits until it is healthy "
+        "and prints its URL for --server. Ctrl+C stops it.",
+    )
+    p.add_argument("model_file", nargs="?", metavar="MODEL", help="GGUF file (default: the embedded model)")
+    p.add_argument("--port", type=int, default=8080, help="port (default 8080; 0: any free port)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--parallel", type=int, default=8, help="slots: requests served at once (default 8)")
+    p.add_argument("--ctx", type=int, default=None, help="context tokens shared by the slots (default 2,560 a slot)")
+    p.add_argument("--n-gpu-layers", type=int, default=0, help="layers to offload to the GPU (-1: all)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: llama-server's choice)")
+    p.add_argument("--api-key", help="require this key from clients (default: $PONDER_API_KEY, else none)")
 
     p = sub.add_parser("sessions", help="saved sessions: list, show, replay, export, import, delete, rerun")
     ss = p.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -159,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
             q.add_argument("--yes", action="store_true", help="do not ask for confirmation")
         if name == "rerun":
             q.add_argument("--threads", type=int, help="override the recorded thread count")
+            _add_server_args(q)
+            q.add_argument("--model", help="with --server: the server model to use instead of the recorded one")
     q = ss.add_parser("export", help="write a session as JSON, JSONL or a self-contained HTML page")
     q.add_argument("id", help="session id (a unique prefix is enough)")
     q.add_argument("--format", choices=["json", "jsonl", "html"], default="json")
@@ -170,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--json", action="store_true", help="print JSON")
 
     p = sub.add_parser("bench", help="batched backend vs a naive Llama.create_completion loop")
-    _add_model_args(p)
+    _add_model_args(p, servers=True, bench=True)
     p.add_argument("--n", type=_int_list, default=[1, 4, 8, 16], help="sample counts (default 1,4,8,16)")
     p.add_argument("--tokens", type=int, default=128, help="new tokens per sample (default 128)")
     p.add_argument("--repeat", type=int, default=3, help="runs per measurement; the median is shown")
@@ -193,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sessions", type=int, default=1000, help="with --store: sessions (default 1000)")
     p.add_argument("--nodes", type=int, default=200, help="with --store: nodes per run (default 200)")
     p.add_argument("--db", help="with --store: build the store here (default: a temporary file)")
+    p.add_argument("--no-compare", action="store_true", help="with --server: only client_ratio")
     return ap
 
 
@@ -258,6 +316,22 @@ def cmd_info(args: argparse.Namespace) -> int:
     from engine.gguf_info import human_size
     from engine.llama_lib import build_info
 
+    if _servers(args):
+        executor = _server_executor(args)
+        try:
+            infos = [dict(c.info.__dict__, chat_template=None, alive=c.alive) for c in executor.pool.clients]
+        finally:
+            executor.close()
+        if args.json:
+            _print_json({"servers": infos})
+            return 0
+        for i in infos:
+            params = f", {i['n_params'] / 1e9:.2f} B parameters" if i.get("n_params") else ""
+            print(
+                f"{i['url']}  [{i['dialect']}] model {i['model']}{params}; {i['slots']} slots, "
+                f"context {i['n_ctx'] or '?'}; build {i['build'] or '?'}"
+            )
+        return 0
     bi = build_info()
     out: dict[str, Any] = {"build": bi.as_dict()}
     if not args.no_model:
@@ -350,10 +424,68 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _servers(args: argparse.Namespace) -> list[str]:
+    """--server URLs, else $PONDER_SERVER (comma- or space-separated)."""
+    import re
+
+    urls = [u for u in (getattr(args, "server", None) or []) if u.strip()]
+    if not urls and os.environ.get("PONDER_SERVER", "").strip():
+        urls = [u for u in re.split(r"[,\s]+", os.environ["PONDER_SERVER"]) if u]
+    return urls
+
+
+def _api_key(args: argparse.Namespace) -> str | None:
+    return getattr(args, "api_key", None) or os.environ.get("PONDER_API_KEY") or None
+
+
+def _server_executor(args: argparse.Namespace, model: str | None = None) -> Any:
+    """Connect to the servers (and PRM servers) and check them before anything runs: one clear
+    error for an unreachable server, a refused key or a model it does not serve."""
+    from engine.backends.server.executor import ServerExecutor
+    from engine.backends.server.pool import ServerPool
+
+    parallel = getattr(args, "parallel", None)
+    if parallel is not None and parallel < 1:
+        raise InvalidRequestError("--parallel must be >= 1")
+    timeout = getattr(args, "timeout", 600.0) or 600.0
+    if timeout <= 0:
+        raise InvalidRequestError("--timeout must be > 0 seconds")
+    key = _api_key(args)
+    pool = ServerPool.connect(
+        _servers(args), key, model=model if model is not None else args.model, parallel=parallel, timeout=timeout
+    )
+    prm_pool = None
+    if getattr(args, "prm_server", None):
+        try:
+            prm_pool = ServerPool.connect(args.prm_server, key, parallel=parallel, timeout=timeout, loop=pool.loop)
+        except BaseException:
+            pool.close()
+            raise
+    return ServerExecutor(pool, prm_pool)
+
+
 def _run_in_worker(args: argparse.Namespace, config: Any, work: Any, cancel: Any, cancelled_note: str) -> Any:
-    """Load the model in its own thread, run ``work(backend)`` there; Ctrl+C cancels between tokens
-    and still returns what was done."""
+    """Load the model in its own thread (or connect to the servers), run ``work(backend)`` there;
+    Ctrl+C cancels between tokens (or closes the requests in flight) and still returns what was
+    done."""
     from engine.worker import BackendWorker
+
+    if _servers(args):
+        from concurrent.futures import ThreadPoolExecutor
+
+        executor = _server_executor(args)
+        runner = ThreadPoolExecutor(1, thread_name_prefix="ponder-run")
+        try:
+            fut = runner.submit(work, executor)
+            try:
+                return _wait(fut)
+            except KeyboardInterrupt:
+                cancel.cancel()
+                print(f"\n{cancelled_note}", file=sys.stderr)
+                return fut.result()
+        finally:
+            runner.shutdown(wait=True)
+            executor.close()
 
     worker = BackendWorker(_model_path(args), config)
     try:
@@ -380,6 +512,37 @@ def _wait(fut: Any) -> Any:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from engine.bench import format_bench, format_compare_bench, run_bench, run_compare_bench
+
+    if args.server is not None:
+        from engine.backends.server.bench import format_server_bench, run_server_bench
+
+        urls = [u for u in args.server if u]
+        if len(urls) > 1:
+            raise InvalidRequestError("The server bench measures one server: give one --server URL.")
+        if args.tokens < 1 or args.repeat < 1:
+            raise InvalidRequestError("--tokens and --repeat must be >= 1")
+        if not urls and args.model:
+            from engine.gguf_info import read_gguf
+
+            read_gguf(args.model)
+        say = None if args.json else (lambda s: print(s, file=sys.stderr, flush=True))
+        result = run_server_bench(
+            urls[0] if urls else None,
+            model_path=_model_path(args),
+            n=max(args.n) if args.n != [1, 4, 8, 16] else 8,
+            max_tokens=args.tokens,
+            repeat=args.repeat,
+            api_key=_api_key(args),
+            parallel=args.parallel,
+            compare=not args.no_compare,
+            max_tokens_compare=args.max_tokens,
+            problems=args.problems,
+            prm=args.prm,
+            progress=say,
+            threads=args.threads,
+        )
+        _print_json(result) if args.json else print(format_server_bench(result))
+        return 0
 
     if args.store:
         from engine.bench import format_store_bench, run_store_bench
@@ -447,7 +610,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for name in strategies:  # fail fast, before loading the model
         get_strategy(name)
         budget_params(name, args.budget, **({"lookahead": args.lookahead} if name == "beam_search" else {}))
-    _check_prm(args.prm)
+    _check_prm(args.prm, args)
     if args.prm == "reference" and not reference:
         raise InvalidRequestError("--prm reference needs a reference answer (--reference or --problem-set).")
     cancel = CancelToken()
@@ -561,11 +724,18 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         max_tokens=args.max_tokens,
     )
     spec.check()  # a bad set, file, offset or budget is reported before the model loads
-    _check_prm(args.prm)
+    _check_prm(args.prm, args)
     charts = getattr(args, "charts", None)
     if args.report_only:
+        model: Any = _model_path(args)
+        if _servers(args):
+            executor = _server_executor(args)
+            try:
+                model = executor.model_record()
+            finally:
+                executor.close()
         with Store.open(args.db, readonly=True) as store:
-            sweep_id = find_sweep(store, spec, _model_path(args))
+            sweep_id = find_sweep(store, spec, model)
             summary = analyse(store, sweep_id, spec, difficulty=args.difficulty)
         return _sweep_outputs(args, summary, charts)
     store = Store.open(args.db)
@@ -608,14 +778,77 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return _sweep_outputs(args, summary, charts)
 
 
-def _check_prm(prm: str) -> None:
-    """--prm before the model loads: a built-in scorer or a file that exists."""
-    from engine.compare import PRM_CHOICES
+def _check_prm(prm: str, args: argparse.Namespace | None = None) -> None:
+    """--prm before the model loads: a built-in scorer, a token-PRM format on a PRM server, or a
+    PRM GGUF file that exists (in process)."""
+    from engine.prm import BUILTIN_PRMS, PRM_FORMATS
 
-    if prm not in PRM_CHOICES and not os.path.exists(prm):
+    servers = args is not None and bool(_servers(args))
+    prm_server = args is not None and bool(getattr(args, "prm_server", None))
+    if prm in BUILTIN_PRMS:
+        return
+    if prm in PRM_FORMATS:
+        if not prm_server:
+            raise InvalidRequestError(
+                f"--prm {prm} is a token PRM on a server: give --prm-server URL (ponder serve PRM.gguf "
+                "starts one), or in process the PRM's GGUF file."
+            )
+        return
+    if servers:
+        raise InvalidRequestError(
+            f"With --server the PRM runs on a server too: serve {prm} (ponder serve {prm} --port 8081) and "
+            "give --prm-server http://127.0.0.1:8081 --prm math-shepherd|rlhflow (or --prm judge)."
+        )
+    if not os.path.exists(prm):
         raise InvalidRequestError(
             f"--prm must be judge, arithmetic, reference or an existing GGUF file; got {prm!r}."
         )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import time as _time
+
+    from engine.backends.server.launch import LlamaServer
+    from engine.models import default_model_path
+
+    model = args.model_file or str(default_model_path())
+    if args.parallel < 1:
+        raise InvalidRequestError("--parallel must be >= 1")
+    if not 0 <= args.port < 65536:
+        raise InvalidRequestError("--port must be between 0 and 65535")
+    from engine.gguf_info import read_gguf
+
+    read_gguf(model)  # a missing or broken file is one clear line, before the server starts
+    srv = LlamaServer(
+        model,
+        port=args.port,
+        host=args.host,
+        parallel=args.parallel,
+        ctx=args.ctx,
+        n_gpu_layers=args.n_gpu_layers,
+        threads=args.threads,
+        api_key=_api_key(args),
+    )
+    _terminate_as_interrupt()
+    print(f"Starting llama-server on {Path(model).name} ...", file=sys.stderr, flush=True)
+    srv.start()
+    try:
+        print(srv.url, flush=True)
+        print(
+            f"Serving {args.parallel} slots; use it with --server {srv.url}. Ctrl+C stops it. "
+            f"(log: {srv.log_path})",
+            file=sys.stderr,
+            flush=True,
+        )
+        while srv.proc is not None and srv.proc.poll() is None:
+            _time.sleep(0.5)
+        print(f"ponder: error: llama-server stopped (status {srv.proc.returncode}):\n{srv.log_tail()}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("Stopping llama-server ...", file=sys.stderr)
+        return 0
+    finally:
+        srv.stop()
 
 
 def _terminate_as_interrupt() -> None:
@@ -814,12 +1047,33 @@ def _sessions_rerun(store: Any, args: argparse.Namespace) -> int:
     from engine.sessions import rerun
     from engine.worker import CancelToken
 
+    from engine.sessions import backend_kind, rerun_plan
+
     cancel = CancelToken()
+    session, settings = rerun_plan(store, args.id)
+    executor = None
+    if backend_kind(settings) == "server":
+        recorded = settings.get("backend") or {}
+        if not _servers(args):
+            args.server = list(recorded.get("servers") or [])
+        if getattr(args, "prm_server", None) is None and (recorded.get("prm") or {}).get("servers"):
+            args.prm_server = list(recorded["prm"]["servers"])
+        try:
+            executor = _server_executor(args, model=args.model or recorded.get("model"))
+        except PonderError as e:
+            raise PonderError(f"{e} (give --server URL to rerun session {session.id} on another server)") from e
+    elif _servers(args):
+        raise InvalidRequestError(
+            f"Session {session.id} ran in process; rerun it without --server (a rerun keeps the backend kind)."
+        )
     try:
-        report = rerun(store, args.id, threads=args.threads, cancel=cancel)
+        report = rerun(store, args.id, threads=args.threads, cancel=cancel, executor=executor)
     except KeyboardInterrupt:
         cancel.cancel()
         raise
+    finally:
+        if executor is not None:
+            executor.close()
     if args.json:
         _print_json(report.as_dict())
         return 0
@@ -857,6 +1111,7 @@ COMMANDS = {
     "compare": cmd_compare,
     "sessions": cmd_sessions,
     "sweep": cmd_sweep,
+    "serve": cmd_serve,
 }
 
 

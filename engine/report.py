@@ -136,6 +136,11 @@ def session_html(session: SessionInfo, events: dict[str, list[Event]]) -> str:
     runs = "".join(_run_html(r, events.get(r.id, [])) for r in session.runs)
     ref = f" · reference answer: <b>{_esc(session.reference)}</b>" if session.reference else ""
     model = session.runs[0].model_name if session.runs else ""
+    backend = session.settings.get("backend") or {}
+    if backend.get("kind") == "server":
+        where = f"on {', '.join(backend.get('servers') or [])} ({backend.get('dialect', 'server')}"
+        where += f", build {backend['build']})" if backend.get("build") else ")"
+        model = f"{model} {where}"
     return (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
         f"<title>Ponder session {_esc(session.id)}</title><style>{CSS}</style></head><body>"

@@ -168,14 +168,21 @@ class RerunReport:
         }
 
 
+def backend_kind(settings: dict[str, Any]) -> str:
+    """"server" or "llama.cpp" (sessions saved before servers existed ran in process)."""
+    return str((settings.get("backend") or {}).get("kind") or "llama.cpp")
+
+
 def rerun_plan(store: Store, session_id: str) -> tuple[Any, dict[str, Any]]:
-    """(the session, its settings), checked: the model file must still be there."""
+    """(the session, its settings), checked: the model file must still be there (in process)."""
     s = store.session(session_id)
     st = s.settings
     if not st.get("strategies"):
         raise StoreError(
             f"Session {s.id} has no recorded settings (imported from an older export?); it cannot be rerun."
         )
+    if backend_kind(st) == "server":
+        return s, st
     path = st.get("model_path") or (s.runs[0].model_path if s.runs else "")
     if not path or not Path(path).exists():
         raise StoreError(f"The model of session {s.id} is gone: {path or '(none recorded)'}.")
@@ -235,6 +242,21 @@ def _conditions(old: Any, new: Any) -> list[str]:
         out.append(f"llama-cpp-python: {old.llama_cpp_version} vs {new.llama_cpp_version}")
     if old.build.get("system_info") != new.build.get("system_info"):
         out.append("llama.cpp build / CPU features (system_info) differ")
+    ob, nb = old.settings.get("backend") or {}, new.settings.get("backend") or {}
+    if backend_kind(old.settings) == "server" or backend_kind(new.settings) == "server":
+        for k, label in (
+            ("kind", "backend"),
+            ("servers", "servers"),
+            ("model", "server model"),
+            ("build", "server build"),
+            ("dialect", "server API"),
+            ("slots", "server slots"),
+        ):
+            if ob.get(k) != nb.get(k):
+                out.append(f"{label}: {ob.get(k)} vs {nb.get(k)}")
+        if ob.get("kind") == nb.get("kind") == "server":
+            # Batching on a server depends on what else it serves: texts may differ run to run.
+            out.append("server runs share the server's batches with whatever else it serves")
     oc, nc = old.settings.get("config", {}), new.settings.get("config", {})
     for k in ("threads", "n_batch", "n_ubatch", "n_ctx", "n_seq_max", "flash_attn"):
         if oc.get(k) != nc.get(k):
@@ -251,13 +273,49 @@ def rerun(
     n_gpu_layers: int | None = None,
     cancel: Callable[[], bool] | None = None,
     on_event: Callable[[Any, Event], None] | None = None,
+    executor: Any = None,
 ) -> RerunReport:
     """Run the session again in a fresh backend (same model, config, strategies, seed) and
-    compare. The new session is saved with ``rerun_of`` pointing at the old one."""
+    compare. The new session is saved with ``rerun_of`` pointing at the old one. A session that
+    ran on servers runs again on ``executor`` (servers the caller connected to, by default the
+    recorded ones); one that ran in process, in a fresh llama.cpp context."""
     from engine.backends.llama_cpp import BackendConfig
     from engine.worker import BackendWorker
 
     s, st = rerun_plan(store, session_id)
+    kind = backend_kind(st)
+    if (executor is not None) != (kind == "server"):
+        raise PonderError(
+            f"Session {s.id} ran on servers; rerun it with servers (the recorded ones are used by default)."
+            if kind == "server"
+            else f"Session {s.id} ran in process; rerun it without --server (a rerun keeps the backend kind)."
+        )
+
+    def again(backend: Any) -> str:
+        sid, _runs, err = recorded_compare(
+            backend,
+            store,
+            s.problem,
+            st["strategies"],
+            budget=st["budget"],
+            prm=st["prm"],
+            reference=s.reference,
+            seed=st["seed"],
+            max_tokens=st["max_tokens"],
+            concurrent=st["concurrent"],
+            overrides=st.get("overrides") or None,
+            cancel=cancel,
+            on_event=on_event,
+            title=s.title,
+            tags=[*s.tags, "rerun"],
+            rerun_of=s.id,
+        )
+        if err:
+            raise PonderError(err)
+        return sid
+
+    if executor is not None:
+        return compare_sessions(store, s.id, again(executor))
     cfg = dict(st.get("config", {}))
     recorded_threads = cfg.pop("threads", None)
     threads = threads or recorded_threads
@@ -267,31 +325,7 @@ def rerun(
     worker = BackendWorker(st["model_path"], config)
     try:
         worker.wait_loaded()
-
-        def work(backend: Any) -> str:
-            sid, _runs, err = recorded_compare(
-                backend,
-                store,
-                s.problem,
-                st["strategies"],
-                budget=st["budget"],
-                prm=st["prm"],
-                reference=s.reference,
-                seed=st["seed"],
-                max_tokens=st["max_tokens"],
-                concurrent=st["concurrent"],
-                overrides=st.get("overrides") or None,
-                cancel=cancel,
-                on_event=on_event,
-                title=s.title,
-                tags=[*s.tags, "rerun"],
-                rerun_of=s.id,
-            )
-            if err:
-                raise PonderError(err)
-            return sid
-
-        new_id = worker.submit(work).result()
+        new_id = worker.submit(again).result()
     finally:
         worker.close()
     return compare_sessions(store, s.id, new_id)

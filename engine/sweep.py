@@ -740,10 +740,11 @@ def model_identity(path: str) -> dict[str, Any]:
     }
 
 
-def find_sweep(store: Store, spec: SweepSpec, model_path: str) -> str:
-    """The id of the sweep ``spec`` on this model names (for reading it without running)."""
+def find_sweep(store: Store, spec: SweepSpec, model: str | dict[str, Any]) -> str:
+    """The id of the sweep ``spec`` on this model names (for reading it without running): a GGUF
+    path, or a server executor's model record."""
     pset = resolve_problem_set(spec.problem_set)
-    key, _ = sweep_key(pset, model_identity(model_path), spec)
+    key, _ = sweep_key(pset, model_identity(model) if isinstance(model, str) else model, spec)
     for w in store.list_sweeps():
         if w.key == key:
             return w.id

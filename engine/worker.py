@@ -46,21 +46,36 @@ _STOP = object()
 
 
 class BackendWorker:
-    """Loads a model in its own thread and runs submitted work there, one task at a time."""
+    """Loads a model in its own thread and runs submitted work there, one task at a time.
 
-    def __init__(self, model_path: str | os.PathLike[str], config: BackendConfig | None = None) -> None:
+    ``factory`` makes what the work receives instead of a llama.cpp backend (the app and the CLI
+    pass one that connects to inference servers: a ``ServerExecutor``); it runs in the worker's
+    thread, and what it makes is closed there too."""
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str] | None = None,
+        config: BackendConfig | None = None,
+        factory: Callable[[], Any] | None = None,
+    ) -> None:
+        if factory is None:
+            if model_path is None:
+                raise ValueError("BackendWorker needs a model path or a factory")
+            path = str(model_path)
+
+            def factory() -> Any:
+                return Backend(path, config)
+
         self._q: queue.Queue[Any] = queue.Queue()
-        self._loaded: Future[Backend] = Future()
+        self._loaded: Future[Any] = Future()
         self._closed = False
-        self._thread = threading.Thread(
-            target=self._run, args=(str(model_path), config), name="ponder-backend", daemon=True
-        )
+        self._thread = threading.Thread(target=self._run, args=(factory,), name="ponder-backend", daemon=True)
         self._thread.start()
 
-    def _run(self, model_path: str, config: BackendConfig | None) -> None:
-        backend: Backend | None = None
+    def _run(self, factory: Callable[[], Any]) -> None:
+        backend: Any = None
         try:
-            backend = Backend(model_path, config)
+            backend = factory()
         except BaseException as e:  # reported through every future; the loop still drains the queue
             self._loaded.set_exception(e)
         else:
@@ -92,7 +107,7 @@ class BackendWorker:
                 if item is not _STOP:
                     item[0].set_exception(WorkerClosedError("The model was unloaded."))
 
-    def wait_loaded(self, timeout: float | None = None) -> Backend:
+    def wait_loaded(self, timeout: float | None = None) -> Any:
         """Block until the model is loaded; raises the load error (a typed ModelLoadError) if any.
         The returned backend may only be *read* from here (info, config), not used."""
         return self._loaded.result(timeout)

@@ -57,6 +57,7 @@ from engine.gguf_info import human_params, human_size, read_gguf
 from engine.models import default_model_path, describe, discover, estimate_memory, load_catalog
 from engine.report import scored_steps
 from gui.bridge import EngineBridge
+from gui.servers import ServerDialog, ServerProbe, server_entry_label
 from gui.sweeps import SweepsTab
 from gui.theme import ON_TINT, THEMES, apply_theme, colours
 from gui.trace_view import TraceView, score_qcolor
@@ -213,6 +214,9 @@ class MainWindow(QMainWindow):
         mbar.addWidget(self.model_combo)
         self.add_model_button = QPushButton("Add GGUF…")
         mbar.addWidget(self.add_model_button)
+        self.server_button = QPushButton("Server…")
+        self.server_button.setToolTip("Add an inference server: llama-server, vLLM, SGLang (OpenAI-compatible)")
+        mbar.addWidget(self.server_button)
         self.folders_button = QPushButton("Folders…")
         self.folders_button.setToolTip("Folders scanned for GGUF models")
         mbar.addWidget(self.folders_button)
@@ -413,6 +417,11 @@ class MainWindow(QMainWindow):
         QShortcut(QKeySequence("Ctrl+O"), self, activated=self.open_selected)
 
         self.settings = _settings()
+        self._server_keys: dict[str, str | None] = {}  # API keys: in memory only
+        self._server_status: dict[str, dict[str, Any]] = {}  # url -> what its probe said
+        self._server_probe = ServerProbe()
+        self._server_probe.done.connect(self._server_probed)
+        self.server_button.clicked.connect(lambda: ServerDialog(self).exec())
         self.add_model_button.clicked.connect(self.add_model)
         self.folders_button.clicked.connect(self.edit_folders)
         self.prm_combo.currentIndexChanged.connect(self._update_memory)
@@ -423,8 +432,12 @@ class MainWindow(QMainWindow):
         if saved and not os.path.exists(saved):
             saved = None  # the last model was moved or deleted: start on the default
         self._fill_models(model_path or saved)
+        if model_path is None:
+            self._select_server(self.settings.value("model_server", "", str))
         self.ngl_slider.setValue(n_gpu_layers if n_gpu_layers >= 0 else self.ngl_slider.maximum())
         self._model_changed()
+        for url in dict.fromkeys(e["url"] for e in self._saved_servers()):
+            self._server_probe.probe(url, os.environ.get("PONDER_API_KEY") or None)
         geometry = self.settings.value("geometry")
         if geometry is not None:
             self.restoreGeometry(geometry)
@@ -526,10 +539,133 @@ class MainWindow(QMainWindow):
                 if item is not None:
                     item.setEnabled(False)
             paths.append(e.path)
+        for entry in self._saved_servers():
+            self.model_combo.addItem(server_entry_label(entry, self._server_status.get(entry["url"])), entry)
+            status = self._server_status.get(entry["url"]) or {}
+            tip = status.get("error") or (
+                f"{status.get('dialect', '')} · build {status.get('build') or '?'} · context {status.get('n_ctx') or '?'}"
+                if status
+                else "asking the server…"
+            )
+            self.model_combo.setItemData(self.model_combo.count() - 1, tip, Qt.ItemDataRole.ToolTipRole)
         target = str(wanted) if wanted else str(default_model_path()) if paths else ""
         idx = paths.index(target) if target in paths else 0
         self.model_combo.setCurrentIndex(idx)
         self.model_combo.blockSignals(False)
+
+    # --- servers ----------------------------------------------------------------------------------
+
+    def _saved_servers(self) -> list[dict[str, Any]]:
+        import json
+
+        try:
+            raw = json.loads(self.settings.value("servers", "[]", str) or "[]")
+        except ValueError:
+            return []
+        return [e for e in raw if isinstance(e, dict) and e.get("url") and e.get("model")]
+
+    def add_server_models(self, infos: list[dict[str, Any]], api_key: str | None) -> None:
+        """A server the user connected to: every model it serves joins the model list (kept), the
+        first one is chosen."""
+        import json
+
+        saved = self._saved_servers()
+        for i in infos:
+            entry = {"url": i["url"], "model": i["model"]}
+            if entry not in saved:
+                saved.append(entry)
+            self._server_keys[i["url"]] = api_key
+            self._server_status[i["url"]] = i
+        self.settings.setValue("servers", json.dumps(saved))
+        self._fill_models(None)
+        self._select_server(json.dumps({"url": infos[0]["url"], "model": infos[0]["model"]}))
+        self._model_changed()
+
+    def _select_server(self, wanted: str) -> None:
+        import json
+
+        try:
+            entry = json.loads(wanted) if wanted else None
+        except ValueError:
+            entry = None
+        if not isinstance(entry, dict):
+            return
+        for i in range(self.model_combo.count()):
+            if self.model_combo.itemData(i) == entry:
+                self.model_combo.setCurrentIndex(i)
+                return
+
+    def _server_probed(self, url: str, infos: Any, error: str) -> None:
+        """A saved server answered (or did not): its lines in the model list say so."""
+        if infos is None:
+            self._server_status[url] = {"error": error}
+        else:
+            for i in infos:
+                self._server_status[i["url"]] = i
+        for i in range(self.model_combo.count()):
+            entry = self.model_combo.itemData(i)
+            if isinstance(entry, dict) and entry.get("url") == url:
+                status = self._server_status.get(url)
+                self.model_combo.setItemText(i, server_entry_label(entry, status))
+                self.model_combo.setItemData(
+                    i, (status or {}).get("error") or "ready", Qt.ItemDataRole.ToolTipRole
+                )
+        current = self.model_combo.currentData()
+        if isinstance(current, dict) and current.get("url") == url:
+            self._show_server_label(current)
+
+    def _show_server_label(self, entry: dict[str, Any]) -> None:
+        st = self._server_status.get(entry["url"])
+        if st is None:
+            state = "asking the server…"
+        elif st.get("error"):
+            state = f"<span style='color:#c0392b'>{_html(st['error'])}</span>"
+        else:
+            params = f" · {human_params(st['n_params'])} parameters" if st.get("n_params") else ""
+            state = (
+                f"{st.get('dialect')}{params} · {st.get('slots')} slots · context {st.get('n_ctx') or '?'}"
+                f" · build {_html(st.get('build') or '?')}"
+            )
+        self.model_label.setText(
+            f"<b>{_html(entry['model'])}</b> &nbsp; on {_html(entry['url'])} &nbsp; {state}"
+        )
+
+    def _set_server(self, entry: dict[str, Any]) -> None:
+        """Run on a server: no GPU layers or context to set here (the server has its own)."""
+        import json
+
+        if self.bridge is not None and self.bridge.busy:
+            return
+        self.run_button.setEnabled(True)
+        for w in (self.ngl_slider, self.ctx_spin):
+            w.setEnabled(False)
+        self.ngl_value.setText("-")
+        self.backend_label.setText("inference server")
+        self.memory_label.setText("runs on the server")
+        self.memory_label.setToolTip("")
+        self._policy_info = None
+        self._show_server_label(entry)
+        self.settings.setValue("model_server", json.dumps(entry))
+        server = {
+            "urls": [entry["url"]],
+            "model": entry["model"],
+            "api_key": self._server_keys.get(entry["url"]) or os.environ.get("PONDER_API_KEY") or None,
+        }
+        if self.bridge is not None and self.bridge.server == server:
+            return
+        if self.bridge is not None:
+            self.bridge.shutdown()
+        self._connect_bridge(EngineBridge(f"{entry['model']} @ {entry['url']}", server=server))
+        self.status.showMessage("Ready. Ponder connects to the server on the first run.")
+
+    def _connect_bridge(self, bridge: EngineBridge) -> None:
+        self.bridge = bridge
+        bridge.loaded.connect(self._on_loaded)
+        bridge.events.connect(self._on_events)
+        bridge.compared.connect(self._on_compared)
+        bridge.failed.connect(self._on_failed)
+        bridge.sweep_progress.connect(self.sweeps_tab.on_progress)
+        bridge.swept.connect(self.sweeps_tab.on_done)
 
     def _fill_prms(self, prms: list) -> None:
         """The built-in scorers, then every token-PRM GGUF the catalog recognises."""
@@ -549,7 +685,14 @@ class MainWindow(QMainWindow):
 
     def rescan_models(self) -> None:
         """Discovery again (after the folders changed), keeping the chosen model."""
-        self._fill_models(self.model_combo.currentData())
+        import json
+
+        current = self.model_combo.currentData()
+        if isinstance(current, dict):
+            self._fill_models(None)
+            self._select_server(json.dumps(current))
+        else:
+            self._fill_models(current)
         self._model_changed()
 
     def add_model(self) -> None:
@@ -572,8 +715,14 @@ class MainWindow(QMainWindow):
         self._model_changed()
 
     def _model_changed(self, *_: Any) -> None:
-        path = self.model_combo.currentData()
-        self._set_model(path, self.ngl_slider.value())
+        data = self.model_combo.currentData()
+        if isinstance(data, dict):
+            self._set_server(data)
+            return
+        for w in (self.ngl_slider, self.ctx_spin):
+            w.setEnabled(True)
+        self.settings.setValue("model_server", "")
+        self._set_model(data, self.ngl_slider.value())
 
     def _update_memory(self, *_: Any) -> None:
         """Policy and PRM together (a PRM GGUF gets its own context of the same size and offload)."""
@@ -643,16 +792,13 @@ class MainWindow(QMainWindow):
             f"context {info.context_length or '?'} &nbsp; <span style='color:gray'>{info.path}</span>"
         )
         config = BackendConfig(n_ctx=self.ctx_spin.value(), n_seq_max=64, n_gpu_layers=n_gpu_layers)
-        self.bridge = EngineBridge(path, config)
-        self.bridge.loaded.connect(self._on_loaded)
-        self.bridge.events.connect(self._on_events)
-        self.bridge.compared.connect(self._on_compared)
-        self.bridge.failed.connect(self._on_failed)
-        self.bridge.sweep_progress.connect(self.sweeps_tab.on_progress)
-        self.bridge.swept.connect(self.sweeps_tab.on_done)
+        self._connect_bridge(EngineBridge(path, config))
         self.status.showMessage("Ready. The model loads on the first run.")
 
     def _on_loaded(self, info: dict[str, Any]) -> None:
+        if info.get("backend") == "server":
+            self.status.showMessage(f"Connected to {', '.join(info.get('servers') or [])}: {info['name']}")
+            return
         self.status.showMessage(
             f"Loaded {info['name']} on {info['accelerator']} ({info['n_layers_offloaded']} layers offloaded)"
         )

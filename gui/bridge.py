@@ -28,18 +28,35 @@ class EngineBridge(QObject):
     sweep_progress = Signal(object)
     swept = Signal(object, object)
 
-    def __init__(self, model_path: str, config: BackendConfig | None = None) -> None:
+    def __init__(
+        self, model_path: str, config: BackendConfig | None = None, server: dict[str, Any] | None = None
+    ) -> None:
+        """``server``: run on inference servers instead ({"urls": [...], "model": id, "api_key": ...});
+        ``model_path`` is then only a label."""
         super().__init__()
         self.model_path = model_path
         self.config = config or BackendConfig(n_ctx=4096, n_seq_max=32)
+        self.server = server
         self._worker: BackendWorker | None = None
         self._cancel: CancelToken | None = None
         self.busy = False
 
     def _ensure_worker(self) -> BackendWorker:
         if self._worker is None:
-            self._worker = BackendWorker(self.model_path, self.config)
-            self._worker.submit(lambda b: b.info.as_dict()).add_done_callback(self._on_loaded)
+            if self.server is not None:
+                srv = dict(self.server)
+
+                def connect() -> Any:
+                    from engine.backends.server.executor import ServerExecutor
+                    from engine.backends.server.pool import ServerPool
+
+                    pool = ServerPool.connect(srv["urls"], srv.get("api_key"), model=srv.get("model"))
+                    return ServerExecutor(pool)
+
+                self._worker = BackendWorker(factory=connect)
+            else:
+                self._worker = BackendWorker(self.model_path, self.config)
+            self._worker.submit(_describe).add_done_callback(self._on_loaded)
         return self._worker
 
     def _on_loaded(self, fut: Any) -> None:
@@ -169,6 +186,13 @@ class EngineBridge(QObject):
         if self._worker is not None:
             self._worker.close()
             self._worker = None
+
+
+def _describe(backend: Any) -> dict[str, Any]:
+    """What the status bar says once the model is ready: a llama.cpp model or a server executor."""
+    if hasattr(backend, "model_record"):
+        return backend.model_record()
+    return backend.info.as_dict()
 
 
 def _message(err: BaseException) -> str:

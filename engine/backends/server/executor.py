@@ -1,0 +1,315 @@
+"""The :class:`~engine.backends.base.Executor` for inference servers.
+
+Every Generate item is one completion request; all requests of all runs are in flight at once (the
+pool bounds each server to its slots and queues the rest), and :meth:`ServerExecutor.poll` returns
+as soon as any run's request is answered. A node remembers its tokens (prompt and generated) and
+the server that made it, so a continuation sends exactly those tokens back to that server, whose
+prefix cache holds them. A request that keeps failing fails only its own run; the others go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import queue
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.backends.base import Delta, Executor, GenDone, Outcome, RunFailed, ScoreAsk, ScoreDone
+from engine.backends.server.client import Completion, CompletionRequest, ServerClient
+from engine.backends.server.pool import ServerPool
+from engine.backends.server.prm import ServerVerdictPRM
+from engine.errors import Cancelled, InvalidRequestError, PonderError
+from engine.search.protocol import Generated, GenItem
+
+POLL_S = 0.1  # how often a waiting poll looks at the cancel flag
+
+
+@dataclass
+class _Node:
+    ids: tuple[int, ...]  # prompt and generated tokens: what a continuation sends
+    server: ServerClient
+
+
+@dataclass
+class _RunState:
+    nodes: dict[int, _Node] = field(default_factory=dict)
+    futures: set[concurrent.futures.Future] = field(default_factory=set)
+
+
+class ServerExecutor(Executor):
+    kind = "server"
+
+    def __init__(self, pool: ServerPool, prm_pool: ServerPool | None = None) -> None:
+        self.pool = pool
+        self.prm_pool = prm_pool
+        self._runs: dict[str, _RunState] = {}
+        self._shared: set[concurrent.futures.Future] = set()  # score passes several runs wait on
+        self._q: queue.Queue[tuple[int, str, str, concurrent.futures.Future, Any]] = queue.Queue()
+        self._pending = 0
+        self._epoch = 0  # answers of an earlier compare (cancelled requests) are told apart by it
+
+    # --- records ------------------------------------------------------------------------------------
+
+    def model_record(self) -> dict[str, Any]:
+        info = self.pool.info
+        rec = self.pool.record()
+        return {
+            "backend": self.kind,
+            "name": info.model,
+            "path": info.model_path,
+            "file_size": 0,
+            "sha256_1mb": "",
+            "quantization": "",
+            "n_gpu_layers_requested": 0,
+            "n_layers_offloaded": 0,
+            "accelerator": "server",
+            "n_params": info.n_params,
+            "servers": rec["servers"],
+            "server_build": info.build,
+            "dialect": info.dialect,
+            "slots": rec["slots"],
+        }
+
+    def session_settings(self) -> dict[str, Any]:
+        backend = {"kind": self.kind, **self.pool.record()}
+        if self.prm_pool is not None:
+            backend["prm"] = self.prm_pool.record()
+        return {"backend": backend, "model_path": "", "config": {}}
+
+    # --- PRMs ---------------------------------------------------------------------------------------
+
+    def make_prm(self, spec: str, reference: str | None) -> Any:
+        from engine.models import load_catalog
+        from engine.prm import PRM_FORMATS, ArithmeticPRM, ReferencePRM, check_prm_spec
+
+        check_prm_spec(spec)
+        if spec == "arithmetic":
+            return ArithmeticPRM()
+        if spec == "reference":
+            return ReferencePRM(reference)
+        pool = self.prm_pool or self.pool
+        if spec == "judge":
+            return ServerVerdictPRM(pool, "judge")
+        if spec in PRM_FORMATS:
+            if self.prm_pool is None:
+                raise InvalidRequestError(
+                    f"--prm {spec} reads a PRM model: serve it (ponder serve PRM.gguf --port 8081) and give "
+                    "--prm-server http://127.0.0.1:8081."
+                )
+            info = pool.info
+            served = Path(info.model_path or info.model)
+            entry = next((c for c in load_catalog() if c.prm_format == spec and c.matches(served)), None)
+            settings = entry.settings if entry is not None else {}
+            return ServerVerdictPRM(
+                pool,
+                spec,
+                name=entry.id if entry is not None else spec,
+                step_tag=settings.get("step_tag", "ки"),
+                good_token=settings.get("good_token", "+"),
+                bad_token=settings.get("bad_token", "-"),
+            )
+        raise InvalidRequestError(
+            f"With --server the PRM runs on a server too: serve {spec} (ponder serve {spec} --port 8081) "
+            "and give --prm-server http://127.0.0.1:8081 --prm math-shepherd|rlhflow (or --prm judge)."
+        )
+
+    # --- requests -----------------------------------------------------------------------------------
+
+    def _state(self, run_id: str) -> _RunState:
+        st = self._runs.get(run_id)
+        if st is None:
+            st = self._runs[run_id] = _RunState()
+        return st
+
+    def _submit(self, run_id: str, kind: str, coro: Any, meta: Any) -> None:
+        fut = self.pool.loop.submit(coro)
+        if kind == "score":
+            self._shared.add(fut)
+        else:
+            self._state(run_id).futures.add(fut)
+        self._pending += 1
+        epoch = self._epoch
+        fut.add_done_callback(lambda f: self._q.put((epoch, run_id, kind, f, meta)))
+
+    def generate(self, run_id: str, items: Sequence[GenItem], keep_prompt: tuple | None = None) -> None:
+        st = self._state(run_id)
+        plan: list[tuple[GenItem, tuple[int, ...] | None, ServerClient | None]] = []
+        for item in items:
+            if item.parent is not None:
+                parent = st.nodes.get(item.parent)
+                if parent is None:
+                    raise PonderError(f"run {run_id} continued node {item.parent}, which it does not hold")
+                plan.append((item, parent.ids, parent.server))
+            else:
+                plan.append((item, None, None))
+        self._submit(run_id, "gen", self._generate(plan), [p[0] for p in plan])
+
+    async def _generate(
+        self, plan: list[tuple[GenItem, tuple[int, ...] | None, ServerClient | None]]
+    ) -> list[tuple[Completion, ServerClient, tuple[int, ...]]]:
+        async def one(item: GenItem, prompt: tuple[int, ...] | None, server: ServerClient | None):
+            if prompt is None:
+                assert item.messages is not None
+                prompt = tuple(await self.pool.chat_tokens(item.messages))
+            p = item.params
+            room = (self.pool.info.n_ctx or 0) - len(prompt)
+            if self.pool.info.n_ctx and room < 1:
+                raise InvalidRequestError(
+                    f"The prompt is {len(prompt)} tokens, but the server's context holds "
+                    f"{self.pool.info.n_ctx}: shorten the problem or start the server with a larger -c."
+                )
+            req = CompletionRequest(
+                prompt=prompt,
+                max_tokens=max(1, min(p.max_tokens, room) if room > 0 else p.max_tokens),
+                temperature=p.temperature,
+                top_p=p.top_p,
+                top_k=p.top_k,
+                min_p=p.min_p,
+                seed=p.seed & 0x7FFFFFFF,
+                stop=tuple(p.stop),
+                ignore_eos=p.ignore_eos,
+                n_probs=1,
+            )
+            done, srv = await self.pool.complete(req, affinity=server)
+            return done, srv, prompt
+
+        return list(await asyncio.gather(*(one(*p) for p in plan)))
+
+    def score(self, prm: Any, question: str, asks: Sequence[ScoreAsk]) -> ScoreDone | None:
+        cands: list[tuple[str, ...]] = []
+        finished: list[bool] = []
+        for a in asks:
+            cands += a.candidates
+            finished += a.finished
+        t0 = time.perf_counter()
+        if not isinstance(prm, ServerVerdictPRM):  # arithmetic, reference: no model needed
+            scores = prm.score(question, cands, finished)
+            return _split(list(asks), cands, scores, 0, time.perf_counter() - t0)
+        meta = (list(asks), cands, t0)
+        self._submit(asks[0].run_id, "score", prm.score_async(question, cands, finished), meta)
+        for a in asks[1:]:
+            self._state(a.run_id)
+        return None
+
+    def release(self, run_id: str, node_ids: Sequence[int]) -> None:
+        st = self._runs.get(run_id)
+        if st is not None:
+            for nid in node_ids:
+                st.nodes.pop(nid, None)
+
+    def end_run(self, run_id: str) -> None:
+        st = self._runs.pop(run_id, None)
+        if st is None:
+            return
+        for f in st.futures:
+            f.cancel()  # the task is cancelled in the loop: its HTTP request is closed
+
+    def busy(self) -> bool:
+        return self._pending > 0
+
+    # --- progress -----------------------------------------------------------------------------------
+
+    def poll(self) -> list[Outcome]:
+        out: list[Outcome] = []
+        while not out:
+            if self.cancel is not None and self.cancel():
+                self._cancel_all()
+                raise Cancelled()
+            if self._pending == 0:
+                return out
+            try:
+                item = self._q.get(timeout=POLL_S)
+            except queue.Empty:
+                continue
+            out += self._take(item)
+            while True:  # whatever else is ready too
+                try:
+                    out += self._take(self._q.get_nowait())
+                except queue.Empty:
+                    break
+        return out
+
+    def _take(self, item: tuple[int, str, str, concurrent.futures.Future, Any]) -> list[Outcome]:
+        epoch, run_id, kind, fut, meta = item
+        if epoch != self._epoch:
+            return []
+        self._pending -= 1
+        self._shared.discard(fut)
+        st = self._runs.get(run_id)
+        if st is not None:
+            st.futures.discard(fut)
+        if fut.cancelled():
+            return []
+        err = fut.exception()
+        if err is not None:
+            msg = str(err) if isinstance(err, PonderError) else f"{type(err).__name__}: {err}"
+            runs = [run_id] if kind == "gen" else [a.run_id for a in meta[0]]
+            return [RunFailed(r, msg) for r in runs]
+        if kind == "score":
+            asks, cands, t0 = meta
+            scores, used = fut.result()
+            return [_split(asks, cands, scores, used, time.perf_counter() - t0)]
+        if st is None:  # the run ended meanwhile
+            return []
+        results = fut.result()
+        gens: list[Generated] = []
+        out: list[Outcome] = []
+        prompt_n = cached_n = 0
+        for item_, (done, srv, prompt) in zip(meta, results, strict=True):
+            st.nodes[item_.node_id] = _Node((*prompt, *done.ids), srv)
+            gens.append(
+                Generated(
+                    item_.node_id,
+                    done.text,
+                    len(done.ids),
+                    tuple(done.logprobs),
+                    done.finish,
+                    tuple(done.pieces),
+                )
+            )
+            prompt_n += done.prompt_n
+            cached_n += done.cached_n
+            if self.stream_text and done.text:
+                out.append(Delta(run_id, item_.node_id, done.text))
+        out.append(GenDone(run_id, gens, prompt_tokens=prompt_n, cached_tokens=cached_n))
+        return out
+
+    def _cancel_all(self) -> None:
+        for st in self._runs.values():
+            for f in st.futures:
+                f.cancel()
+        for f in self._shared:
+            f.cancel()
+
+    def finish(self) -> None:
+        self._cancel_all()
+        self._runs.clear()
+        self._shared.clear()
+        self._epoch += 1  # what the cancelled requests still report is ignored
+        self._pending = 0
+
+    def close(self) -> None:
+        self.finish()
+        self.pool.close()
+        if self.prm_pool is not None:
+            self.prm_pool.close()
+
+
+def _split(
+    asks: list[ScoreAsk], cands: list[tuple[str, ...]], scores: list[list[float]], used: int, dt: float
+) -> ScoreDone:
+    total = sum(len(c) for c in cands) or 1
+    out = ScoreDone({})
+    start = 0
+    for a in asks:
+        n = len(a.candidates)
+        share = sum(len(c) for c in cands[start : start + n]) / total
+        out.scores[a.run_id] = scores[start : start + n]
+        out.prm_tokens[a.run_id] = round(used * share)
+        out.prm_s[a.run_id] = dt * share
+        start += n
+    return out

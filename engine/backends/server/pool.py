@@ -1,0 +1,298 @@
+"""Several servers of one model, and the event loop that talks to them.
+
+:class:`LoopThread` runs one asyncio loop in a thread of its own; every HTTP request of every run is
+a task there (no thread per request). :class:`ServerPool` chooses a server for each request:
+
+* a continuation goes to the server that produced its parent (**prefix affinity**: the server's
+  prefix cache holds the parent's tokens, so a beam's children cost only their new tokens);
+* any other request goes to the server whose recent prompts share the longest prefix with it, unless
+  that server's slots are all taken while another has a free one; otherwise to the least loaded;
+* at most ``slots`` requests are in flight on a server (its ``/props`` ``total_slots``, or
+  ``--parallel``); the rest wait for a slot;
+* a server that cannot be reached is taken out and its requests go to the others; when none is
+  left, the request fails with what the last server said.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from collections import deque
+from collections.abc import Awaitable, Sequence
+from typing import Any, TypeVar
+
+from engine.backends.server.client import Completion, CompletionRequest, ServerClient, ServerError, ServerInfo
+from engine.errors import PonderError
+
+T = TypeVar("T")
+RECENT = 64  # prompts remembered per server for prefix affinity
+MIN_AFFINITY = 8  # shorter shared prefixes do not pull a request to a server
+
+
+class LoopThread:
+    """An asyncio event loop in a daemon thread; other threads hand it coroutines."""
+
+    def __init__(self, name: str = "ponder-http") -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, coro: Awaitable[T]) -> concurrent.futures.Future[T]:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)  # type: ignore[arg-type]
+
+    def run(self, coro: Awaitable[T], timeout: float | None = None) -> T:
+        fut = self.submit(coro)
+        try:
+            return fut.result(timeout)
+        except BaseException:
+            fut.cancel()
+            raise
+
+    def close(self) -> None:
+        if self.loop.is_closed():
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+        if not self._thread.is_alive():
+            self.loop.close()
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    if list(a[:n]) == list(b[:n]):
+        return n
+    lo, hi = 0, n - 1
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if list(a[:mid]) == list(b[:mid]):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+class ServerPool:
+    """Servers serving the same model. Use :meth:`connect`; call its async methods in ``loop``."""
+
+    def __init__(self, clients: list[ServerClient], loop: LoopThread, own_loop: bool = True) -> None:
+        self.clients = clients
+        self.loop = loop
+        self._own_loop = own_loop
+        self._recent: dict[int, deque[tuple[int, ...]]] = {id(c): deque(maxlen=RECENT) for c in clients}
+        self._chat: dict[tuple, list[int]] = {}
+        self.dispatched: dict[str, int] = {c.url: 0 for c in clients}  # requests per server (bench, tests)
+
+    @classmethod
+    def connect(
+        cls,
+        urls: Sequence[str],
+        api_key: str | None = None,
+        model: str | None = None,
+        parallel: int | None = None,
+        timeout: float = 600.0,
+        retries: int = 4,
+        loop: LoopThread | None = None,
+    ) -> ServerPool:
+        """Probe every server (health, model, slots) before anything runs; a server that cannot be
+        reached, refuses the key or lacks the model is one clear error."""
+        if not urls:
+            raise PonderError("No server given: --server URL (or PONDER_SERVER).")
+        own = loop is None
+        lt = loop or LoopThread()
+        clients = [
+            ServerClient(u, api_key, timeout=timeout, retries=retries, parallel=parallel) for u in urls
+        ]
+        seen = set()
+        for c in clients:
+            if c.url in seen:
+                if own:
+                    lt.close()
+                raise PonderError(f"{c.url} is given twice.")
+            seen.add(c.url)
+
+        async def probe_all() -> list[ServerInfo]:
+            return list(await asyncio.gather(*(c.probe(model) for c in clients)))
+
+        async def close_all() -> None:
+            await asyncio.gather(*(c.close() for c in clients))
+
+        try:
+            infos = lt.run(probe_all(), timeout=120)
+        except BaseException:
+            lt.run(close_all(), timeout=10)
+            if own:
+                lt.close()
+            raise
+        names = {i.model for i in infos}
+        if len(names) > 1 and model is None:
+            lt.run(close_all(), timeout=10)
+            if own:
+                lt.close()
+            raise PonderError(
+                "The servers serve different models ("
+                + ", ".join(f"{i.url}: {i.model}" for i in infos)
+                + "); give --model to choose one they all serve."
+            )
+        return cls(clients, lt, own_loop=own)
+
+    # --- what it is ---------------------------------------------------------------------------------
+
+    @property
+    def infos(self) -> list[ServerInfo]:
+        return [c.info for c in self.clients if c.info is not None]
+
+    @property
+    def info(self) -> ServerInfo:
+        return self.infos[0]
+
+    @property
+    def alive(self) -> list[ServerClient]:
+        return [c for c in self.clients if c.alive]
+
+    @property
+    def total_slots(self) -> int:
+        return sum(c.slots for c in self.alive)
+
+    def close(self) -> None:
+        if self.loop.loop.is_closed():
+            return
+        async def close_all() -> None:
+            await asyncio.gather(*(c.close() for c in self.clients))
+
+        try:
+            self.loop.run(close_all(), timeout=10)
+        except Exception:  # noqa: BLE001 - closing: nothing to report to
+            pass
+        if self._own_loop:
+            self.loop.close()
+
+    # --- choosing a server --------------------------------------------------------------------------
+
+    def _load(self, c: ServerClient) -> float:
+        return c.outstanding / max(1, c.slots)
+
+    def choose(self, prompt: Sequence[int], affinity: ServerClient | None = None) -> ServerClient:
+        alive = self.alive
+        if not alive:
+            raise PonderError("Every server is down.")
+        if affinity is not None and affinity.alive:
+            return affinity
+        free = [c for c in alive if c.outstanding < c.slots]
+        best, best_k = None, MIN_AFFINITY - 1
+        for c in alive:
+            for p in self._recent[id(c)]:
+                if len(p) > best_k and p[:best_k + 1] == tuple(prompt[:best_k + 1]):
+                    k = _common_prefix(p, prompt)
+                    if k > best_k:
+                        best, best_k = c, k
+        if best is not None and (best.outstanding < best.slots or not free):
+            return best
+        pool = free or alive
+        return min(pool, key=lambda c: (self._load(c), c.outstanding))
+
+    def _remember(self, c: ServerClient, ids: Sequence[int]) -> None:
+        self._recent[id(c)].append(tuple(ids))
+
+    # --- requests (in the loop) ---------------------------------------------------------------------
+
+    async def complete(
+        self, req: CompletionRequest, affinity: ServerClient | None = None
+    ) -> tuple[Completion, ServerClient]:
+        """Run one completion on a chosen server; a server found dead is taken out and the request
+        goes to another. Returns the completion and the server that made it."""
+        last: ServerError | None = None
+        tried: set[int] = set()
+        while True:
+            try:
+                c = self.choose(req.prompt, affinity if affinity is not None and id(affinity) not in tried else None)
+            except PonderError:
+                if last is not None:
+                    raise ServerError(last.server, f"{str(last).split(': ', 1)[-1]}; no other server is left",
+                                      dead=True) from None
+                raise
+            tried.add(id(c))
+            c.outstanding += 1
+            try:
+                async with c.semaphore:
+                    out = await c.complete(req)
+            except ServerError as e:
+                if e.dead and not await c.health():
+                    c.alive = False
+                    last = e
+                    continue  # its work moves to the servers left
+                raise
+            finally:
+                c.outstanding -= 1
+            self.dispatched[c.url] = self.dispatched.get(c.url, 0) + 1
+            self._remember(c, (*req.prompt, *out.ids))
+            return out, c
+
+    async def chat_tokens(self, messages: tuple[tuple[str, str], ...]) -> list[int]:
+        hit = self._chat.get(messages)
+        if hit is not None:
+            return hit
+        last: Exception | None = None
+        for c in self.alive:
+            try:
+                toks, _warning = await c.chat_tokens([{"role": r, "content": t} for r, t in messages])
+                if len(self._chat) > 512:
+                    self._chat.clear()
+                self._chat[messages] = toks
+                return toks
+            except ServerError as e:
+                if not e.dead:
+                    raise
+                c.alive = False
+                last = e
+        raise last or PonderError("Every server is down.")
+
+    async def tokenize(self, text: str, add_special: bool = False, parse_special: bool = True) -> list[int]:
+        last: Exception | None = None
+        for c in self.alive:
+            try:
+                return await c.tokenize(text, add_special, parse_special)
+            except ServerError as e:
+                if not e.dead:
+                    raise
+                c.alive = False
+                last = e
+        raise last or PonderError("Every server is down.")
+
+    def record(self) -> dict[str, Any]:
+        info = self.info
+        return {
+            "servers": [c.url for c in self.clients],
+            "model": info.model,
+            "dialect": info.dialect,
+            "build": info.build,
+            "model_path": info.model_path,
+            "slots": [c.slots for c in self.clients],
+            "n_ctx": info.n_ctx,
+            "n_params": info.n_params,
+        }
+
+
+def describe_server(url: str, api_key: str | None = None, timeout: float = 30.0) -> list[ServerInfo]:
+    """Every model a server serves, with its slots and build (for the app's model list). Raises
+    ServerError when it cannot be reached or refuses the key."""
+    lt = LoopThread("ponder-probe")
+
+    async def go() -> list[ServerInfo]:
+        client = ServerClient(url, api_key, timeout=timeout, retries=0)
+        try:
+            try:
+                return [await client.probe(None)]
+            except ServerError as e:
+                if "several models" not in str(e):
+                    raise
+            body = await client.call("GET", "/v1/models", retries=0)
+            ids = [str(m["id"]) for m in body.get("data", []) if isinstance(m, dict) and m.get("id")]
+            return [await client.probe(i) for i in ids]
+        finally:
+            await client.close()
+
+    try:
+        return lt.run(go(), timeout=timeout + 10)
+    finally:
+        lt.close()

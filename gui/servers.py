@@ -1,0 +1,124 @@
+"""Inference servers in the app: the "Server…" dialog that adds an endpoint, and the probe that
+asks a server what it serves (health, models, slots) off the GUI thread.
+
+Servers the user added are kept in QSettings as (URL, model) pairs; an API key is kept only in
+memory for the session (or read from ``PONDER_API_KEY``), never written to disk.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+from PySide6.QtCore import QObject, Signal
+from PySide6.QtWidgets import (
+    QDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QVBoxLayout,
+)
+
+from engine.errors import PonderError
+
+
+def server_entry_label(entry: dict[str, Any], status: dict[str, Any] | None) -> str:
+    """The model list's line for a server model: its name, the server, and what the probe said."""
+    if status is None:
+        state = "checking…"
+    elif status.get("error"):
+        state = "unreachable"
+    else:
+        state = f"{status.get('slots', '?')} slots"
+    return f"{entry['model']}  ({entry['url']} · {state})"
+
+
+class ServerProbe(QObject):
+    """Asks servers what they serve in a thread of its own; ``done`` carries (url, [info dicts]
+    or None, error text)."""
+
+    done = Signal(str, object, str)
+
+    def probe(self, url: str, api_key: str | None) -> None:
+        def work() -> None:
+            from engine.backends.server.pool import describe_server
+
+            try:
+                infos = [dict(i.__dict__, chat_template=None) for i in describe_server(url, api_key)]
+            except PonderError as e:
+                self.done.emit(url, None, str(e))
+                return
+            except Exception as e:  # noqa: BLE001 - shown to the user, never a crash
+                self.done.emit(url, None, f"{type(e).__name__}: {e}")
+                return
+            self.done.emit(url, infos, "")
+
+        threading.Thread(target=work, name="ponder-server-probe", daemon=True).start()
+
+
+class ServerDialog(QDialog):
+    """URL and (optional) API key; Connect asks the server, and on success its models join the
+    model list."""
+
+    def __init__(self, window: Any) -> None:
+        super().__init__(window)
+        self.window = window
+        self.setWindowTitle("Add an inference server")
+        self.resize(560, 220)
+        lay = QVBoxLayout(self)
+        lay.addWidget(
+            QLabel(
+                "llama-server, vLLM, SGLang or any OpenAI-compatible server. "
+                "<code>ponder serve MODEL.gguf</code> starts a llama-server here."
+            )
+        )
+        form = QFormLayout()
+        self.url = QLineEdit()
+        self.url.setPlaceholderText("http://127.0.0.1:8080")
+        self.key = QLineEdit(os.environ.get("PONDER_API_KEY", ""))
+        self.key.setEchoMode(QLineEdit.EchoMode.Password)
+        self.key.setPlaceholderText("optional; kept only while Ponder runs")
+        form.addRow("URL", self.url)
+        form.addRow("API key", self.key)
+        lay.addLayout(form)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        lay.addWidget(self.status, 1)
+        row = QHBoxLayout()
+        row.addStretch(1)
+        self.connect_button = QPushButton("Connect")
+        self.connect_button.setDefault(True)
+        close = QPushButton("Close")
+        row.addWidget(self.connect_button)
+        row.addWidget(close)
+        lay.addLayout(row)
+        self.probe = ServerProbe()
+        self.probe.done.connect(self._probed)
+        self.connect_button.clicked.connect(self.try_connect)
+        close.clicked.connect(self.reject)
+
+    def try_connect(self) -> None:
+        url = self.url.text().strip()
+        if not url:
+            self.status.setText("Give the server's URL.")
+            return
+        self.connect_button.setEnabled(False)
+        self.status.setText(f"Asking {url} …")
+        self.probe.probe(url, self.key.text().strip() or None)
+
+    def _probed(self, url: str, infos: Any, error: str) -> None:
+        self.connect_button.setEnabled(True)
+        if infos is None:
+            self.status.setText(f"<span style='color:#c0392b'>{_esc(error)}</span>")
+            return
+        self.window.add_server_models(infos, self.key.text().strip() or None)
+        self.accept()
+
+
+def _esc(text: str) -> str:
+    import html
+
+    return html.escape(text)
