@@ -185,9 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("model_file", nargs="?", metavar="MODEL", help="GGUF file (default: the embedded model)")
     p.add_argument("--port", type=int, default=8080, help="port (default 8080; 0: any free port)")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)"
+    )
     p.add_argument("--parallel", type=int, default=8, help="slots: requests served at once (default 8)")
-    p.add_argument("--ctx", type=int, default=None, help="context tokens shared by the slots (default 2,560 a slot)")
+    p.add_argument(
+        "--ctx", type=int, default=None, help="context tokens shared by the slots (default 2,560 a slot)"
+    )
     p.add_argument("--n-gpu-layers", type=int, default=0, help="layers to offload to the GPU (-1: all)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: llama-server's choice)")
     p.add_argument("--api-key", help="require this key from clients (default: $PONDER_API_KEY, else none)")
@@ -215,7 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "rerun":
             q.add_argument("--threads", type=int, help="override the recorded thread count")
             _add_server_args(q)
-            q.add_argument("--model", help="with --server: the server model to use instead of the recorded one")
+            q.add_argument(
+                "--model", help="with --server: the server model to use instead of the recorded one"
+            )
     q = ss.add_parser("export", help="write a session as JSON, JSONL or a self-contained HTML page")
     q.add_argument("id", help="session id (a unique prefix is enough)")
     q.add_argument("--format", choices=["json", "jsonl", "html"], default="json")
@@ -452,12 +458,18 @@ def _server_executor(args: argparse.Namespace, model: str | None = None) -> Any:
         raise InvalidRequestError("--timeout must be > 0 seconds")
     key = _api_key(args)
     pool = ServerPool.connect(
-        _servers(args), key, model=model if model is not None else args.model, parallel=parallel, timeout=timeout
+        _servers(args),
+        key,
+        model=model if model is not None else args.model,
+        parallel=parallel,
+        timeout=timeout,
     )
     prm_pool = None
     if getattr(args, "prm_server", None):
         try:
-            prm_pool = ServerPool.connect(args.prm_server, key, parallel=parallel, timeout=timeout, loop=pool.loop)
+            prm_pool = ServerPool.connect(
+                args.prm_server, key, parallel=parallel, timeout=timeout, loop=pool.loop
+            )
         except BaseException:
             pool.close()
             raise
@@ -842,7 +854,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
         while srv.proc is not None and srv.proc.poll() is None:
             _time.sleep(0.5)
-        print(f"ponder: error: llama-server stopped (status {srv.proc.returncode}):\n{srv.log_tail()}", file=sys.stderr)
+        print(
+            f"ponder: error: llama-server stopped (status {srv.proc.returncode}):\n{srv.log_tail()}",
+            file=sys.stderr,
+        )
         return 1
     except KeyboardInterrupt:
         print("Stopping llama-server ...", file=sys.stderr)
@@ -1061,7 +1076,9 @@ def _sessions_rerun(store: Any, args: argparse.Namespace) -> int:
         try:
             executor = _server_executor(args, model=args.model or recorded.get("model"))
         except PonderError as e:
-            raise PonderError(f"{e} (give --server URL to rerun session {session.id} on another server)") from e
+            raise PonderError(
+                f"{e} (give --server URL to rerun session {session.id} on another server)"
+            ) from e
     elif _servers(args):
         raise InvalidRequestError(
             f"Session {session.id} ran in process; rerun it without --server (a rerun keeps the backend kind)."

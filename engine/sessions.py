@@ -169,7 +169,7 @@ class RerunReport:
 
 
 def backend_kind(settings: dict[str, Any]) -> str:
-    """"server" or "llama.cpp" (sessions saved before servers existed ran in process)."""
+    """ "server" or "llama.cpp" (sessions saved before servers existed ran in process)."""
     return str((settings.get("backend") or {}).get("kind") or "llama.cpp")
 
 

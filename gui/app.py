@@ -215,7 +215,9 @@ class MainWindow(QMainWindow):
         self.add_model_button = QPushButton("Add GGUF…")
         mbar.addWidget(self.add_model_button)
         self.server_button = QPushButton("Server…")
-        self.server_button.setToolTip("Add an inference server: llama-server, vLLM, SGLang (OpenAI-compatible)")
+        self.server_button.setToolTip(
+            "Add an inference server: llama-server, vLLM, SGLang (OpenAI-compatible)"
+        )
         mbar.addWidget(self.server_button)
         self.folders_button = QPushButton("Folders…")
         self.folders_button.setToolTip("Folders scanned for GGUF models")

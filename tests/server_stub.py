@@ -59,7 +59,11 @@ class Stub:
                 except json.JSONDecodeError:
                     body = None
                 stub.calls.append((method, self.path, body))
-                if stub.key and self.path != "/health" and self.headers.get("Authorization") != f"Bearer {stub.key}":
+                if (
+                    stub.key
+                    and self.path != "/health"
+                    and self.headers.get("Authorization") != f"Bearer {stub.key}"
+                ):
                     status, headers, data = js({"error": {"code": 401, "message": "Invalid API Key"}}, 401)
                 else:
                     fn = stub.routes.get((method, self.path))

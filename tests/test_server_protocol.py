@@ -18,7 +18,9 @@ GOOD = {
     "content": "4",
     "tokens": [52],
     "stop_type": "eos",
-    "completion_probabilities": [{"id": 52, "token": "4", "bytes": [52], "logprob": -0.1, "top_logprobs": []}],
+    "completion_probabilities": [
+        {"id": 52, "token": "4", "bytes": [52], "logprob": -0.1, "top_logprobs": []}
+    ],
     "timings": {"prompt_n": 3, "cache_n": 0},
 }
 
@@ -57,9 +59,22 @@ def test_a_refused_key_is_one_clear_error_before_anything_runs(loop):
         assert pool.info.model == "stub.gguf" and pool.info.slots == 2
         # From the command line: exit status 2, one line on stderr, the key nowhere in it.
         r = subprocess.run(
-            [sys.executable, "-m", "engine.cli", "compare", "What is 2+2?", "--server", stub.url,
-             "--api-key", "wrong-key-123", "--prm", "arithmetic"],
-            capture_output=True, text=True, timeout=120,
+            [
+                sys.executable,
+                "-m",
+                "engine.cli",
+                "compare",
+                "What is 2+2?",
+                "--server",
+                stub.url,
+                "--api-key",
+                "wrong-key-123",
+                "--prm",
+                "arithmetic",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert r.returncode == 2, r.stderr
         assert "refused the API key" in r.stderr and "wrong-key-123" not in r.stderr + r.stdout
@@ -102,8 +117,10 @@ def test_a_server_that_keeps_failing_gives_up_with_its_message(loop):
         ((200, {"Content-Type": "application/json"}, b"<html>oops</html>"), "not JSON"),
         (js({"content": "4"}), "without tokens"),
         (js({"tokens": "nope"}), "without tokens"),
-        ((200, {"Content-Type": "application/json", "X-Stub-Truncate": "1"}, b'{"content": "4", "tok'),
-         "dropped the connection|not JSON"),
+        (
+            (200, {"Content-Type": "application/json", "X-Stub-Truncate": "1"}, b'{"content": "4", "tok'),
+            "dropped the connection|not JSON",
+        ),
     ],
 )
 def test_malformed_or_truncated_answers_name_the_server(loop, reply, message):
@@ -125,9 +142,20 @@ def test_an_unreachable_server_or_a_missing_model_is_one_line(loop, tmp_path):
         with pytest.raises(ServerError, match="has no model 'other'; it serves: stub.gguf"):
             ServerPool.connect([stub.url], model="other", loop=loop)
     r = subprocess.run(
-        [sys.executable, "-m", "engine.cli", "compare", "What is 2+2?", "--server", dead, "--db",
-         str(tmp_path / "s.db")],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "engine.cli",
+            "compare",
+            "What is 2+2?",
+            "--server",
+            dead,
+            "--db",
+            str(tmp_path / "s.db"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert r.returncode == 2 and "cannot connect" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "s.db").exists() or "sessions" not in r.stdout

@@ -74,7 +74,12 @@ def test_prompts_are_token_for_token_what_the_in_process_path_renders(server, ba
     try:
         for msgs in (
             (("system", SYSTEM_PROMPT), ("user", PROBLEM)),
-            (("system", SYSTEM_PROMPT), ("user", PROBLEM), ("assistant", "8 apples.\n\n"), ("user", REVISE_PROMPT)),
+            (
+                ("system", SYSTEM_PROMPT),
+                ("user", PROBLEM),
+                ("assistant", "8 apples.\n\n"),
+                ("user", REVISE_PROMPT),
+            ),
             (("user", "Ünïcödé — ✓ \\boxed{x}"),),
         ):
             ours = ex.pool.loop.run(ex.pool.chat_tokens(msgs))
@@ -112,14 +117,14 @@ def test_two_servers_share_the_work_and_children_follow_their_parent(two_servers
     a, b = two_servers
     ex = _executor([a.url, b.url])
     sent: list[tuple[str | None, str]] = []
-    real = ex.pool.complete
+    real = ex.pool.complete_n
 
     async def spy(req, affinity=None):
-        out, srv = await real(req, affinity)
+        outs, srv = await real(req, affinity)
         sent.append((affinity.url if affinity is not None else None, srv.url))
-        return out, srv
+        return outs, srv
 
-    ex.pool.complete = spy  # type: ignore[method-assign]
+    ex.pool.complete_n = spy  # type: ignore[method-assign]
     try:
         runs = compare(ex, PROBLEM, ["beam_search", "best_of_n"], budget=4, prm="arithmetic", max_tokens=48)
         _check_complete(runs)
@@ -161,7 +166,13 @@ def test_a_server_killed_mid_run_fails_the_runs_clearly_and_keeps_their_events(m
     try:
         killer = _kill_when(srv, first)
         sid, runs, err = recorded_compare(
-            ex, store, PROBLEM, ["best_of_n", "beam_search"], budget=4, prm="judge", max_tokens=400,
+            ex,
+            store,
+            PROBLEM,
+            ["best_of_n", "beam_search"],
+            budget=4,
+            prm="judge",
+            max_tokens=400,
             on_event=lambda run, ev: first.set() if isinstance(ev, NodeAdded) else None,
         )
         killer.join(5)
@@ -186,7 +197,12 @@ def test_with_two_servers_a_killed_one_leaves_the_run_to_the_survivor(model_path
     try:
         killer = _kill_when(a, first)
         runs = compare(
-            ex, PROBLEM, ["best_of_n", "beam_search"], budget=4, prm="judge", max_tokens=64,
+            ex,
+            PROBLEM,
+            ["best_of_n", "beam_search"],
+            budget=4,
+            prm="judge",
+            max_tokens=64,
             on_event=lambda run, ev: first.set() if isinstance(ev, NodeScored) else None,
         )
         killer.join(5)
@@ -206,7 +222,13 @@ def test_cancel_stops_requests_in_flight_within_a_second(server):
 
     def go():
         out["runs"] = compare(
-            ex, PROBLEM, ["best_of_n"], budget=4, prm="arithmetic", max_tokens=2000, cancel=cancel.is_set,
+            ex,
+            PROBLEM,
+            ["best_of_n"],
+            budget=4,
+            prm="arithmetic",
+            max_tokens=2000,
+            cancel=cancel.is_set,
         )
         out["t"] = time.monotonic()
 
@@ -235,7 +257,10 @@ def test_cancel_stops_requests_in_flight_within_a_second(server):
 
 def _cli(*args, env=None, timeout=600):
     return subprocess.run(
-        [sys.executable, "-m", "engine.cli", *args], capture_output=True, text=True, timeout=timeout,
+        [sys.executable, "-m", "engine.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         env={**os.environ, **(env or {})},
     )
 
@@ -244,8 +269,22 @@ def test_the_api_key_reaches_the_server_and_nothing_else(model_path, tmp_path):
     key = "pk-test-0123456789"
     with LlamaServer(model_path, parallel=2, ctx=4096, api_key=key) as srv:
         db = tmp_path / "s.db"
-        r = _cli("compare", PROBLEM, "--server", srv.url, "--prm", "arithmetic", "--budget", "2",
-                 "--max-tokens", "24", "--db", str(db), "--json", env={"PONDER_API_KEY": key})
+        r = _cli(
+            "compare",
+            PROBLEM,
+            "--server",
+            srv.url,
+            "--prm",
+            "arithmetic",
+            "--budget",
+            "2",
+            "--max-tokens",
+            "24",
+            "--db",
+            str(db),
+            "--json",
+            env={"PONDER_API_KEY": key},
+        )
         assert r.returncode == 0, r.stderr
         assert key not in r.stdout + r.stderr
         bad = _cli("compare", PROBLEM, "--server", srv.url, "--api-key", "nope", "--db", str(db))
@@ -263,8 +302,21 @@ def test_ponder_serve_prints_its_url_and_stops_on_ctrl_c(model_path):
 
     port = free_port()
     p = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "serve", "--port", str(port), "--parallel", "2", "--ctx", "2048"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "engine.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--parallel",
+            "2",
+            "--ctx",
+            "2048",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
@@ -283,11 +335,30 @@ def test_ponder_serve_prints_its_url_and_stops_on_ctrl_c(model_path):
 
 def test_a_sweep_over_a_server_resumes_without_redoing_finished_cells(server, tmp_path):
     db = tmp_path / "s.db"
-    args = ["sweep", "--set", "arith", "--limit", "3", "--strategies", "best_of_n,beam_search",
-            "--budgets", "1,2", "--prm", "arithmetic", "--max-tokens", "32", "--db", str(db),
-            "--out", str(tmp_path / "out"), "--server", server.url]
-    p = subprocess.Popen([sys.executable, "-m", "engine.cli", *args], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+    args = [
+        "sweep",
+        "--set",
+        "arith",
+        "--limit",
+        "3",
+        "--strategies",
+        "best_of_n,beam_search",
+        "--budgets",
+        "1,2",
+        "--prm",
+        "arithmetic",
+        "--max-tokens",
+        "32",
+        "--db",
+        str(db),
+        "--out",
+        str(tmp_path / "out"),
+        "--server",
+        server.url,
+    ]
+    p = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     # Wait for two finished cells, then kill the sweep outright.
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -302,7 +373,9 @@ def test_a_sweep_over_a_server_resumes_without_redoing_finished_cells(server, tm
     p.wait(10)
     with Store.open(db, readonly=True) as st:
         sw = st.list_sweeps()[0]
-        before = {k: r.session_id for k, r in st.sweep_cells(sw.id).items() if r is not None and r.status == "done"}
+        before = {
+            k: r.session_id for k, r in st.sweep_cells(sw.id).items() if r is not None and r.status == "done"
+        }
     assert len(before) >= 2
     r = _cli(*args)
     assert r.returncode == 0, r.stderr
@@ -316,8 +389,23 @@ def test_a_sweep_over_a_server_resumes_without_redoing_finished_cells(server, tm
 
 def test_rerun_of_a_server_session_runs_on_the_server_and_says_what_differs(server, tmp_path):
     db = tmp_path / "s.db"
-    r = _cli("compare", PROBLEM, "--server", server.url, "--prm", "arithmetic", "--budget", "2",
-             "--strategies", "best_of_n", "--max-tokens", "24", "--db", str(db), "--json")
+    r = _cli(
+        "compare",
+        PROBLEM,
+        "--server",
+        server.url,
+        "--prm",
+        "arithmetic",
+        "--budget",
+        "2",
+        "--strategies",
+        "best_of_n",
+        "--max-tokens",
+        "24",
+        "--db",
+        str(db),
+        "--json",
+    )
     assert r.returncode == 0, r.stderr
     sid = __import__("json").loads(r.stdout)["session_id"]
     again = _cli("sessions", "rerun", sid, "--db", str(db), "--json")
@@ -328,9 +416,81 @@ def test_rerun_of_a_server_session_runs_on_the_server_and_says_what_differs(serv
         new = st.session(report["new_session_id"])
     assert new.settings["backend"]["kind"] == "server" and new.rerun_of == sid
     # A rerun keeps the backend kind: an in-process session does not move to a server.
-    local = _cli("compare", "What is 1 + 1?", "--prm", "arithmetic", "--budget", "1", "--strategies",
-                 "best_of_n", "--max-tokens", "8", "--db", str(db), "--json")
+    local = _cli(
+        "compare",
+        "What is 1 + 1?",
+        "--prm",
+        "arithmetic",
+        "--budget",
+        "1",
+        "--strategies",
+        "best_of_n",
+        "--max-tokens",
+        "8",
+        "--db",
+        str(db),
+        "--json",
+    )
     assert local.returncode == 0, local.stderr
     lid = __import__("json").loads(local.stdout)["session_id"]
     moved = _cli("sessions", "rerun", lid, "--db", str(db), "--server", server.url)
     assert moved.returncode == 2 and "ran in process" in moved.stderr
+
+
+def test_prms_on_a_prm_server_score_as_they_do_in_process(server, backend):
+    """The judge and the token-PRM formats read at one-token verdicts over a PRM server (here the
+    same server as a separate PRM pool): the step scores of the in-process PRMs, up to tokenization
+    at step boundaries (the server judge renders the whole conversation)."""
+    from engine.backends.server.prm import ServerVerdictPRM
+    from engine.errors import PonderError
+    from engine.prm import JudgePRM, TokenPRM
+
+    question = "Tom has 3 apples and buys 5 more. How many apples does he have?"
+    good = ["Tom starts with 3 apples.\n\n", "3 + 5 = 8\n\n", "The answer is $\\boxed{8}$."]
+    bad = ["Tom starts with 3 apples.\n\n", "3 + 5 = 9\n\n", "The answer is $\\boxed{9}$."]
+    policy = ServerPool.connect([server.url])
+    prm_pool = ServerPool.connect([server.url], loop=policy.loop)
+    ex = ServerExecutor(policy, prm_pool)
+    try:
+        judge = ex.make_prm("judge", None)
+        assert isinstance(judge, ServerVerdictPRM) and judge.pool is prm_pool
+        remote, used = policy.loop.run(judge.score_async(question, [good, bad]))
+        local = JudgePRM(backend).score(question, [good, bad])
+        assert used > 0 and [len(s) for s in remote] == [3, 3]
+        for r, lo in zip(remote, local, strict=True):
+            assert r == pytest.approx(lo, abs=0.15)
+        again, used_again = policy.loop.run(judge.score_async(question, [good]))
+        assert again[0] == remote[0] and used_again == 0  # each step judged once
+        with pytest.raises(PonderError, match="no single token for the step tag"):
+            policy.loop.run(ex.make_prm("math-shepherd", None).score_async(question, [good]))
+        for fmt in ("math-shepherd", "rlhflow"):
+            prm = ServerVerdictPRM(prm_pool, fmt, step_tag="\n")
+            remote, _ = policy.loop.run(prm.score_async(question, [good, bad]))
+            local = TokenPRM(backend, fmt, step_tag="\n").score(question, [good, bad])
+            for r, lo in zip(remote, local, strict=True):
+                assert r == pytest.approx(lo, abs=0.15), fmt
+    finally:
+        ex.close()
+
+
+def test_the_server_bench_measures_ponder_against_a_minimal_client(server):
+    import json
+
+    r = _cli(
+        "bench",
+        "--server",
+        server.url,
+        "--tokens",
+        "16",
+        "--repeat",
+        "1",
+        "--n",
+        "4",
+        "--no-compare",
+        "--json",
+    )
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["n"] == 4 and out["dialect"] == "llama-server" and not out["started_here"]
+    assert out["ponder_tok_s"] > 0 and out["minimal_tok_s"] > 0
+    assert out["client_ratio"] == pytest.approx(out["ponder_tok_s"] / out["minimal_tok_s"], rel=0.01)

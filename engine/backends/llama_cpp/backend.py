@@ -202,4 +202,3 @@ class Backend(VocabMixin, BranchesMixin, DecodeMixin, ReadMixin):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-

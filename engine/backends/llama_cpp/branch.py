@@ -92,4 +92,3 @@ class StepStats:
     tokens_adopted: int = 0  # pending tokens whose KV was shared from another branch, not decoded
     decode_s: float = 0.0
     sample_s: float = 0.0
-

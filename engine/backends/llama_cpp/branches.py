@@ -17,7 +17,6 @@ from engine.sampling import SamplingParams
 
 
 class BranchesMixin:
-
     @property
     def branches(self) -> list[Branch]:
         """The branches not yet freed."""
@@ -184,7 +183,6 @@ class BranchesMixin:
             int(llama_cpp.llama_memory_seq_pos_max(self._mem, branch.seq)),
         )
 
-
     ADOPT_MIN = 4  # shorter runs of shared pending tokens are simply decoded
 
     def _adopt(self, b: Branch) -> None:
@@ -211,4 +209,3 @@ class BranchesMixin:
         b.n_past = best_k
         b._logits = None
         self.stats.tokens_adopted += best_k - base
-

@@ -104,4 +104,3 @@ class ModelInfo:
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
-

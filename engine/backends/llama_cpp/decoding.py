@@ -18,7 +18,6 @@ from engine.sampling import SamplingParams
 
 
 class DecodeMixin:
-
     def _decode(self, n_tokens: int, n_live: int) -> None:
         self._batch.n_tokens = n_tokens
         t0 = time.perf_counter()
@@ -75,7 +74,6 @@ class DecodeMixin:
             work.append((b, take, take == pend))
             used += take
         return work, used
-
 
     def prefill(self, branches: Sequence[Branch], cancel: Callable[[], bool] | None = None) -> None:
         """Decode every pending token of ``branches`` (logits kept at each one's last token)."""

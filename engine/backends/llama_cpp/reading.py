@@ -16,7 +16,6 @@ from engine.sampling import SamplingParams
 
 
 class ReadMixin:
-
     def next_token_logprobs(self, branch: Branch, token_ids: Sequence[int]) -> np.ndarray:
         """Logprobs of ``token_ids`` as the next token after everything ``branch`` holds (its
         pending tokens are decoded first). For verdict tokens of judges and PRMs."""
@@ -175,4 +174,3 @@ class ReadMixin:
         finally:
             self.free(tmp)
         return out
-

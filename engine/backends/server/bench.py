@@ -59,9 +59,11 @@ def ponder_batch(executor: ServerExecutor, n: int, max_tokens: int) -> tuple[int
     return sum(g.n_tokens for g in done.results), dt
 
 
-def minimal_batch(pool: ServerPool, prompt: Sequence[int], n: int, max_tokens: int) -> tuple[int, float]:
+def minimal_batch(
+    pool: ServerPool, http: httpx.AsyncClient, prompt: Sequence[int], n: int, max_tokens: int
+) -> tuple[int, float]:
     """The same requests from a client that does nothing else: bodies built in advance, sent at
-    once, answers read. (tokens, seconds)."""
+    once on a kept-alive client of its own, answers read. (tokens, seconds)."""
     client = pool.clients[0]
     reqs = [
         client.request(
@@ -69,13 +71,11 @@ def minimal_batch(pool: ServerPool, prompt: Sequence[int], n: int, max_tokens: i
         )
         for i in range(n)
     ]
-    headers = dict(client.http.headers)
 
     async def go() -> tuple[int, float]:
-        async with httpx.AsyncClient(base_url=client.url, headers=headers, timeout=600) as http:
-            t0 = time.perf_counter()
-            answers = await asyncio.gather(*(http.post(path, json=body) for path, body in reqs))
-            dt = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        answers = await asyncio.gather(*(http.post(path, json=body) for path, body in reqs))
+        dt = time.perf_counter() - t0
         tokens = 0
         for a in answers:
             a.raise_for_status()
@@ -122,15 +122,28 @@ def run_server_bench(
         executor = ServerExecutor(pool)
         try:
             prompt = pool.loop.run(pool.chat_tokens(_bench_messages()))
-            say(f"{url}: {pool.info.dialect}, {pool.info.slots} slots; prompt {len(prompt)} tokens; warming up")
-            ponder_batch(executor, 2, 8)
-            minimal_batch(pool, prompt, 2, 8)
+            say(
+                f"{url}: {pool.info.dialect}, {pool.info.slots} slots; prompt {len(prompt)} tokens; warming up"
+            )
+            client = pool.clients[0]
+
+            async def make_http() -> httpx.AsyncClient:
+                return httpx.AsyncClient(base_url=client.url, headers=dict(client.http.headers), timeout=600)
+
+            http = pool.loop.run(make_http())
+            ponder_batch(executor, n, 16)  # the first full batch of a fresh server is slow: not timed
+            minimal_batch(pool, http, prompt, n, 16)
             ours, theirs = [], []
-            for _ in range(repeat):
-                t, s = minimal_batch(pool, prompt, n, max_tokens)
-                theirs.append((t / s, t, s))
-                t, s = ponder_batch(executor, n, max_tokens)
-                ours.append((t / s, t, s))
+            for k in range(repeat):
+                # Alternate who goes first, so neither always finds the server's caches warmer.
+                for who in ("minimal", "ponder") if k % 2 == 0 else ("ponder", "minimal"):
+                    if who == "minimal":
+                        t, s = minimal_batch(pool, http, prompt, n, max_tokens)
+                        theirs.append((t / s, t, s))
+                    else:
+                        t, s = ponder_batch(executor, n, max_tokens)
+                        ours.append((t / s, t, s))
+            pool.loop.run(http.aclose())
             p_rate = statistics.median(r[0] for r in ours)
             m_rate = statistics.median(r[0] for r in theirs)
             say(f"N={n}: Ponder {p_rate:.1f} tok/s, minimal client {m_rate:.1f} tok/s (median of {repeat})")
@@ -152,8 +165,18 @@ def run_server_bench(
                 "client_ratio": round(p_rate / m_rate, 3) if m_rate else None,
             }
             if compare:
-                out.update(_compare_times(executor, model_path if server is not None else None, budget,
-                                          max_tokens_compare, problems, prm, say, threads))
+                out.update(
+                    _compare_times(
+                        executor,
+                        model_path if server is not None else None,
+                        budget,
+                        max_tokens_compare,
+                        problems,
+                        prm,
+                        say,
+                        threads,
+                    )
+                )
         finally:
             executor.close()
     finally:
@@ -176,14 +199,28 @@ def _compare_times(
     from engine.problems import get_problem
     from engine.search import DEFAULT_STRATEGIES
 
-    out: dict[str, Any] = {"budget": budget, "compare_max_tokens": max_tokens, "prm": prm, "problems": list(problems)}
+    out: dict[str, Any] = {
+        "budget": budget,
+        "compare_max_tokens": max_tokens,
+        "prm": prm,
+        "problems": list(problems),
+    }
     totals = {"side_by_side_s": 0.0, "sequential_s": 0.0, "in_process_s": 0.0}
 
     def timed(target: Any, concurrent: bool, idx: int) -> float:
         p = get_problem("gsm8k", idx)
         t0 = time.perf_counter()
-        runs = compare(target, p.question, DEFAULT_STRATEGIES, budget=budget, prm=prm, reference=p.reference,
-                       seed=idx, max_tokens=max_tokens, concurrent=concurrent)
+        runs = compare(
+            target,
+            p.question,
+            DEFAULT_STRATEGIES,
+            budget=budget,
+            prm=prm,
+            reference=p.reference,
+            seed=idx,
+            max_tokens=max_tokens,
+            concurrent=concurrent,
+        )
         bad = [f"{r.spec.name}: {r.message}" for r in runs if r.status != "done"]
         if bad:
             raise RuntimeError("; ".join(bad))

@@ -97,8 +97,21 @@ def _run(cmd: list[str], cwd: Path | None = None, log=None) -> None:
 
 def _fetch_source(version: str, work: Path) -> Path:
     """The sdist's vendor/llama.cpp, without the models and docs it carries."""
-    _run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
-          f"llama-cpp-python=={version}", "-d", str(work)])
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            f"llama-cpp-python=={version}",
+            "-d",
+            str(work),
+        ]
+    )
     sdist = next(work.glob("llama_cpp_python-*.tar.gz"), None)
     if sdist is None:
         raise ServerBuildError(f"pip did not fetch the llama-cpp-python {version} source")
@@ -143,7 +156,9 @@ def build(jobs: int | None = None, force: bool = False) -> Path:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m engine.backends.server.build", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m engine.backends.server.build", description=__doc__.split("\n")[0]
+    )
     ap.add_argument("--force", action="store_true", help="build again even if a binary is cached")
     ap.add_argument("--print-path", action="store_true", help="print where the binary is (or will be)")
     ap.add_argument("-j", "--jobs", type=int, default=None)

@@ -105,6 +105,7 @@ class CompletionRequest:
     stop: tuple[str, ...] = ()
     ignore_eos: bool = False
     n_probs: int = 1  # top logprobs per generated token (1: the sampled token's own logprob)
+    n: int = 1  # completions of this prompt (llama-server: decoded once, copied to n slots; seeds seed+i)
 
 
 @dataclass
@@ -151,6 +152,32 @@ def _retry_after(resp: httpx.Response, fallback: float) -> float:
         return fallback
 
 
+class Slots:
+    """A counting semaphore whose acquire takes several units at once, or none: two waiters for
+    several units each can never hold part of what the other needs."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = max(1, capacity)
+        self.free = self.capacity
+        self._cond = asyncio.Condition()
+
+    async def acquire(self, n: int = 1) -> None:
+        n = min(max(1, n), self.capacity)
+        async with self._cond:
+            await self._cond.wait_for(lambda: self.free >= n)
+            self.free -= n
+
+    def release(self, n: int = 1) -> None:
+        n = min(max(1, n), self.capacity)
+
+        async def give() -> None:
+            async with self._cond:
+                self.free += n
+                self._cond.notify_all()
+
+        asyncio.ensure_future(give())
+
+
 class ServerClient:
     """One server. Create and use it inside the event loop that owns it (see ``pool.py``)."""
 
@@ -175,7 +202,7 @@ class ServerClient:
         self.info: ServerInfo | None = None
         self.alive = True
         self.outstanding = 0  # requests sent or waiting for a slot
-        self._sem: asyncio.Semaphore | None = None
+        self._sem: Slots | None = None
         self._http: httpx.AsyncClient | None = None
         self._pieces: dict[int, bytes] = {}
         self._tok_cache: dict[tuple[str, bool, bool], list[int]] = {}
@@ -189,7 +216,9 @@ class ServerClient:
     def http(self) -> httpx.AsyncClient:
         if self._http is None:
             headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
-            limits = httpx.Limits(max_connections=max(4, (self.parallel or 64) + 8), max_keepalive_connections=64)
+            limits = httpx.Limits(
+                max_connections=max(4, (self.parallel or 64) + 8), max_keepalive_connections=64
+            )
             self._http = httpx.AsyncClient(
                 base_url=self.url,
                 headers=headers,
@@ -203,9 +232,11 @@ class ServerClient:
         return self.info.slots if self.info else (self.parallel or DEFAULT_SLOTS)
 
     @property
-    def semaphore(self) -> asyncio.Semaphore:
+    def slots_free(self) -> Slots:
+        """The server's slots as a counter requests take from (a request for n completions takes n
+        at once, or waits: never part of them, so two such requests cannot block each other)."""
         if self._sem is None:
-            self._sem = asyncio.Semaphore(self.slots)
+            self._sem = Slots(self.slots)
         return self._sem
 
     async def close(self) -> None:
@@ -214,7 +245,13 @@ class ServerClient:
             self._http = None
 
     async def call(
-        self, method: str, path: str, body: Any = None, *, retries: int | None = None, timeout: float | None = None
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        retries: int | None = None,
+        timeout: float | None = None,
     ) -> Any:
         """One JSON call with retries. Raises ServerError (``dead`` when unreachable)."""
         tries = self.retries if retries is None else retries
@@ -233,14 +270,21 @@ class ServerClient:
                     await asyncio.sleep(min(delay, 0.5))
                     continue
                 raise ServerError(self.url, f"cannot connect ({_short(e)})", dead=True) from None
-            except (httpx.TimeoutException, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as e:
+            except (
+                httpx.TimeoutException,
+                httpx.RemoteProtocolError,
+                httpx.ReadError,
+                httpx.WriteError,
+            ) as e:
                 if attempt <= tries:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 8.0)
                     continue
                 kind = "timed out" if isinstance(e, httpx.TimeoutException) else "dropped the connection"
                 raise ServerError(
-                    self.url, f"{kind} ({_short(e)}) after {attempt} tries", transient=True,
+                    self.url,
+                    f"{kind} ({_short(e)}) after {attempt} tries",
+                    transient=True,
                     dead=isinstance(e, httpx.RemoteProtocolError | httpx.ReadError),
                 ) from None
             except httpx.HTTPError as e:
@@ -256,7 +300,11 @@ class ServerClient:
                     transient=True,
                 )
             if resp.status_code in (401, 403):
-                what = "refused the API key" if self._api_key else "needs an API key (--api-key or PONDER_API_KEY)"
+                what = (
+                    "refused the API key"
+                    if self._api_key
+                    else "needs an API key (--api-key or PONDER_API_KEY)"
+                )
                 raise ServerError(self.url, f"{what} (HTTP {resp.status_code}: {_error_text(resp)})")
             if resp.status_code >= 400:
                 raise ServerError(self.url, f"HTTP {resp.status_code} on {path}: {_error_text(resp)}")
@@ -291,7 +339,9 @@ class ServerClient:
                 aliases[str(a)] = str(m["id"])
         if model is None:
             if len(ids) > 1:
-                raise ServerError(self.url, f"serves several models; choose one with --model: {', '.join(ids)}")
+                raise ServerError(
+                    self.url, f"serves several models; choose one with --model: {', '.join(ids)}"
+                )
             chosen = ids[0]
         elif model in ids:
             chosen = model
@@ -344,7 +394,9 @@ class ServerClient:
 
     async def health(self) -> bool:
         try:
-            await self.call("GET", "/health" if self.dialect == "llama-server" else "/v1/models", retries=0, timeout=5)
+            await self.call(
+                "GET", "/health" if self.dialect == "llama-server" else "/v1/models", retries=0, timeout=5
+            )
             return True
         except ServerError:
             return False
@@ -364,7 +416,12 @@ class ServerClient:
             body = await self.call(
                 "POST",
                 "/tokenize",
-                {"content": text, "add_special": add_special, "parse_special": parse_special, "with_pieces": False},
+                {
+                    "content": text,
+                    "add_special": add_special,
+                    "parse_special": parse_special,
+                    "with_pieces": False,
+                },
             )
         else:
             # vLLM and SGLang read "prompt"; llama-server (on its OpenAI-compatible face) "content".
@@ -412,7 +469,9 @@ class ServerClient:
         )
         toks = body.get("tokens") if isinstance(body, dict) else None
         if not isinstance(toks, list):
-            raise ServerError(self.url, "cannot render a chat prompt (no chat template in /props, no /tokenize)")
+            raise ServerError(
+                self.url, "cannot render a chat prompt (no chat template in /props, no /tokenize)"
+            )
         return [int(t) for t in toks], None
 
     async def piece(self, token: int) -> bytes:
@@ -424,8 +483,9 @@ class ServerClient:
                 body = await self.call("POST", "/detokenize", {"tokens": [token]})
                 text = body.get("content", "") if isinstance(body, dict) else ""
             else:
-                body = await self.call("POST", "/detokenize", {"model": self.info.model if self.info else "",
-                                                               "tokens": [token]})
+                body = await self.call(
+                    "POST", "/detokenize", {"model": self.info.model if self.info else "", "tokens": [token]}
+                )
                 text = body.get("prompt", "") if isinstance(body, dict) else ""
         except ServerError:
             text = ""
@@ -436,9 +496,16 @@ class ServerClient:
     # --- completions --------------------------------------------------------------------------------
 
     async def complete(self, req: CompletionRequest) -> Completion:
+        return (await self.complete_n(req))[0]
+
+    async def complete_n(self, req: CompletionRequest) -> list[Completion]:
+        """``req.n`` completions of one prompt (llama-server decodes the prompt once and copies it
+        to ``n`` slots; completion ``i`` samples with seed ``seed + i``)."""
         if self.dialect == "llama-server":
             return await self._complete_llama(req)
-        return await self._complete_openai(req)
+        if req.n != 1:
+            raise ServerError(self.url, "several completions per request are sent to llama-server only")
+        return [await self._complete_openai(req)]
 
     def llama_body(self, req: CompletionRequest) -> dict[str, Any]:
         """The /completion request body: plain temperature sampling (every other sampler of
@@ -464,13 +531,22 @@ class ServerClient:
             "cache_prompt": True,
             "stream": False,
         }
+        if req.n > 1:
+            body["n_cmpl"] = req.n
         if self.info and self.info.model:
             body["model"] = self.info.model
         return body
 
-    async def _complete_llama(self, req: CompletionRequest) -> Completion:
+    async def _complete_llama(self, req: CompletionRequest) -> list[Completion]:
         body = self.llama_body(req)
         r = await self.call("POST", "/completion", body)
+        results = r if isinstance(r, list) else [r]
+        if len(results) != req.n or not all(isinstance(x, dict) for x in results):
+            raise ServerError(self.url, f"answered {len(results)} completions for {req.n} asked")
+        results = sorted(results, key=lambda x: _int(x.get("index")) or 0)
+        return [await self._parse_llama(x) for x in results]
+
+    async def _parse_llama(self, r: dict[str, Any]) -> Completion:
         try:
             ids = [int(t) for t in r["tokens"]]
             probs = r.get("completion_probabilities") or []
@@ -498,8 +574,11 @@ class ServerClient:
                 self._pieces[ids[j]] = bytes(int(b) & 0xFF for b in raw)
             if j == 0:
                 top = entry.get("top_logprobs") or []
-                first_top = [(t.get("id"), str(t.get("token", "")), _float(t.get("logprob")) or -1e30)
-                             for t in top if isinstance(t, dict)]
+                first_top = [
+                    (t.get("id"), str(t.get("token", "")), _float(t.get("logprob")) or -1e30)
+                    for t in top
+                    if isinstance(t, dict)
+                ]
             j += 1
         text, pieces = await self._assemble(ids)
         prompt_n = _int(timings.get("prompt_n"))
@@ -560,7 +639,9 @@ class ServerClient:
             reason = choice.get("finish_reason")
             usage = r.get("usage") or {}
         except (KeyError, IndexError, TypeError, AttributeError):
-            raise ServerError(self.url, f"answered /v1/completions without a choice: {str(r)[:160]}") from None
+            raise ServerError(
+                self.url, f"answered /v1/completions without a choice: {str(r)[:160]}"
+            ) from None
         lp = choice.get("logprobs") or {}
         ids: list[int] = []
         lps: list[float] = []
@@ -571,38 +652,43 @@ class ServerClient:
                     ids.append(int(e["id"]))
                     lps.append(_float(e.get("logprob")) or 0.0)
                     if k == 0:
-                        top = [(t.get("id"), str(t.get("token", "")), _float(t.get("logprob")) or -1e30)
-                               for t in e.get("top_logprobs") or [] if isinstance(t, dict)]
+                        top = [
+                            (t.get("id"), str(t.get("token", "")), _float(t.get("logprob")) or -1e30)
+                            for t in e.get("top_logprobs") or []
+                            if isinstance(t, dict)
+                        ]
         elif isinstance(lp, dict) and isinstance(lp.get("tokens"), list):  # vLLM, SGLang (legacy)
-            for k, (tok, l) in enumerate(zip(lp["tokens"], lp.get("token_logprobs") or [], strict=False)):
+            for k, (tok, value) in enumerate(zip(lp["tokens"], lp.get("token_logprobs") or [], strict=False)):
                 tid = _token_id(tok)
                 if tid is None:
                     ids = []
                     break
                 ids.append(tid)
-                lps.append(_float(l) or 0.0)
+                lps.append(_float(value) or 0.0)
                 if k == 0 and lp.get("top_logprobs"):
                     first = lp["top_logprobs"][0] or {}
                     top = [(_token_id(t), str(t), _float(v) or -1e30) for t, v in first.items()]
-        stop_reason = choice.get("stop_reason")
-        if reason == "length":
+        n_done = _int(usage.get("completion_tokens")) or len(ids)
+        # Why it ended: vLLM says stop_reason (None: EOS; the stop string), SGLang matched_stop;
+        # llama-server's OpenAI path says neither, and leaves the stop word out of text and logprobs.
+        said = "stop_reason" in choice or "matched_stop" in choice
+        stop_reason = choice.get("stop_reason", choice.get("matched_stop"))
+        if reason != "stop":
             finish = "length"
-        elif isinstance(stop_reason, str) or (reason == "stop" and req.stop and any(text.endswith(s) for s in req.stop)):
+        elif isinstance(stop_reason, str):
             finish = "stop"
-        elif reason == "stop" and stop_reason is None and "stop_reason" in choice:
+        elif said:
             finish = "eos"
+        elif req.stop and (n_done > len(ids) or any(text.endswith(x) for x in req.stop)):
+            finish = "stop"
         else:
-            n_done = _int(usage.get("completion_tokens")) or len(ids)
-            # llama-server's OpenAI path drops the stop word from the text and its token from logprobs.
-            finish = "stop" if (req.stop and ids and n_done > len(ids)) else ("eos" if reason == "stop" else "length")
-            if finish == "stop":
-                text += req.stop[0]
-        if finish == "stop" and req.stop and not any(text.endswith(s) or s in text[-len(s) - 8 :] for s in req.stop):
-            text += req.stop[0]
+            finish = "eos"
+        if finish == "stop" and req.stop and not any(text.endswith(x) for x in req.stop):
+            text += stop_reason if isinstance(stop_reason, str) else req.stop[0]  # a step keeps its delimiter
         if not ids or len(ids) < (_int(usage.get("completion_tokens")) or 0):
             # Ids the server did not give: from the text (exact for what the model would read back).
             known = b"".join([await self.piece(t) for t in ids]).decode("utf-8", errors="replace")
-            rest = text[len(known):] if text.startswith(known) else text
+            rest = text[len(known) :] if text.startswith(known) else text
             more = await self.tokenize(rest, add_special=False, parse_special=False) if rest else []
             if not text.startswith(known):
                 ids, lps = more, [0.0] * len(more)

@@ -151,18 +151,21 @@ class ServerExecutor(Executor):
     async def _generate(
         self, plan: list[tuple[GenItem, tuple[int, ...] | None, ServerClient | None]]
     ) -> list[tuple[Completion, ServerClient, tuple[int, ...]]]:
-        async def one(item: GenItem, prompt: tuple[int, ...] | None, server: ServerClient | None):
-            if prompt is None:
-                assert item.messages is not None
-                prompt = tuple(await self.pool.chat_tokens(item.messages))
+        """Every item's completion, all requested at once. Items that start from the same chat
+        with the same settings (best-of-N's samples, beam search's first round) go to llama-server
+        as one request for several completions: the prompt is decoded once and copied to the slots
+        (sample ``i`` of a group is seeded with the group's first seed + ``i``)."""
+        info = self.pool.info
+
+        def request(item: GenItem, prompt: tuple[int, ...], n: int = 1) -> CompletionRequest:
             p = item.params
-            room = (self.pool.info.n_ctx or 0) - len(prompt)
-            if self.pool.info.n_ctx and room < 1:
+            room = (info.n_ctx or 0) - len(prompt)
+            if info.n_ctx and room < 1:
                 raise InvalidRequestError(
                     f"The prompt is {len(prompt)} tokens, but the server's context holds "
-                    f"{self.pool.info.n_ctx}: shorten the problem or start the server with a larger -c."
+                    f"{info.n_ctx}: shorten the problem or start the server with a larger -c."
                 )
-            req = CompletionRequest(
+            return CompletionRequest(
                 prompt=prompt,
                 max_tokens=max(1, min(p.max_tokens, room) if room > 0 else p.max_tokens),
                 temperature=p.temperature,
@@ -173,11 +176,55 @@ class ServerExecutor(Executor):
                 stop=tuple(p.stop),
                 ignore_eos=p.ignore_eos,
                 n_probs=1,
+                n=n,
             )
-            done, srv = await self.pool.complete(req, affinity=server)
-            return done, srv, prompt
 
-        return list(await asyncio.gather(*(one(*p) for p in plan)))
+        async def one(item: GenItem, prompt: tuple[int, ...] | None, server: ServerClient | None):
+            if prompt is None:
+                assert item.messages is not None
+                prompt = tuple(await self.pool.chat_tokens(item.messages))
+            done, srv = await self.pool.complete(request(item, prompt), affinity=server)
+            return [(done, srv, prompt)]
+
+        async def group(items: list[GenItem]):
+            assert items[0].messages is not None
+            prompt = tuple(await self.pool.chat_tokens(items[0].messages))
+            outs, srv = await self.pool.complete_n(request(items[0], prompt, len(items)))
+            for done in outs[1:]:  # the prompt was decoded once, for the first; the others got a copy
+                done.cached_n += done.prompt_n
+                done.prompt_n = 0
+            return [(done, srv, prompt) for done in outs]
+
+        limit = self.pool.group_limit
+        work: list[tuple[Any, list[int]]] = []  # (coroutine, the plan indices it answers for)
+        groups: dict[tuple, list[int]] = {}
+        for k, (item, prompt, server) in enumerate(plan):
+            if prompt is None and limit > 1:
+                p = item.params
+                key = (
+                    item.messages,
+                    p.temperature,
+                    p.top_p,
+                    p.top_k,
+                    p.min_p,
+                    p.max_tokens,
+                    p.stop,
+                    p.ignore_eos,
+                )
+                groups.setdefault(key, []).append(k)
+            else:
+                work.append((one(item, prompt, server), [k]))
+        for members in groups.values():
+            for i in range(0, len(members), limit):
+                ks = members[i : i + limit]
+                job = group([plan[k][0] for k in ks]) if len(ks) > 1 else one(*plan[ks[0]])
+                work.append((job, ks))
+        results: list[Any] = [None] * len(plan)
+        answers = await asyncio.gather(*(job for job, _ in work))
+        for (_, ks), outs in zip(work, answers, strict=True):
+            for k, out in zip(ks, outs, strict=True):
+                results[k] = out
+        return results
 
     def score(self, prm: Any, question: str, asks: Sequence[ScoreAsk]) -> ScoreDone | None:
         cands: list[tuple[str, ...]] = []

@@ -59,7 +59,9 @@ class LlamaServer:
         self.threads = threads
         self.api_key = api_key
         self.extra = extra
-        self._log_path = Path(log_path) if log_path else Path(tempfile.mkstemp(prefix="llama-server-", suffix=".log")[1])
+        self._log_path = (
+            Path(log_path) if log_path else Path(tempfile.mkstemp(prefix="llama-server-", suffix=".log")[1])
+        )
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -74,15 +76,22 @@ class LlamaServer:
     def command(self) -> list[str]:
         cmd = [
             str(self.binary),
-            "-m", str(self.model),
-            "--host", self.host,
-            "--port", str(self.port),
-            "--parallel", str(self.parallel),
-            "--ctx-size", str(self.ctx),
-            "--n-gpu-layers", "all" if self.n_gpu_layers < 0 else str(self.n_gpu_layers),
+            "-m",
+            str(self.model),
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--parallel",
+            str(self.parallel),
+            "--ctx-size",
+            str(self.ctx),
+            "--n-gpu-layers",
+            "all" if self.n_gpu_layers < 0 else str(self.n_gpu_layers),
             "--kv-unified",  # any slot may use the whole context: long beams and short ones share it
             "--no-webui",
-            "--alias", self.model.name,  # the model's id in /v1/models (else its full path)
+            "--alias",
+            self.model.name,  # the model's id in /v1/models (else its full path)
         ]
         if self.threads:
             cmd += ["--threads", str(self.threads)]
@@ -96,7 +105,11 @@ class LlamaServer:
             env["LLAMA_API_KEY"] = self.api_key
         try:
             self.proc = subprocess.Popen(
-                self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                self.command(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
                 start_new_session=True,  # Ctrl+C in a terminal reaches Ponder, which stops it cleanly
             )
         except OSError as e:

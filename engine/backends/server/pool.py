@@ -157,6 +157,7 @@ class ServerPool:
     def close(self) -> None:
         if self.loop.loop.is_closed():
             return
+
         async def close_all() -> None:
             await asyncio.gather(*(c.close() for c in self.clients))
 
@@ -182,7 +183,7 @@ class ServerPool:
         best, best_k = None, MIN_AFFINITY - 1
         for c in alive:
             for p in self._recent[id(c)]:
-                if len(p) > best_k and p[:best_k + 1] == tuple(prompt[:best_k + 1]):
+                if len(p) > best_k and p[: best_k + 1] == tuple(prompt[: best_k + 1]):
                     k = _common_prefix(p, prompt)
                     if k > best_k:
                         best, best_k = c, k
@@ -201,21 +202,43 @@ class ServerPool:
     ) -> tuple[Completion, ServerClient]:
         """Run one completion on a chosen server; a server found dead is taken out and the request
         goes to another. Returns the completion and the server that made it."""
+        outs, c = await self.complete_n(req, affinity)
+        return outs[0], c
+
+    @property
+    def group_limit(self) -> int:
+        """How many completions of one prompt may go in one request (all of them need a slot at
+        once: no more than the smallest server has)."""
+        alive = self.alive
+        if not alive or any(c.dialect != "llama-server" for c in alive):
+            return 1
+        return max(1, min(c.slots for c in alive))
+
+    async def complete_n(
+        self, req: CompletionRequest, affinity: ServerClient | None = None
+    ) -> tuple[list[Completion], ServerClient]:
+        """:meth:`complete` for ``req.n`` completions of one prompt, on one server."""
         last: ServerError | None = None
         tried: set[int] = set()
         while True:
             try:
-                c = self.choose(req.prompt, affinity if affinity is not None and id(affinity) not in tried else None)
+                c = self.choose(
+                    req.prompt, affinity if affinity is not None and id(affinity) not in tried else None
+                )
             except PonderError:
                 if last is not None:
-                    raise ServerError(last.server, f"{str(last).split(': ', 1)[-1]}; no other server is left",
-                                      dead=True) from None
+                    raise ServerError(
+                        last.server, f"{str(last).split(': ', 1)[-1]}; no other server is left", dead=True
+                    ) from None
                 raise
             tried.add(id(c))
-            c.outstanding += 1
+            c.outstanding += req.n
             try:
-                async with c.semaphore:
-                    out = await c.complete(req)
+                await c.slots_free.acquire(req.n)
+                try:
+                    outs = await c.complete_n(req)
+                finally:
+                    c.slots_free.release(req.n)
             except ServerError as e:
                 if e.dead and not await c.health():
                     c.alive = False
@@ -223,10 +246,11 @@ class ServerPool:
                     continue  # its work moves to the servers left
                 raise
             finally:
-                c.outstanding -= 1
-            self.dispatched[c.url] = self.dispatched.get(c.url, 0) + 1
-            self._remember(c, (*req.prompt, *out.ids))
-            return out, c
+                c.outstanding -= req.n
+            self.dispatched[c.url] = self.dispatched.get(c.url, 0) + req.n
+            for out in outs:
+                self._remember(c, (*req.prompt, *out.ids))
+            return outs, c
 
     async def chat_tokens(self, messages: tuple[tuple[str, str], ...]) -> list[int]:
         hit = self._chat.get(messages)

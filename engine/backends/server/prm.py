@@ -27,7 +27,9 @@ from engine.backends.server.pool import ServerPool
 from engine.errors import PonderError
 from engine.prm import JUDGE_QUESTION, NEUTRAL, PRM_FORMATS, _check_candidates
 
-TOP = 20  # top logprobs asked for at a verdict (OpenAI's limit; vLLM's default max)
+# Top logprobs asked for at a verdict: llama-server gives as many as asked (a partial sort), OpenAI
+# and vLLM cap them at 20 by default. A verdict token outside them counts as probability 0.
+TOP = {"llama-server": 100, "openai": 20}
 
 
 class ServerVerdictPRM:
@@ -80,14 +82,20 @@ class ServerVerdictPRM:
             if len(tag) != 1:
                 tag = await self.pool.tokenize(" " + self.step_tag, add_special=False, parse_special=True)
             if len(tag) != 1:
-                raise PonderError(f"{self.pool.info.model} has no single token for the step tag {self.step_tag!r}.")
+                raise PonderError(
+                    f"{self.pool.info.model} has no single token for the step tag {self.step_tag!r}."
+                )
             self._tag = tag
 
     async def _variants(self, words: Sequence[str]) -> list[int]:
         ids: list[int] = []
         forms = []
         for w in words:
-            forms += [w, w.capitalize(), " " + w, " " + w.capitalize(), w.upper()] if self.kind == "judge" else [w, " " + w]
+            forms += (
+                [w, w.capitalize(), " " + w, " " + w.capitalize(), w.upper()]
+                if self.kind == "judge"
+                else [w, " " + w]
+            )
         for form in dict.fromkeys(forms):
             toks = await self.pool.tokenize(form, add_special=False, parse_special=self.kind != "judge")
             if len(toks) == 1 and toks[0] not in ids:
@@ -151,18 +159,40 @@ class ServerVerdictPRM:
 
         async def judge(key: tuple[str, tuple[str, ...]]) -> tuple[float, int]:
             prompt = await self._prompt(question, key[1])
-            req = CompletionRequest(tuple(prompt), max_tokens=1, temperature=0.0, n_probs=TOP)
+            top = TOP.get(self.pool.info.dialect, 20)
+            req = CompletionRequest(tuple(prompt), max_tokens=1, temperature=0.0, n_probs=top)
             done, _server = await self.pool.complete(req)
             return self._share(done.top), done.prompt_n + len(done.ids)
 
-        keys = list(todo)
-        results = await asyncio.gather(*(judge(k) for k in keys))
+        # A candidate's steps are judged in order, one request after the other: each prompt extends
+        # the one before, so the server's prefix cache (the same slot: prefix affinity) holds all
+        # but the new step. Candidates go in parallel; a prefix two candidates share is judged once.
+        verdicts: dict[tuple[str, tuple[str, ...]], asyncio.Future] = {}
+        loop = asyncio.get_running_loop()
         used = 0
-        for key, (score, n) in zip(keys, results, strict=True):
-            self._cache[key] = score
-            used += n
-            for i, k in todo[key]:
-                out[i][k] = score
+
+        async def walk(i: int) -> None:
+            nonlocal used
+            c = candidates[i]
+            for k in range(len(c)):
+                key = (question, tuple(c[: k + 1]))
+                if key not in todo:
+                    continue
+                fut = verdicts.get(key)
+                if fut is None:
+                    fut = verdicts[key] = loop.create_future()
+                    try:
+                        score, n = await judge(key)
+                    except BaseException as e:
+                        fut.set_exception(e)
+                        fut.exception()  # retrieved: the walk that raised reports it
+                        raise
+                    used += n
+                    self._cache[key] = score
+                    fut.set_result(score)
+                out[i][k] = await fut
+
+        await asyncio.gather(*(walk(i) for i in range(len(candidates))))
         self.tokens_used += used
         return out, used
 
