@@ -1059,10 +1059,8 @@ def _sessions_delete(store: Any, args: argparse.Namespace) -> int:
 
 
 def _sessions_rerun(store: Any, args: argparse.Namespace) -> int:
-    from engine.sessions import rerun
+    from engine.sessions import backend_kind, rerun, rerun_plan
     from engine.worker import CancelToken
-
-    from engine.sessions import backend_kind, rerun_plan
 
     cancel = CancelToken()
     session, settings = rerun_plan(store, args.id)
@@ -1081,7 +1079,8 @@ def _sessions_rerun(store: Any, args: argparse.Namespace) -> int:
             ) from e
     elif _servers(args):
         raise InvalidRequestError(
-            f"Session {session.id} ran in process; rerun it without --server (a rerun keeps the backend kind)."
+            f"Session {session.id} ran in process; rerun it without --server "
+            "(a rerun keeps the backend kind)."
         )
     try:
         report = rerun(store, args.id, threads=args.threads, cancel=cancel, executor=executor)

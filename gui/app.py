@@ -545,7 +545,8 @@ class MainWindow(QMainWindow):
             self.model_combo.addItem(server_entry_label(entry, self._server_status.get(entry["url"])), entry)
             status = self._server_status.get(entry["url"]) or {}
             tip = status.get("error") or (
-                f"{status.get('dialect', '')} · build {status.get('build') or '?'} · context {status.get('n_ctx') or '?'}"
+                f"{status.get('dialect', '')} · build {status.get('build') or '?'} · "
+                f"context {status.get('n_ctx') or '?'}"
                 if status
                 else "asking the server…"
             )

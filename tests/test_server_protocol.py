@@ -9,10 +9,10 @@ import sys
 import time
 
 import pytest
+from server_stub import Stub, js
 
 from engine.backends.server.client import CompletionRequest, ServerClient, ServerError, split_url
 from engine.backends.server.pool import LoopThread, ServerPool
-from server_stub import Stub, js
 
 GOOD = {
     "content": "4",

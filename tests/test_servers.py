@@ -67,8 +67,8 @@ def _check_complete(runs) -> None:
 
 
 def test_prompts_are_token_for_token_what_the_in_process_path_renders(server, backend):
-    from engine.search.revisions import REVISE_PROMPT
     from engine.search.protocol import SYSTEM_PROMPT
+    from engine.search.revisions import REVISE_PROMPT
 
     ex = _executor([server.url])
     try:
@@ -217,7 +217,6 @@ def test_with_two_servers_a_killed_one_leaves_the_run_to_the_survivor(model_path
 def test_cancel_stops_requests_in_flight_within_a_second(server):
     ex = _executor([server.url])
     cancel = threading.Event()
-    started = threading.Event()
     out: dict = {}
 
     def go():

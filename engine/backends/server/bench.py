@@ -25,8 +25,8 @@ import httpx
 from engine.backends.server.client import CompletionRequest
 from engine.backends.server.executor import ServerExecutor
 from engine.backends.server.pool import ServerPool
-from engine.search.protocol import GenItem
 from engine.sampling import SamplingParams
+from engine.search.protocol import GenItem
 
 
 def _bench_messages() -> tuple[tuple[str, str], ...]:
@@ -122,9 +122,8 @@ def run_server_bench(
         executor = ServerExecutor(pool)
         try:
             prompt = pool.loop.run(pool.chat_tokens(_bench_messages()))
-            say(
-                f"{url}: {pool.info.dialect}, {pool.info.slots} slots; prompt {len(prompt)} tokens; warming up"
-            )
+            info = pool.info
+            say(f"{url}: {info.dialect}, {info.slots} slots; prompt {len(prompt)} tokens; warming up")
             client = pool.clients[0]
 
             async def make_http() -> httpx.AsyncClient:
@@ -247,8 +246,10 @@ def _compare_times(
 
 def format_server_bench(r: dict[str, Any]) -> str:
     lines = [
-        f"server {r['server']} ({r['dialect']}, {r['slots']} slots{', started by the bench' if r['started_here'] else ''})",
-        f"N={r['n']} samples of {r['max_tokens']} tokens, prompt {r['prompt_tokens']} tokens, median of {r['repeat']}",
+        f"server {r['server']} ({r['dialect']}, {r['slots']} slots"
+        + (", started by the bench)" if r["started_here"] else ")"),
+        f"N={r['n']} samples of {r['max_tokens']} tokens, prompt {r['prompt_tokens']} tokens, "
+        f"median of {r['repeat']}",
         f"Ponder         : {r['ponder_tok_s']:8.1f} tok/s",
         f"minimal client : {r['minimal_tok_s']:8.1f} tok/s",
         f"client_ratio   : {r['client_ratio']:.3f}",

@@ -123,8 +123,9 @@ class LlamaServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
+                status = self.proc.returncode
                 raise PonderError(
-                    f"llama-server exited with status {self.proc.returncode} while starting:\n{self.log_tail()}"
+                    f"llama-server exited with status {status} while starting:\n{self.log_tail()}"
                 )
             try:
                 with urllib.request.urlopen(self.url + "/health", timeout=2) as r:  # noqa: S310 - loopback
