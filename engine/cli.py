@@ -488,29 +488,26 @@ def _run_in_worker(args: argparse.Namespace, config: Any, work: Any, cancel: Any
         executor = _server_executor(args)
         runner = ThreadPoolExecutor(1, thread_name_prefix="ponder-run")
         try:
-            fut = runner.submit(work, executor)
-            try:
-                return _wait(fut)
-            except KeyboardInterrupt:
-                cancel.cancel()
-                print(f"\n{cancelled_note}", file=sys.stderr)
-                return fut.result()
+            return _until_done(runner.submit(work, executor), cancel, cancelled_note)
         finally:
             runner.shutdown(wait=True)
             executor.close()
-
     worker = BackendWorker(_model_path(args), config)
     try:
         worker.wait_loaded()
-        fut = worker.submit(work)
-        try:
-            return _wait(fut)
-        except KeyboardInterrupt:
-            cancel.cancel()
-            print(f"\n{cancelled_note}", file=sys.stderr)
-            return fut.result()
+        return _until_done(worker.submit(work), cancel, cancelled_note)
     finally:
         worker.close()
+
+
+def _until_done(fut: Any, cancel: Any, cancelled_note: str) -> Any:
+    """The work's result; Ctrl+C cancels it and still returns what it had done."""
+    try:
+        return _wait(fut)
+    except KeyboardInterrupt:
+        cancel.cancel()
+        print(f"\n{cancelled_note}", file=sys.stderr)
+        return fut.result()
 
 
 def _wait(fut: Any) -> Any:

@@ -71,6 +71,38 @@ class Delta:
 Outcome = GenDone | ScoreDone | RunFailed | Delta
 
 
+def pooled(asks: Sequence[ScoreAsk]) -> tuple[list[tuple[str, ...]], list[bool]]:
+    """The candidates of several runs' asks as one list (and whether each is finished)."""
+    cands: list[tuple[str, ...]] = []
+    finished: list[bool] = []
+    for a in asks:
+        cands += a.candidates
+        finished += a.finished
+    return cands, finished
+
+
+def split_scores(
+    asks: Sequence[ScoreAsk],
+    cands: Sequence[tuple[str, ...]],
+    scores: list[list[float]],
+    used: int,
+    dt: float,
+) -> ScoreDone:
+    """A pooled PRM pass back to its runs: each its own candidates' scores, and a share of the PRM's
+    tokens and seconds in proportion to its steps."""
+    total = sum(len(c) for c in cands) or 1
+    out = ScoreDone({})
+    start = 0
+    for a in asks:
+        n = len(a.candidates)
+        share = sum(len(c) for c in cands[start : start + n]) / total
+        out.scores[a.run_id] = scores[start : start + n]
+        out.prm_tokens[a.run_id] = round(used * share)
+        out.prm_s[a.run_id] = dt * share
+        start += n
+    return out
+
+
 class Executor(ABC):
     """Executes the requests of many runs at once. Used from one thread (the scheduler's)."""
 

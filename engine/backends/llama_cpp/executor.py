@@ -17,7 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.backends.base import Delta, Executor, GenDone, Outcome, ScoreAsk, ScoreDone
+from engine.backends.base import (
+    Delta,
+    Executor,
+    GenDone,
+    Outcome,
+    ScoreAsk,
+    ScoreDone,
+    pooled,
+    split_scores,
+)
 from engine.backends.llama_cpp.backend import Backend
 from engine.backends.llama_cpp.branch import Branch, TokenEvent
 from engine.errors import InvalidRequestError, PonderError
@@ -164,11 +173,7 @@ class LlamaCppExecutor(Executor):
         self._ready = [o for o in self._ready if getattr(o, "run_id", None) != run_id]
 
     def score(self, prm: Any, question: str, asks: Sequence[ScoreAsk]) -> ScoreDone | None:
-        cands: list[tuple[str, ...]] = []
-        finished: list[bool] = []
-        for a in asks:
-            cands += a.candidates
-            finished += a.finished
+        cands, finished = pooled(asks)
         job = _ScoreJob(list(asks), cands, getattr(prm, "tokens_used", 0), time.perf_counter(), prm)
         if hasattr(prm, "score_gen"):
             job.gen = prm.score_gen(question, cands, finished, cancel=self.cancel)
@@ -186,19 +191,8 @@ class LlamaCppExecutor(Executor):
 
     @staticmethod
     def _complete_job(job: _ScoreJob, scores: list[list[float]]) -> ScoreDone:
-        dt = time.perf_counter() - job.t0
         used = getattr(job.prm, "tokens_used", 0) - job.tokens_before
-        total_steps = sum(len(c) for c in job.cands) or 1
-        out = ScoreDone({})
-        start = 0
-        for a in job.asks:
-            n = len(a.candidates)
-            share = sum(len(c) for c in job.cands[start : start + n]) / total_steps
-            out.scores[a.run_id] = scores[start : start + n]
-            out.prm_tokens[a.run_id] = round(used * share)
-            out.prm_s[a.run_id] = dt * share
-            start += n
-        return out
+        return split_scores(job.asks, job.cands, scores, used, time.perf_counter() - job.t0)
 
     def busy(self) -> bool:
         return bool(

@@ -2,7 +2,8 @@
 
 * ``client_ratio``: N samples of the bench prompt (``engine.bench``; N=8, 128 tokens each, EOS
   banned so every sample is full length) through Ponder's server executor, against a minimal client
-  that sends the very same request bodies concurrently with bare httpx and only reads the answers.
+  that sends the same requests (on llama-server, one request for several completions, as Ponder
+  sends samples of one prompt) concurrently with bare httpx and only reads the answers.
   Both report aggregate decode tokens/s (generated tokens / wall time of the batch); repeats are
   interleaved so drift hits both, and the median is reported. The ratio is Ponder / minimal.
 * the three default strategies at a budget on GSM8K problems over the server, side by side and one
@@ -63,13 +64,23 @@ def minimal_batch(
     pool: ServerPool, http: httpx.AsyncClient, prompt: Sequence[int], n: int, max_tokens: int
 ) -> tuple[int, float]:
     """The same requests from a client that does nothing else: bodies built in advance, sent at
-    once on a kept-alive client of its own, answers read. (tokens, seconds)."""
+    once on a kept-alive client of its own, answers read. (tokens, seconds). Like Ponder, it asks
+    llama-server for the samples of one prompt in requests of several completions each."""
     client = pool.clients[0]
+    size = pool.group_limit
     reqs = [
         client.request(
-            CompletionRequest(tuple(prompt), max_tokens, temperature=0.8, top_p=1.0, seed=i, ignore_eos=True)
+            CompletionRequest(
+                tuple(prompt),
+                max_tokens,
+                temperature=0.8,
+                top_p=1.0,
+                seed=i,
+                ignore_eos=True,
+                n=min(size, n - i),
+            )
         )
-        for i in range(n)
+        for i in range(0, n, size)
     ]
 
     async def go() -> tuple[int, float]:
@@ -80,10 +91,11 @@ def minimal_batch(
         for a in answers:
             a.raise_for_status()
             body = a.json()
-            if "tokens" in body:
-                tokens += len(body["tokens"])
-            else:
-                tokens += int(body["usage"]["completion_tokens"])
+            for one in body if isinstance(body, list) else [body]:
+                if "tokens" in one:
+                    tokens += len(one["tokens"])
+                else:
+                    tokens += int(one["usage"]["completion_tokens"])
         return tokens, dt
 
     return pool.loop.run(go())

@@ -80,6 +80,7 @@ class ServerInfo:
     bos_token: str = ""
     eos_token: str = ""
     owned_by: str = ""
+    server_slots: int | None = None  # what the server itself has (llama-server's total_slots)
 
     def record(self) -> dict[str, Any]:
         return {
@@ -370,6 +371,7 @@ class ServerClient:
                 bos_token=str(props.get("bos_token") or ""),
                 eos_token=str(props.get("eos_token") or ""),
                 owned_by=str(entry.get("owned_by") or "llamacpp"),
+                server_slots=_int(props.get("total_slots")),
             )
         else:
             version = ""

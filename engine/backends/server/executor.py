@@ -18,7 +18,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.backends.base import Delta, Executor, GenDone, Outcome, RunFailed, ScoreAsk, ScoreDone
+from engine.backends.base import (
+    Delta,
+    Executor,
+    GenDone,
+    Outcome,
+    RunFailed,
+    ScoreAsk,
+    ScoreDone,
+    pooled,
+    split_scores,
+)
 from engine.backends.server.client import Completion, CompletionRequest, ServerClient
 from engine.backends.server.pool import ServerPool
 from engine.backends.server.prm import ServerVerdictPRM
@@ -227,15 +237,11 @@ class ServerExecutor(Executor):
         return results
 
     def score(self, prm: Any, question: str, asks: Sequence[ScoreAsk]) -> ScoreDone | None:
-        cands: list[tuple[str, ...]] = []
-        finished: list[bool] = []
-        for a in asks:
-            cands += a.candidates
-            finished += a.finished
+        cands, finished = pooled(asks)
         t0 = time.perf_counter()
         if not isinstance(prm, ServerVerdictPRM):  # arithmetic, reference: no model needed
             scores = prm.score(question, cands, finished)
-            return _split(list(asks), cands, scores, 0, time.perf_counter() - t0)
+            return split_scores(asks, cands, scores, 0, time.perf_counter() - t0)
         meta = (list(asks), cands, t0)
         self._submit(asks[0].run_id, "score", prm.score_async(question, cands, finished), meta)
         for a in asks[1:]:
@@ -299,7 +305,7 @@ class ServerExecutor(Executor):
         if kind == "score":
             asks, cands, t0 = meta
             scores, used = fut.result()
-            return [_split(asks, cands, scores, used, time.perf_counter() - t0)]
+            return [split_scores(asks, cands, scores, used, time.perf_counter() - t0)]
         if st is None:  # the run ended meanwhile
             return []
         results = fut.result()
@@ -344,19 +350,3 @@ class ServerExecutor(Executor):
         self.pool.close()
         if self.prm_pool is not None:
             self.prm_pool.close()
-
-
-def _split(
-    asks: list[ScoreAsk], cands: list[tuple[str, ...]], scores: list[list[float]], used: int, dt: float
-) -> ScoreDone:
-    total = sum(len(c) for c in cands) or 1
-    out = ScoreDone({})
-    start = 0
-    for a in asks:
-        n = len(a.candidates)
-        share = sum(len(c) for c in cands[start : start + n]) / total
-        out.scores[a.run_id] = scores[start : start + n]
-        out.prm_tokens[a.run_id] = round(used * share)
-        out.prm_s[a.run_id] = dt * share
-        start += n
-    return out

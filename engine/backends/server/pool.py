@@ -212,7 +212,9 @@ class ServerPool:
         alive = self.alive
         if not alive or any(c.dialect != "llama-server" for c in alive):
             return 1
-        return max(1, min(c.slots for c in alive))
+        # The server's own slot count: a group larger than it would wait for ever (--parallel may
+        # say more than the server has).
+        return max(1, min(min(c.slots, (c.info.server_slots if c.info else None) or 1) for c in alive))
 
     async def complete_n(
         self, req: CompletionRequest, affinity: ServerClient | None = None
@@ -252,18 +254,12 @@ class ServerPool:
                 self._remember(c, (*req.prompt, *out.ids))
             return outs, c
 
-    async def chat_tokens(self, messages: tuple[tuple[str, str], ...]) -> list[int]:
-        hit = self._chat.get(messages)
-        if hit is not None:
-            return hit
+    async def _on_any(self, call: Any) -> Any:
+        """``call(client)`` on the first server that answers; one that cannot be reached is taken out."""
         last: Exception | None = None
         for c in self.alive:
             try:
-                toks, _warning = await c.chat_tokens([{"role": r, "content": t} for r, t in messages])
-                if len(self._chat) > 512:
-                    self._chat.clear()
-                self._chat[messages] = toks
-                return toks
+                return await call(c)
             except ServerError as e:
                 if not e.dead:
                     raise
@@ -271,17 +267,23 @@ class ServerPool:
                 last = e
         raise last or PonderError("Every server is down.")
 
+    async def chat_tokens(self, messages: tuple[tuple[str, str], ...]) -> list[int]:
+        hit = self._chat.get(messages)
+        if hit is not None:
+            return hit
+
+        async def render(c: ServerClient) -> list[int]:
+            toks, _warning = await c.chat_tokens([{"role": r, "content": t} for r, t in messages])
+            return toks
+
+        toks = await self._on_any(render)
+        if len(self._chat) > 512:
+            self._chat.clear()
+        self._chat[messages] = toks
+        return toks
+
     async def tokenize(self, text: str, add_special: bool = False, parse_special: bool = True) -> list[int]:
-        last: Exception | None = None
-        for c in self.alive:
-            try:
-                return await c.tokenize(text, add_special, parse_special)
-            except ServerError as e:
-                if not e.dead:
-                    raise
-                c.alive = False
-                last = e
-        raise last or PonderError("Every server is down.")
+        return await self._on_any(lambda c: c.tokenize(text, add_special, parse_special))
 
     def record(self) -> dict[str, Any]:
         info = self.info
