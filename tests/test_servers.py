@@ -126,7 +126,7 @@ def test_two_servers_share_the_work_and_children_follow_their_parent(two_servers
 
     ex.pool.complete_n = spy  # type: ignore[method-assign]
     try:
-        runs = compare(ex, PROBLEM, ["beam_search", "best_of_n"], budget=4, prm="arithmetic", max_tokens=48)
+        runs = compare(ex, PROBLEM, DEFAULT_STRATEGIES, budget=4, prm="judge", max_tokens=48)
         _check_complete(runs)
         continued = [(want, got) for want, got in sent if want is not None]
         assert continued, "beam search continued no node"
