@@ -221,6 +221,30 @@ def format_bench(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def timed_compare(
+    target: Any, idx: int, budget: int, prm: str, max_tokens: int, concurrent: bool
+) -> tuple[float, list[Any]]:
+    """The default strategies on GSM8K problem ``idx`` (seeded by it): (seconds, runs)."""
+    from engine.compare import compare
+    from engine.problems import get_problem
+    from engine.search import DEFAULT_STRATEGIES
+
+    p = get_problem("gsm8k", idx)
+    t0 = time.perf_counter()
+    runs = compare(
+        target,
+        p.question,
+        DEFAULT_STRATEGIES,
+        budget=budget,
+        prm=prm,
+        reference=p.reference,
+        seed=idx,
+        max_tokens=max_tokens,
+        concurrent=concurrent,
+    )
+    return time.perf_counter() - t0, runs
+
+
 def run_compare_bench(
     model_path: str,
     budget: int = 8,
@@ -235,8 +259,6 @@ def run_compare_bench(
     texts can differ a little between the modes: batch composition moves float sums), and the PRM's
     share of beam search's time (measured when it runs alone)."""
     from engine.compare import compare
-    from engine.problems import get_problem
-    from engine.search import DEFAULT_STRATEGIES
 
     config = config or BackendConfig(n_ctx=16384, n_seq_max=64)
     say = progress or (lambda s: None)
@@ -248,22 +270,9 @@ def run_compare_bench(
     with Backend(model_path, config) as backend:
         compare(backend, "What is 2 + 2?", ["best_of_n"], budget=2, prm=prm, max_tokens=8)  # warm-up
         for idx in problems:
-            p = get_problem("gsm8k", idx)
             row: dict[str, Any] = {"index": idx}
             for mode, concurrent in (("side_by_side", True), ("sequential", False)):
-                t0 = time.perf_counter()
-                runs = compare(
-                    backend,
-                    p.question,
-                    DEFAULT_STRATEGIES,
-                    budget=budget,
-                    prm=prm,
-                    reference=p.reference,
-                    seed=idx,
-                    max_tokens=max_tokens,
-                    concurrent=concurrent,
-                )
-                dt = time.perf_counter() - t0
+                dt, runs = timed_compare(backend, idx, budget, prm, max_tokens, concurrent)
                 totals[f"{mode}_s"] += dt
                 work = sum(r.generated_tokens + r.prm_tokens for r in runs)
                 tokens[mode] += work

@@ -787,31 +787,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return _sweep_outputs(args, summary, charts)
 
 
-def _check_prm(prm: str, args: argparse.Namespace | None = None) -> None:
-    """--prm before the model loads: a built-in scorer, a token-PRM format on a PRM server, or a
-    PRM GGUF file that exists (in process)."""
-    from engine.prm import BUILTIN_PRMS, PRM_FORMATS
+def _check_prm(prm: str, args: argparse.Namespace) -> None:
+    """--prm before the model loads or a server is asked anything."""
+    from engine.prm import check_prm_spec
 
-    servers = args is not None and bool(_servers(args))
-    prm_server = args is not None and bool(getattr(args, "prm_server", None))
-    if prm in BUILTIN_PRMS:
-        return
-    if prm in PRM_FORMATS:
-        if not prm_server:
-            raise InvalidRequestError(
-                f"--prm {prm} is a token PRM on a server: give --prm-server URL (ponder serve PRM.gguf "
-                "starts one), or in process the PRM's GGUF file."
-            )
-        return
-    if servers:
-        raise InvalidRequestError(
-            f"With --server the PRM runs on a server too: serve {prm} (ponder serve {prm} --port 8081) and "
-            "give --prm-server http://127.0.0.1:8081 --prm math-shepherd|rlhflow (or --prm judge)."
-        )
-    if not os.path.exists(prm):
-        raise InvalidRequestError(
-            f"--prm must be judge, arithmetic, reference or an existing GGUF file; got {prm!r}."
-        )
+    check_prm_spec(
+        prm, servers=bool(_servers(args)), prm_server=bool(getattr(args, "prm_server", None)), must_exist=True
+    )
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

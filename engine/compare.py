@@ -10,11 +10,8 @@ from engine.answers import is_correct
 from engine.backends.base import as_executor
 from engine.errors import InvalidRequestError
 from engine.events import Event
-from engine.prm import BUILTIN_PRMS
 from engine.search import DEFAULT_STRATEGIES, budget_params, get_strategy
 from engine.search.scheduler import Run, Scheduler, StrategySpec, make_runs
-
-PRM_CHOICES = BUILTIN_PRMS
 
 
 @dataclass

@@ -57,7 +57,7 @@ from engine.gguf_info import human_params, human_size, read_gguf
 from engine.models import default_model_path, describe, discover, estimate_memory, load_catalog
 from engine.report import scored_steps
 from gui.bridge import EngineBridge
-from gui.servers import ServerDialog, ServerProbe, server_entry_label
+from gui.servers import ServerDialog, ServerProbe, server_entry_label, server_entry_tooltip
 from gui.sweeps import SweepsTab
 from gui.theme import ON_TINT, THEMES, apply_theme, colours
 from gui.trace_view import TraceView, score_qcolor
@@ -542,15 +542,11 @@ class MainWindow(QMainWindow):
                     item.setEnabled(False)
             paths.append(e.path)
         for entry in self._saved_servers():
-            self.model_combo.addItem(server_entry_label(entry, self._server_status.get(entry["url"])), entry)
-            status = self._server_status.get(entry["url"]) or {}
-            tip = status.get("error") or (
-                f"{status.get('dialect', '')} · build {status.get('build') or '?'} · "
-                f"context {status.get('n_ctx') or '?'}"
-                if status
-                else "asking the server…"
+            status = self._server_status.get(entry["url"])
+            self.model_combo.addItem(server_entry_label(entry, status), entry)
+            self.model_combo.setItemData(
+                self.model_combo.count() - 1, server_entry_tooltip(status), Qt.ItemDataRole.ToolTipRole
             )
-            self.model_combo.setItemData(self.model_combo.count() - 1, tip, Qt.ItemDataRole.ToolTipRole)
         target = str(wanted) if wanted else str(default_model_path()) if paths else ""
         idx = paths.index(target) if target in paths else 0
         self.model_combo.setCurrentIndex(idx)
@@ -610,9 +606,7 @@ class MainWindow(QMainWindow):
             if isinstance(entry, dict) and entry.get("url") == url:
                 status = self._server_status.get(url)
                 self.model_combo.setItemText(i, server_entry_label(entry, status))
-                self.model_combo.setItemData(
-                    i, (status or {}).get("error") or "ready", Qt.ItemDataRole.ToolTipRole
-                )
+                self.model_combo.setItemData(i, server_entry_tooltip(status), Qt.ItemDataRole.ToolTipRole)
         current = self.model_combo.currentData()
         if isinstance(current, dict) and current.get("url") == url:
             self._show_server_label(current)

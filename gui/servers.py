@@ -36,6 +36,16 @@ def server_entry_label(entry: dict[str, Any], status: dict[str, Any] | None) -> 
     return f"{entry['model']}  ({entry['url']} · {state})"
 
 
+def server_entry_tooltip(status: dict[str, Any] | None) -> str:
+    """The tooltip of that line: the probe's error, or what the server is."""
+    if status is None:
+        return "asking the server…"
+    if status.get("error"):
+        return str(status["error"])
+    build, ctx = status.get("build") or "?", status.get("n_ctx") or "?"
+    return f"{status.get('dialect', '')} · build {build} · context {ctx}"
+
+
 class ServerProbe(QObject):
     """Asks servers what they serve in a thread of its own; ``done`` carries (url, [info dicts]
     or None, error text)."""

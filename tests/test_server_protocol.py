@@ -25,6 +25,12 @@ GOOD = {
 }
 
 
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "engine.cli", *args], capture_output=True, text=True, timeout=120
+    )
+
+
 @pytest.fixture
 def loop():
     lt = LoopThread()
@@ -58,23 +64,15 @@ def test_a_refused_key_is_one_clear_error_before_anything_runs(loop):
         pool = ServerPool.connect([stub.url], api_key="right", loop=loop)
         assert pool.info.model == "stub.gguf" and pool.info.slots == 2
         # From the command line: exit status 2, one line on stderr, the key nowhere in it.
-        r = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "engine.cli",
-                "compare",
-                "What is 2+2?",
-                "--server",
-                stub.url,
-                "--api-key",
-                "wrong-key-123",
-                "--prm",
-                "arithmetic",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
+        r = _cli(
+            "compare",
+            "What is 2+2?",
+            "--server",
+            stub.url,
+            "--api-key",
+            "wrong-key-123",
+            "--prm",
+            "arithmetic",
         )
         assert r.returncode == 2, r.stderr
         assert "refused the API key" in r.stderr and "wrong-key-123" not in r.stderr + r.stdout
@@ -141,21 +139,11 @@ def test_an_unreachable_server_or_a_missing_model_is_one_line(loop, tmp_path):
     with Stub() as stub:
         with pytest.raises(ServerError, match="has no model 'other'; it serves: stub.gguf"):
             ServerPool.connect([stub.url], model="other", loop=loop)
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "engine.cli",
-            "compare",
-            "What is 2+2?",
-            "--server",
-            dead,
-            "--db",
-            str(tmp_path / "s.db"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    db = tmp_path / "s.db"
+    r = _cli("compare", "What is 2+2?", "--server", dead, "--db", str(db))
     assert r.returncode == 2 and "cannot connect" in r.stderr and "Traceback" not in r.stderr
-    assert not (tmp_path / "s.db").exists() or "sessions" not in r.stdout
+    if db.exists():  # nothing ran, so nothing was saved
+        from engine.store import Store
+
+        with Store.open(db, readonly=True) as store:
+            assert store.list_sessions() == []

@@ -70,20 +70,6 @@ class TokenEvent:
     logprob: float
 
 
-def _common_prefix(a: list[int], b: list[int], limit: int) -> int:
-    """Length of the common prefix of ``a`` and ``b`` within ``limit`` (slices compare in C)."""
-    if a[:limit] == b[:limit]:
-        return limit
-    lo, hi = 0, limit - 1
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if a[:mid] == b[:mid]:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
-
-
 @dataclass
 class StepStats:
     decode_calls: int = 0

@@ -11,7 +11,8 @@ from typing import Any
 import llama_cpp
 import numpy as np
 
-from engine.backends.llama_cpp.branch import Branch, _common_prefix, plain_chain
+from engine.backends.llama_cpp.branch import Branch, plain_chain
+from engine.backends.prefix import common_prefix
 from engine.errors import InvalidRequestError, PromptTooLongError, TooManyBranchesError
 from engine.sampling import SamplingParams
 
@@ -199,7 +200,7 @@ class BranchesMixin:
             limit = min(o.n_past, want)
             if o is b or limit - base < self.ADOPT_MIN or limit <= best_k:
                 continue
-            k = _common_prefix(toks, o.tokens, limit)
+            k = common_prefix(toks, o.tokens, limit)
             if k > best_k:
                 best, best_k = o, k
         if best is None or best_k - base < self.ADOPT_MIN:

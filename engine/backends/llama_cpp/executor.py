@@ -98,21 +98,15 @@ class LlamaCppExecutor(Executor):
         """``judge`` (the policy model as judge), ``arithmetic``, ``reference`` or a PRM GGUF path
         whose format ``models/catalog.toml`` names (loaded in a backend of its own)."""
         from engine.models import load_catalog
-        from engine.prm import ArithmeticPRM, JudgePRM, ReferencePRM, TokenPRM, check_prm_spec
+        from engine.prm import JudgePRM, TokenPRM, check_prm_spec, model_free_prm, token_prm_settings
 
         check_prm_spec(spec)
         if spec == "judge":
             return JudgePRM(self.backend)
-        if spec == "arithmetic":
-            return ArithmeticPRM()
-        if spec == "reference":
-            return ReferencePRM(reference)
+        prm = model_free_prm(spec, reference)
+        if prm is not None:
+            return prm
         path = Path(spec).expanduser()
-        if spec in ("math-shepherd", "rlhflow"):
-            raise InvalidRequestError(
-                f"--prm {spec} names a token PRM served by a server (--prm-server URL); in process, "
-                "give the PRM's GGUF file instead."
-            )
         entry = next((c for c in load_catalog() if c.matches(path)), None)
         if entry is None or not entry.prm_format:
             raise PonderError(
@@ -120,14 +114,7 @@ class LlamaCppExecutor(Executor):
                 "prm_format (math-shepherd or rlhflow) and tokens."
             )
         prm_backend = Backend(path, self.backend.config)
-        prm = TokenPRM(
-            prm_backend,
-            entry.prm_format,
-            step_tag=entry.settings.get("step_tag", "ки"),
-            good_token=entry.settings.get("good_token", "+"),
-            bad_token=entry.settings.get("bad_token", "-"),
-            name=entry.id,
-        )
+        prm = TokenPRM(prm_backend, entry.prm_format, name=entry.id, **token_prm_settings(entry))
         prm.model_record = prm_backend.info.as_dict()
         self._prm_backends[id(prm)] = [prm_backend]
         return prm

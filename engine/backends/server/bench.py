@@ -26,6 +26,7 @@ import httpx
 from engine.backends.server.client import CompletionRequest
 from engine.backends.server.executor import ServerExecutor
 from engine.backends.server.pool import ServerPool
+from engine.errors import PonderError
 from engine.sampling import SamplingParams
 from engine.search.protocol import GenItem
 
@@ -54,7 +55,7 @@ def ponder_batch(executor: ServerExecutor, n: int, max_tokens: int) -> tuple[int
             if getattr(o, "results", None) is not None:
                 done = o
             elif hasattr(o, "message"):
-                raise RuntimeError(o.message)
+                raise PonderError(o.message)
     dt = time.perf_counter() - t0
     executor.end_run("bench")
     return sum(g.n_tokens for g in done.results), dt
@@ -206,9 +207,7 @@ def _compare_times(
     say: Callable[[str], None],
     threads: int | None,
 ) -> dict[str, Any]:
-    from engine.compare import compare
-    from engine.problems import get_problem
-    from engine.search import DEFAULT_STRATEGIES
+    from engine.bench import timed_compare
 
     out: dict[str, Any] = {
         "budget": budget,
@@ -219,23 +218,11 @@ def _compare_times(
     totals = {"side_by_side_s": 0.0, "sequential_s": 0.0, "in_process_s": 0.0}
 
     def timed(target: Any, concurrent: bool, idx: int) -> float:
-        p = get_problem("gsm8k", idx)
-        t0 = time.perf_counter()
-        runs = compare(
-            target,
-            p.question,
-            DEFAULT_STRATEGIES,
-            budget=budget,
-            prm=prm,
-            reference=p.reference,
-            seed=idx,
-            max_tokens=max_tokens,
-            concurrent=concurrent,
-        )
+        dt, runs = timed_compare(target, idx, budget, prm, max_tokens, concurrent)
         bad = [f"{r.spec.name}: {r.message}" for r in runs if r.status != "done"]
         if bad:
-            raise RuntimeError("; ".join(bad))
-        return time.perf_counter() - t0
+            raise PonderError("; ".join(bad))
+        return dt
 
     for idx in problems:
         for mode, concurrent in (("side_by_side", True), ("sequential", False)):

@@ -82,17 +82,6 @@ class ServerInfo:
     owned_by: str = ""
     server_slots: int | None = None  # what the server itself has (llama-server's total_slots)
 
-    def record(self) -> dict[str, Any]:
-        return {
-            "url": self.url,
-            "dialect": self.dialect,
-            "model": self.model,
-            "slots": self.slots,
-            "n_ctx": self.n_ctx,
-            "build": self.build,
-            "model_path": self.model_path,
-        }
-
 
 @dataclass(frozen=True)
 class CompletionRequest:

@@ -94,37 +94,20 @@ class ServerExecutor(Executor):
 
     def make_prm(self, spec: str, reference: str | None) -> Any:
         from engine.models import load_catalog
-        from engine.prm import PRM_FORMATS, ArithmeticPRM, ReferencePRM, check_prm_spec
+        from engine.prm import check_prm_spec, model_free_prm, token_prm_settings
 
-        check_prm_spec(spec)
-        if spec == "arithmetic":
-            return ArithmeticPRM()
-        if spec == "reference":
-            return ReferencePRM(reference)
+        check_prm_spec(spec, servers=True, prm_server=self.prm_pool is not None)
+        prm = model_free_prm(spec, reference)
+        if prm is not None:
+            return prm
         pool = self.prm_pool or self.pool
         if spec == "judge":
             return ServerVerdictPRM(pool, "judge")
-        if spec in PRM_FORMATS:
-            if self.prm_pool is None:
-                raise InvalidRequestError(
-                    f"--prm {spec} reads a PRM model: serve it (ponder serve PRM.gguf --port 8081) and give "
-                    "--prm-server http://127.0.0.1:8081."
-                )
-            info = pool.info
-            served = Path(info.model_path or info.model)
-            entry = next((c for c in load_catalog() if c.prm_format == spec and c.matches(served)), None)
-            settings = entry.settings if entry is not None else {}
-            return ServerVerdictPRM(
-                pool,
-                spec,
-                name=entry.id if entry is not None else spec,
-                step_tag=settings.get("step_tag", "ки"),
-                good_token=settings.get("good_token", "+"),
-                bad_token=settings.get("bad_token", "-"),
-            )
-        raise InvalidRequestError(
-            f"With --server the PRM runs on a server too: serve {spec} (ponder serve {spec} --port 8081) "
-            "and give --prm-server http://127.0.0.1:8081 --prm math-shepherd|rlhflow (or --prm judge)."
+        info = pool.info  # a token-PRM format on the PRM server
+        served = Path(info.model_path or info.model)
+        entry = next((c for c in load_catalog() if c.prm_format == spec and c.matches(served)), None)
+        return ServerVerdictPRM(
+            pool, spec, name=entry.id if entry is not None else spec, **token_prm_settings(entry)
         )
 
     # --- requests -----------------------------------------------------------------------------------
@@ -169,15 +152,18 @@ class ServerExecutor(Executor):
 
         def request(item: GenItem, prompt: tuple[int, ...], n: int = 1) -> CompletionRequest:
             p = item.params
-            room = (info.n_ctx or 0) - len(prompt)
-            if info.n_ctx and room < 1:
-                raise InvalidRequestError(
-                    f"The prompt is {len(prompt)} tokens, but the server's context holds "
-                    f"{info.n_ctx}: shorten the problem or start the server with a larger -c."
-                )
+            max_tokens = p.max_tokens
+            if info.n_ctx:  # a server that says its context: no request that cannot fit
+                room = info.n_ctx - len(prompt)
+                if room < 1:
+                    raise InvalidRequestError(
+                        f"The prompt is {len(prompt)} tokens, but the server's context holds "
+                        f"{info.n_ctx}: shorten the problem or start the server with a larger -c."
+                    )
+                max_tokens = min(max_tokens, room)
             return CompletionRequest(
                 prompt=prompt,
-                max_tokens=max(1, min(p.max_tokens, room) if room > 0 else p.max_tokens),
+                max_tokens=max(1, max_tokens),
                 temperature=p.temperature,
                 top_p=p.top_p,
                 top_k=p.top_k,
@@ -244,8 +230,6 @@ class ServerExecutor(Executor):
             return split_scores(asks, cands, scores, 0, time.perf_counter() - t0)
         meta = (list(asks), cands, t0)
         self._submit(asks[0].run_id, "score", prm.score_async(question, cands, finished), meta)
-        for a in asks[1:]:
-            self._state(a.run_id)
         return None
 
     def release(self, run_id: str, node_ids: Sequence[int]) -> None:

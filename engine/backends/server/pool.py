@@ -22,6 +22,7 @@ from collections import deque
 from collections.abc import Awaitable, Sequence
 from typing import Any, TypeVar
 
+from engine.backends.prefix import common_prefix
 from engine.backends.server.client import Completion, CompletionRequest, ServerClient, ServerError, ServerInfo
 from engine.errors import PonderError
 
@@ -58,20 +59,6 @@ class LoopThread:
             self.loop.close()
 
 
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = min(len(a), len(b))
-    if list(a[:n]) == list(b[:n]):
-        return n
-    lo, hi = 0, n - 1
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if list(a[:mid]) == list(b[:mid]):
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
-
-
 class ServerPool:
     """Servers serving the same model. Use :meth:`connect`; call its async methods in ``loop``."""
 
@@ -81,7 +68,6 @@ class ServerPool:
         self._own_loop = own_loop
         self._recent: dict[int, deque[tuple[int, ...]]] = {id(c): deque(maxlen=RECENT) for c in clients}
         self._chat: dict[tuple, list[int]] = {}
-        self.dispatched: dict[str, int] = {c.url: 0 for c in clients}  # requests per server (bench, tests)
 
     @classmethod
     def connect(
@@ -180,11 +166,12 @@ class ServerPool:
         if affinity is not None and affinity.alive:
             return affinity
         free = [c for c in alive if c.outstanding < c.slots]
+        prompt = tuple(prompt)
         best, best_k = None, MIN_AFFINITY - 1
         for c in alive:
             for p in self._recent[id(c)]:
-                if len(p) > best_k and p[: best_k + 1] == tuple(prompt[: best_k + 1]):
-                    k = _common_prefix(p, prompt)
+                if len(p) > best_k and p[: best_k + 1] == prompt[: best_k + 1]:
+                    k = common_prefix(p, prompt)
                     if k > best_k:
                         best, best_k = c, k
         if best is not None and (best.outstanding < best.slots or not free):
@@ -249,7 +236,6 @@ class ServerPool:
                 raise
             finally:
                 c.outstanding -= req.n
-            self.dispatched[c.url] = self.dispatched.get(c.url, 0) + req.n
             for out in outs:
                 self._remember(c, (*req.prompt, *out.ids))
             return outs, c
