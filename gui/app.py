@@ -39,6 +39,7 @@ from PySide6.QtWidgets import (
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
+    QSizePolicy,
     QSlider,
     QSpinBox,
     QSplitter,
@@ -244,6 +245,9 @@ class MainWindow(QMainWindow):
         self.model_label = QLabel()
         self.model_label.setObjectName("modelLabel")
         self.model_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        # The line ends with the model's path, as long as the folder it lives in: it may be cut at
+        # the window's edge (the path is in its tooltip), never widen the window.
+        self.model_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         root.addWidget(self.model_label)
 
         # Problem bar
@@ -788,6 +792,7 @@ class MainWindow(QMainWindow):
             f"{info.quantization} · {human_size(info.file_size)} · "
             f"context {info.context_length or '?'} &nbsp; <span style='color:gray'>{info.path}</span>"
         )
+        self.model_label.setToolTip(str(info.path))
         config = BackendConfig(n_ctx=self.ctx_spin.value(), n_seq_max=64, n_gpu_layers=n_gpu_layers)
         self._connect_bridge(EngineBridge(path, config))
         self.status.showMessage("Ready. The model loads on the first run.")
