@@ -11,9 +11,9 @@ Durability: events are committed in small transactions while the run goes on (at
 or a power cut keeps every committed event. A run still marked ``running`` whose process is gone is
 shown as ``interrupted``.
 
-The schema has a version (table ``schema_version``) and migrations (:data:`MIGRATIONS`); a database
-written by a newer Ponder is refused and left untouched. SQLAlchemy 2 typed models; the engine
-never imports Qt.
+The schema has a version (table ``schema_version``) and migrations (:data:`MIGRATIONS`, the DDL of
+:mod:`engine.schema`, frozen as each version shipped); a database written by a newer Ponder is
+refused and left untouched. SQLAlchemy 2 typed models; the engine never imports Qt.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from engine import schema
 from engine.errors import PonderError
 from engine.events import (
     Event,
@@ -183,20 +184,13 @@ class SweepCellRow(Base):
     )
 
 
-_V1_TABLES = ("schema_version", "sessions", "runs", "events", "nodes")
+def _frozen(version: int) -> Callable[[Any], None]:
+    return lambda conn: schema.apply(conn, version)
 
 
-def _migrate_to_1(conn: Any) -> None:
-    Base.metadata.create_all(conn, tables=[Base.metadata.tables[t] for t in _V1_TABLES])
-
-
-def _migrate_to_2(conn: Any) -> None:
-    Base.metadata.create_all(conn, tables=[SweepRow.__table__, SweepCellRow.__table__])
-
-
-# MIGRATIONS[v] takes a database at version v-1 to version v. Add a function per schema change;
-# never edit what one creates once it has shipped (v1 names its tables so later ones stay out).
-MIGRATIONS: dict[int, Callable[[Any], None]] = {1: _migrate_to_1, 2: _migrate_to_2}
+# MIGRATIONS[v] takes a database at version v-1 to version v: the DDL of engine.schema, frozen as each
+# version shipped (the ORM classes above must describe the result; tests/test_schema.py checks both).
+MIGRATIONS: dict[int, Callable[[Any], None]] = {v: _frozen(v) for v in range(1, SCHEMA_VERSION + 1)}
 
 
 # --- opening ---------------------------------------------------------------------------------------
