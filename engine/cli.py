@@ -19,8 +19,13 @@ from typing import Any
 
 from engine.errors import InvalidRequestError, PonderError
 
-EXIT_USER_ERROR = 2
-EXIT_INTERRUPTED = 130
+# Exit status, documented in the README and `ponder --help`.
+EXIT_OK = 0
+EXIT_INTERNAL = 1  # a bug (the message says how to see the traceback)
+EXIT_USER_ERROR = 2  # a usage error or a request refused before anything ran
+EXIT_RUNS_FAILED = 3  # it ran, and at least one run or sweep cell failed (the rest is saved)
+EXIT_INTERRUPTED = 130  # Ctrl+C or `kill`: what was done is saved
+IN_PROCESS_PARALLEL = 64  # sequences one llama.cpp context decodes at once, unless --parallel says
 
 
 def _ints(text: str, minimum: int) -> list[int]:
@@ -77,7 +82,10 @@ def _add_server_args(p: argparse.ArgumentParser, prm: bool = True, bench: bool =
         )
     g.add_argument("--api-key", help="sent as a bearer token, never stored (default: $PONDER_API_KEY)")
     g.add_argument(
-        "--parallel", type=int, help="requests in flight per server (default: llama-server's slots, else 16)"
+        "--parallel",
+        type=int,
+        help=f"sequences decoded at once: in process (default {IN_PROCESS_PARALLEL}), or requests in "
+        "flight per server (default: llama-server's slots, else 16)",
     )
     g.add_argument("--timeout", type=float, default=600.0, help="seconds a request may take (default 600)")
     if prm:
@@ -89,10 +97,21 @@ def _add_server_args(p: argparse.ArgumentParser, prm: bool = True, bench: bool =
         )
 
 
+EXIT_HELP = f"""exit status:
+  {EXIT_OK}    done (compare, sweep: every run finished)
+  {EXIT_INTERNAL}    internal error (PONDER_DEBUG=1 shows the traceback)
+  {EXIT_USER_ERROR}    usage error, or a request refused before anything ran (a budget or problem
+       that cannot fit, a missing or broken model, a database that cannot be used)
+  {EXIT_RUNS_FAILED}    compare or sweep ran, and at least one run or cell failed (the rest is saved)
+  {EXIT_INTERRUPTED}  interrupted (Ctrl+C, kill): what was done is saved"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="ponder",
         description="Ponder: test-time compute on local GGUF models. Without a command, opens the app.",
+        epilog=EXIT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -257,6 +276,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nodes", type=int, default=200, help="with --store: nodes per run (default 200)")
     p.add_argument("--db", help="with --store: build the store here (default: a temporary file)")
     p.add_argument("--no-compare", action="store_true", help="with --server: only client_ratio")
+    p.add_argument(
+        "--processes",
+        type=int,
+        help="instead: this many Ponder processes decoding at once vs one alone (fair_ratio)",
+    )
+    p.add_argument("--seconds", type=float, default=15.0, help="with --processes: each window (default 15)")
+    p.add_argument(
+        "--unshared", action="store_true", help="with --processes: also the copies with CPU sharing off"
+    )
     return ap
 
 
@@ -276,6 +304,17 @@ def _config(args: argparse.Namespace, **overrides: Any) -> Any:
         kw["n_ctx"] = args.ctx
     kw.update(overrides)
     return BackendConfig(**kw)
+
+
+def _in_process_parallel(args: argparse.Namespace) -> int:
+    from engine.backends.llama_cpp.config import max_parallel_sequences
+
+    n = getattr(args, "parallel", None) or IN_PROCESS_PARALLEL
+    if not 1 <= n <= max_parallel_sequences():
+        raise InvalidRequestError(
+            f"--parallel must be between 1 and {max_parallel_sequences()} in process (this llama.cpp build)"
+        )
+    return n
 
 
 def _print_json(obj: Any) -> None:
@@ -553,6 +592,28 @@ def cmd_bench(args: argparse.Namespace) -> int:
         _print_json(result) if args.json else print(format_server_bench(result))
         return 0
 
+    if args.processes is not None:
+        from engine.bench_processes import format_processes_bench, run_processes_bench
+
+        if args.processes < 2 or args.seconds <= 0 or args.tokens < 1:
+            raise InvalidRequestError("--processes must be >= 2, --seconds > 0 and --tokens >= 1")
+        from engine.gguf_info import read_gguf
+
+        model = _model_path(args)
+        read_gguf(model)  # a broken file is one message here, not one per copy
+        say = None if args.json else (lambda s: print(s, file=sys.stderr, flush=True))
+        result = run_processes_bench(
+            model,
+            processes=args.processes,
+            n=max(args.n) if args.n != [1, 4, 8, 16] else 8,
+            max_tokens=args.tokens if args.tokens != 128 else 64,
+            seconds=args.seconds,
+            threads=args.threads,
+            unshared=args.unshared,
+            progress=say,
+        )
+        _print_json(result) if args.json else print(format_processes_bench(result))
+        return 0
     if args.store:
         from engine.bench import format_store_bench, run_store_bench
 
@@ -568,7 +629,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if args.max_tokens < 1:
             raise InvalidRequestError("--max-tokens must be >= 1")
         say = None if args.json else (lambda s: print(s, file=sys.stderr, flush=True))
-        config = _config(args, n_ctx=args.ctx or 16384, n_seq_max=64)
+        config = _config(args, n_ctx=args.ctx or 16384, n_seq_max=_in_process_parallel(args))
         result = run_compare_bench(
             _model_path(args),
             max_tokens=args.max_tokens,
@@ -616,10 +677,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
     strategies = [x.strip() for x in args.strategies.split(",") if x.strip()]
     from engine.search import budget_params, get_strategy
 
+    overrides = {"beam_search": {"lookahead": args.lookahead}}
     for name in strategies:  # fail fast, before loading the model
         get_strategy(name)
-        budget_params(name, args.budget, **({"lookahead": args.lookahead} if name == "beam_search" else {}))
+        budget_params(name, args.budget, **overrides.get(name, {}))
     _check_prm(args.prm, args)
+    if not _servers(args):
+        from engine.compare import check_sequences
+
+        check_sequences(
+            _in_process_parallel(args), strategies, args.budget, args.prm, not args.sequential, overrides
+        )
     if args.prm == "reference" and not reference:
         raise InvalidRequestError("--prm reference needs a reference answer (--reference or --problem-set).")
     cancel = CancelToken()
@@ -660,7 +728,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             concurrent=not args.sequential,
             on_event=on_event,
             cancel=cancel,
-            overrides={"beam_search": {"lookahead": args.lookahead}},
+            overrides=overrides,
             stream_text=True,
             title=args.title,
             tags=args.tag,
@@ -668,7 +736,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         saved.update(session_id=sid, error=err)
         return [summarize(r) for r in runs]
 
-    config = _config(args, n_ctx=args.ctx or 16384, n_seq_max=64)
+    config = _config(args, n_ctx=args.ctx or 16384, n_seq_max=_in_process_parallel(args))
     try:
         summaries = _run_in_worker(args, config, work, cancel, "Cancelled; the runs so far follow.")
     finally:
@@ -676,6 +744,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     session_id = saved.get("session_id")
     if saved.get("error"):
         print(f"ponder: warning: {saved['error']}; the session is saved up to there.", file=sys.stderr)
+    code = _runs_exit_code(summaries, cancel.cancelled, bool(saved.get("error")))
     if args.json:
         _print_json(
             {
@@ -686,7 +755,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                 "runs": [s.as_dict() for s in summaries],
             }
         )
-        return 0
+        return code
     print(f"\nProblem: {problem}")
     if reference:
         print(f"Reference: {reference}")
@@ -701,7 +770,20 @@ def cmd_compare(args: argparse.Namespace) -> int:
         if s.status != "done":
             print(f"    {s.status}: {s.message}")
     print(f"\nSaved as session {session_id} in {store.path}")
-    return 0
+    if code == EXIT_RUNS_FAILED:
+        failed = [s.strategy for s in summaries if s.status == "failed"]
+        print(
+            f"ponder: {len(failed)} of {len(summaries)} runs failed ({', '.join(failed)}).", file=sys.stderr
+        )
+    return code
+
+
+def _runs_exit_code(summaries: Sequence[Any], cancelled: bool, unsaved: bool) -> int:
+    if cancelled:
+        return EXIT_INTERRUPTED
+    if unsaved or any(s.status == "failed" for s in summaries):
+        return EXIT_RUNS_FAILED
+    return EXIT_OK
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -767,7 +849,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     _terminate_as_interrupt()  # `kill PID` stops a (background) sweep as Ctrl+C does: cleanly
 
-    config = _config(args, n_ctx=args.ctx or 16384, n_seq_max=64)
+    config = _config(args, n_ctx=args.ctx or 16384, n_seq_max=_in_process_parallel(args))
     try:
         result = _run_in_worker(args, config, work, cancel, "Stopping after the current cell ...")
         if tty:
@@ -784,7 +866,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     )
     if result.cancelled:
         print("Run the same command again to do what is missing.", file=sys.stderr)
-    return _sweep_outputs(args, summary, charts)
+    code = _sweep_outputs(args, summary, charts)
+    if code != EXIT_OK:
+        return code
+    if result.cancelled:
+        return EXIT_INTERRUPTED
+    return EXIT_RUNS_FAILED if result.failed else EXIT_OK
 
 
 def _check_prm(prm: str, args: argparse.Namespace) -> None:
@@ -1133,7 +1220,7 @@ def main(argv: Sequence[str] | None = None, charts: Any = None) -> int:
             f"ponder: internal error: {type(e).__name__}: {e} (set PONDER_DEBUG=1 for details)",
             file=sys.stderr,
         )
-        return 1
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -8,9 +8,10 @@ from typing import Any
 
 from engine.answers import is_correct
 from engine.backends.base import as_executor
-from engine.errors import InvalidRequestError
+from engine.errors import InvalidRequestError, PromptTooLongError
 from engine.events import Event
-from engine.search import DEFAULT_STRATEGIES, budget_params, get_strategy
+from engine.search import DEFAULT_STRATEGIES, budget_params, get_strategy, sequences_needed
+from engine.search.protocol import SYSTEM_PROMPT
 from engine.search.scheduler import Run, Scheduler, StrategySpec, make_runs
 
 
@@ -52,6 +53,105 @@ def summarize(run: Run) -> RunSummary:
     )
 
 
+PRM_SEQUENCES = 2  # a judge in the same context needs at least this many free sequences
+
+
+def _sequences(
+    names: Sequence[str], budget: int, overrides: dict[str, dict[str, Any]], concurrent: bool
+) -> int:
+    needs = [sequences_needed(n, budget_params(n, budget, **overrides.get(n, {}))) for n in names]
+    return sum(needs) if concurrent else max(needs)
+
+
+def _fits_up_to(names: Sequence[str], budget: int, overrides: dict, concurrent: bool, room: int) -> int:
+    """The largest budget below ``budget`` these strategies can run at once in ``room`` sequences (0:
+    none)."""
+    for b in range(budget - 1, 0, -1):
+        try:
+            if _sequences(names, b, overrides, concurrent) <= room:
+                return b
+        except InvalidRequestError:  # e.g. lookahead k needs a budget of at least k + 1
+            continue
+    return 0
+
+
+def check_compare(
+    executor: Any,
+    problem: str,
+    strategies: Sequence[str],
+    budget: int,
+    prm: str,
+    max_tokens: int,
+    concurrent: bool,
+    overrides: dict[str, dict[str, Any]] | None = None,
+) -> None:
+    """What can be known before anything runs, said in the user's terms (budget, tokens, context):
+    a problem longer than the context, no room left for a solution after it, and a budget that
+    needs more sequences at once than the backend decodes."""
+    for name in strategies:
+        get_strategy(name)
+        budget_params(name, budget, **(overrides or {}).get(name, {}))
+    check_prompt(executor, problem, max_tokens)
+    check_sequences(executor.sequence_limit(), strategies, budget, prm, concurrent, overrides)
+
+
+def check_prompt(executor: Any, problem: str, max_tokens: int) -> None:
+    """The problem as a chat prompt fits the context with room for a solution (where the backend
+    can tell before running)."""
+    fit = executor.prompt_fit((("system", SYSTEM_PROMPT), ("user", problem.strip())))
+    if fit is None:
+        return
+    n_prompt, n_ctx = fit
+    if n_prompt >= n_ctx:
+        raise PromptTooLongError(n_prompt, n_ctx)
+    if n_prompt + 1 + min(max_tokens, 16) > n_ctx:
+        raise InvalidRequestError(
+            f"The problem takes {n_prompt} of the context's {n_ctx} tokens, leaving no room for a "
+            "solution. Shorten the problem or raise the context size (--ctx)."
+        )
+
+
+def check_sequences(
+    limit: int | None,
+    strategies: Sequence[str],
+    budget: int,
+    prm: str,
+    concurrent: bool,
+    overrides: dict[str, dict[str, Any]] | None = None,
+) -> None:
+    """The budget needs no more sequences at once than the backend decodes (``limit``: the executor's
+    :meth:`~engine.backends.base.Executor.sequence_limit`; None on servers, which queue what exceeds
+    their slots). Needs no model: the CLI checks before loading one."""
+    from engine.backends.llama_cpp.config import max_parallel_sequences
+    from engine.prm import model_free_prm
+
+    if limit is None:
+        return
+    overrides = overrides or {}
+    names = list(strategies)
+    side = concurrent and len(names) > 1
+    judge = model_free_prm(prm, "-") is None
+    room = limit - (PRM_SEQUENCES if judge else 0)
+    need = _sequences(names, budget, overrides, side)
+    if need <= room:
+        return
+    total = need + limit - room
+    what = f"side by side, {', '.join(names)}" if side else ", ".join(names)
+    best = _fits_up_to(names, budget, overrides, side, room)
+    fixes = [f"--budget {best} or less" if best else "a smaller budget"]
+    if side:
+        alone = _fits_up_to(names, budget + 1, overrides, False, room)
+        if alone:
+            fixes.append(f"--sequential (one strategy at a time fits up to budget {alone})")
+    if total <= max_parallel_sequences():
+        fixes.append(f"raise --parallel to {total}")
+    raise InvalidRequestError(
+        f"At budget {budget}, {what} can hold up to {total} sequences at once (samples, beams"
+        f"{' and the judge' if judge else ''}), more than the {limit} this context decodes at once. "
+        f"Use {', or '.join(fixes)}."
+    )
+
+
 def compare(
     backend: Any,
     problem: str,
@@ -84,6 +184,7 @@ def compare(
     if reference is not None and not str(reference).strip():
         reference = None
     executor = as_executor(backend)
+    check_compare(executor, problem, strategies, budget, prm, max_tokens, concurrent, overrides)
     scorer = executor.make_prm(prm, reference)
     try:
         prm_info = {"name": getattr(scorer, "name", prm), "spec": prm}

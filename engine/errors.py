@@ -78,8 +78,9 @@ class TooManyBranchesError(PonderError):
     def __init__(self, n_seq_max: int) -> None:
         self.n_seq_max = n_seq_max
         super().__init__(
-            f"All {n_seq_max} branch slots are in use. Free finished branches or create the "
-            "backend with a larger n_seq_max."
+            f"The strategies needed more than the {n_seq_max} sequences this context decodes at once "
+            "(samples, beams and the judge's checks together). Use a smaller --budget, run the "
+            "strategies one after another (--sequential), or raise --parallel."
         )
 
 

@@ -72,9 +72,11 @@ def recorded_compare(
     ``on_session`` gets the session id as soon as the session exists (a sweep links its cell to it
     then, so a kill mid-run leaves no session outside the sweep)."""
     from engine.backends.base import as_executor
-    from engine.compare import compare
+    from engine.compare import check_compare, compare
 
     executor = as_executor(backend)
+    # What cannot run is refused before a session is saved for it.
+    check_compare(executor, problem, strategies, budget, prm, max_tokens, concurrent, overrides)
     settings = {
         "strategies": list(strategies),
         "budget": budget,

@@ -120,6 +120,17 @@ class Executor(ABC):
     def session_settings(self) -> dict[str, Any]:
         """What a saved session needs to run again on the same kind of backend (no credentials)."""
 
+    # --- limits, checked before a compare runs (engine.compare.check_compare) ---------------------
+
+    def sequence_limit(self) -> int | None:
+        """Sequences decoded at once, beyond which a request fails (None: requests beyond the
+        limit wait for a free one, as on inference servers)."""
+        return None
+
+    def prompt_fit(self, messages: tuple[tuple[str, str], ...]) -> tuple[int, int] | None:
+        """(tokens of this chat prompt, context tokens) where the backend can say before running."""
+        return None
+
     # --- PRMs -------------------------------------------------------------------------------------
 
     @abstractmethod

@@ -73,4 +73,25 @@ def budget_cost(name: str, params: dict[str, Any]) -> int:
     return int(params["chains"]) * int(params["length"])
 
 
-__all__ = ["STRATEGIES", "DEFAULT_STRATEGIES", "RunContext", "budget_params", "budget_cost", "get_strategy"]
+def sequences_needed(name: str, params: dict[str, Any]) -> int:
+    """The most sequences (llama.cpp branches) a strategy holds at once in process, PRM aside: what
+    the context's ``n_seq_max`` must allow. Upper bounds checked against measured peaks in
+    tests/test_limits.py: the shared prompt plus best-of-N's and DVTS's N samples; beam search's N
+    children, its completed beams (fewer than N) and k x N lookahead rollouts; revisions' attempt
+    and revision prompt per chain."""
+    if name in ("best_of_n", "dvts"):
+        return int(params["n"]) + 1
+    if name == "beam_search":
+        return (2 + int(params.get("lookahead", 0))) * int(params["n"]) + 1
+    return 2 * int(params["chains"]) + 1
+
+
+__all__ = [
+    "STRATEGIES",
+    "DEFAULT_STRATEGIES",
+    "RunContext",
+    "budget_params",
+    "budget_cost",
+    "get_strategy",
+    "sequences_needed",
+]

@@ -37,6 +37,7 @@ from engine.backends.llama_cpp.config import _FLASH, _KV_TYPES, BackendConfig, M
 from engine.backends.llama_cpp.decoding import DecodeMixin
 from engine.backends.llama_cpp.reading import ReadMixin
 from engine.backends.llama_cpp.vocab import VocabMixin
+from engine.cpu_share import cpu_turn, no_turn, sharing_enabled
 from engine.errors import InvalidRequestError, ModelLoadError, UnsupportedModelError, WrongThreadError
 from engine.gguf_info import GGUFInfo, file_identity, read_gguf
 
@@ -115,12 +116,18 @@ class Backend(VocabMixin, BranchesMixin, DecodeMixin, ReadMixin):
             raise ModelLoadError(self.path, why)
         self._model = model
         self._offloaded = 0
+        n_layers = 0
         for _lvl, msg in logged:
             if "offloaded" in msg and "layers to GPU" in msg:
                 try:
-                    self._offloaded = int(msg.split("offloaded", 1)[1].split("/", 1)[0])
+                    done, total = msg.split("offloaded", 1)[1].split("layers", 1)[0].split("/", 1)
+                    self._offloaded, n_layers = int(done), int(total)
                 except ValueError:
                     pass
+        # Decodes that run on CPU cores take a machine-wide turn (engine.cpu_share); a model wholly
+        # on a GPU does not spin on the CPU and needs none.
+        on_gpu = n_layers > 0 and self._offloaded >= n_layers
+        self._turn = cpu_turn() if sharing_enabled() and not on_gpu else no_turn
 
     def _check_model(self) -> None:
         m = self._model

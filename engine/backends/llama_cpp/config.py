@@ -20,6 +20,11 @@ _KV_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8
 _FLASH = {"auto": -1, "off": 0, "on": 1}
 
 
+def max_parallel_sequences() -> int:
+    """The most sequences one llama.cpp context can decode at once (this build's LLAMA_MAX_SEQ)."""
+    return int(llama_cpp.llama_max_parallel_sequences())
+
+
 def default_threads() -> int:
     """Physical cores are what llama.cpp's matmuls scale with; without a way to count them here,
     use the logical count capped at 8 (beyond that, hyper-threads slow decoding down)."""
@@ -44,7 +49,7 @@ class BackendConfig:
     use_mmap: bool = True
 
     def __post_init__(self) -> None:
-        max_seq = int(llama_cpp.llama_max_parallel_sequences())
+        max_seq = max_parallel_sequences()
         checks = [
             (self.n_ctx >= 64, f"n_ctx must be at least 64 (got {self.n_ctx})"),
             (self.n_batch >= 1, "n_batch must be >= 1"),

@@ -21,7 +21,8 @@ class DecodeMixin:
     def _decode(self, n_tokens: int, n_live: int) -> None:
         self._batch.n_tokens = n_tokens
         t0 = time.perf_counter()
-        ret = llama_cpp.llama_decode(self._ctx, self._batch)
+        with self._turn():  # one Ponder process decodes on the CPU at a time (engine.cpu_share)
+            ret = llama_cpp.llama_decode(self._ctx, self._batch)
         self.stats.decode_s += time.perf_counter() - t0
         self.stats.decode_calls += 1
         if ret == 0:

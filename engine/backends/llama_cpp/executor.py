@@ -126,6 +126,13 @@ class LlamaCppExecutor(Executor):
 
     # --- requests -----------------------------------------------------------------------------------
 
+    def sequence_limit(self) -> int | None:
+        return self.backend.config.n_seq_max
+
+    def prompt_fit(self, messages: tuple[tuple[str, str], ...]) -> tuple[int, int] | None:
+        tokens = self.backend.chat_tokens([{"role": role, "content": text} for role, text in messages])
+        return len(tokens), self.backend.n_ctx
+
     def _state(self, run_id: str) -> _RunState:
         st = self._runs.get(run_id)
         if st is None:
@@ -222,15 +229,25 @@ class LlamaCppExecutor(Executor):
         self.backend.prefill([x for x in dict.fromkeys(roots) if x.pending > 0], cancel=self.cancel)
         for rid, st in new:
             flight = []
-            for item in st.starting or ():
-                if item.parent is not None:
-                    parent = st.nodes.get(item.parent)
-                    if parent is None:
-                        raise PonderError(f"run {rid} continued node {item.parent}, which it does not hold")
-                else:
-                    parent = self._roots[item.messages]
-                (child,) = self.backend.fork(parent, 1, item.params)
-                flight.append((item, child))
+            try:
+                for item in st.starting or ():
+                    if item.parent is not None:
+                        parent = st.nodes.get(item.parent)
+                        if parent is None:
+                            raise PonderError(
+                                f"run {rid} continued node {item.parent}, which it does not hold"
+                            )
+                    else:
+                        parent = self._roots[item.messages]
+                    (child,) = self.backend.fork(parent, 1, item.params)
+                    flight.append((item, child))
+            except BaseException:
+                # No sequence may outlive a request that could not start (the runs after it
+                # would find them taken).
+                for _, b in flight:
+                    self.backend.free(b)
+                st.starting = None
+                raise
             st.in_flight, st.starting = flight, None
         # Prompts used once (revision chats) are not kept: their children hold the cells.
         for key in [k for k in self._roots if k not in self._shared_keys]:

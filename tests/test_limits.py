@@ -1,0 +1,149 @@
+"""What cannot run is refused before it runs, in the user's terms; exit codes tell scripts the truth.
+
+Exit status (engine.cli): 0 done, 2 refused before anything ran, 3 ran and a run failed, 130
+interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+from engine.search import budget_params, sequences_needed
+
+INTERNAL_WORDS = ("n_seq_max", "slots", "branch slots", "Traceback")
+
+
+def ponder(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gui.launch", *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def n_sessions(db) -> int:
+    if not db.exists():
+        return 0
+    con = sqlite3.connect(db)
+    try:
+        return con.execute("SELECT COUNT(*) FROM sessions").fetchone()[0]
+    finally:
+        con.close()
+
+
+def test_a_budget_that_cannot_run_is_refused_before_the_model_loads_naming_budgets_that_can(tmp_path):
+    db = tmp_path / "s.db"
+    r = ponder("compare", "1+1?", "--budget", "100000", "--db", str(db), timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert "At budget 100000" in r.stderr and "--budget 17 or less" in r.stderr and "--sequential" in r.stderr
+    assert not any(w in r.stderr for w in INTERNAL_WORDS), r.stderr
+    assert "Loading" not in r.stderr and n_sessions(db) == 0
+    # One strategy alone: the largest budget that fits, and the --parallel that would fit this one.
+    r = ponder(
+        "compare", "1+1?", "--strategies", "beam_search", "--budget", "32", "--db", str(db), timeout=60
+    )
+    assert r.returncode == 2 and "--budget 30 or less" in r.stderr and "--parallel to 67" in r.stderr
+    r = ponder("compare", "1+1?", "--parallel", "100000", "--db", str(db), timeout=60)
+    assert r.returncode == 2 and "--parallel must be between 1 and" in r.stderr
+
+
+def test_a_problem_longer_than_the_context_is_refused_with_its_token_count_and_nothing_saved(tmp_path):
+    db = tmp_path / "s.db"
+    problem = "How many apples are left? " * 200
+    r = ponder("compare", problem, "--ctx", "512", "--max-tokens", "8", "--db", str(db), timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert "tokens but the context holds 512" in r.stderr and "Shorten the prompt" in r.stderr
+    assert not any(w in r.stderr for w in INTERNAL_WORDS), r.stderr
+    assert n_sessions(db) == 0
+
+
+def test_compare_exits_3_when_a_run_fails_and_0_when_all_finish(tmp_path):
+    db = tmp_path / "s.db"
+    # The problem fits, but 8 samples of 400 tokens cannot share a 1,024-token context: the runs
+    # fail while running (the KV cache fills), and are saved as failed.
+    r = ponder(
+        "compare", "Write a long story about a cat.", "--strategies", "best_of_n", "--budget", "8",
+        "--max-tokens", "400", "--ctx", "1024", "--db", str(db), "--json", timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 3, r.stderr
+    out = json.loads(r.stdout)
+    assert [x["status"] for x in out["runs"]] == ["failed"]
+    assert "KV cache is full" in out["runs"][0]["message"] and n_sessions(db) == 1
+    r = ponder(
+        "compare", "What is 2 + 3?", "--strategies", "best_of_n", "--budget", "2", "--max-tokens", "8",
+        "--prm", "arithmetic", "--db", str(db), timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "runs failed" not in r.stderr
+
+
+def test_sweep_exits_3_when_a_cell_failed_and_refuses_a_budget_it_cannot_run(tmp_path):
+    db = tmp_path / "s.db"
+    r = ponder(
+        "sweep", "--set", "arith", "--limit", "1", "--strategies", "beam_search", "--budgets", "1,64",
+        "--prm", "arithmetic", "--db", str(db), "--out", str(tmp_path / "o"), timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 2, r.stderr
+    assert "At budget 64, beam_search" in r.stderr and n_sessions(db) == 0
+    problems = tmp_path / "p.jsonl"
+    problems.write_text(
+        json.dumps({"question": "What is 2 + 3?", "answer": "5"})
+        + "\n"
+        + json.dumps({"question": "Count the apples. " * 120, "answer": "1"})
+        + "\n"
+    )
+    r = ponder(
+        "sweep", "--set", str(problems), "--strategies", "best_of_n", "--budgets", "1", "--prm", "arithmetic",
+        "--max-tokens", "16", "--ctx", "512", "--db", str(db), "--out", str(tmp_path / "o"), timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 3, r.stderr
+    assert "1 failed" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("name", ["best_of_n", "beam_search", "dvts", "revisions"])
+def test_sequences_needed_bounds_what_each_strategy_really_holds(fresh, name, monkeypatch):
+    """The pre-run check is only as good as this bound: measured on the real model, budgets 1, 2, 3, 5, 8
+    (and beam search with lookahead), the most branches a strategy held never exceeds it."""
+    import engine.backends.llama_cpp.branches as br
+    from engine.compare import compare
+
+    peak = {"v": 0}
+    orig = br.BranchesMixin._new_branch
+
+    def counting(self, *a, **k):
+        b = orig(self, *a, **k)
+        peak["v"] = max(peak["v"], self.config.n_seq_max - len(self._free_seqs))
+        return b
+
+    monkeypatch.setattr(br.BranchesMixin, "_new_branch", counting)
+    cases = [(b, {}) for b in (1, 2, 3, 5, 8)]
+    if name == "beam_search":
+        cases += [(4, {"lookahead": 1}), (6, {"lookahead": 2})]
+    for budget, extra in cases:
+        peak["v"] = 0
+        runs = compare(
+            fresh, "Tom has 3 apples and buys 4 more. How many now?", [name], budget=budget,
+            prm="arithmetic", max_tokens=24, concurrent=False, overrides={name: extra},
+        )  # fmt: skip
+        assert runs[0].status == "done", runs[0].message
+        bound = sequences_needed(name, budget_params(name, budget, **extra))
+        assert 0 < peak["v"] <= bound, (name, budget, extra, peak["v"], bound)
+
+
+def test_a_request_that_cannot_start_leaves_no_sequence_taken(model_path, monkeypatch):
+    """Past the pre-run check (here switched off), a generation that runs out of sequences fails its
+    runs, and every sequence it had taken is free again for the next compare."""
+    import engine.compare as cmp
+    from engine.backends.llama_cpp import Backend, BackendConfig
+
+    monkeypatch.setattr(cmp, "check_sequences", lambda *a, **k: None)
+    with Backend(model_path, BackendConfig(n_ctx=2048, n_seq_max=8)) as b:
+        runs = cmp.compare(b, "1+1?", ["best_of_n"], budget=12, prm="arithmetic", max_tokens=4)
+        assert runs[0].status == "failed"
+        assert "sequences this context decodes at once" in runs[0].message and "--budget" in runs[0].message
+        assert b.free_slots == 8
+        runs = cmp.compare(b, "1+1?", ["best_of_n"], budget=6, prm="arithmetic", max_tokens=4)
+        assert runs[0].status == "done"
