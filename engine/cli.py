@@ -117,7 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="list the GGUF models Ponder can see")
     p.add_argument("--dir", action="append", default=[], help="also scan this folder (repeatable)")
-    p.add_argument("--add", metavar="DIR", help="remember a folder to scan from now on")
+    p.add_argument(
+        "--add", metavar="PATH", help="remember a folder to scan, or one GGUF file (the app sees it too)"
+    )
+    p.add_argument("--remove", metavar="PATH", help="forget an added folder or file (nothing is deleted)")
     p.add_argument("--only", action="store_true", help="scan only --dir folders (and the embedded model)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -326,12 +329,17 @@ def _print_json(obj: Any) -> None:
 
 def cmd_models(args: argparse.Namespace) -> int:
     from engine.gguf_info import human_params, human_size
-    from engine.models import add_model_dir, discover
+    from engine.models import add_model, discover, remove_model_dir, remove_model_file
 
     if args.add:
-        p = add_model_dir(args.add)
+        kind, p = add_model(args.add)
         if not args.json:
-            print(f"Added {p}; it will be scanned from now on.")
+            print(f"Added {p}; it will be scanned from now on." if kind == "folder" else f"Added {p}.")
+    if args.remove:
+        remove_model_dir(args.remove)
+        remove_model_file(args.remove)
+        if not args.json:
+            print(f"Removed {args.remove} from the list (the files stay where they are).")
     entries = discover(extra_dirs=args.dir, include_default_locations=not args.only)
     if args.json:
         _print_json({"models": [e.as_dict() for e in entries]})

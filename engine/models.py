@@ -6,8 +6,9 @@ Where Ponder looks, in order:
    file is located with ``importlib.util.find_spec`` and the package is never imported (importing it
    pulls in the ``llm`` CLI);
 2. ``models/`` of the checkout (the shelf described by ``models/catalog.toml``);
-3. folders the user added (``ponder models --add DIR``, kept in the user config directory, and
-   ``PONDER_MODEL_DIRS``, ``os.pathsep``-separated);
+3. folders and single files the user added (``ponder models --add DIR|FILE``, the app's Folders… and
+   Add GGUF…: one list, ``models.json`` in the user config directory, that the app and the CLI
+   share), and ``PONDER_MODEL_DIRS``, ``os.pathsep``-separated;
 4. the Hugging Face hub cache (``HF_HUB_CACHE``, ``HF_HOME/hub`` or ``~/.cache/huggingface/hub``);
 5. LM Studio's models folder (``~/.lmstudio/models`` and the older ``~/.cache/lm-studio/models``).
 
@@ -120,21 +121,62 @@ def load_catalog(path: Path = CATALOG_PATH) -> list[CatalogEntry]:
 # --- user folders ----------------------------------------------------------------------------------
 
 
-def _config_file() -> Path:
+LIST_FILE = "models.json"  # {"version": 1, "folders": [...], "files": [...]}
+OLD_LIST_FILE = "model_dirs.json"  # before: the folders alone, as a JSON list
+
+
+def _config_dir() -> Path:
     from platformdirs import user_config_dir
 
-    return Path(os.environ.get("PONDER_CONFIG_DIR") or user_config_dir("ponder")) / "model_dirs.json"
+    return Path(os.environ.get("PONDER_CONFIG_DIR") or user_config_dir("ponder"))
+
+
+def _config_file() -> Path:
+    return _config_dir() / LIST_FILE
+
+
+def _read_list() -> dict[str, list[str]]:
+    """The one list of what the user added, shared by the app and the CLI: folders to scan and
+    single GGUF files. A list written by an older Ponder (folders only) is read as such."""
+    f = _config_file()
+    try:
+        if f.is_file():
+            data = json.loads(f.read_text(encoding="utf-8"))
+            if isinstance(data, dict):
+                return {
+                    k: [str(x) for x in data.get(k, []) if isinstance(x, str) and x]
+                    for k in ("folders", "files")
+                }
+            return {"folders": [], "files": []}
+        old = _config_dir() / OLD_LIST_FILE
+        if old.is_file():
+            data = json.loads(old.read_text(encoding="utf-8"))
+            return {"folders": [str(x) for x in data if isinstance(x, str) and x], "files": []}
+    except (OSError, ValueError, TypeError, AttributeError):
+        pass  # a damaged list is ignored here; adding or removing an entry rewrites it
+    return {"folders": [], "files": []}
+
+
+def _write_list(data: dict[str, list[str]]) -> None:
+    f = _config_file()
+    try:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        tmp = f.with_name(f"{f.name}.{os.getpid()}.part")
+        body = {"version": 1, "folders": data["folders"], "files": data["files"]}
+        tmp.write_text(json.dumps(body, indent=1), encoding="utf-8")
+        os.replace(tmp, f)  # readers see the old list or the new one, never half of one
+    except OSError as e:
+        raise PonderError(f"Cannot save the model list to {f}: {e.strerror or e}") from e
 
 
 def saved_model_dirs() -> list[Path]:
     """The folders the user added (``ponder models --add``, the app's Folders…), in order."""
-    f = _config_file()
-    if not f.is_file():
-        return []
-    try:
-        return [Path(d).expanduser() for d in json.loads(f.read_text(encoding="utf-8"))]
-    except (OSError, ValueError, TypeError):
-        return []  # a damaged list is ignored here; adding or removing a folder rewrites it
+    return [Path(d).expanduser() for d in _read_list()["folders"]]
+
+
+def saved_model_files() -> list[Path]:
+    """The single GGUF files the user added (``ponder models --add FILE``, the app's Add GGUF…)."""
+    return [Path(p).expanduser() for p in _read_list()["files"]]
 
 
 def user_model_dirs() -> list[Path]:
@@ -144,29 +186,64 @@ def user_model_dirs() -> list[Path]:
     return dirs + saved_model_dirs()
 
 
-def _save_model_dirs(dirs: list[str]) -> None:
-    f = _config_file()
-    try:
-        f.parent.mkdir(parents=True, exist_ok=True)
-        tmp = f.with_name(f.name + ".part")
-        tmp.write_text(json.dumps(dirs, indent=1), encoding="utf-8")
-        os.replace(tmp, f)
-    except OSError as e:
-        raise PonderError(f"Cannot save the folder list to {f}: {e.strerror or e}") from e
-
-
 def add_model_dir(path: str | os.PathLike[str]) -> Path:
     p = Path(path).expanduser().resolve()
     if not p.is_dir():
         raise PonderError(f"{p} is not a folder.")
-    _save_model_dirs([str(d) for d in saved_model_dirs() if str(d) != str(p)] + [str(p)])
+    data = _read_list()
+    data["folders"] = [d for d in data["folders"] if d != str(p)] + [str(p)]
+    _write_list(data)
     return p
 
 
 def remove_model_dir(path: str | os.PathLike[str]) -> None:
     """Stop scanning a saved folder (its files stay where they are)."""
     p = str(Path(path).expanduser())
-    _save_model_dirs([str(d) for d in saved_model_dirs() if str(d) != p])
+    data = _read_list()
+    data["folders"] = [d for d in data["folders"] if d != p]
+    _write_list(data)
+
+
+def add_model_file(path: str | os.PathLike[str]) -> Path:
+    """Remember one GGUF file; its header is read first, so a broken file is refused with the
+    reason and not remembered. Symlinks are kept as given (a Hugging Face snapshot's file is a link
+    to a blob without the .gguf name)."""
+    p = Path(path).expanduser().absolute()
+    if p.is_dir():
+        return add_model_dir(p)
+    read_gguf(p)
+    data = _read_list()
+    if str(p) not in data["files"]:
+        data["files"].append(str(p))
+        _write_list(data)
+    return p
+
+
+def adopt_model_files(paths: list[str]) -> None:
+    """Take files remembered elsewhere (the app kept them in its own settings before) into the list,
+    as they are: an unreadable one shows in the list with its error."""
+    data = _read_list()
+    new = [str(Path(p).expanduser()) for p in paths if p and str(Path(p).expanduser()) not in data["files"]]
+    if new:
+        data["files"] += new
+        _write_list(data)
+
+
+def remove_model_file(path: str | os.PathLike[str]) -> None:
+    p = str(Path(path).expanduser())
+    data = _read_list()
+    data["files"] = [f for f in data["files"] if f != p]
+    _write_list(data)
+
+
+def add_model(path: str | os.PathLike[str]) -> tuple[str, Path]:
+    """``ponder models --add``: a folder to scan or a GGUF file, whichever ``path`` is."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        return "folder", add_model_dir(p)
+    if not p.exists():
+        raise PonderError(f"{p} does not exist.")
+    return "file", add_model_file(p)
 
 
 def hf_cache_dir() -> Path:
@@ -270,6 +347,7 @@ def discover(
     if include_default_locations:
         sources.append(("models", _gguf_files(MODELS_DIR)))
         sources.append(("user", [p for d in user_model_dirs() for p in _gguf_files(d)]))
+        sources.append(("added", saved_model_files()))  # a moved file is listed with its error
         sources.append(("huggingface", _gguf_files(hf_cache_dir())))
         sources.append(("lmstudio", [p for d in lmstudio_dirs() for p in _gguf_files(d)]))
     for d in extra_dirs or []:

@@ -55,7 +55,15 @@ from engine.backends.llama_cpp import BackendConfig
 from engine.errors import PonderError
 from engine.events import Event, NodeAdded, TextDelta, Trace
 from engine.gguf_info import human_params, human_size, read_gguf
-from engine.models import default_model_path, describe, discover, estimate_memory, load_catalog
+from engine.models import (
+    add_model_file,
+    adopt_model_files,
+    default_model_path,
+    describe,
+    discover,
+    estimate_memory,
+    load_catalog,
+)
 from engine.report import scored_steps
 from gui.bridge import EngineBridge
 from gui.servers import ServerDialog, ServerProbe, server_entry_label, server_entry_tooltip
@@ -522,9 +530,8 @@ class MainWindow(QMainWindow):
         paths: list[str] = []
         self.model_combo.blockSignals(True)
         self.model_combo.clear()
-        extra = [p for p in self.settings.value("added_models", [], list) or [] if p]
-        if wanted:
-            extra.append(str(wanted))
+        self._adopt_added_models()
+        extra = [str(wanted)] if wanted else []
         entries = discover()
         known = {e.path for e in entries}
         catalog = load_catalog()
@@ -696,6 +703,16 @@ class MainWindow(QMainWindow):
             self._fill_models(current)
         self._model_changed()
 
+    def _adopt_added_models(self) -> None:
+        """GGUFs an older Ponder kept in the app's own settings move to the shared list, once."""
+        old = [p for p in self.settings.value("added_models", [], list) or [] if p]
+        if old:
+            try:
+                adopt_model_files(old)
+            except PonderError:
+                return  # kept where they are until the list can be written
+            self.settings.remove("added_models")
+
     def add_model(self) -> None:
         from PySide6.QtWidgets import QFileDialog
 
@@ -709,9 +726,10 @@ class MainWindow(QMainWindow):
         except PonderError as e:
             QMessageBox.warning(self, "Ponder", str(e))
             return
-        added = [p for p in self.settings.value("added_models", [], list) or [] if p]
-        if path not in added:
-            self.settings.setValue("added_models", [*added, path])
+        try:
+            add_model_file(path)  # one list with the CLI's (engine.models)
+        except PonderError as e:
+            QMessageBox.warning(self, "Ponder", str(e))
         self._fill_models(path)
         self._model_changed()
 

@@ -292,6 +292,9 @@ def test_model_bar_estimates_memory_and_remembers_an_added_model(qtbot, db, mode
     shutil.copy(model_path, copy)
     w.add_model_path(str(copy))
     assert w.model_combo.currentData() == str(copy)
+    from engine.models import saved_model_files
+
+    assert saved_model_files() == [copy]  # the list the CLI reads too
     assert w.bridge is not None and w.bridge.model_path == str(copy)
     w.close()
     again = MainWindow(db=db)  # same settings file: the added model is listed and chosen
@@ -501,3 +504,24 @@ def test_the_sweeps_tab_runs_a_sweep_stops_it_and_resumes_it(window, qtbot, db, 
     assert tab.limit_spin.value() == 2 and tab.budgets_edit.text() == "1,2"
     qtbot.waitUntil(lambda: tab.summary is not None, timeout=60_000)  # analysed off the GUI thread
     assert tab.summary["accuracy"] == summary["accuracy"]
+
+
+def test_models_an_older_app_kept_in_its_settings_move_to_the_shared_list(qtbot, db, model_path, tmp_path):
+    import shutil
+
+    from engine.models import saved_model_files
+    from gui.app import _settings as app_settings
+
+    copy = tmp_path / "old-added.gguf"
+    shutil.copy(model_path, copy)
+    gone = str(tmp_path / "moved-away.gguf")
+    settings = app_settings()
+    settings.setValue("added_models", [str(copy), gone])
+    settings.sync()
+    w = MainWindow(db=db)
+    qtbot.addWidget(w)
+    assert saved_model_files() == [copy, tmp_path / "moved-away.gguf"]
+    assert w.settings.value("added_models") is None
+    paths = [w.model_combo.itemData(i) for i in range(w.model_combo.count())]
+    assert str(copy) in paths and gone in paths  # the moved file is listed (disabled, with its error)
+    w.close()

@@ -147,3 +147,61 @@ def test_memory_estimate_from_the_header(model_path):
     half = estimate_memory(info, 16384, 15)
     assert half["gpu"] == (cpu["weights"] + cpu["kv_cache"]) // 2
     assert estimate_memory(info, 16384, -1)["cpu"] == 0
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gui.launch", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_one_list_of_added_models_for_the_cli_and_the_app(isolated_dirs, tmp_path, model_path):
+    """A GGUF added with `ponder models --add FILE` is in the app's list, and one added in the app
+    is in `ponder models`: both read and write models.json in the config folder."""
+    import shutil
+
+    from engine.models import add_model_file, saved_model_files
+
+    cli_file = tmp_path / "from-cli.gguf"  # copies: discovery lists one file reached twice once
+    shutil.copy(model_path, cli_file)
+    r = _cli("models", "--add", str(cli_file))
+    assert r.returncode == 0 and f"Added {cli_file}." in r.stdout, r.stderr
+    assert saved_model_files() == [cli_file]
+    app_file = tmp_path / "from-app.gguf"
+    shutil.copy(model_path, app_file)
+    add_model_file(app_file)  # what the app's Add GGUF… calls
+    r = _cli("models", "--json")
+    listed = {m["path"]: m["source"] for m in json.loads(r.stdout)["models"]}
+    assert listed[str(cli_file)] == "added" and listed[str(app_file)] == "added"
+    # A file that moved away stays listed, with its error, until removed.
+    app_file.unlink()
+    gone = [e for e in discover() if e.path == str(app_file)]
+    assert gone and not gone[0].ok and "no such file" in (gone[0].error or "").lower()
+    r = _cli("models", "--remove", str(app_file))
+    assert r.returncode == 0 and saved_model_files() == [cli_file]
+    # A broken file is refused with its reason and not remembered.
+    bad = tmp_path / "bad.gguf"
+    bad.write_text("not a model")
+    r = _cli("models", "--add", str(bad))
+    assert r.returncode == 2 and "GGUF" in r.stderr and saved_model_files() == [cli_file]
+
+
+def test_the_older_folder_list_is_read_and_kept_in_the_new_one(isolated_dirs, tmp_path):
+    from pathlib import Path
+
+    from engine.models import add_model_dir, saved_model_dirs
+
+    config = Path(os.environ["PONDER_CONFIG_DIR"])
+    config.mkdir(parents=True, exist_ok=True)
+    old = tmp_path / "old-folder"
+    old.mkdir()
+    (config / "model_dirs.json").write_text(json.dumps([str(old)]))
+    assert saved_model_dirs() == [old]
+    new = tmp_path / "new-folder"
+    new.mkdir()
+    add_model_dir(new)
+    assert saved_model_dirs() == [old, new.resolve()]
+    data = json.loads((config / "models.json").read_text())
+    assert data["version"] == 1 and data["folders"] == [str(old), str(new.resolve())]
+    (config / "models.json").write_text("{ damaged")
+    assert saved_model_dirs() == []  # ignored, never fatal; the next change rewrites it
