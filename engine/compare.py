@@ -10,6 +10,7 @@ from engine.answers import is_correct
 from engine.backends.base import as_executor
 from engine.errors import InvalidRequestError, PromptTooLongError
 from engine.events import Event
+from engine.problems import clean_text
 from engine.search import DEFAULT_STRATEGIES, budget_params, get_strategy, sequences_needed
 from engine.search.protocol import SYSTEM_PROMPT
 from engine.search.scheduler import Run, Scheduler, StrategySpec, make_runs
@@ -88,6 +89,8 @@ def check_compare(
     """What can be known before anything runs, said in the user's terms (budget, tokens, context):
     a problem longer than the context, no room left for a solution after it, and a budget that
     needs more sequences at once than the backend decodes."""
+    if not problem or not problem.strip():
+        raise InvalidRequestError("The problem is empty: give the question to solve.")
     for name in strategies:
         get_strategy(name)
         budget_params(name, budget, **(overrides or {}).get(name, {}))
@@ -171,7 +174,9 @@ def compare(
     another with ``concurrent=False``), in the calling thread. ``backend`` is an
     :class:`~engine.backends.base.Executor` (in process or over servers) or a llama.cpp
     :class:`~engine.backends.llama_cpp.Backend` owned by this thread."""
-    if not problem or not problem.strip():
+    problem = clean_text(problem or "")
+    reference = clean_text(reference) if reference is not None else None
+    if not problem.strip():
         raise InvalidRequestError("The problem is empty: give the question to solve.")
     if not strategies:
         raise InvalidRequestError("Choose at least one strategy.")

@@ -56,6 +56,8 @@ class GGUFInfo:
     data_end: int
     metadata: dict[str, Any] = field(repr=False, default_factory=dict)
     array_lengths: dict[str, int] = field(repr=False, default_factory=dict)
+    # Where each skipped (long) array lies in the file: key -> (item type, first byte, end).
+    array_spans: dict[str, tuple[int, int, int]] = field(repr=False, default_factory=dict)
 
     @property
     def chat_template(self) -> str | None:
@@ -93,6 +95,8 @@ class _Reader:
         return self.read(n).decode("utf-8", errors="replace")
 
     def skip(self, n: int) -> None:
+        if n > self.size:  # longer than the whole file: a corrupt length field, not a cut file
+            raise ModelLoadError(self.path, f"corrupt GGUF header (a length of {n} bytes)")
         if self.f.tell() + n > self.size:
             raise TruncatedGGUFError(self.path, "the file ends inside its header (an incomplete download?)")
         self.f.seek(n, os.SEEK_CUR)
@@ -120,6 +124,13 @@ class _Reader:
                 return None, n
             return [self.value(itype)[0] for _ in range(n)], n
         raise ModelLoadError(self.path, f"corrupt GGUF header (unknown value type {vtype})")
+
+
+def _shown(name: str, limit: int = 60) -> str:
+    """A name read from a file, fit for a message: printable, and short (a corrupt length field can
+    make a "name" of megabytes of binary)."""
+    text = name if name.isprintable() else repr(name)[1:-1]
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def check_path(path: str | os.PathLike[str]) -> Path:
@@ -171,12 +182,16 @@ def read_gguf(path: str | os.PathLike[str]) -> GGUFInfo:
             raise ModelLoadError(str(p), "corrupt GGUF header (absurd tensor or key count)")
         metadata: dict[str, Any] = {}
         arrays: dict[str, int] = {}
+        spans: dict[str, tuple[int, int, int]] = {}
         for _ in range(n_kv):
             key = r.string()
             vtype = r.unpack("<I")
+            start = f.tell()
             val, n = r.value(vtype)
             if n is not None:
                 arrays[key] = n
+                if val is None:  # skipped: (item type, first item, end)
+                    spans[key] = (struct.unpack("<I", _peek(f, start, 4))[0], start + 12, f.tell())
             if val is not None:
                 metadata[key] = val
         alignment = int(metadata.get("general.alignment", 32) or 32)
@@ -185,7 +200,7 @@ def read_gguf(path: str | os.PathLike[str]) -> GGUFInfo:
             name = r.string()
             n_dims = r.unpack("<I")
             if n_dims > 8:
-                raise ModelLoadError(str(p), f"corrupt tensor table ({name}: {n_dims} dimensions)")
+                raise ModelLoadError(str(p), f"corrupt tensor table ({_shown(name)}: {n_dims} dimensions)")
             dims = [r.unpack("<Q") for _ in range(n_dims)]
             ttype = r.unpack("<I")
             offset = r.unpack("<Q")
@@ -204,7 +219,7 @@ def read_gguf(path: str | os.PathLike[str]) -> GGUFInfo:
         try:
             block, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(ttype)]
         except (ValueError, KeyError):
-            raise ModelLoadError(str(p), f"tensor {name} has an unknown type {ttype}") from None
+            raise ModelLoadError(str(p), f"tensor {_shown(name)} has an unknown type {ttype}") from None
         nbytes = n // block * type_size
         data_end = max(data_end, data_start + offset + nbytes)
     if data_end > size:
@@ -236,7 +251,44 @@ def read_gguf(path: str | os.PathLike[str]) -> GGUFInfo:
         data_end=data_end,
         metadata=metadata,
         array_lengths=arrays,
+        array_spans=spans,
     )
+
+
+def _peek(f: BinaryIO, at: int, n: int) -> bytes:
+    here = f.tell()
+    f.seek(at)
+    b = f.read(n)
+    f.seek(here)
+    return b
+
+
+def check_vocab(info: GGUFInfo) -> None:
+    """What llama.cpp asserts (and so aborts the process on) when it builds the vocabulary, checked
+    first: every token's text (up to a NUL byte, as llama.cpp reads it) is distinct. A damaged file
+    fails here with a message instead."""
+    span = info.array_spans.get("tokenizer.ggml.tokens")
+    if span is None or span[0] != GGUFValueType.STRING:
+        return  # short or missing: llama.cpp reports those itself
+    _, start, end = span
+    with open(info.path, "rb") as f:
+        f.seek(start)
+        raw = f.read(end - start)
+    seen: set[bytes] = set()
+    pos = 0
+    n = info.array_lengths["tokenizer.ggml.tokens"]
+    for i in range(n):
+        (length,) = struct.unpack_from("<Q", raw, pos)
+        # llama.cpp reads each token as a C string: text after a NUL byte is lost.
+        tok = raw[pos + 8 : pos + 8 + length].split(b"\0", 1)[0]
+        pos += 8 + length
+        if tok in seen:
+            raise ModelLoadError(
+                info.path,
+                f"damaged vocabulary: token {i} ({tok.decode('utf-8', 'replace')!r}) appears twice; "
+                "llama.cpp cannot load it (download the file again)",
+            )
+        seen.add(tok)
 
 
 def file_identity(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -44,6 +44,21 @@ class Problem:
         return f"{self.set_name} #{self.index}"
 
 
+def clean_text(text: str) -> str:
+    """Text as Ponder keeps it: valid Unicode. Lone surrogates (bytes of a command line that were not
+    UTF-8, or a broken paste) become U+FFFD; everything else, control characters included, is kept
+    as given."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:  # undecodable bytes smuggled in by surrogateescape (sys.argv, os.environ)
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+
+
 def _parse(name: str, i: int, row: dict[str, Any]) -> Problem:
     if name == "gsm8k":
         ans = row["answer"]

@@ -73,7 +73,10 @@ def recorded_compare(
     then, so a kill mid-run leaves no session outside the sweep)."""
     from engine.backends.base import as_executor
     from engine.compare import check_compare, compare
+    from engine.problems import clean_text
 
+    problem, title, tags = clean_text(problem), clean_text(title), [clean_text(t) for t in tags]
+    reference = clean_text(reference) if reference is not None else None
     executor = as_executor(backend)
     # What cannot run is refused before a session is saved for it.
     check_compare(executor, problem, strategies, budget, prm, max_tokens, concurrent, overrides)

@@ -18,6 +18,7 @@ refused and left untouched. SQLAlchemy 2 typed models; the engine never imports 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
@@ -231,9 +232,42 @@ def _on_connect_rw(dbapi_conn: Any, record: Any) -> None:
     cur.close()
 
 
+# What a damaged row raises when it is read: text that is not UTF-8, JSON that does not parse, an
+# event payload of the wrong shape.
+_DECODE_ERRORS = (UnicodeDecodeError, ValueError, TypeError, KeyError, AttributeError, IndexError)
+
+
+def _reads(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A Store reader whose database may be damaged: SQLite's errors and rows that cannot be decoded
+    become one StoreError that says so (nothing is written)."""
+
+    @functools.wraps(fn)
+    def wrapper(self: Store, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(self, *args, **kwargs)
+        except PonderError:
+            raise
+        except (OperationalError, DatabaseError) as e:
+            raise StoreError(f"Cannot read {self.path}: {_sqlite_error_text(e)}.") from None
+        except _DECODE_ERRORS as e:
+            raise StoreError(
+                f"The session database {self.path} is damaged: a stored value cannot be read "
+                f"({type(e).__name__}: {str(e)[:160]}). It was left untouched; other sessions may still "
+                "open, or restore a copy."
+            ) from None
+
+    return wrapper
+
+
 def _sqlite_error_text(e: BaseException) -> str:
     orig = getattr(e, "orig", None)
-    return str(orig if orig is not None else e)
+    return _short(orig if orig is not None else e)
+
+
+def _short(e: object, limit: int = 200) -> str:
+    """SQLite's message on one line and short: for a damaged schema it quotes whole CREATE TABLEs."""
+    text = " ".join(str(e).split())
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def _check_file(path: Path) -> None:
@@ -275,9 +309,9 @@ def _read_version(path: Path) -> int | None:
             )
         row = con.execute("SELECT MAX(version) FROM schema_version").fetchone()
         return int(row[0]) if row and row[0] is not None else None
-    except sqlite3.DatabaseError as e:
+    except (sqlite3.DatabaseError, UnicodeDecodeError) as e:
         raise StoreError(
-            f"The session database {path} is damaged ({e}). It was left untouched; move it aside "
+            f"The session database {path} is damaged ({_short(e)}). It was left untouched; move it aside "
             "(Ponder then starts a new one) or restore a copy."
         ) from None
     finally:
@@ -545,6 +579,7 @@ class Store:
             raise StoreError(f"Session id {session_id!r} is ambiguous; give more characters.")
         raise StoreError(f"No session {session_id} in {self.path}.")
 
+    @_reads
     def list_sessions(
         self,
         search: str | None = None,
@@ -607,6 +642,7 @@ class Store:
             runs,
         )
 
+    @_reads
     def session(self, session_id: str) -> SessionInfo:
         try:
             with self.engine.connect() as conn:
@@ -622,6 +658,7 @@ class Store:
             raise StoreError(f"Cannot read {self.path}: {_sqlite_error_text(e)}.") from None
         return self._session_info(s, runs)
 
+    @_reads
     def events(self, run_id: str) -> list[Event]:
         """The run's events in the order they were recorded: the live stream, again."""
         try:
@@ -633,10 +670,12 @@ class Store:
             raise StoreError(f"Cannot read {self.path}: {_sqlite_error_text(e)}.") from None
         return [event_from_dict(r[0]) for r in rows]
 
+    @_reads
     def session_events(self, session_id: str) -> dict[str, list[Event]]:
         s = self.session(session_id)
         return {r.id: self.events(r.id) for r in s.runs}
 
+    @_reads
     def replay(self, session_id: str) -> Iterator[tuple[str, Event]]:
         """The session's events in the order they happened across runs (runs side by side
         interleave as they did live): (run id, event)."""
@@ -648,9 +687,9 @@ class Store:
                 .where(RunRow.session_id == sid)
                 .order_by(EventRow.id)
             ).all()
-        for run_id, payload in rows:
-            yield run_id, event_from_dict(payload)
+        return iter([(run_id, event_from_dict(payload)) for run_id, payload in rows])
 
+    @_reads
     def nodes(self, run_id: str) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
             rows = conn.execute(
@@ -699,6 +738,7 @@ class Store:
                 raise StoreError(f"No sweep {sweep_id!r} in {self.path}.")
             conn.execute(update(SweepRow).where(SweepRow.id == sweep_id).values(settings={**old, **settings}))
 
+    @_reads
     def list_sweeps(self) -> list[SweepInfo]:
         if self.version < 2:  # a version-1 file opened read-only: no sweeps table yet
             return []
@@ -725,6 +765,7 @@ class Store:
             raise StoreError(f"Sweep id {sweep_id!r} is ambiguous; give more characters.")
         raise StoreError(f"No sweep {sweep_id!r} in {self.path}.")
 
+    @_reads
     def sweep_cells(self, sweep_id: str) -> dict[tuple[int, str, int], RunInfo | None]:
         """Every cell the sweep has started: (problem index, strategy, budget) -> its run (None when
         its session was deleted)."""
@@ -992,8 +1033,76 @@ def export_jsonl_lines(store: Store, session_id: str) -> Iterator[str]:
         yield json.dumps(ev.to_dict(), ensure_ascii=False)
 
 
+def _clean_strings(x: Any) -> Any:
+    """Every string of a parsed export as valid Unicode (JSON escapes can spell lone surrogates)."""
+    from engine.problems import clean_text
+
+    if isinstance(x, str):
+        return clean_text(x)
+    if isinstance(x, list):
+        return [_clean_strings(v) for v in x]
+    if isinstance(x, dict):
+        return {clean_text(k) if isinstance(k, str) else k: _clean_strings(v) for k, v in x.items()}
+    return x
+
+
+def _check_session_dict(sess: Any) -> dict[str, Any]:
+    """The session part of an export has the fields and types a session needs."""
+    if not isinstance(sess, dict):
+        raise ValueError("its session is not an object")
+    for key, kinds, required in (
+        ("id", (str,), True),
+        ("problem", (str,), True),
+        ("reference", (str, type(None)), False),
+        ("title", (str,), False),
+        ("created", (str, type(None)), False),
+        ("tags", (list,), False),
+        ("settings", (dict,), False),
+        ("build", (dict,), False),
+        ("runs", (list,), False),
+        ("rerun_of", (str, type(None)), False),
+        ("ponder_version", (str,), False),
+        ("llama_cpp_version", (str,), False),
+    ):
+        if key not in sess:
+            if required:
+                raise ValueError(f"its session has no {key!r}")
+            continue
+        if not isinstance(sess[key], kinds):
+            raise ValueError(f"its session's {key!r} is a {type(sess[key]).__name__}")
+    if not sess["id"].strip() or len(sess["id"]) > 32:
+        raise ValueError("its session id is empty or too long")
+    if not all(isinstance(t, str) for t in sess.get("tags", [])):
+        raise ValueError("its tags are not all text")
+    for r in sess.get("runs", []):
+        ok = isinstance(r, dict) and isinstance(r.get("id"), str) and isinstance(r.get("status", ""), str)
+        if not ok:
+            raise ValueError("a run of its session has no id or status")
+    return sess
+
+
+def _check_events(evs: dict[str, list[Event]]) -> None:
+    """Every run's events fold into a trace (what showing and exporting it will do) and every number
+    fits SQLite's 64-bit integers."""
+    from engine.events import fold
+
+    for rid, events in evs.items():
+        if not isinstance(rid, str) or not rid or len(rid) > 64:
+            raise ValueError("a run id is empty or too long")
+        for ev in events:
+            for v in ev.__dict__.values():
+                if isinstance(v, int) and not isinstance(v, bool) and not -(2**63) <= v < 2**63:
+                    raise ValueError(f"an event of run {rid} holds the number {v}, too large")
+        try:
+            fold(events)
+        except (PonderError, ValueError, TypeError, KeyError, AttributeError) as e:
+            raise ValueError(f"the events of run {rid} do not make a trace ({e})") from None
+
+
 def read_export(path: Path) -> tuple[dict[str, Any], dict[str, list[Event]]]:
-    """Parse a JSON or JSONL export: (session dict, events by run id). Raises StoreError."""
+    """Parse a JSON or JSONL export: (session dict, events by run id). Raises StoreError; checks the
+    session's fields and that every run's events fold, so an import either works whole or not at
+    all."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -1001,40 +1110,61 @@ def read_export(path: Path) -> tuple[dict[str, Any], dict[str, list[Event]]]:
     except (OSError, UnicodeDecodeError) as e:
         raise StoreError(f"Cannot read {path}: {e}.") from None
     try:
-        doc = json.loads(text)
-        lines = None
-    except json.JSONDecodeError:
-        doc, lines = None, text.splitlines()
-    try:
-        if doc is not None and isinstance(doc, dict) and "events" in doc:
-            head, evs = doc, {rid: [event_from_dict(e) for e in es] for rid, es in doc["events"].items()}
+        try:
+            doc = json.loads(text)
+            lines = None
+        except json.JSONDecodeError:
+            doc, lines = None, text.splitlines()
+        if isinstance(doc, dict) and "events" in doc:
+            doc = _clean_strings(doc)
+            if not isinstance(doc["events"], dict):
+                raise ValueError("its events are not an object of runs")
+            head, evs = doc, {}
+            for rid, es in doc["events"].items():
+                if not isinstance(es, list):
+                    raise ValueError(f"the events of run {rid} are not a list")
+                evs[rid] = [event_from_dict(_as_dict(e)) for e in es]
         else:
             rows = [
-                json.loads(line)
+                _clean_strings(json.loads(line))
                 for line in (lines if lines is not None else text.splitlines())
                 if line.strip()
             ]
             if not rows:
                 raise ValueError("empty file")
-            head, evs = rows[0], {}
+            head, evs = _as_dict(rows[0]), {}
             for d in rows[1:]:
-                ev = event_from_dict(d)
+                ev = event_from_dict(_as_dict(d))
                 evs.setdefault(ev.run_id, []).append(ev)
         if head.get("format") != EXPORT_FORMAT:
             raise ValueError("not a Ponder session export")
-        if int(head.get("schema_version", 0)) > SCHEMA_VERSION:
-            raise StoreError(f"{path} was exported by a newer Ponder (schema {head['schema_version']}).")
-        return head["session"], evs
+        version = head.get("schema_version", 0)
+        if not isinstance(version, int):
+            raise ValueError(f"its schema version is {version!r}")
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"{path} was exported by a newer Ponder (schema {version}).")
+        sess = _check_session_dict(head.get("session"))
+        _check_events(evs)
+        return sess, evs
     except StoreError:
         raise
-    except (ValueError, KeyError, TypeError, PonderError) as e:
+    except RecursionError:
+        raise StoreError(f"{path} is not a Ponder session export: it is nested too deeply.") from None
+    except (ValueError, KeyError, TypeError, AttributeError, PonderError) as e:
         raise StoreError(f"{path} is not a Ponder session export (JSON or JSONL): {e}") from None
 
 
+def _as_dict(d: Any) -> dict[str, Any]:
+    if not isinstance(d, dict):
+        raise ValueError(f"an entry is a {type(d).__name__}, not an object")
+    return d
+
+
 def import_session(store: Store, path: Path) -> str:
-    """Add an exported session (keeping its id); returns the id."""
+    """Add an exported session (keeping its id); returns the id. All or nothing: a session that
+    cannot be written whole is removed again."""
     sess, evs = read_export(path)
-    sid = str(sess["id"])
+    sid = sess["id"]
     with store.engine.connect() as conn:
         if conn.execute(select(SessionRow.id).where(SessionRow.id == sid)).first():
             raise StoreError(f"Session {sid} is already in {store.path}; nothing was imported.")
@@ -1052,6 +1182,7 @@ def import_session(store: Store, path: Path) -> str:
         llama_cpp_version=sess.get("llama_cpp_version", ""),
     )
     rec = store.recorder(sid)
+    failed: str | None = None
     try:
         order = [r["id"] for r in sess.get("runs", [])] or list(evs)
         for rid in order:
@@ -1062,12 +1193,16 @@ def import_session(store: Store, path: Path) -> str:
         for rid, (status, msg) in statuses.items():
             if status in ("interrupted", "running"):
                 rec._conn.execute(
-                    update(RunRow).where(RunRow.id == rid).values(status="interrupted", message=msg)
+                    update(RunRow).where(RunRow.id == rid).values(status="interrupted", message=str(msg))
                 )
+    except (PonderError, ValueError, TypeError, KeyError, OverflowError, DatabaseError) as e:
+        failed = str(e)
     finally:
         rec.close()
-    if rec.error:
-        raise StoreError(rec.error)
+    failed = failed or rec.error
+    if failed:
+        store.delete_session(sid)
+        raise StoreError(f"{path} could not be imported ({failed}); nothing was kept.")
     return sid
 
 

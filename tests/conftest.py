@@ -66,3 +66,18 @@ def _session_db(tmp_path, monkeypatch):
     """Every test records into its own database and keeps its settings apart, never the user's."""
     monkeypatch.setenv("PONDER_DB", str(tmp_path / "sessions.db"))
     monkeypatch.setenv("PONDER_CONFIG_DIR", str(tmp_path / "config"))
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The fuzz suite's counts (tests/test_fuzz.py), when it ran."""
+    import sys
+
+    fz = sys.modules.get("fuzzing")
+    report = getattr(fz, "REPORT", None)
+    if report:
+        terminalreporter.section("fuzz")
+        for group, r in report.items():
+            terminalreporter.write_line(
+                f"{group:<9} {r['cases']:>4} cases: {r['message']:>4} clear messages, "
+                f"{r['result']:>4} correct results ({r['seconds']:.0f} s)"
+            )

@@ -181,3 +181,31 @@ def test_corrupted_headers_raise_typed_errors_only(tmp_path, model_path):
         except ModelLoadError:
             outcomes["error"] += 1
     assert outcomes["error"] > 0
+
+
+def test_a_gguf_with_a_duplicated_token_is_refused_before_llama_cpp_would_abort(tmp_path, model_path):
+    """Found by the fuzz suite: llama.cpp asserts (and kills the process) when two tokens read the same
+    as C strings; Ponder checks first and says so."""
+    import shutil
+
+    from engine.backends.llama_cpp import Backend
+    from engine.errors import ModelLoadError
+
+    bad = tmp_path / "dup.gguf"
+    shutil.copy(model_path, bad)
+    data = bad.read_bytes()
+    at = data.index(b"\x02\x00\x00\x00\x00\x00\x00\x00FS")  # the two-byte token "FS"
+    with open(bad, "r+b") as f:
+        f.seek(at + 8)
+        f.write(b"%\x00")  # "%" then a NUL: llama.cpp would read "%", which is token 12213 already
+    with pytest.raises(ModelLoadError, match="damaged vocabulary: token .* appears twice"):
+        Backend(str(bad))
+
+
+def test_problem_text_with_lone_surrogates_is_kept_as_valid_text():
+    from engine.problems import clean_text
+
+    assert clean_text("2 + 2?") == "2 + 2?"
+    assert clean_text("caf\udce9 2+2?") == "caf\ufffd 2+2?"  # a Latin-1 byte from the command line
+    assert "\ufffd" in clean_text("\ud800 x") and clean_text("\ud800 x").endswith(" x")
+    clean_text("\ud83d").encode("utf-8")  # never raises

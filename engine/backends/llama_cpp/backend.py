@@ -39,7 +39,7 @@ from engine.backends.llama_cpp.reading import ReadMixin
 from engine.backends.llama_cpp.vocab import VocabMixin
 from engine.cpu_share import cpu_turn, no_turn, sharing_enabled
 from engine.errors import InvalidRequestError, ModelLoadError, UnsupportedModelError, WrongThreadError
-from engine.gguf_info import GGUFInfo, file_identity, read_gguf
+from engine.gguf_info import GGUFInfo, check_vocab, file_identity, read_gguf
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +100,7 @@ class Backend(VocabMixin, BranchesMixin, DecodeMixin, ReadMixin):
     # --- loading ------------------------------------------------------------------------------------
 
     def _load_model(self) -> None:
+        check_vocab(self.gguf)  # llama.cpp would abort the process on a damaged vocabulary
         mp = llama_cpp.llama_model_default_params()
         mp.n_gpu_layers = self.config.n_gpu_layers
         mp.use_mmap = self.config.use_mmap
