@@ -197,3 +197,63 @@ def test_sweep_mistakes_get_clear_messages_before_any_model_loads(tmp_path):
     assert r.returncode != 0 and "No sweep of arith" in r.stderr
     r = ponder("sweep", "--list", "--db", str(db))
     assert r.returncode == 0 and "No sweeps yet" in r.stdout
+
+
+def integrity(db: Path) -> str:
+    import sqlite3
+
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return con.execute("PRAGMA integrity_check").fetchone()[0]
+    finally:
+        con.close()
+
+
+def cell_answers(db: Path) -> dict[tuple[int, str, int], tuple[str | None, int]]:
+    with Store.open(db, readonly=True) as s:
+        (w,) = s.list_sweeps()
+        return {k: (r.answer, r.generated_tokens) for k, r in s.sweep_cells(w.id).items() if r}
+
+
+def test_a_sweep_killed_at_ten_random_moments_resumes_to_the_same_summary(tmp_path):
+    """SIGKILL at 10 seeded random moments, resuming after each: the database passes integrity_check
+    every time, a finished cell is never run again (its run stays the same run), and the final
+    summary equals an uninterrupted sweep's of the same cells."""
+    import random
+
+    rng = random.Random(20261201)
+    db, out = tmp_path / "killed.db", tmp_path / "killed"
+    args = small("arith", 3, 48, db, out)
+    finished: dict[tuple[int, str, int], str] = {}
+    kills = 0
+    for _ in range(10):
+        proc = start(*args)
+        time.sleep(rng.uniform(1.0, 7.0))  # from before the model has loaded to mid-cell
+        if proc.poll() is None:
+            proc.kill()
+            kills += 1
+        proc.communicate()
+        if db.exists():
+            assert integrity(db) == "ok"
+        now = done_cells(db)
+        assert {k: now[k] for k in finished} == finished, "a finished cell was run again"
+        finished = now
+    assert kills >= 8, kills  # the moments fell while the sweep ran, not after it ended
+    assert finished, "no cell finished between the kills: the moments were all too early"
+    r = ponder(*args)
+    assert r.returncode == 0, r.stderr
+    assert f"were already in {db}" in r.stderr
+    assert integrity(db) == "ok"
+    final = done_cells(db)
+    assert {k: final[k] for k in finished} == finished
+    with Store.open(db, readonly=True) as s:  # no session left over from a killed attempt
+        assert len(s.list_sessions()) == len(final) == 9
+
+    clean_db, clean_out = tmp_path / "clean.db", tmp_path / "clean"
+    r = ponder(*small("arith", 3, 48, clean_db, clean_out))
+    assert r.returncode == 0, r.stderr
+    killed = load_summary((out / "summary.json").read_text())
+    clean = load_summary((clean_out / "summary.json").read_text())
+    for key in ("problems", "accuracy", "compute_optimal", "tokens_per_run", "bins", "per_problem"):
+        assert killed[key] == clean[key], key
+    assert cell_answers(db) == cell_answers(clean_db)
