@@ -102,7 +102,7 @@ EXIT_HELP = f"""exit status:
   {EXIT_INTERNAL}    internal error (PONDER_DEBUG=1 shows the traceback)
   {EXIT_USER_ERROR}    usage error, or a request refused before anything ran (a budget or problem
        that cannot fit, a missing or broken model, a database that cannot be used)
-  {EXIT_RUNS_FAILED}    compare or sweep ran, and at least one run or cell failed (the rest is saved)
+  {EXIT_RUNS_FAILED}    compare, sweep or rerun ran, and a run or cell failed (the rest is saved)
   {EXIT_INTERRUPTED}  interrupted (Ctrl+C, kill): what was done is saved"""
 
 
@@ -1164,14 +1164,17 @@ def _sessions_rerun(store: Any, args: argparse.Namespace) -> int:
     finally:
         if executor is not None:
             executor.close()
+    code = EXIT_RUNS_FAILED if any(r.status == "failed" for r in report.runs) else EXIT_OK
     if args.json:
         _print_json(report.as_dict())
-        return 0
+        return code
     print(f"Rerun of {report.session_id} saved as {report.new_session_id}")
     for r in report.runs:
         verdict = "same texts" if r.texts_match else "texts differ"
         ans = "same answer" if r.answers_match else f"answer {r.old_answer} -> {r.new_answer}"
         print(f"  {r.strategy:<12} {verdict}, {ans} ({r.n_nodes[0]} / {r.n_nodes[1]} nodes)")
+        if r.status != "done":
+            print(f"      the rerun {r.status}")
         if r.first_difference:
             print(f"      first difference: {r.first_difference}")
     if report.conditions:
@@ -1179,7 +1182,7 @@ def _sessions_rerun(store: Any, args: argparse.Namespace) -> int:
     elif not report.reproduced:
         print("Same model file, build, threads and batch layout, yet different: please report this.")
     print("Reproduced." if report.reproduced else "Not reproduced.")
-    return 0
+    return code
 
 
 _SESSION_ACTIONS = {

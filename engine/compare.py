@@ -141,13 +141,16 @@ def check_sequences(
     total = need + limit - room
     what = f"side by side, {', '.join(names)}" if side else ", ".join(names)
     best = _fits_up_to(names, budget, overrides, side, room)
-    fixes = [f"--budget {best} or less" if best else "a smaller budget"]
+    # Worded for both faces: the app's Budget and Side by side controls, the CLI's flags.
+    fixes = [f"a budget of {best} or less (--budget)" if best else "a smaller budget"]
     if side:
         alone = _fits_up_to(names, budget + 1, overrides, False, room)
         if alone:
-            fixes.append(f"--sequential (one strategy at a time fits up to budget {alone})")
+            fixes.append(
+                f"run them one after another (--sequential; one at a time fits up to budget {alone})"
+            )
     if total <= max_parallel_sequences():
-        fixes.append(f"raise --parallel to {total}")
+        fixes.append(f"decode {total} sequences at once (--parallel {total})")
     raise InvalidRequestError(
         f"At budget {budget}, {what} can hold up to {total} sequences at once (samples, beams"
         f"{' and the judge' if judge else ''}), more than the {limit} this context decodes at once. "

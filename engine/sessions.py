@@ -147,6 +147,7 @@ class RunDiff:
     new_answer: str | None
     n_nodes: tuple[int, int]
     first_difference: str = ""
+    status: str = "done"  # the new run's: a rerun that failed says so (and `sessions rerun` exits 3)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -227,6 +228,7 @@ def compare_sessions(store: Store, old_id: str, new_id: str) -> RerunReport:
                 new_answer=_answer_of(ne),
                 n_nodes=(len(on), len(nn)),
                 first_difference=first,
+                status=n.status,
             )
         )
     return RerunReport(old.id, new.id, diffs, _conditions(old, new))

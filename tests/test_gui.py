@@ -525,3 +525,16 @@ def test_models_an_older_app_kept_in_its_settings_move_to_the_shared_list(qtbot,
     paths = [w.model_combo.itemData(i) for i in range(w.model_combo.count())]
     assert str(copy) in paths and gone in paths  # the moved file is listed (disabled, with its error)
     w.close()
+
+
+def test_a_budget_the_context_cannot_run_is_refused_on_run_with_what_fits(window, qtbot, db, monkeypatch):
+    shown = []
+    monkeypatch.setattr(QMessageBox, "warning", lambda *a, **k: shown.append(a[2]))
+    window.budget_spin.setValue(64)  # the three default strategies side by side
+    window.start()
+    qtbot.waitUntil(lambda: bool(shown), timeout=60_000)
+    assert "At budget 64" in shown[0] and "a budget of 17 or less" in shown[0]
+    assert "one after another" in shown[0]
+    assert window.run_button.isEnabled()
+    with Store.open(db, readonly=True) as store:
+        assert store.list_sessions() == []  # nothing was saved for a run that never started

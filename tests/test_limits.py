@@ -38,14 +38,15 @@ def test_a_budget_that_cannot_run_is_refused_before_the_model_loads_naming_budge
     db = tmp_path / "s.db"
     r = ponder("compare", "1+1?", "--budget", "100000", "--db", str(db), timeout=60)
     assert r.returncode == 2, r.stderr
-    assert "At budget 100000" in r.stderr and "--budget 17 or less" in r.stderr and "--sequential" in r.stderr
+    assert "At budget 100000" in r.stderr and "a budget of 17 or less (--budget)" in r.stderr
+    assert "(--sequential; one at a time fits up to budget 30)" in r.stderr
     assert not any(w in r.stderr for w in INTERNAL_WORDS), r.stderr
     assert "Loading" not in r.stderr and n_sessions(db) == 0
     # One strategy alone: the largest budget that fits, and the --parallel that would fit this one.
     r = ponder(
         "compare", "1+1?", "--strategies", "beam_search", "--budget", "32", "--db", str(db), timeout=60
     )
-    assert r.returncode == 2 and "--budget 30 or less" in r.stderr and "--parallel to 67" in r.stderr
+    assert r.returncode == 2 and "a budget of 30 or less" in r.stderr and "(--parallel 67)" in r.stderr
     r = ponder("compare", "1+1?", "--parallel", "100000", "--db", str(db), timeout=60)
     assert r.returncode == 2 and "--parallel must be between 1 and" in r.stderr
 
@@ -72,6 +73,8 @@ def test_compare_exits_3_when_a_run_fails_and_0_when_all_finish(tmp_path):
     out = json.loads(r.stdout)
     assert [x["status"] for x in out["runs"]] == ["failed"]
     assert "KV cache is full" in out["runs"][0]["message"] and n_sessions(db) == 1
+    r = ponder("sessions", "rerun", out["session_id"], "--db", str(db), timeout=300)
+    assert r.returncode == 3 and "the rerun failed" in r.stdout, (r.stdout, r.stderr)
     r = ponder(
         "compare", "What is 2 + 3?", "--strategies", "best_of_n", "--budget", "2", "--max-tokens", "8",
         "--prm", "arithmetic", "--db", str(db), timeout=300,
