@@ -101,6 +101,33 @@ class _Reader:
             raise TruncatedGGUFError(self.path, "the file ends inside its header (an incomplete download?)")
         self.f.seek(n, os.SEEK_CUR)
 
+    def skip_strings(self, n: int) -> None:
+        """Skip ``n`` length-prefixed strings (a tokenizer's vocabulary) reading 1 MiB at a time:
+        a 150k-token vocabulary in milliseconds rather than a read and a seek per token."""
+        f = self.f
+        base = f.tell()  # file position of buf[0]
+        buf = f.read(min(1 << 20, self.size - base))
+        off = 0
+        for _ in range(n):
+            if off + 8 > len(buf):
+                base += off
+                f.seek(base)
+                buf = f.read(min(1 << 20, self.size - base))
+                off = 0
+                if len(buf) < 8:
+                    raise TruncatedGGUFError(
+                        self.path, "the file ends inside its header (an incomplete download?)"
+                    )
+            (length,) = struct.unpack_from("<Q", buf, off)
+            if length > self.size:
+                raise ModelLoadError(self.path, f"corrupt GGUF header (a length of {length} bytes)")
+            off += 8 + length
+            if base + off > self.size:
+                raise TruncatedGGUFError(
+                    self.path, "the file ends inside its header (an incomplete download?)"
+                )
+        f.seek(base + off)
+
     def value(self, vtype: int) -> tuple[Any, int | None]:
         """(value, array length or None). Long arrays come back as None with their length."""
         if vtype == GGUFValueType.STRING:
@@ -116,8 +143,7 @@ class _Reader:
                 if itype in _SCALAR:
                     self.skip(n * struct.calcsize(_SCALAR[GGUFValueType(itype)]))
                 elif itype == GGUFValueType.STRING:
-                    for _ in range(n):
-                        self.skip(self.unpack("<Q"))
+                    self.skip_strings(n)
                 else:
                     for _ in range(n):
                         self.value(itype)
