@@ -150,22 +150,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--problem-set", choices=["gsm8k", "math500"], help="take a shipped problem (its reference too)"
     )
     p.add_argument("--index", type=int, default=0, help="which problem of --problem-set (default 0)")
-    p.add_argument(
-        "--strategies",
-        default="best_of_n,beam_search,revisions",
-        help="comma-separated: best_of_n, beam_search, dvts, revisions",
-    )
+    _strategies_arg(p)
     p.add_argument("--budget", type=int, default=8, help="generations per strategy, as Snell counts them")
     p.add_argument("--prm", default="judge", help="judge | arithmetic | reference | PATH to a PRM GGUF")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--seeds",
+        choices=["independent", "common"],
+        default="independent",
+        help="independent: each strategy draws its own random numbers (default); common: every "
+        "strategy's k-th sample draws the same ones, for paired comparisons",
+    )
     p.add_argument("--max-tokens", type=int, default=2048, help="tokens per solution (default 2048)")
-    p.add_argument("--lookahead", type=int, default=0, help="beam search lookahead steps k")
+    p.add_argument(
+        "--lookahead", type=int, dest="sp__beam_search__lookahead", help="the same as --beam-search-lookahead"
+    )
     p.add_argument("--sequential", action="store_true", help="one strategy after another, not side by side")
     p.add_argument("--db", help="session database (default: sessions.db in the user data folder)")
     p.add_argument("--title", default="", help="a title for the saved session")
     p.add_argument("--tag", action="append", default=[], help="tag the saved session (repeatable)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     _add_model_args(p, servers=True)
+    _strategy_param_args(p)
 
     p = sub.add_parser(
         "sweep",
@@ -177,11 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="problem_set", help="gsm8k | math500 | arith | arith:SEED | FILE.jsonl")
     p.add_argument("--limit", type=int, default=50, help="problems (default 50)")
     p.add_argument("--offset", type=int, default=0, help="the first problem's index (default 0)")
-    p.add_argument(
-        "--strategies",
-        default="best_of_n,beam_search,revisions",
-        help="comma-separated: best_of_n, beam_search, dvts, revisions",
-    )
+    _strategies_arg(p)
     p.add_argument(
         "--budgets",
         type=_int_list,
@@ -190,6 +192,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--prm", default="judge", help="judge | arithmetic | reference | PATH to a PRM GGUF")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--seeds",
+        choices=["independent", "common"],
+        default="independent",
+        help="independent: each strategy draws its own random numbers (default); common: every "
+        "strategy's k-th sample draws the same ones, for paired comparisons",
+    )
     p.add_argument("--max-tokens", type=int, default=512, help="tokens per solution (default 512)")
     p.add_argument("--difficulty", choices=["pass1", "prm"], default="pass1", help="how problems are binned")
     p.add_argument("--out", help="folder for summary.json, summary.md and the PNG charts (default: sweep-ID)")
@@ -295,6 +304,55 @@ def _model_path(args: argparse.Namespace) -> str:
     from engine.models import default_model_path
 
     return str(args.model) if args.model else str(default_model_path())
+
+
+def _strategies_arg(p: argparse.ArgumentParser) -> None:
+    from engine.search import registry
+
+    p.add_argument(
+        "--strategies",
+        default=",".join(registry.default_names()),
+        help=f"comma-separated: {', '.join(registry.names())} (default: %(default)s)",
+    )
+
+
+def _strategy_param_args(p: argparse.ArgumentParser) -> None:
+    """``--STRATEGY-PARAM`` for every parameter a registered strategy declares."""
+    from engine.search import registry
+
+    g = p.add_argument_group(
+        "strategy parameters", "each strategy's own settings (the budget sets N, chains x length ...)"
+    )
+    for strat in registry.strategies():
+        for param in strat.params:
+            flag = f"--{strat.name}-{param.name}".replace("_", "-")
+            rng = f"; {param.lo:g} to {param.hi:g}" if param.lo is not None and param.hi is not None else ""
+            choices = f"; {', '.join(param.choices)}" if param.choices else ""
+            special = f"; {param.lo:g} = {param.special}" if param.special and param.lo is not None else ""
+            g.add_argument(
+                flag,
+                dest=f"sp__{strat.name}__{param.name}",
+                metavar=param.kind.upper() if param.kind != "choice" else "NAME",
+                help=f"{strat.label}: {param.help} (default {param.default}{rng}{choices}{special})",
+            )
+
+
+def _overrides(args: argparse.Namespace, strategies: list[str]) -> dict[str, dict[str, Any]]:
+    """The strategy parameters given on the command line, checked and typed by the registry."""
+    from engine.search import registry
+
+    out: dict[str, dict[str, Any]] = {}
+    for key, value in vars(args).items():
+        if not key.startswith("sp__") or value is None:
+            continue
+        _, name, param = key.split("__", 2)
+        if name not in strategies:
+            raise InvalidRequestError(
+                f"--{name}-{param}".replace("_", "-") + f" sets a parameter of {registry.label(name)}, "
+                "which --strategies does not include."
+            )
+        out.setdefault(name, {})[param] = value
+    return {name: registry.get(name).user_params(given) for name, given in out.items()}
 
 
 def _config(args: argparse.Namespace, **overrides: Any) -> Any:
@@ -685,7 +743,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     strategies = [x.strip() for x in args.strategies.split(",") if x.strip()]
     from engine.search import budget_params, get_strategy
 
-    overrides = {"beam_search": {"lookahead": args.lookahead}}
+    overrides = _overrides(args, strategies)
     for name in strategies:  # fail fast, before loading the model
         get_strategy(name)
         budget_params(name, args.budget, **overrides.get(name, {}))
@@ -732,6 +790,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             prm=args.prm,
             reference=reference,
             seed=args.seed,
+            seeds=args.seeds,
             max_tokens=args.max_tokens,
             concurrent=not args.sequential,
             on_event=on_event,
@@ -821,6 +880,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         prm=args.prm,
         seed=args.seed,
         max_tokens=args.max_tokens,
+        seeds=args.seeds,
     )
     spec.check()  # a bad set, file, offset or budget is reported before the model loads
     _check_prm(args.prm, args)

@@ -11,7 +11,7 @@ from engine.backends.base import as_executor
 from engine.errors import InvalidRequestError, PromptTooLongError
 from engine.events import Event
 from engine.problems import clean_text
-from engine.search import DEFAULT_STRATEGIES, budget_params, get_strategy, sequences_needed
+from engine.search import budget_params, default_strategies, get_strategy, sequences_needed
 from engine.search.protocol import SYSTEM_PROMPT
 from engine.search.scheduler import Run, Scheduler, StrategySpec, make_runs
 
@@ -54,6 +54,7 @@ def summarize(run: Run) -> RunSummary:
     )
 
 
+SEED_MODES = ("independent", "common")  # a stream per strategy, or common random numbers
 PRM_SEQUENCES = 2  # a judge in the same context needs at least this many free sequences
 
 
@@ -65,15 +66,18 @@ def _sequences(
 
 
 def _fits_up_to(names: Sequence[str], budget: int, overrides: dict, concurrent: bool, room: int) -> int:
-    """The largest budget below ``budget`` these strategies can run at once in ``room`` sequences (0:
-    none)."""
-    for b in range(budget - 1, 0, -1):
+    """The largest budget below ``budget`` such that these strategies run at once in ``room``
+    sequences at it and at every budget below it they accept (0: none), so "that budget or less"
+    is true. Budgets a strategy refuses (not a multiple of its beam width ...) are passed over."""
+    best = 0
+    for b in range(1, min(budget - 1, 4 * room + 64) + 1):
         try:
-            if _sequences(names, b, overrides, concurrent) <= room:
-                return b
+            if _sequences(names, b, overrides, concurrent) > room:
+                break
         except InvalidRequestError:  # e.g. lookahead k needs a budget of at least k + 1
             continue
-    return 0
+        best = b
+    return best
 
 
 def check_compare(
@@ -161,7 +165,7 @@ def check_sequences(
 def compare(
     backend: Any,
     problem: str,
-    strategies: Sequence[str] = DEFAULT_STRATEGIES,
+    strategies: Sequence[str] | None = None,
     budget: int = 8,
     prm: str = "judge",
     reference: str | None = None,
@@ -172,12 +176,15 @@ def compare(
     cancel: Callable[[], bool] | None = None,
     overrides: dict[str, dict[str, Any]] | None = None,
     stream_text: bool = False,
+    seeds: str = "independent",
 ) -> list[Run]:
     """Run ``strategies`` on ``problem`` with a generation budget each, side by side (or one after
     another with ``concurrent=False``), in the calling thread. ``backend`` is an
     :class:`~engine.backends.base.Executor` (in process or over servers) or a llama.cpp
     :class:`~engine.backends.llama_cpp.Backend` owned by this thread."""
     problem = clean_text(problem or "")
+    if strategies is None:
+        strategies = default_strategies()
     reference = clean_text(reference) if reference is not None else None
     if not problem.strip():
         raise InvalidRequestError("The problem is empty: give the question to solve.")
@@ -185,6 +192,8 @@ def compare(
         raise InvalidRequestError("Choose at least one strategy.")
     if max_tokens < 1:
         raise InvalidRequestError("max_tokens must be >= 1")
+    if seeds not in SEED_MODES:
+        raise InvalidRequestError(f"seeds is one of {', '.join(SEED_MODES)} (got {seeds!r}).")
     specs = []
     for name in strategies:
         get_strategy(name)
@@ -206,6 +215,7 @@ def compare(
             model=executor.model_record(),
             prm=prm_info,
             max_tokens=max_tokens,
+            seeds=seeds,
         )
         Scheduler(executor, scorer, on_event=on_event, cancel=cancel, stream_text=stream_text).run(
             runs, concurrent

@@ -14,7 +14,8 @@ from typing import Any, ClassVar
 
 from engine.errors import InvalidRequestError
 
-ROLES = ("step", "solution", "revision", "lookahead")
+ROLES = ("step", "solution", "revision", "lookahead", "continuation", "answer")
+# continuation: a chain made to go on (budget forcing's "Wait"); answer: an answer forced at the end
 FINISH_REASONS = ("eos", "stop", "length", "cancelled")
 SELECTION_METHODS = ("naive", "weighted", "majority")
 RUN_STATUSES = ("done", "cancelled", "failed")
@@ -128,6 +129,24 @@ class RunFinished(Event):
 
 
 @dataclass(frozen=True)
+class Resampled(Event):
+    """Particle filtering resampled its particles after round ``iteration``: ``nodes`` are the
+    particles' current nodes with their normalised ``weights``; ``sources`` holds, for each particle
+    of the next round, the node it continues (copied from). A node absent from ``sources`` died."""
+
+    kind: ClassVar[str] = "resampled"
+    iteration: int
+    nodes: list[int]
+    weights: list[float]
+    sources: list[int]
+
+    def __post_init__(self) -> None:
+        _require(len(self.nodes) == len(self.weights), "one weight per node")
+        _require(all(math.isfinite(w) and w >= 0 for w in self.weights), "weights must be finite and >= 0")
+        _require(set(self.sources) <= set(self.nodes), "a particle is copied from a node of the round")
+
+
+@dataclass(frozen=True)
 class TextDelta(Event):
     """Streamed text of a node still being generated (throttled; not needed for replay)."""
 
@@ -138,7 +157,17 @@ class TextDelta(Event):
 
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.kind: cls
-    for cls in (RunStarted, NodeAdded, NodeScored, NodePruned, NodeFinished, Selected, RunFinished, TextDelta)
+    for cls in (
+        RunStarted,
+        NodeAdded,
+        NodeScored,
+        NodePruned,
+        NodeFinished,
+        Selected,
+        RunFinished,
+        TextDelta,
+        Resampled,
+    )
 }
 
 
@@ -179,6 +208,8 @@ class TraceNode:
     answer: str | None = None
     finish_reason: str | None = None
     live_text: str = ""
+    weight: float | None = None  # particle filtering: its normalised weight when last resampled
+    copies: int | None = None  # ... and how many particles of the next round continue it (0: died)
 
     @property
     def score(self) -> float | None:
@@ -191,7 +222,13 @@ class TraceNode:
         return next(iter(self.step_scores.values()), None)
 
 
-TREE_STRATEGIES = ("beam_search", "dvts")  # strategies whose answer is a path of step nodes
+def answer_is_path(strategy: str) -> bool:
+    """Whether a strategy's chosen answer is the text of a path of nodes (steps, segments); asked of
+    the strategy registry, which imports the strategies, hence not at import time."""
+    from engine.search.registry import find
+
+    s = find(strategy)
+    return s is not None and s.answer_is_path
 
 
 @dataclass
@@ -205,6 +242,7 @@ class Trace:
     roots: list[int] = field(default_factory=list)
     selected: Selected | None = None
     finished: RunFinished | None = None
+    resamplings: list[Resampled] = field(default_factory=list)
     n_events: int = 0
 
     def apply(self, ev: Event) -> None:
@@ -250,6 +288,12 @@ class Trace:
                 _require(node is not None, f"finishing unknown node {node_id}")
                 node.answer = ev.answer
                 node.finish_reason = ev.finish_reason
+            elif isinstance(ev, Resampled):
+                _require(all(i in self.nodes for i in ev.nodes), "resampling unknown nodes")
+                for i, w in zip(ev.nodes, ev.weights, strict=True):
+                    self.nodes[i].weight = w
+                    self.nodes[i].copies = ev.sources.count(i)
+                self.resamplings.append(ev)
             elif isinstance(ev, Selected):
                 _require(
                     ev.node_id is None or ev.node_id in self.nodes, f"selected unknown node {ev.node_id}"
@@ -264,7 +308,7 @@ class Trace:
         sel = self.selected
         if sel is None or sel.node_id is None or sel.node_id not in self.nodes:
             return set()
-        if self.started is not None and self.started.strategy in TREE_STRATEGIES:
+        if self.started is not None and answer_is_path(self.started.strategy):
             return set(self.path_to(sel.node_id))
         return {sel.node_id}
 

@@ -79,6 +79,13 @@ def _node_html(t: Trace, nid: int, chosen: set[int]) -> str:
     return body + (f'<div class="kids">{kids}</div>' if kids else "")
 
 
+def drawn_as(strategy: str) -> str:
+    from engine.search.registry import find
+
+    s = find(strategy)
+    return s.drawn_as if s is not None else "column"
+
+
 _SHOWN_PARAMS = ("n", "beam_width", "lookahead", "chains", "length", "selection")
 
 
@@ -104,7 +111,7 @@ def _run_html(info: Any, events: list[Event]) -> str:
         + "</div>"
     )
     roots = t.roots
-    if info.strategy == "best_of_n":  # ranked by score, as the app's cards
+    if drawn_as(info.strategy) == "column":  # ranked by score, as the app's cards
         roots = sorted(roots, key=lambda i: -(t.nodes[i].score or 0.0))
     body = "".join(_node_html(t, r, chosen) for r in roots)
     return f'<section class="run">{head}<div class="trace">{body}</div></section>'

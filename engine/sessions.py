@@ -66,6 +66,7 @@ def recorded_compare(
     tags: Sequence[str] = (),
     rerun_of: str | None = None,
     on_session: Callable[[str], None] | None = None,
+    seeds: str = "independent",
 ) -> tuple[str, list[Any], str | None]:
     """Run :func:`engine.compare.compare` with every event saved; returns (session id, runs, the
     recording error if the disk refused writes midway, else None). Runs on the backend's thread.
@@ -85,6 +86,7 @@ def recorded_compare(
         "budget": budget,
         "prm": prm,
         "seed": seed,
+        "seeds": seeds,
         "max_tokens": max_tokens,
         "concurrent": concurrent,
         "overrides": overrides or {},
@@ -124,6 +126,7 @@ def recorded_compare(
             cancel=cancel,
             overrides=overrides,
             stream_text=stream_text,
+            seeds=seeds,
         )
         ok = True
     finally:
@@ -308,6 +311,7 @@ def rerun(
             prm=st["prm"],
             reference=s.reference,
             seed=st["seed"],
+            seeds=st.get("seeds") or "common",  # saved before seed streams per strategy: common
             max_tokens=st["max_tokens"],
             concurrent=st["concurrent"],
             overrides=st.get("overrides") or None,

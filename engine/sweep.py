@@ -37,13 +37,19 @@ from typing import Any
 from engine.answers import is_correct
 from engine.errors import InvalidRequestError, PonderError
 from engine.problems import Problem, ProblemSet, resolve_problem_set
-from engine.search import STRATEGIES, budget_params
+from engine.search import STRATEGIES, budget_params, default_strategies, registry
 from engine.search.revisions import chain_groups, select_revisions
 from engine.search.selection import METHODS, select
 from engine.store import RunInfo, Store
 
-SUBSAMPLED = ("best_of_n", "revisions")  # run at the largest budget, read at the others
 DEFAULT_BUDGETS = (1, 2, 4, 8)
+
+
+def subsampled(strategy: str) -> bool:
+    """Whether a sweep runs ``strategy`` at the largest budget and reads the smaller ones from it."""
+    return registry.get(strategy).sweep_reads != "exact"
+
+
 N_BINS = 5
 SAMPLES = 32  # subsets drawn per (problem, budget) when there are more than this
 
@@ -53,11 +59,12 @@ class SweepSpec:
     problem_set: str  # gsm8k | math500 | arith | arith:SEED | a .jsonl path
     limit: int = 50
     offset: int = 0
-    strategies: tuple[str, ...] = ("best_of_n", "beam_search", "revisions")
+    strategies: tuple[str, ...] = dataclasses.field(default_factory=default_strategies)
     budgets: tuple[int, ...] = DEFAULT_BUDGETS
     prm: str = "judge"
     seed: int = 0
     max_tokens: int = 512
+    seeds: str = "independent"  # independent streams per strategy, or common random numbers
 
     def check(self) -> None:
         if self.limit < 1:
@@ -92,9 +99,10 @@ class Cell:
 
 def _fits(strategy: str, budget: int, run_budget: int) -> bool:
     """Can ``strategy`` at ``budget`` be read from a run at ``run_budget`` by subsampling?"""
-    if strategy == "best_of_n":
+    reads = registry.get(strategy).sweep_reads
+    if reads == "subsets":
         return budget <= run_budget
-    if strategy == "revisions":
+    if reads == "chains":
         small, big = budget_params(strategy, budget), budget_params(strategy, run_budget)
         return small["chains"] <= big["chains"] and small["length"] <= big["length"]
     return budget == run_budget
@@ -103,7 +111,7 @@ def _fits(strategy: str, budget: int, run_budget: int) -> bool:
 def run_budgets(strategy: str, budgets: Sequence[int]) -> list[int]:
     """The budgets a strategy is actually run at to answer for ``budgets``."""
     top = max(budgets)
-    if strategy not in SUBSAMPLED:
+    if not subsampled(strategy):
         return sorted(set(budgets))
     return sorted({top} | {b for b in budgets if not _fits(strategy, b, top)})
 
@@ -144,6 +152,8 @@ def sweep_key(pset: ProblemSet, model: dict[str, Any], spec: SweepSpec) -> tuple
         "seed": spec.seed,
         "max_tokens": spec.max_tokens,
     }
+    if spec.seeds != "common":  # sweeps saved before seed streams per strategy ran common ones
+        ident["seeds"] = spec.seeds
     key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]
     return key, {**ident, "model_path": model.get("path", "")}
 
@@ -157,7 +167,7 @@ def spec_of(info: Any, cells: Sequence[tuple[int, str, int]] = ()) -> SweepSpec:
         strategies = [s for s in STRATEGIES if any(c[1] == s for c in cells)]
         budgets = {c[2] for c in cells}
         top = max(budgets)
-        if all(s in SUBSAMPLED for s in strategies):  # only the top was run: read the powers of two
+        if all(subsampled(s) for s in strategies):  # only the top was run: read the powers of two
             budgets |= {2**k for k in range(top.bit_length()) if 2**k <= top}
         d = {
             "offset": idx[0],
@@ -170,8 +180,9 @@ def spec_of(info: Any, cells: Sequence[tuple[int, str, int]] = ()) -> SweepSpec:
         prm=info.settings["prm"],
         seed=info.settings["seed"],
         max_tokens=info.settings["max_tokens"],
+        seeds=info.settings.get("seeds") or "common",
     )
-    d["strategies"] = tuple(d.get("strategies") or ("best_of_n", "beam_search", "revisions"))
+    d["strategies"] = tuple(d.get("strategies") or default_strategies())
     d["budgets"] = tuple(d.get("budgets") or DEFAULT_BUDGETS)
     return SweepSpec(**{k: v for k, v in d.items() if k in {f.name for f in dataclasses.fields(SweepSpec)}})
 
@@ -291,6 +302,7 @@ def run_sweep(
                 prm=spec.prm,
                 reference=p.reference,
                 seed=spec.seed,
+                seeds=spec.seeds,
                 max_tokens=spec.max_tokens,
                 concurrent=False,
                 cancel=cancel,
@@ -369,7 +381,7 @@ def _candidates(store: Store, run: RunInfo, reference: str, memo: dict[str | Non
             memo[a] = bool(is_correct(a, reference)) if a is not None else False
         return memo[a]
 
-    if run.strategy == "revisions":
+    if registry.get(run.strategy).sweep_reads == "chains":
         by_id = {n["node_id"]: n for n in nodes}
         child = {n["parent_id"]: n["node_id"] for n in nodes if n["parent_id"] is not None}
         chains = []
@@ -402,8 +414,9 @@ def _accuracy(
 ) -> dict[str, float]:
     """Expected accuracy of each selection method at ``budget`` from one run's candidates."""
     acc = {m: 0.0 for m in METHODS}
-    if strategy == "revisions":
-        p = budget_params("revisions", budget)
+    reads = registry.get(strategy).sweep_reads
+    if reads == "chains":
+        p = budget_params(strategy, budget)
         subs = _subsets(len(cand.answers), p["chains"], samples, rng)
         for sub in subs:
             ans = [cand.answers[c][: p["length"]] for c in sub]
@@ -416,9 +429,7 @@ def _accuracy(
         return {m: v / len(subs) for m, v in acc.items()}
     answers, scores, correct, groups = cand.answers[0], cand.scores[0], cand.correct[0], cand.groups[0]  # type: ignore[index]
     subs = (
-        _subsets(len(answers), budget, samples, rng)
-        if strategy == "best_of_n"
-        else [tuple(range(len(answers)))]
+        _subsets(len(answers), budget, samples, rng) if reads == "subsets" else [tuple(range(len(answers)))]
     )
     for sub in subs:
         for m in METHODS:
@@ -611,7 +622,7 @@ def analyse(
             "failed": failed,
         },
         "method": {
-            "subsampled": [s for s in spec.strategies if s in SUBSAMPLED],
+            "subsampled": [s for s in spec.strategies if subsampled(s)],
             "samples_per_budget": samples,
             "difficulty": difficulty,
             "bins": n_bins,
@@ -631,13 +642,6 @@ def analyse(
 
 
 # --- writing the results -----------------------------------------------------------------------------
-
-STRATEGY_LABELS = {
-    "best_of_n": "best-of-N",
-    "beam_search": "beam search",
-    "revisions": "revisions",
-    "dvts": "DVTS",
-}
 
 
 def markdown_table(summary: dict[str, Any], title: bool = True) -> str:
@@ -659,7 +663,7 @@ def markdown_table(summary: dict[str, Any], title: bool = True) -> str:
     for s, by_m in summary["accuracy"].items():
         for m, by_b in by_m.items():
             cells = " | ".join(f"{100 * by_b[b]:.1f}%" for b in budgets)
-            lines.append(f"| {STRATEGY_LABELS.get(s, s)} | {m} | {cells} |")
+            lines.append(f"| {registry.title(s)} | {m} | {cells} |")
     co = summary["compute_optimal"]
     lines.append(
         "| **compute-optimal** | per bin | " + " | ".join(f"**{100 * co[b]:.1f}%**" for b in budgets) + " |"
@@ -689,12 +693,12 @@ def markdown_table(summary: dict[str, Any], title: bool = True) -> str:
         for n in budgets:
             c = b["best_per_budget"][n]
             gain = "" if c["gain"] is None else f" ({100 * c['gain']:+.1f})"
-            name = STRATEGY_LABELS.get(c["strategy"], c["strategy"])
+            name = registry.title(c["strategy"])
             row.append(f"{name} {c['selection']} {100 * c['accuracy']:.0f}%{gain}")
         lines.append(f"| {b['bin']} | {len(b['problems'])} | {lo:.2f}-{hi:.2f} | " + " | ".join(row) + " |")
     if summary.get("levels"):
         top = budgets[-1]
-        names = [STRATEGY_LABELS.get(s, s) for s in summary["accuracy"]]
+        names = [registry.title(s) for s in summary["accuracy"]]
         lines += [
             "",
             "## By the set's own level (weighted selection)",

@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
     QDockWidget,
+    QDoubleSpinBox,
     QFormLayout,
     QFrame,
     QHBoxLayout,
@@ -65,30 +66,60 @@ from engine.models import (
     load_catalog,
 )
 from engine.report import scored_steps
+from engine.search import registry
 from gui.bridge import EngineBridge
 from gui.servers import ServerDialog, ServerProbe, server_entry_label, server_entry_tooltip
 from gui.sweeps import SweepsTab
 from gui.theme import ON_TINT, THEMES, apply_theme, colours
 from gui.trace_view import TraceView, score_qcolor
 
+
+def param_widget(param: registry.Param) -> QWidget:
+    """An editor for one strategy parameter, set to its default."""
+    if param.kind == "choice":
+        w: Any = QComboBox()
+        w.addItems(list(param.choices))
+        w.setCurrentText(str(param.default))
+    elif param.kind == "bool":
+        w = QCheckBox()
+        w.setChecked(bool(param.default))
+    elif param.kind == "int":
+        w = QSpinBox()
+        w.setRange(
+            int(param.lo if param.lo is not None else -(2**31)),
+            int(param.hi if param.hi is not None else 2**31 - 1),
+        )
+        w.setValue(int(param.default))
+    elif param.kind == "float":
+        w = QDoubleSpinBox()
+        w.setDecimals(3)
+        w.setRange(
+            float(param.lo if param.lo is not None else -1e9),
+            float(param.hi if param.hi is not None else 1e9),
+        )
+        w.setSingleStep(0.1)
+        w.setValue(float(param.default))
+    else:
+        w = QLineEdit(str(param.default))
+    if param.special and isinstance(w, QSpinBox):
+        w.setSpecialValueText(param.special)
+    return w
+
+
+def widget_value(w: QWidget) -> Any:
+    if isinstance(w, QComboBox):
+        return w.currentText()
+    if isinstance(w, QCheckBox):
+        return w.isChecked()
+    if isinstance(w, QLineEdit):
+        return w.text()
+    return w.value()  # type: ignore[attr-defined]
+
+
 DEFAULT_PROBLEM = (
     "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
     "How many clips did Natalia sell altogether in April and May?"
 )
-# The strategies' own defaults (engine.search); chains 0 = "auto" (budget // 4, at least 1).
-PARAM_DEFAULTS: dict[str, Any] = {
-    "selection": "weighted",
-    "beam_width": 4,
-    "lookahead": 0,
-    "chains": 0,
-    "context": 4,
-}
-STRATEGY_NAMES = {
-    "best_of_n": "Best-of-N",
-    "beam_search": "Beam search",
-    "dvts": "DVTS",
-    "revisions": "Revisions",
-}
 PROBLEM_SETS = {"GSM8K": "gsm8k", "MATH-500": "math500"}
 
 
@@ -102,7 +133,7 @@ class RunPanel(QFrame):
         self.setFrameShape(QFrame.Shape.StyledPanel)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(6, 6, 6, 6)
-        self.header = QLabel(f"<b>{STRATEGY_NAMES.get(strategy, strategy)}</b>")
+        self.header = QLabel(f"<b>{registry.label(strategy)}</b>")
         self.view = TraceView()
         self.view.setMinimumSize(260, 240)
         self.footer = QLabel("waiting…")
@@ -140,13 +171,10 @@ class RunPanel(QFrame):
         self.view.show_trace(self.trace, self.strategy, self.live)
         st = self.trace.started
         if st is not None:
-            shown = {
-                k: v
-                for k, v in st.params.items()
-                if k in ("n", "beam_width", "lookahead", "chains", "length")
-            }
-            params = ", ".join(f"{k}={v}" for k, v in shown.items())
-            self.header.setText(f"<b>{STRATEGY_NAMES.get(self.strategy, self.strategy)}</b> &nbsp; {params}")
+            strat = registry.find(self.strategy)
+            keys = strat.shown if strat is not None else ("n",)
+            params = ", ".join(f"{k}={st.params[k]}" for k in keys if k in st.params)
+            self.header.setText(f"<b>{registry.label(self.strategy)}</b> &nbsp; {params}")
         fin = self.trace.finished
         if fin is None:
             self.footer.setText(f"running… {len(self.trace.nodes)} nodes")
@@ -162,13 +190,17 @@ class RunPanel(QFrame):
 
     def _show_progress(self) -> None:
         """Finished candidates of the ones the run will make (N solutions, N beams, chains x
-        length attempts), while it runs or a replay is part-way."""
+        length attempts: the strategy says), while it runs or a replay is part-way."""
         st = self.trace.started
-        if st is None or self.trace.finished is not None:
+        strat = registry.find(self.strategy)
+        if st is None or self.trace.finished is not None or strat is None or strat.candidates is None:
             self.progress.hide()
             return
-        p = st.params
-        expected = int(p["chains"]) * int(p["length"]) if "chains" in p else int(p.get("n", 0))
+        try:
+            expected = int(strat.candidates(st.params))
+        except (KeyError, TypeError, ValueError):  # a session saved with other parameters
+            self.progress.hide()
+            return
         done = sum(1 for n in self.trace.nodes.values() if n.finish_reason is not None)
         self.progress.setRange(0, max(expected, 1))
         self.progress.setValue(min(done, max(expected, 1)))
@@ -285,12 +317,13 @@ class MainWindow(QMainWindow):
         controls = QHBoxLayout()
         self.strategy_boxes: dict[str, QCheckBox] = {}
         self.strategy_params: dict[str, dict[str, Any]] = {}
-        for key, name in STRATEGY_NAMES.items():
-            box = QCheckBox(name)
-            box.setChecked(key != "dvts")
-            self.strategy_boxes[key] = box
+        for strat in registry.strategies():
+            box = QCheckBox(strat.label)
+            box.setChecked(strat.default)
+            box.setToolTip(strat.summary)
+            self.strategy_boxes[strat.name] = box
             controls.addWidget(box)
-            controls.addWidget(self._params_button(key, name))
+            controls.addWidget(self._params_button(strat))
         controls.addSpacing(12)
         controls.addWidget(QLabel("Budget"))
         self.budget_spin = QSpinBox()
@@ -461,41 +494,19 @@ class MainWindow(QMainWindow):
         self.refresh_sessions()
         self.sweeps_tab.refresh()
 
-    def _params_button(self, key: str, name: str) -> QToolButton:
-        """A ⚙ button whose menu holds the strategy's own parameters (the budget sets the rest)."""
+    def _params_button(self, strat: registry.Strategy) -> QToolButton:
+        """A ⚙ button whose menu holds the strategy's own parameters (the budget sets the rest),
+        made from what the strategy registers."""
         host = QWidget()
         form = QFormLayout(host)
         form.setContentsMargins(10, 8, 10, 8)
         widgets: dict[str, Any] = {}
-
-        def spin(param: str, label: str, lo: int, hi: int, tip: str, special: str = "") -> None:
-            w = QSpinBox()
-            w.setRange(lo, hi)
-            w.setValue(PARAM_DEFAULTS[param])
-            w.setToolTip(tip)
-            if special:
-                w.setSpecialValueText(special)
-            form.addRow(label, w)
-            widgets[param] = w
-
-        if key in ("beam_search", "dvts"):
-            spin(
-                "beam_width",
-                "Beam width M",
-                1,
-                16,
-                "Children per surviving beam; N/M beams survive each round",
-            )
-        if key == "beam_search":
-            spin("lookahead", "Lookahead k", 0, 4, "Greedy steps rolled out before scoring; costs N x (k+1)")
-        if key == "revisions":
-            spin("chains", "Chains", 0, 64, "Parallel chains; the budget is chains x length", special="auto")
-            spin("context", "Attempts in context", 1, 8, "How many earlier attempts a revision sees")
-        sel = QComboBox()
-        sel.addItems(["weighted", "majority", "naive"])
-        sel.setToolTip("How the final answer is picked from the scored candidates")
-        form.addRow("Selection", sel)
-        widgets["selection"] = sel
+        for param in strat.params:
+            w = param_widget(param)
+            w.setToolTip(param.help)
+            form.addRow(param.label, w)
+            widgets[param.name] = w
+        key, name = strat.name, strat.label
         self.strategy_params[key] = widgets
         action = QWidgetAction(self)
         action.setDefaultWidget(host)
@@ -513,10 +524,11 @@ class MainWindow(QMainWindow):
         """The strategies' parameters as set in their ⚙ menus (only what differs from the default)."""
         out: dict[str, dict[str, Any]] = {}
         for key, widgets in self.strategy_params.items():
+            strat = registry.get(key)
             o: dict[str, Any] = {}
             for name, w in widgets.items():
-                v = w.currentText() if isinstance(w, QComboBox) else w.value()
-                if v != PARAM_DEFAULTS[name]:
+                v = widget_value(w)
+                if v != strat.param(name).default:  # type: ignore[union-attr]
                     o[name] = v
             if o:
                 out[key] = o
@@ -861,7 +873,8 @@ class MainWindow(QMainWindow):
             panel = RunPanel(s)
             panel.view.node_clicked.connect(lambda nid, p=panel: self.show_node(p, nid))
             # Trees grow sideways: they get twice the width of a column of cards.
-            self.panel_row.addWidget(panel, 2 if s in ("beam_search", "dvts") else 1)
+            strat = registry.find(s)
+            self.panel_row.addWidget(panel, 2 if strat is not None and strat.drawn_as == "tree" else 1)
             self.panels[s] = panel
 
     def start(self) -> None:
@@ -894,7 +907,7 @@ class MainWindow(QMainWindow):
         self.session_id = None
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
-        self.status.showMessage(f"Running {', '.join(STRATEGY_NAMES[s] for s in strategies)}…")
+        self.status.showMessage(f"Running {', '.join(registry.label(s) for s in strategies)}…")
         overrides = {k: v for k, v in self.overrides().items() if k in strategies}
         try:
             from engine.search import budget_params
@@ -1008,7 +1021,7 @@ class MainWindow(QMainWindow):
             tokens = f"<div style='white-space:pre-wrap;font-family:monospace'>{tokens}</div>"
         diff = self._revision_diff(panel, nid)
         self.detail.setHtml(
-            f"<p><b>{STRATEGY_NAMES.get(panel.strategy)}</b> · {' · '.join(meta)}</p>{body}{diff}{tokens}"
+            f"<p><b>{registry.label(panel.strategy)}</b> · {' · '.join(meta)}</p>{body}{diff}{tokens}"
         )
 
     def _revision_diff(self, panel: RunPanel, nid: int) -> str:

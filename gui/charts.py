@@ -15,21 +15,17 @@ from PySide6.QtCore import QPointF, QRectF, QSize, Qt
 from PySide6.QtGui import QColor, QFont, QFontMetricsF, QGuiApplication, QImage, QPainter, QPainterPath, QPen
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
+from engine.search import registry
+
 # Colour-blind-safe (Okabe-Ito), one per strategy; selections differ by dash.
-STRATEGY_COLOURS = {
-    "best_of_n": QColor("#0072B2"),
-    "beam_search": QColor("#D55E00"),
-    "revisions": QColor("#009E73"),
-    "dvts": QColor("#CC79A7"),
-    "compute_optimal": QColor("#222222"),
-}
-LABELS = {
-    "best_of_n": "best-of-N",
-    "beam_search": "beam search",
-    "revisions": "revisions",
-    "dvts": "DVTS",
-    "compute_optimal": "compute-optimal",
-}
+COMPUTE_OPTIMAL = QColor("#222222")
+
+
+def strategy_colour(name: str) -> QColor:
+    s = registry.find(name)
+    return QColor(s.colour) if s is not None else QColor("#222222")
+
+
 INK = QColor("#222222")
 GRID = QColor("#dddddd")
 MUTED = QColor("#666666")
@@ -43,8 +39,8 @@ def _series(summary: dict[str, Any], acc: dict[str, Any], with_extras: bool) -> 
     for s in acc:
         out.append(
             {
-                "label": f"{LABELS.get(s, s)} (weighted)",
-                "colour": STRATEGY_COLOURS.get(s, INK),
+                "label": f"{registry.title(s)} (weighted)",
+                "colour": strategy_colour(s),
                 "dash": Qt.PenStyle.SolidLine,
                 "width": 2.4,
                 "points": [(b, acc[s]["weighted"][b]) for b in budgets],
@@ -54,7 +50,7 @@ def _series(summary: dict[str, Any], acc: dict[str, Any], with_extras: bool) -> 
         out.append(
             {
                 "label": "best-of-N (majority, no verifier)",
-                "colour": STRATEGY_COLOURS["best_of_n"],
+                "colour": strategy_colour("best_of_n"),
                 "dash": Qt.PenStyle.DotLine,
                 "width": 2.0,
                 "points": [(b, acc["best_of_n"]["majority"][b]) for b in budgets],
@@ -65,7 +61,7 @@ def _series(summary: dict[str, Any], acc: dict[str, Any], with_extras: bool) -> 
         out.append(
             {
                 "label": "compute-optimal (best per difficulty bin, in-sample)",
-                "colour": STRATEGY_COLOURS["compute_optimal"],
+                "colour": COMPUTE_OPTIMAL,
                 "dash": Qt.PenStyle.DashLine,
                 "width": 2.0,
                 "points": [(b, co[b]) for b in budgets],
@@ -264,7 +260,7 @@ def paint_by_difficulty(p: QPainter, rect: QRectF, summary: dict[str, Any]) -> N
         best = b["best"]
         lines = [f"{diff} {rng}"]
         if best["accuracy"] > 0:
-            name = f"{LABELS.get(best['strategy'], best['strategy'])} {best['selection']}"
+            name = f"{registry.title(best['strategy'])} {best['selection']}"
             lines.append(f"best: {name} at N={best['budget']}: {100 * best['accuracy']:.0f}%")
         else:
             lines.append("nothing solved at these budgets")

@@ -33,15 +33,10 @@ from PySide6.QtWidgets import (
 )
 
 from engine.errors import PonderError
+from engine.search import registry
 from gui.charts import SweepChart, write_sweep_charts
 
 SETS = {"Arithmetic ladder": "arith", "GSM8K": "gsm8k", "MATH-500": "math500", "JSONL file…": "file"}
-STRATEGIES = {
-    "best_of_n": "Best-of-N",
-    "beam_search": "Beam search",
-    "revisions": "Revisions",
-    "dvts": "DVTS",
-}
 
 
 class SweepsTab(QWidget):
@@ -83,10 +78,11 @@ class SweepsTab(QWidget):
         form.addRow("From index", self.offset_spin)
         boxes = QHBoxLayout()
         self.strategy_boxes: dict[str, QCheckBox] = {}
-        for key, name in STRATEGIES.items():
-            box = QCheckBox(name)
-            box.setChecked(key != "dvts")
-            self.strategy_boxes[key] = box
+        for strat in registry.strategies():
+            box = QCheckBox(strat.label)
+            box.setChecked(strat.default)
+            box.setToolTip(strat.summary)
+            self.strategy_boxes[strat.name] = box
             boxes.addWidget(box)
         form.addRow("Strategies", boxes)
         self.budgets_edit = QLineEdit("1,2,4,8")

@@ -27,7 +27,16 @@ from gui.theme import colours
 
 NODE_W, NODE_H = 190.0, 54.0
 GAP_X, GAP_Y = 14.0, 30.0
-DRAWN_AS_TREE = ("beam_search", "dvts", "revisions")
+
+
+def drawn_as_tree(strategy: str) -> bool:
+    """Trees (steps) and chains (attempts, segments) are drawn joined; the rest as a ranked column."""
+    from engine.search.registry import find
+
+    s = find(strategy)
+    return s is not None and s.drawn_as in ("tree", "chain")
+
+
 MIN_FIT_SCALE = 0.5
 
 
@@ -42,7 +51,7 @@ def score_qcolor(score: float | None, strong: bool = False) -> QColor:
 def layout(trace: Trace, strategy: str) -> dict[int, tuple[float, float]]:
     """Top-left corner of every node. Pure: no Qt items are touched."""
     pos: dict[int, tuple[float, float]] = {}
-    if strategy not in DRAWN_AS_TREE:  # best-of-N: one ranked column
+    if not drawn_as_tree(strategy):  # best-of-N: one ranked column
         ranked = sorted(trace.roots, key=lambda i: -(trace.nodes[i].score or 0.0))
         for row, nid in enumerate(ranked):
             pos[nid] = (0.0, row * (NODE_H + GAP_Y / 2))
@@ -148,18 +157,19 @@ class TraceView(QGraphicsView):
         scene.clear()
         self.items_by_node = {}
         pos = layout(trace, strategy)
+        tree = drawn_as_tree(strategy)
         chosen = trace.chosen()
         self._focus = trace.selected.node_id if chosen and trace.selected is not None else None
         edge_pen = QPen(QColor("#9a9a9a"), 1.2)
         for nid, (x, y) in pos.items():
             n = trace.nodes[nid]
-            if n.parent_id is not None and n.parent_id in pos and strategy in DRAWN_AS_TREE:
+            if n.parent_id is not None and n.parent_id in pos and tree:
                 px, py = pos[n.parent_id]
                 line = scene.addLine(px + NODE_W / 2, py + NODE_H, x + NODE_W / 2, y, edge_pen)
                 line.setZValue(-1)
                 if n.pruned_at is not None:
                     line.setOpacity(0.35)
-        notes = card_notes(trace) if strategy not in DRAWN_AS_TREE else {}
+        notes = card_notes(trace) if not tree else {}
         for nid, (x, y) in pos.items():
             n = trace.nodes[nid]
             item = NodeItem(

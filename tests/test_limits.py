@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from engine.search import budget_params, sequences_needed
+from engine.search import budget_params, registry, sequences_needed
 
 INTERNAL_WORDS = ("n_seq_max", "slots", "branch slots", "Traceback")
 
@@ -106,10 +106,11 @@ def test_sweep_exits_3_when_a_cell_failed_and_refuses_a_budget_it_cannot_run(tmp
     assert "1 failed" in r.stderr and "Traceback" not in r.stderr
 
 
-@pytest.mark.parametrize("name", ["best_of_n", "beam_search", "dvts", "revisions"])
+@pytest.mark.parametrize("name", registry.names())
 def test_sequences_needed_bounds_what_each_strategy_really_holds(fresh, name, monkeypatch):
     """The pre-run check is only as good as this bound: measured on the real model, budgets 1, 2, 3, 5, 8
-    (and beam search with lookahead), the most branches a strategy held never exceeds it."""
+    where the strategy accepts them (and beam search with lookahead), the most branches a strategy
+    held never exceeds it."""
     import engine.backends.llama_cpp.branches as br
     from engine.compare import compare
 
@@ -122,7 +123,7 @@ def test_sequences_needed_bounds_what_each_strategy_really_holds(fresh, name, mo
         return b
 
     monkeypatch.setattr(br.BranchesMixin, "_new_branch", counting)
-    cases = [(b, {}) for b in (1, 2, 3, 5, 8)]
+    cases = [(b, {}) for b in (1, 2, 3, 5, 8) if registry.get(name).accepts(b)]
     if name == "beam_search":
         cases += [(4, {"lookahead": 1}), (6, {"lookahead": 2})]
     for budget, extra in cases:

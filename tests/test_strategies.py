@@ -98,8 +98,10 @@ def test_budget_params_spend_the_budget(name, budget):
 def test_lookahead_is_paid_from_the_budget():
     p = budget_params("beam_search", 8, lookahead=1)
     assert p["n"] == 4 and budget_cost("beam_search", p) == 8
-    with pytest.raises(InvalidRequestError, match="cannot pay for lookahead 3"):
+    with pytest.raises(InvalidRequestError, match="lookahead 3 every beam costs 4.*nearest budgets.* 4"):
         budget_params("beam_search", 2, lookahead=3)
+    with pytest.raises(InvalidRequestError, match="nearest budgets it can spend are 8 and 10"):
+        budget_params("beam_search", 9, lookahead=1)
     with pytest.raises(InvalidRequestError, match="budget"):
         budget_params("best_of_n", 0)
     with pytest.raises(InvalidRequestError, match="Unknown strategy 'mcts'"):

@@ -131,6 +131,10 @@ class Executor(ABC):
         """(tokens of this chat prompt, context tokens) where the backend can say before running."""
         return None
 
+    def thinking(self) -> bool:
+        """Whether the model's chat template has a thinking block (``<think>…</think>``)."""
+        return False
+
     # --- PRMs -------------------------------------------------------------------------------------
 
     @abstractmethod

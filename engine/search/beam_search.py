@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from engine.events import NodePruned
 from engine.search.common import added, choose, finished_event, is_done, score, scored_event, started
 from engine.search.protocol import Generate, GenItem, Release, RunContext, StrategyGen
+from engine.search.registry import Param, Strategy, multiple_of, register, selection_param
 
 
 @dataclass
@@ -134,3 +135,52 @@ def beam_search(
         [s for _, s in completed],
         selection,
     )
+
+
+def _for_budget(budget: int, user: dict) -> dict:
+    k = int(user.get("lookahead", 0))
+    n = multiple_of("Beam search", budget, k + 1, f"with lookahead {k} every beam costs {k + 1} generations")
+    return {"n": n, "beam_width": min(int(user.get("beam_width", 4)), n), "lookahead": k}
+
+
+register(
+    Strategy(
+        name="beam_search",
+        label="Beam search",
+        summary="PRM-guided beam search: N beams step by step, the best N/M kept each round",
+        shown=("n", "beam_width", "lookahead"),
+        run=beam_search,
+        for_budget=_for_budget,
+        cost=lambda p: int(p["n"]) * (int(p.get("lookahead", 0)) + 1),
+        # N children, the completed beams (fewer than N) and k x N lookahead rollouts
+        sequences=lambda p: (2 + int(p.get("lookahead", 0))) * int(p["n"]) + 1,
+        candidates=lambda p: int(p["n"]),
+        params=(
+            Param(
+                "beam_width",
+                4,
+                "Beam width M",
+                "Children per surviving beam; N/M beams survive each round",
+                1,
+                16,
+            ),
+            Param(
+                "lookahead", 0, "Lookahead k", "Greedy steps rolled out before scoring; costs N x (k+1)", 0, 4
+            ),
+            Param(
+                "iterations",
+                40,
+                "Rounds",
+                "The most rounds (steps) a beam takes; the last one runs to the end",
+                1,
+                200,
+            ),
+            selection_param(),
+        ),
+        drawn_as="tree",
+        answer_is_path=True,
+        colour="#D55E00",
+        order=20,
+        default=True,
+    )
+)

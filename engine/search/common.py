@@ -24,6 +24,7 @@ def started(ctx: RunContext, strategy: str, params: dict[str, Any]) -> RunStarte
             "max_tokens": ctx.max_tokens,
             "delimiter": ctx.delimiter,
             "aggregation": ctx.aggregation,
+            "seeds": ctx.seeds,
         },
         dict(ctx.model),
         dict(ctx.prm),

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from engine.events import NodePruned
 from engine.search.common import added, choose, finished_event, is_done, score, scored_event, started
 from engine.search.protocol import Generate, Generated, GenItem, Release, RunContext, StrategyGen
+from engine.search.registry import Param, Strategy, multiple_of, register, selection_param
 
 
 @dataclass
@@ -88,3 +89,59 @@ def dvts(
                 s.node_id, s.text, s.tokens = res[best].node_id, texts[best], s.tokens + res[best].n_tokens
     cands = [a for s in subtrees for a in s.alternatives]
     yield choose(ctx, [c[0] for c in cands], [c[1] for c in cands], [c[2] for c in cands], selection)
+
+
+def _for_budget(budget: int, user: dict) -> dict:
+    m = min(int(user.get("beam_width", 4)), budget)
+    multiple_of(
+        "DVTS",
+        budget,
+        m,
+        f"it splits the budget into subtrees of beam width {m} (or set a beam width that divides it)",
+    )
+    return {"n": budget, "beam_width": m}
+
+
+def _cost(p: dict) -> int:
+    """N/M subtrees of M alternatives each round (a remainder of N runs nothing)."""
+    m = max(1, min(int(p["beam_width"]), int(p["n"])))
+    return int(p["n"]) // m * m
+
+
+register(
+    Strategy(
+        name="dvts",
+        label="DVTS",
+        short="DVTS",
+        summary="Diverse verifier tree search: N/M independent subtrees, each keeping its best step",
+        shown=("n", "beam_width"),
+        run=dvts,
+        for_budget=_for_budget,
+        cost=_cost,
+        sequences=lambda p: int(p["n"]) + 1,  # the shared prompt and every subtree's M alternatives
+        candidates=lambda p: int(p["n"]),
+        params=(
+            Param(
+                "beam_width",
+                4,
+                "Beam width M",
+                "Alternatives per subtree each round; the budget makes N/M subtrees",
+                1,
+                16,
+            ),
+            Param(
+                "iterations",
+                40,
+                "Rounds",
+                "The most rounds (steps) a subtree takes; the last one runs to the end",
+                1,
+                200,
+            ),
+            selection_param(),
+        ),
+        drawn_as="tree",
+        answer_is_path=True,
+        colour="#CC79A7",
+        order=30,
+    )
+)

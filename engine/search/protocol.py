@@ -16,6 +16,7 @@ Score requests into shared PRM passes; a test can instead drive a strategy with 
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,14 +40,27 @@ Messages = tuple[tuple[str, str], ...]  # ((role, content), ...), hashable so pr
 
 @dataclass(frozen=True)
 class GenItem:
+    """Grow one node. It starts from a chat prompt (``messages``), or continues a node the run
+    holds (``parent``), or both: ``messages`` whose prompt begins with the parent's prompt and text
+    (a revision's chat after its attempt), so the parent's cells are reused and only the rest is
+    decoded (a backend that cannot tell falls back to the whole prompt).
+
+    A continuation may first ``cut`` text from the end of the parent's text (an end-of-thinking
+    tag) and then force ``prefix`` (budget forcing's "Wait"); an end-of-generation token that ended
+    the parent is dropped. The answer's text is what was sampled after the prefix."""
+
     node_id: int
     params: SamplingParams
     parent: int | None = None
     messages: Messages | None = None
+    prefix: str = ""
+    cut: str = ""
 
     def __post_init__(self) -> None:
-        if (self.parent is None) == (self.messages is None):
-            raise ValueError("a GenItem continues a parent or starts from messages, not both")
+        if self.parent is None and self.messages is None:
+            raise ValueError("a GenItem continues a parent or starts from messages")
+        if (self.prefix or self.cut) and (self.parent is None or self.messages is not None):
+            raise ValueError("prefix and cut continue a parent's text, not a chat")
 
 
 @dataclass(frozen=True)
@@ -95,6 +109,9 @@ class RunContext:
     system_prompt: str = SYSTEM_PROMPT
     model: dict[str, Any] = field(default_factory=dict)
     prm: dict[str, Any] = field(default_factory=dict)
+    strategy: str = ""  # set by the scheduler: independent seed streams are drawn per strategy
+    seeds: str = "independent"  # independent | common (every strategy's node k draws the same numbers)
+    thinking: bool = False  # set by the scheduler: the chat template has a thinking block
     _next_node: int = 0
 
     def new_node(self) -> int:
@@ -102,17 +119,24 @@ class RunContext:
         self._next_node += 1
         return n
 
+    def node_seed(self, node_id: int) -> int:
+        if self.seeds == "common":
+            return derive_seed(self.seed, node_id)
+        return derive_seed(self.seed, zlib.crc32(self.strategy.encode("utf-8")), node_id)
+
     def question_messages(self) -> Messages:
         return (("system", self.system_prompt), ("user", self.problem))
 
     def sampling(
         self, node_id: int, max_tokens: int | None = None, stop: bool = True, greedy: bool = False
     ) -> SamplingParams:
-        """The node's sampling parameters: seeded from (run seed, node id) so a rerun reproduces."""
+        """The node's sampling parameters, seeded so a rerun reproduces: from (run seed, strategy,
+        node id) with independent streams, from (run seed, node id) with common random numbers (for
+        paired comparisons: every strategy's node k draws the same numbers)."""
         return SamplingParams(
             temperature=0.0 if greedy else self.temperature,
             top_p=self.top_p,
-            seed=derive_seed(self.seed, node_id),
+            seed=self.node_seed(node_id),
             max_tokens=max(1, max_tokens if max_tokens is not None else self.max_tokens),
             stop=(self.delimiter,) if stop else (),
         )

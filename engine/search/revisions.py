@@ -13,9 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from engine.answers import extract_answer, group_answers
+from engine.errors import InvalidRequestError
 from engine.events import Selected
 from engine.search.common import added, finished_event, score, scored_event, started
 from engine.search.protocol import Generate, GenItem, Messages, Release, RunContext, StrategyGen
+from engine.search.registry import Param, Strategy, divisor_at_most, multiple_of, register, selection_param
 from engine.search.selection import select
 
 REVISE_PROMPT = (
@@ -42,19 +44,31 @@ def revisions(
     texts: list[list[str]] = [[] for _ in range(chains)]
     ids: list[list[int]] = [[] for _ in range(chains)]
     scores: list[list[float]] = [[] for _ in range(chains)]
+    held: list[int] = []  # attempts whose cells the next attempt's chat reuses
     for j in range(length):
+        last = j == length - 1
         items = []
         for c in range(chains):
             nid = ctx.new_node()
+            msgs = revision_messages(ctx, texts[c], context)
+            # While every earlier attempt is still in the chat (the window has not slid), the chat
+            # begins with the last attempt's chat and text: continue its cells, decode only the rest.
+            reuse = ids[c] and len(texts[c]) <= context
             items.append(
                 GenItem(
-                    nid, ctx.sampling(nid, stop=False), messages=revision_messages(ctx, texts[c], context)
+                    nid, ctx.sampling(nid, stop=False), parent=ids[c][-1] if reuse else None, messages=msgs
                 )
             )
         res = yield Generate(tuple(items))
         for c, g in enumerate(res):
             yield added(ctx, g, ids[c][-1] if ids[c] else None, "revision" if j else "solution")
-        yield Release(tuple(g.node_id for g in res))
+        if held:
+            yield Release(tuple(held))
+        # Kept while the next attempt's chat still holds every attempt so far (it continues them).
+        keep = not last and j + 1 <= context
+        held = [g.node_id for g in res] if keep else []
+        if not keep:
+            yield Release(tuple(g.node_id for g in res))
         scored = yield from score(ctx, [g.text for g in res], [True] * chains)
         for c, (g, s) in enumerate(zip(res, scored, strict=True)):
             yield scored_event(ctx, g.node_id, s)
@@ -118,3 +132,40 @@ def select_revisions(
         return RevisionPick(final.answer, None, None, final.tally)
     c, j = winners[final.index][:2]
     return RevisionPick(final.answer, c, j, final.tally)
+
+
+def _for_budget(budget: int, user: dict) -> dict:
+    chains = int(user.get("chains") or 0)
+    if chains > budget:
+        raise InvalidRequestError(f"Revisions need 1 to {budget} chains at a budget of {budget}.")
+    if not chains:  # auto: about a quarter of the budget, and a divisor of it
+        chains = divisor_at_most(budget, max(1, budget // 4))
+    length = multiple_of("Revisions", budget, chains, f"it runs {chains} chains of equal length")
+    return {"chains": chains, "length": length}
+
+
+register(
+    Strategy(
+        name="revisions",
+        label="Revisions",
+        summary="Chains of attempts, each revising the ones before it",
+        shown=("chains", "length"),
+        run=revisions,
+        for_budget=_for_budget,
+        cost=lambda p: int(p["chains"]) * int(p["length"]),
+        sequences=lambda p: 2 * int(p["chains"]) + 1,  # each chain's last attempt and its revision
+        candidates=lambda p: int(p["chains"]) * int(p["length"]),
+        params=(
+            Param(
+                "chains", 0, "Chains", "Parallel chains; the budget is chains x length", 0, 64, special="auto"
+            ),
+            Param("context", 4, "Attempts in context", "How many earlier attempts a revision sees", 1, 8),
+            selection_param(),
+        ),
+        drawn_as="chain",
+        sweep_reads="chains",
+        colour="#009E73",
+        order=40,
+        default=True,
+    )
+)

@@ -147,7 +147,9 @@ class Scheduler:
 
     def _loop(self, runs: list[Run]) -> None:
         by_id = {r.run_id: r for r in runs}
+        thinking = self.executor.thinking()
         for r in runs:
+            r.ctx.thinking = thinking
             r.t0 = time.perf_counter()
             r.gen = get_strategy(r.spec.name)(r.ctx, **r.spec.params)
             self._advance(r, None)
@@ -260,6 +262,7 @@ def make_runs(
     for spec in strategies:
         ctx = RunContext(
             run_id=uuid.uuid4().hex[:12],
+            strategy=spec.name,
             problem=problem,
             seed=seed,
             reference=reference,

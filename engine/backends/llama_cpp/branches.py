@@ -102,6 +102,20 @@ class BranchesMixin:
         branch._logits = None
         self._restart_generation(branch)
 
+    def rewind(self, branch: Branch, n: int) -> None:
+        """Drop the last ``n`` tokens of a branch (and their KV cells, if decoded)."""
+        self._check_thread()
+        self._check_live(branch)
+        keep = max(0, len(branch.tokens) - n)
+        if keep < branch.n_past:
+            llama_cpp.llama_memory_seq_rm(self._mem, branch.seq, keep, -1)
+            branch.n_past = keep
+        del branch.tokens[keep:]
+        branch._logits = None
+
+    def is_eog(self, token: int) -> bool:
+        return bool(llama_cpp.llama_vocab_is_eog(self._vocab, int(token)))
+
     def _restart_generation(self, b: Branch) -> None:
         b.gen_start = len(b.tokens)
         b.finish_reason = None

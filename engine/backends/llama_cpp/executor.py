@@ -50,6 +50,8 @@ class _RunState:
     in_flight: list[tuple[GenItem, Branch]] | None = None
     starting: tuple[GenItem, ...] | None = None  # submitted, branches not made yet
     prompt_tokens: int = 0
+    cached_tokens: int = 0
+    chats: dict[int, str] = field(default_factory=dict)  # node -> its chat text (prompt and answer)
 
 
 @dataclass
@@ -76,6 +78,7 @@ class LlamaCppExecutor(Executor):
         self._jobs: list[_ScoreJob] = []
         self._ready: list[Outcome] = []
         self._prm_backends: dict[int, list[Backend]] = {}
+        self._rendered: dict[tuple, str] = {}
 
     # --- records ------------------------------------------------------------------------------------
 
@@ -126,6 +129,9 @@ class LlamaCppExecutor(Executor):
 
     # --- requests -----------------------------------------------------------------------------------
 
+    def thinking(self) -> bool:
+        return "</think>" in (self.backend.chat_template or "")
+
     def sequence_limit(self) -> int | None:
         return self.backend.config.n_seq_max
 
@@ -150,6 +156,7 @@ class LlamaCppExecutor(Executor):
     def release(self, run_id: str, node_ids: Sequence[int]) -> None:
         st = self._state(run_id)
         for nid in node_ids:
+            st.chats.pop(nid, None)
             b = st.nodes.pop(nid, None)
             if b is not None and not b.freed:
                 self.backend.free(b)
@@ -161,6 +168,7 @@ class LlamaCppExecutor(Executor):
         for b in list(st.nodes.values()):
             if not b.freed:
                 self.backend.free(b)
+        st.chats.clear()
         for _, b in st.in_flight or ():
             if not b.freed:
                 self.backend.free(b)
@@ -216,14 +224,67 @@ class LlamaCppExecutor(Executor):
             st.prompt_tokens += len(tokens)
         return root
 
+    def _render(self, messages: tuple) -> str:
+        text = self._rendered.get(messages)
+        if text is None:
+            text = self.backend.render_chat([{"role": r, "content": t} for r, t in messages])
+            if len(self._rendered) > 256:
+                self._rendered.clear()
+            self._rendered[messages] = text
+        return text
+
+    def _chat_rest(self, st: _RunState, item: GenItem) -> str | None:
+        """The text a chat adds to its parent's chat (prompt and answer), when it begins with it."""
+        before = st.chats.get(item.parent)  # type: ignore[arg-type]
+        if before is None or item.parent not in st.nodes:
+            return None
+        after = self._render(item.messages)  # type: ignore[arg-type]
+        return after[len(before) :] if after.startswith(before) and len(after) > len(before) else None
+
+    def _continue(
+        self, st: _RunState, item: GenItem, parent: Branch, child: Branch, rest: str | None
+    ) -> None:
+        """Make a forked child continue as ``item`` asks: drop the end-of-generation token that ended
+        the parent, cut text from its end, then decode the forced text (a prefix, or the rest of a
+        chat). Counts the reused cells as cached and the forced tokens as prompt."""
+        b = self.backend
+        if child.tokens and child.pending >= 1 and b.is_eog(child.tokens[-1]):
+            b.rewind(child, 1)
+        forced = item.prefix if rest is None else rest
+        if item.cut:
+            cut = item.cut.encode("utf-8")
+            own = len(child.tokens) - parent.gen_start
+            popped, k = b"", 0
+            while k < own and len(popped) < len(cut):
+                k += 1
+                popped = b.piece(child.tokens[-k]) + popped
+            if popped.endswith(cut):
+                b.rewind(child, k)
+                forced = popped[: len(popped) - len(cut)].decode("utf-8", errors="replace") + forced
+        st.cached_tokens += min(child.n_past, len(child.tokens))
+        before = len(child.tokens)
+        if forced:
+            b.extend(child, forced)
+        elif child.pending == 0:  # nothing left to decode: decode the last token again, for its logits
+            last = child.tokens[-1]
+            b.rewind(child, 1)
+            b.extend(child, [last])
+        st.prompt_tokens += len(child.tokens) - before
+
     def _start_generations(self) -> None:
         new = [(rid, st) for rid, st in self._runs.items() if st.starting is not None]
         if not new:
             return
         # Decode every new prompt in one batch before forking from them.
         roots = []
-        for _rid, st in new:
+        reuse: dict[tuple[str, int], str] = {}  # (run, node): the rest of a chat that continues a node
+        for rid, st in new:
             for item in st.starting or ():
+                if item.parent is not None and item.messages is not None:
+                    rest = self._chat_rest(st, item)
+                    if rest is not None:
+                        reuse[(rid, item.node_id)] = rest
+                        continue
                 if item.messages is not None:
                     roots.append(self._root_for(st, item.messages))
         self.backend.prefill([x for x in dict.fromkeys(roots) if x.pending > 0], cancel=self.cancel)
@@ -231,7 +292,8 @@ class LlamaCppExecutor(Executor):
             flight = []
             try:
                 for item in st.starting or ():
-                    if item.parent is not None:
+                    rest = reuse.get((rid, item.node_id))
+                    if item.parent is not None and (item.messages is None or rest is not None):
                         parent = st.nodes.get(item.parent)
                         if parent is None:
                             raise PonderError(
@@ -241,6 +303,8 @@ class LlamaCppExecutor(Executor):
                         parent = self._roots[item.messages]
                     (child,) = self.backend.fork(parent, 1, item.params)
                     flight.append((item, child))
+                    if item.prefix or item.cut or rest is not None:
+                        self._continue(st, item, parent, child, rest)
             except BaseException:
                 # No sequence may outlive a request that could not start (the runs after it
                 # would find them taken).
@@ -275,6 +339,8 @@ class LlamaCppExecutor(Executor):
                 results = []
                 for item, b in flight:
                     st.nodes[item.node_id] = b
+                    if item.messages is not None:
+                        st.chats[item.node_id] = self._render(item.messages) + b.text
                     results.append(
                         Generated(
                             item.node_id,
@@ -286,8 +352,10 @@ class LlamaCppExecutor(Executor):
                         )
                     )
                 st.in_flight = None
-                out.append(GenDone(rid, results, prompt_tokens=st.prompt_tokens))
-                st.prompt_tokens = 0
+                out.append(
+                    GenDone(rid, results, prompt_tokens=st.prompt_tokens, cached_tokens=st.cached_tokens)
+                )
+                st.prompt_tokens = st.cached_tokens = 0
         return out
 
     def _deltas(self, flying: list[tuple[str, _RunState]], events: list[TokenEvent]) -> list[Outcome]:
@@ -313,5 +381,6 @@ class LlamaCppExecutor(Executor):
             if not root.freed:
                 self.backend.free(root)
         self._roots.clear()
+        self._rendered.clear()
         self._shared_keys.clear()
         self._ready.clear()

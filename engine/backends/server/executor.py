@@ -42,6 +42,8 @@ POLL_S = 0.1  # how often a waiting poll looks at the cancel flag
 class _Node:
     ids: tuple[int, ...]  # prompt and generated tokens: what a continuation sends
     server: ServerClient
+    prompt_len: int = 0  # how many of ids are the prompt
+    text: str = ""  # the generated text
 
 
 @dataclass
@@ -130,19 +132,24 @@ class ServerExecutor(Executor):
 
     def generate(self, run_id: str, items: Sequence[GenItem], keep_prompt: tuple | None = None) -> None:
         st = self._state(run_id)
-        plan: list[tuple[GenItem, tuple[int, ...] | None, ServerClient | None]] = []
+        plan: list[tuple[GenItem, Any, ServerClient | None]] = []
         for item in items:
             if item.parent is not None:
                 parent = st.nodes.get(item.parent)
                 if parent is None:
                     raise PonderError(f"run {run_id} continued node {item.parent}, which it does not hold")
-                plan.append((item, parent.ids, parent.server))
+                if item.messages is not None:  # a chat that begins with the parent's: the prefix cache
+                    plan.append((item, None, parent.server))  # of the server that holds it reuses it
+                elif item.prefix or item.cut:
+                    plan.append((item, self._forced(parent, item), parent.server))
+                else:
+                    plan.append((item, parent.ids, parent.server))
             else:
                 plan.append((item, None, None))
         self._submit(run_id, "gen", self._generate(plan), [p[0] for p in plan])
 
     async def _generate(
-        self, plan: list[tuple[GenItem, tuple[int, ...] | None, ServerClient | None]]
+        self, plan: list[tuple[GenItem, Any, ServerClient | None]]
     ) -> list[tuple[Completion, ServerClient, tuple[int, ...]]]:
         """Every item's completion, all requested at once. Items that start from the same chat
         with the same settings (best-of-N's samples, beam search's first round) go to llama-server
@@ -175,10 +182,12 @@ class ServerExecutor(Executor):
                 n=n,
             )
 
-        async def one(item: GenItem, prompt: tuple[int, ...] | None, server: ServerClient | None):
+        async def one(item: GenItem, prompt: Any, server: ServerClient | None):
             if prompt is None:
                 assert item.messages is not None
                 prompt = tuple(await self.pool.chat_tokens(item.messages))
+            elif callable(prompt):  # a continuation with forced text
+                prompt = tuple(await prompt())
             done, srv = await self.pool.complete(request(item, prompt), affinity=server)
             return [(done, srv, prompt)]
 
@@ -221,6 +230,22 @@ class ServerExecutor(Executor):
             for k, out in zip(ks, outs, strict=True):
                 results[k] = out
         return results
+
+    def _forced(self, parent: _Node, item: GenItem) -> Any:
+        """The prompt of a continuation with forced text: the parent's prompt, then its text (less
+        ``cut``) and the prefix, tokenized again (so an end-of-generation token that ended it is
+        gone); the server's prefix cache still holds the shared start."""
+        text = parent.text
+        if item.cut and text.endswith(item.cut):
+            text = text[: len(text) - len(item.cut)]
+
+        async def make() -> list[int]:
+            return [*parent.ids[: parent.prompt_len], *await self.pool.tokenize(text + item.prefix)]
+
+        return make
+
+    def thinking(self) -> bool:
+        return "</think>" in (self.pool.info.chat_template or "")
 
     def score(self, prm: Any, question: str, asks: Sequence[ScoreAsk]) -> ScoreDone | None:
         cands, finished = pooled(asks)
@@ -297,7 +322,7 @@ class ServerExecutor(Executor):
         out: list[Outcome] = []
         prompt_n = cached_n = 0
         for item_, (done, srv, prompt) in zip(meta, results, strict=True):
-            st.nodes[item_.node_id] = _Node((*prompt, *done.ids), srv)
+            st.nodes[item_.node_id] = _Node((*prompt, *done.ids), srv, len(prompt), done.text)
             gens.append(
                 Generated(
                     item_.node_id,

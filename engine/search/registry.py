@@ -1,0 +1,331 @@
+"""What Ponder knows about each strategy, in one place.
+
+A strategy is one module that defines its generator function and registers a :class:`Strategy`:
+its name and display name, its parameters (defaults, ranges, help: the app's ⚙ menus and the CLI's
+options are generated from them), its budget rule both ways (parameters for a generation budget, the
+cost of parameters, and optionally parameters for a token budget), the sequences it holds at once,
+the selection methods it supports and how its trace is drawn. Nothing else in Ponder names a
+strategy: adding one is one module (in this package, or any module named in ``PONDER_STRATEGIES``)
+plus its tests.
+
+Budgets are spent exactly or refused: ``for_budget`` returns parameters whose ``cost`` is the budget,
+or raises :class:`BudgetError`, which names the nearest budgets the strategy can spend.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import pkgutil
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.errors import InvalidRequestError
+
+SELECTIONS = ("weighted", "majority", "naive")
+
+
+class BudgetError(InvalidRequestError):
+    """A budget a strategy cannot spend as asked; says which budgets it can."""
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter a user may set. ``default`` gives its type (int, float or str); a str with
+    ``choices`` is a choice. ``special``: the text shown for the lowest value (``auto``)."""
+
+    name: str
+    default: Any
+    label: str
+    help: str
+    lo: float | None = None
+    hi: float | None = None
+    choices: tuple[str, ...] = ()
+    special: str = ""
+
+    @property
+    def kind(self) -> str:
+        if self.choices:
+            return "choice"
+        if isinstance(self.default, bool):
+            return "bool"
+        if isinstance(self.default, int):
+            return "int"
+        if isinstance(self.default, float):
+            return "float"
+        return "str"
+
+    def convert(self, value: Any) -> Any:
+        """``value`` (from a command line, a menu, a saved session) as this parameter's type, checked
+        against its range and choices."""
+        try:
+            if self.kind == "int":
+                v: Any = int(value)
+            elif self.kind == "float":
+                v = float(value)
+            elif self.kind == "bool":
+                v = value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes", "on")
+            else:
+                v = str(value)
+        except (TypeError, ValueError):
+            raise InvalidRequestError(f"{self.name} must be a {self.kind} (got {value!r}).") from None
+        if self.choices and v not in self.choices:
+            raise InvalidRequestError(f"{self.name} must be one of {', '.join(self.choices)} (got {v!r}).")
+        if self.lo is not None and v < self.lo or self.hi is not None and v > self.hi:
+            raise InvalidRequestError(f"{self.name} must be between {self.lo} and {self.hi} (got {v}).")
+        return v
+
+
+def selection_param(methods: tuple[str, ...] = SELECTIONS) -> Param:
+    return Param(
+        "selection",
+        methods[0],
+        "Selection",
+        "How the final answer is picked from the scored candidates",
+        choices=methods,
+    )
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """Everything about one strategy (see the module docstring)."""
+
+    name: str
+    label: str  # for people: "Best-of-N"
+    run: Callable[..., Any]  # fn(ctx: RunContext, **params) -> generator of events and requests
+    for_budget: Callable[[int, dict[str, Any]], dict[str, Any]]  # (budget, user params) -> params
+    cost: Callable[[dict[str, Any]], int]  # params -> generations spent
+    sequences: Callable[[dict[str, Any]], int]  # params -> most sequences held at once (PRM aside)
+    params: tuple[Param, ...] = ()  # what a user may set (the budget sets the rest)
+    summary: str = ""  # one line for tooltips and help
+    shown: tuple[str, ...] = ("n",)  # parameters a panel header and a report show
+    candidates: Callable[[dict[str, Any]], int] | None = None  # params -> finished candidates expected
+    for_tokens: Callable[[int, int, dict[str, Any]], dict[str, Any]] | None = None
+    # (token budget, max tokens per generation, user params) -> params; None: as for_budget at
+    # token budget // max tokens per generation
+    drawn_as: str = "column"  # column (ranked cards) | tree (steps) | chain (attempts, segments)
+    answer_is_path: bool = False  # the chosen answer is the text of a path of nodes (steps, segments)
+    sweep_reads: str = "exact"  # subsets (best-of-N: smaller budgets are subsets) | chains | exact
+    colour: str = "#777777"  # charts; the Okabe-Ito palette
+    short: str = ""  # for charts and tables: "best-of-N" (default: the label, lower case)
+    order: int = 100  # place in lists
+    default: bool = False  # in the default selection
+    module: str = ""
+
+    @property
+    def selections(self) -> tuple[str, ...]:
+        sel = self.param("selection")
+        return sel.choices if sel is not None else ()
+
+    @property
+    def title(self) -> str:
+        return self.short or self.label.lower()
+
+    def param(self, name: str) -> Param | None:
+        return next((p for p in self.params if p.name == name), None)
+
+    def defaults(self) -> dict[str, Any]:
+        return {p.name: p.default for p in self.params}
+
+    def user_params(self, given: dict[str, Any] | None) -> dict[str, Any]:
+        """``given`` checked: known names only, converted to each parameter's type."""
+        out = {}
+        for k, v in (given or {}).items():
+            if v is None:  # unset
+                continue
+            p = self.param(k)
+            if p is None:
+                known = ", ".join(q.name for q in self.params) or "none"
+                raise InvalidRequestError(f"{self.label} has no parameter {k!r} (its parameters: {known}).")
+            out[k] = p.convert(v)
+        return out
+
+    def budget_params(self, budget: int, given: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The parameters that spend ``budget`` generations exactly (``given`` set by the user)."""
+        if not isinstance(budget, int) or isinstance(budget, bool) or budget < 1:
+            raise InvalidRequestError(
+                f"The budget must be a whole number of generations >= 1 (got {budget})."
+            )
+        user = self.user_params(given)
+        params = {**self.defaults(), **user, **self.for_budget(budget, user)}
+        spent = self.cost(params)
+        if spent != budget:  # a rule that does not keep its word is a bug, not a user error
+            raise AssertionError(f"{self.name} at budget {budget} would spend {spent}")
+        return params
+
+    def token_params(
+        self, tokens: int, max_tokens: int, given: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Parameters that spend at most ``tokens`` generated tokens (each generation capped at
+        ``max_tokens``)."""
+        if not isinstance(tokens, int) or tokens < 1:
+            raise InvalidRequestError(f"The token budget must be a whole number >= 1 (got {tokens}).")
+        user = self.user_params(given)
+        if self.for_tokens is not None:
+            return {**self.defaults(), **user, **self.for_tokens(tokens, max_tokens, user)}
+        gens = tokens // max(1, max_tokens)
+        if gens < 1:
+            raise BudgetError(
+                f"{self.label} needs at least {max_tokens} tokens (one generation of --max-tokens "
+                f"{max_tokens}) at a token budget; got {tokens}."
+            )
+        return self.budget_params(self.nearest_budget(gens, user), user)
+
+    def accepts(self, budget: int, given: dict[str, Any] | None = None) -> bool:
+        try:
+            self.budget_params(budget, given)
+        except BudgetError:
+            return False
+        return True
+
+    def nearest_budget(self, budget: int, given: dict[str, Any] | None = None) -> int:
+        """The largest budget not above ``budget`` this strategy spends exactly (at least 1 if any)."""
+        for b in range(budget, 0, -1):
+            if self.accepts(b, given):
+                return b
+        raise BudgetError(f"{self.label} cannot spend {budget} generations with {given}.")
+
+
+def refuse(label: str, budget: int, step: int, why: str, lowest: int | None = None) -> BudgetError:
+    """A budget that is not a multiple of ``step``: say why, and the nearest budgets that are."""
+    lo = budget - budget % step
+    hi = lo + step
+    near = [b for b in (lo, hi) if b >= (lowest or step)]
+    return BudgetError(
+        f"{label} cannot spend a budget of {budget} generations: {why}. "
+        f"The nearest budgets it can spend are {' and '.join(str(b) for b in near)}."
+    )
+
+
+def multiple_of(label: str, budget: int, step: int, why: str) -> int:
+    """``budget // step`` when ``step`` divides ``budget``; else a :class:`BudgetError`."""
+    if step < 1:
+        raise InvalidRequestError(f"{label}: {why} must be at least 1.")
+    if budget % step:
+        raise refuse(label, budget, step, why)
+    return budget // step
+
+
+def divisor_at_most(budget: int, cap: int) -> int:
+    """The largest divisor of ``budget`` not above ``cap`` (at least 1)."""
+    return next(d for d in range(max(1, min(cap, budget)), 0, -1) if budget % d == 0)
+
+
+_REGISTRY: dict[str, Strategy] = {}
+_loaded = False
+
+
+def register(strategy: Strategy) -> Strategy:
+    """Add (or replace) a strategy. Called by the strategy's own module."""
+    if not strategy.name.isidentifier():
+        raise ValueError(f"a strategy name is an identifier, not {strategy.name!r}")
+    if strategy.drawn_as not in ("column", "tree", "chain"):
+        raise ValueError(f"drawn_as is column, tree or chain, not {strategy.drawn_as!r}")
+    if strategy.sweep_reads not in ("subsets", "chains", "exact"):
+        raise ValueError(f"sweep_reads is subsets, chains or exact, not {strategy.sweep_reads!r}")
+    _REGISTRY[strategy.name] = strategy
+    return strategy
+
+
+def unregister(name: str) -> None:
+    _REGISTRY.pop(name, None)
+
+
+def _load_file(path: Path) -> None:
+    name = f"ponder_strategy_{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise InvalidRequestError(f"PONDER_STRATEGIES: cannot load {path}.")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+
+
+def load(extra: Iterable[str] | None = None) -> None:
+    """Import every strategy module of this package, then the modules (or .py files) named in
+    ``PONDER_STRATEGIES`` (comma-separated) and ``extra``. Each registers itself."""
+    global _loaded
+    import engine.search as pkg
+
+    if not _loaded:
+        _loaded = True
+        for m in pkgutil.iter_modules(pkg.__path__):
+            if not m.ispkg:
+                importlib.import_module(f"engine.search.{m.name}")
+    wanted = [s.strip() for s in os.environ.get("PONDER_STRATEGIES", "").split(",") if s.strip()]
+    for item in [*wanted, *(extra or ())]:
+        try:
+            if item.endswith(".py") or os.sep in item:
+                path = Path(item).expanduser()
+                if f"ponder_strategy_{path.stem}" not in sys.modules:
+                    _load_file(path)
+            else:
+                importlib.import_module(item)
+        except InvalidRequestError:
+            raise
+        except Exception as e:  # a user's module that does not import: say so, do not crash
+            raise InvalidRequestError(f"PONDER_STRATEGIES: {item} could not be loaded: {e}") from e
+
+
+def strategies() -> list[Strategy]:
+    """Every registered strategy, in display order."""
+    load()
+    return sorted(_REGISTRY.values(), key=lambda s: (s.order, s.name))
+
+
+def names() -> list[str]:
+    return [s.name for s in strategies()]
+
+
+def default_names() -> tuple[str, ...]:
+    return tuple(s.name for s in strategies() if s.default)
+
+
+def get(name: str) -> Strategy:
+    load()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise InvalidRequestError(f"Unknown strategy {name!r}; choose from {', '.join(names())}.") from None
+
+
+def find(name: str) -> Strategy | None:
+    """The strategy, or None for a name no module registers (a session saved by a plugin)."""
+    load()
+    return _REGISTRY.get(name)
+
+
+def label(name: str) -> str:
+    s = find(name)
+    return s.label if s is not None else name
+
+
+def title(name: str) -> str:
+    s = find(name)
+    return s.title if s is not None else name
+
+
+__all__ = [
+    "BudgetError",
+    "Param",
+    "SELECTIONS",
+    "Strategy",
+    "default_names",
+    "divisor_at_most",
+    "find",
+    "get",
+    "label",
+    "load",
+    "multiple_of",
+    "names",
+    "refuse",
+    "register",
+    "selection_param",
+    "strategies",
+    "title",
+    "unregister",
+]
