@@ -152,6 +152,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--index", type=int, default=0, help="which problem of --problem-set (default 0)")
     _strategies_arg(p)
     p.add_argument("--budget", type=int, default=8, help="generations per strategy, as Snell counts them")
+    p.add_argument(
+        "--budget-tokens",
+        type=int,
+        metavar="T",
+        help="match the strategies by generated tokens instead: each spends at most T (best-of-N and "
+        "revisions as many generations of --max-tokens as fit; beam search, DVTS and particle "
+        "filtering N from --solution-tokens, stopping when spent; budget forcing thinks for T)",
+    )
+    p.add_argument(
+        "--solution-tokens",
+        type=int,
+        metavar="E",
+        help="with --budget-tokens: the expected tokens of one solution (default: --max-tokens, at most 256)",
+    )
     p.add_argument("--prm", default="judge", help="judge | arithmetic | reference | PATH to a PRM GGUF")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
@@ -189,6 +203,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=_int_list,
         default=[1, 2, 4, 8],
         help="comma-separated generation budgets (default 1,2,4,8)",
+    )
+    p.add_argument(
+        "--budget-tokens",
+        type=_int_list,
+        metavar="T,T,…",
+        help="match the strategies by generated tokens instead: comma-separated token budgets, "
+        "each cell run at its own (e.g. 256,512,1024)",
     )
     p.add_argument("--prm", default="judge", help="judge | arithmetic | reference | PATH to a PRM GGUF")
     p.add_argument("--seed", type=int, default=0)
@@ -304,6 +325,13 @@ def _model_path(args: argparse.Namespace) -> str:
     from engine.models import default_model_path
 
     return str(args.model) if args.model else str(default_model_path())
+
+
+def _shown_params(name: str, params: dict[str, Any]) -> str:
+    from engine.search import registry
+
+    keys = registry.get(name).shown
+    return ", ".join(f"{k}={params[k]}" for k in keys if k in params)
 
 
 def _strategies_arg(p: argparse.ArgumentParser) -> None:
@@ -741,18 +769,33 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if not problem.strip():
         raise InvalidRequestError("The problem is empty: give the question, or --problem-set and --index.")
     strategies = [x.strip() for x in args.strategies.split(",") if x.strip()]
-    from engine.search import budget_params, get_strategy
+    from engine.compare import strategy_params
+    from engine.search import get_strategy
 
     overrides = _overrides(args, strategies)
+    if args.budget_tokens is not None and args.budget_tokens < 1:
+        raise InvalidRequestError("--budget-tokens must be at least 1 token.")
+    if args.solution_tokens is not None and (args.solution_tokens < 1 or not args.budget_tokens):
+        raise InvalidRequestError("--solution-tokens goes with --budget-tokens and is at least 1.")
     for name in strategies:  # fail fast, before loading the model
         get_strategy(name)
-        budget_params(name, args.budget, **overrides.get(name, {}))
+    params = strategy_params(
+        strategies, args.budget, overrides, args.budget_tokens, args.max_tokens, args.solution_tokens
+    )
     _check_prm(args.prm, args)
     if not _servers(args):
         from engine.compare import check_sequences
 
         check_sequences(
-            _in_process_parallel(args), strategies, args.budget, args.prm, not args.sequential, overrides
+            _in_process_parallel(args),
+            strategies,
+            args.budget,
+            args.prm,
+            not args.sequential,
+            overrides,
+            budget_tokens=args.budget_tokens,
+            max_tokens=args.max_tokens,
+            solution_tokens=args.solution_tokens,
         )
     if args.prm == "reference" and not reference:
         raise InvalidRequestError("--prm reference needs a reference answer (--reference or --problem-set).")
@@ -799,6 +842,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
             stream_text=True,
             title=args.title,
             tags=args.tag,
+            budget_tokens=args.budget_tokens,
+            solution_tokens=args.solution_tokens,
         )
         saved.update(session_id=sid, error=err)
         return [summarize(r) for r in runs]
@@ -812,6 +857,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if saved.get("error"):
         print(f"ponder: warning: {saved['error']}; the session is saved up to there.", file=sys.stderr)
     code = _runs_exit_code(summaries, cancel.cancelled, bool(saved.get("error")))
+    budget_line = (
+        f"at most {args.budget_tokens} generated tokens per strategy (matched by tokens: "
+        + "; ".join(f"{n} {_shown_params(n, p)}" for n, p in params.items())
+        + ")"
+        if args.budget_tokens
+        else f"{args.budget} generations per strategy (matched by generations)"
+    )
     if args.json:
         _print_json(
             {
@@ -819,20 +871,24 @@ def cmd_compare(args: argparse.Namespace) -> int:
                 "db": str(store.path),
                 "problem": problem,
                 "reference": reference,
+                "budget": budget_line,
+                "budget_kind": "tokens" if args.budget_tokens else "generations",
                 "runs": [s.as_dict() for s in summaries],
             }
         )
         return code
     print(f"\nProblem: {problem}")
+    print(f"Budget: {budget_line}")
     if reference:
         print(f"Reference: {reference}")
-    head = f"{'strategy':<12} {'answer':<14} {'correct':<8} {'gen tok':>8} {'PRM tok':>8} {'seconds':>8}"
+    width = max(12, *(len(s.strategy) for s in summaries))
+    head = f"{'strategy':<{width}} {'answer':<14} {'correct':<8} {'gen tok':>8} {'PRM tok':>8} {'seconds':>8}"
     print(f"\n{head}  tally")
     for s in summaries:
         mark = {True: "yes", False: "no", None: "-"}[s.correct]
         tally = ", ".join(f"{a}: {v:.2f}" for a, v in sorted(s.tally.items(), key=lambda kv: -kv[1])[:3])
         ans = (s.answer or "-")[:14]
-        cols = f"{s.strategy:<12} {ans:<14} {mark:<8} {s.generated_tokens:>8} {s.prm_tokens:>8}"
+        cols = f"{s.strategy:<{width}} {ans:<14} {mark:<8} {s.generated_tokens:>8} {s.prm_tokens:>8}"
         print(f"{cols} {s.seconds:>8.1f}  {tally}")
         if s.status != "done":
             print(f"    {s.status}: {s.message}")
@@ -876,11 +932,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         limit=args.limit,
         offset=args.offset,
         strategies=tuple(x.strip() for x in args.strategies.split(",") if x.strip()),
-        budgets=tuple(args.budgets),
+        budgets=tuple(args.budget_tokens or args.budgets),
         prm=args.prm,
         seed=args.seed,
         max_tokens=args.max_tokens,
         seeds=args.seeds,
+        budget_kind="tokens" if args.budget_tokens else "generations",
     )
     spec.check()  # a bad set, file, offset or budget is reported before the model loads
     _check_prm(args.prm, args)

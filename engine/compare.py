@@ -11,7 +11,7 @@ from engine.backends.base import as_executor
 from engine.errors import InvalidRequestError, PromptTooLongError
 from engine.events import Event
 from engine.problems import clean_text
-from engine.search import budget_params, default_strategies, get_strategy, sequences_needed
+from engine.search import budget_params, default_strategies, get_strategy, sequences_needed, token_params
 from engine.search.protocol import SYSTEM_PROMPT
 from engine.search.scheduler import Run, Scheduler, StrategySpec, make_runs
 
@@ -58,6 +58,26 @@ SEED_MODES = ("independent", "common")  # a stream per strategy, or common rando
 PRM_SEQUENCES = 2  # a judge in the same context needs at least this many free sequences
 
 
+def strategy_params(
+    names: Sequence[str],
+    budget: int,
+    overrides: dict[str, dict[str, Any]] | None = None,
+    budget_tokens: int | None = None,
+    max_tokens: int = 2048,
+    solution_tokens: int | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Each strategy's parameters for a budget of ``budget`` generations, or, with
+    ``budget_tokens``, of that many generated tokens (see :meth:`Strategy.token_params`)."""
+    out = {}
+    for name in names:
+        given = (overrides or {}).get(name, {})
+        if budget_tokens:
+            out[name] = token_params(name, budget_tokens, max_tokens, solution_tokens, **given)
+        else:
+            out[name] = budget_params(name, budget, **given)
+    return out
+
+
 def _sequences(
     names: Sequence[str], budget: int, overrides: dict[str, dict[str, Any]], concurrent: bool
 ) -> int:
@@ -89,6 +109,8 @@ def check_compare(
     max_tokens: int,
     concurrent: bool,
     overrides: dict[str, dict[str, Any]] | None = None,
+    budget_tokens: int | None = None,
+    solution_tokens: int | None = None,
 ) -> None:
     """What can be known before anything runs, said in the user's terms (budget, tokens, context):
     a problem longer than the context, no room left for a solution after it, and a budget that
@@ -97,9 +119,19 @@ def check_compare(
         raise InvalidRequestError("The problem is empty: give the question to solve.")
     for name in strategies:
         get_strategy(name)
-        budget_params(name, budget, **(overrides or {}).get(name, {}))
+    strategy_params(strategies, budget, overrides, budget_tokens, max_tokens, solution_tokens)
     check_prompt(executor, problem, max_tokens)
-    check_sequences(executor.sequence_limit(), strategies, budget, prm, concurrent, overrides)
+    check_sequences(
+        executor.sequence_limit(),
+        strategies,
+        budget,
+        prm,
+        concurrent,
+        overrides,
+        budget_tokens=budget_tokens,
+        max_tokens=max_tokens,
+        solution_tokens=solution_tokens,
+    )
 
 
 def check_prompt(executor: Any, problem: str, max_tokens: int) -> None:
@@ -125,6 +157,9 @@ def check_sequences(
     prm: str,
     concurrent: bool,
     overrides: dict[str, dict[str, Any]] | None = None,
+    budget_tokens: int | None = None,
+    max_tokens: int = 2048,
+    solution_tokens: int | None = None,
 ) -> None:
     """The budget needs no more sequences at once than the backend decodes (``limit``: the executor's
     :meth:`~engine.backends.base.Executor.sequence_limit`; None on servers, which queue what exceeds
@@ -139,6 +174,19 @@ def check_sequences(
     side = concurrent and len(names) > 1
     judge = model_free_prm(prm, "-") is None
     room = limit - (PRM_SEQUENCES if judge else 0)
+    if budget_tokens:
+        params = strategy_params(names, budget, overrides, budget_tokens, max_tokens, solution_tokens)
+        needs = [sequences_needed(n, p) for n, p in params.items()]
+        need = sum(needs) if side else max(needs)
+        if need > room:
+            what = f"side by side, {', '.join(names)}" if side else ", ".join(names)
+            raise InvalidRequestError(
+                f"At a budget of {budget_tokens} tokens, {what} can hold up to "
+                f"{need + limit - room} sequences at once, more than the {limit} this context decodes "
+                "at once. Use a smaller token budget (--budget-tokens)"
+                + (", or run them one after another (--sequential)." if side else ".")
+            )
+        return
     need = _sequences(names, budget, overrides, side)
     if need <= room:
         return
@@ -177,6 +225,8 @@ def compare(
     overrides: dict[str, dict[str, Any]] | None = None,
     stream_text: bool = False,
     seeds: str = "independent",
+    budget_tokens: int | None = None,
+    solution_tokens: int | None = None,
 ) -> list[Run]:
     """Run ``strategies`` on ``problem`` with a generation budget each, side by side (or one after
     another with ``concurrent=False``), in the calling thread. ``backend`` is an
@@ -194,14 +244,25 @@ def compare(
         raise InvalidRequestError("max_tokens must be >= 1")
     if seeds not in SEED_MODES:
         raise InvalidRequestError(f"seeds is one of {', '.join(SEED_MODES)} (got {seeds!r}).")
-    specs = []
     for name in strategies:
         get_strategy(name)
-        specs.append(StrategySpec(name, budget_params(name, budget, **(overrides or {}).get(name, {}))))
+    params = strategy_params(strategies, budget, overrides, budget_tokens, max_tokens, solution_tokens)
+    specs = [StrategySpec(name, params[name]) for name in strategies]
     if reference is not None and not str(reference).strip():
         reference = None
     executor = as_executor(backend)
-    check_compare(executor, problem, strategies, budget, prm, max_tokens, concurrent, overrides)
+    check_compare(
+        executor,
+        problem,
+        strategies,
+        budget,
+        prm,
+        max_tokens,
+        concurrent,
+        overrides,
+        budget_tokens,
+        solution_tokens,
+    )
     scorer = executor.make_prm(prm, reference)
     try:
         prm_info = {"name": getattr(scorer, "name", prm), "spec": prm}
@@ -216,6 +277,7 @@ def compare(
             prm=prm_info,
             max_tokens=max_tokens,
             seeds=seeds,
+            token_budget=budget_tokens or 0,
         )
         Scheduler(executor, scorer, on_event=on_event, cancel=cancel, stream_text=stream_text).run(
             runs, concurrent

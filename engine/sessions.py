@@ -67,6 +67,8 @@ def recorded_compare(
     rerun_of: str | None = None,
     on_session: Callable[[str], None] | None = None,
     seeds: str = "independent",
+    budget_tokens: int | None = None,
+    solution_tokens: int | None = None,
 ) -> tuple[str, list[Any], str | None]:
     """Run :func:`engine.compare.compare` with every event saved; returns (session id, runs, the
     recording error if the disk refused writes midway, else None). Runs on the backend's thread.
@@ -80,13 +82,25 @@ def recorded_compare(
     reference = clean_text(reference) if reference is not None else None
     executor = as_executor(backend)
     # What cannot run is refused before a session is saved for it.
-    check_compare(executor, problem, strategies, budget, prm, max_tokens, concurrent, overrides)
+    check_compare(
+        executor,
+        problem,
+        strategies,
+        budget,
+        prm,
+        max_tokens,
+        concurrent,
+        overrides,
+        budget_tokens,
+        solution_tokens,
+    )
     settings = {
         "strategies": list(strategies),
         "budget": budget,
         "prm": prm,
         "seed": seed,
         "seeds": seeds,
+        **({"budget_tokens": budget_tokens, "solution_tokens": solution_tokens} if budget_tokens else {}),
         "max_tokens": max_tokens,
         "concurrent": concurrent,
         "overrides": overrides or {},
@@ -127,6 +141,8 @@ def recorded_compare(
             overrides=overrides,
             stream_text=stream_text,
             seeds=seeds,
+            budget_tokens=budget_tokens,
+            solution_tokens=solution_tokens,
         )
         ok = True
     finally:
@@ -312,6 +328,8 @@ def rerun(
             reference=s.reference,
             seed=st["seed"],
             seeds=st.get("seeds") or "common",  # saved before seed streams per strategy: common
+            budget_tokens=st.get("budget_tokens"),
+            solution_tokens=st.get("solution_tokens"),
             max_tokens=st["max_tokens"],
             concurrent=st["concurrent"],
             overrides=st.get("overrides") or None,

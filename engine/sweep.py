@@ -37,7 +37,7 @@ from typing import Any
 from engine.answers import is_correct
 from engine.errors import InvalidRequestError, PonderError
 from engine.problems import Problem, ProblemSet, resolve_problem_set
-from engine.search import STRATEGIES, budget_params, default_strategies, registry
+from engine.search import STRATEGIES, budget_params, default_strategies, registry, token_params
 from engine.search.revisions import chain_groups, select_revisions
 from engine.search.selection import METHODS, select
 from engine.store import RunInfo, Store
@@ -65,6 +65,11 @@ class SweepSpec:
     seed: int = 0
     max_tokens: int = 512
     seeds: str = "independent"  # independent streams per strategy, or common random numbers
+    budget_kind: str = "generations"  # generations (as Snell counts them) | tokens (generated tokens)
+
+    @property
+    def tokens(self) -> bool:
+        return self.budget_kind == "tokens"
 
     def check(self) -> None:
         if self.limit < 1:
@@ -76,13 +81,22 @@ class SweepSpec:
         for s in self.strategies:
             if s not in STRATEGIES:
                 raise InvalidRequestError(f"Unknown strategy {s!r}; choose from {', '.join(STRATEGIES)}.")
+        if self.budget_kind not in ("generations", "tokens"):
+            raise InvalidRequestError("A sweep's budgets are generations or tokens.")
         if not self.budgets or any(b < 1 for b in self.budgets):
-            raise InvalidRequestError("Budgets are whole numbers of generations >= 1, e.g. 1,2,4,8.")
+            raise InvalidRequestError(
+                "Budgets are whole numbers of tokens >= 1, e.g. 256,512,1024."
+                if self.tokens
+                else "Budgets are whole numbers of generations >= 1, e.g. 1,2,4,8."
+            )
         if self.max_tokens < 16:
             raise InvalidRequestError("--max-tokens must be at least 16.")
         for s in self.strategies:
             for b in self.budgets:
-                budget_params(s, b)
+                if self.tokens:
+                    token_params(s, b, self.max_tokens)
+                else:
+                    budget_params(s, b)
         problem_indices(self, resolve_problem_set(self.problem_set))  # the set, its file, the offset
 
 
@@ -108,17 +122,17 @@ def _fits(strategy: str, budget: int, run_budget: int) -> bool:
     return budget == run_budget
 
 
-def run_budgets(strategy: str, budgets: Sequence[int]) -> list[int]:
-    """The budgets a strategy is actually run at to answer for ``budgets``."""
+def run_budgets(strategy: str, budgets: Sequence[int], tokens: bool = False) -> list[int]:
+    """The budgets a strategy is actually run at to answer for ``budgets`` (token budgets: each)."""
     top = max(budgets)
-    if not subsampled(strategy):
+    if tokens or not subsampled(strategy):
         return sorted(set(budgets))
     return sorted({top} | {b for b in budgets if not _fits(strategy, b, top)})
 
 
-def source_budget(strategy: str, budget: int, budgets: Sequence[int]) -> int:
+def source_budget(strategy: str, budget: int, budgets: Sequence[int], tokens: bool = False) -> int:
     """Which run answers for ``strategy`` at ``budget``."""
-    runs = run_budgets(strategy, budgets)
+    runs = run_budgets(strategy, budgets, tokens)
     return budget if budget in runs else max(runs)
 
 
@@ -126,7 +140,7 @@ def plan_cells(spec: SweepSpec, indices: Sequence[int]) -> list[Cell]:
     """Problem by problem (so a stopped sweep leaves whole problems), cheap cells first."""
     out = []
     for i in indices:
-        cells = [Cell(i, s, b) for s in spec.strategies for b in run_budgets(s, spec.budgets)]
+        cells = [Cell(i, s, b) for s in spec.strategies for b in run_budgets(s, spec.budgets, spec.tokens)]
         out += sorted(cells, key=lambda c: (c.budget, spec.strategies.index(c.strategy)))
     return out
 
@@ -152,6 +166,8 @@ def sweep_key(pset: ProblemSet, model: dict[str, Any], spec: SweepSpec) -> tuple
         "seed": spec.seed,
         "max_tokens": spec.max_tokens,
     }
+    if spec.tokens:  # token budgets are other cells than generation budgets
+        ident["budget_kind"] = "tokens"
     if spec.seeds != "common":  # sweeps saved before seed streams per strategy ran common ones
         ident["seeds"] = spec.seeds
     key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]
@@ -181,6 +197,7 @@ def spec_of(info: Any, cells: Sequence[tuple[int, str, int]] = ()) -> SweepSpec:
         seed=info.settings["seed"],
         max_tokens=info.settings["max_tokens"],
         seeds=info.settings.get("seeds") or "common",
+        budget_kind=info.settings.get("budget_kind") or "generations",
     )
     d["strategies"] = tuple(d.get("strategies") or default_strategies())
     d["budgets"] = tuple(d.get("budgets") or DEFAULT_BUDGETS)
@@ -248,7 +265,16 @@ def run_sweep(
     from engine.compare import check_sequences
 
     for name in spec.strategies:  # a budget that cannot run at all is refused before any cell runs
-        check_sequences(backend.sequence_limit(), [name], max(spec.budgets), spec.prm, concurrent=False)
+        top = max(spec.budgets)
+        check_sequences(
+            backend.sequence_limit(),
+            [name],
+            top,
+            spec.prm,
+            concurrent=False,
+            budget_tokens=top if spec.tokens else None,
+            max_tokens=spec.max_tokens,
+        )
     key, settings = sweep_key(pset, backend.model_record(), spec)
     sweep_id = store.open_sweep(key, sweep_name(settings), settings)
     store.update_sweep(sweep_id, spec=dataclasses.asdict(spec))  # what the app reopens it with
@@ -299,6 +325,7 @@ def run_sweep(
                 p.question,
                 [c.strategy],
                 budget=c.budget,
+                budget_tokens=c.budget if spec.tokens else None,
                 prm=spec.prm,
                 reference=p.reference,
                 seed=spec.seed,
@@ -410,13 +437,20 @@ def _subsets(n: int, k: int, samples: int, rng: random.Random) -> list[tuple[int
 
 
 def _accuracy(
-    strategy: str, budget: int, cand: _Candidates, samples: int, rng: random.Random
+    strategy: str, budget: int, cand: _Candidates, samples: int, rng: random.Random, tokens: bool = False
 ) -> dict[str, float]:
-    """Expected accuracy of each selection method at ``budget`` from one run's candidates."""
+    """Expected accuracy of each selection method at ``budget`` from one run's candidates (a run
+    at a token budget is read whole)."""
     acc = {m: 0.0 for m in METHODS}
     reads = registry.get(strategy).sweep_reads
+    if tokens and reads == "subsets":
+        reads = "exact"
     if reads == "chains":
-        p = budget_params(strategy, budget)
+        p = (
+            {"chains": len(cand.answers), "length": max((len(c) for c in cand.answers), default=0)}
+            if tokens
+            else budget_params(strategy, budget)
+        )
         subs = _subsets(len(cand.answers), p["chains"], samples, rng)
         for sub in subs:
             ans = [cand.answers[c][: p["length"]] for c in sub]
@@ -492,14 +526,15 @@ def analyse(
         cands: dict[tuple[str, int], _Candidates] = {}
         row: dict[str, Any] = {"index": i, "accuracy": {}, "tokens": {}}
         for s in spec.strategies:
-            for rb in run_budgets(s, budgets):
+            for rb in run_budgets(s, budgets, spec.tokens):
                 run = have[(i, s, rb)]
                 assert run is not None
                 cands[(s, rb)] = _candidates(store, run, p.reference, memo)
                 row["tokens"][f"{s}@{rb}"] = run.generated_tokens + run.prm_tokens
             for b in budgets:
                 rng = random.Random(f"{spec.seed}-{i}-{s}-{b}")
-                acc = _accuracy(s, b, cands[(s, source_budget(s, b, budgets))], samples, rng)
+                cand = cands[(s, source_budget(s, b, budgets, spec.tokens))]
+                acc = _accuracy(s, b, cand, samples, rng, spec.tokens)
                 for m, v in acc.items():
                     row["accuracy"].setdefault(s, {}).setdefault(m, {})[b] = v
         # difficulty: over best-of-N's solutions (independent samples), else every candidate read
@@ -591,7 +626,7 @@ def analyse(
     overall_acc = mean_acc(complete)
     tokens: dict[str, dict[int, float]] = {}
     for s in spec.strategies:
-        for rb in run_budgets(s, budgets):
+        for rb in run_budgets(s, budgets, spec.tokens):
             vals = [per_problem[i]["tokens"][f"{s}@{rb}"] for i in complete]
             tokens.setdefault(s, {})[rb] = sum(vals) / len(vals) if vals else 0.0
     levels: dict[int, dict[str, Any]] = {}  # by the set's own level (the ladder's, MATH's), when it has one
@@ -613,7 +648,9 @@ def analyse(
             "budgets": budgets,
             "prm": spec.prm,
             "seed": spec.seed,
+            "seeds": spec.seeds,
             "max_tokens": spec.max_tokens,
+            "budget_kind": spec.budget_kind,
         },
         "problems": {
             "requested": len(indices),
@@ -622,7 +659,10 @@ def analyse(
             "failed": failed,
         },
         "method": {
-            "subsampled": [s for s in spec.strategies if subsampled(s)],
+            "subsampled": [] if spec.tokens else [s for s in spec.strategies if subsampled(s)],
+            "budget": "generated tokens per strategy (matched by tokens)"
+            if spec.tokens
+            else "generations per strategy (matched by generations, as Snell et al. count them)",
             "samples_per_budget": samples,
             "difficulty": difficulty,
             "bins": n_bins,
@@ -646,6 +686,8 @@ def analyse(
 
 def markdown_table(summary: dict[str, Any], title: bool = True) -> str:
     budgets = summary["spec"]["budgets"]
+    tokens = summary["spec"].get("budget_kind") == "tokens"
+    unit, mark = ("generated tokens, matched by tokens", "T=") if tokens else ("generations", "N=")
     pr = summary["problems"]
     head = [f"# Sweep {summary['sweep']['id']}", "", summary["sweep"]["name"], ""] if title else []
     lines = [
@@ -655,9 +697,9 @@ def markdown_table(summary: dict[str, Any], title: bool = True) -> str:
         + (f"; {len(pr['incomplete'])} not yet run" if pr["incomplete"] else "")
         + ".",
         "",
-        "## Accuracy against budget (generations)",
+        f"## Accuracy against budget ({unit})",
         "",
-        "| strategy | selection | " + " | ".join(f"N={b}" for b in budgets) + " |",
+        "| strategy | selection | " + " | ".join(f"{mark}{b}" for b in budgets) + " |",
         "|---|---|" + "---:|" * len(budgets),
     ]
     for s, by_m in summary["accuracy"].items():
@@ -683,7 +725,7 @@ def markdown_table(summary: dict[str, Any], title: bool = True) -> str:
         "| bin | problems | "
         + diff
         + " | "
-        + " | ".join(f"best at N={b} (gain over best-of-N)" for b in budgets)
+        + " | ".join(f"best at {mark}{b} (gain over best-of-N)" for b in budgets)
         + " |",
         "|---:|---:|---|" + "---|" * len(budgets),
     ]
@@ -704,7 +746,7 @@ def markdown_table(summary: dict[str, Any], title: bool = True) -> str:
             "## By the set's own level (weighted selection)",
             "",
             "| level | problems | pass@1 | "
-            + " | ".join(f"{n} N={budgets[0]} / N={top}" for n in names)
+            + " | ".join(f"{n} {mark}{budgets[0]} / {mark}{top}" for n in names)
             + " |",
             "|---:|---:|---:|" + "---:|" * len(names),
         ]

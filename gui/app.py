@@ -314,7 +314,10 @@ class MainWindow(QMainWindow):
         root.addLayout(pbar)
 
         # Controls
-        controls = QHBoxLayout()
+        # One row of strategies (each with its ⚙ beside it), then the run's settings.
+        picks = QHBoxLayout()
+        picks.setSpacing(4)
+        picks.addWidget(QLabel("Strategies"))
         self.strategy_boxes: dict[str, QCheckBox] = {}
         self.strategy_params: dict[str, dict[str, Any]] = {}
         for strat in registry.strategies():
@@ -322,15 +325,26 @@ class MainWindow(QMainWindow):
             box.setChecked(strat.default)
             box.setToolTip(strat.summary)
             self.strategy_boxes[strat.name] = box
-            controls.addWidget(box)
-            controls.addWidget(self._params_button(strat))
-        controls.addSpacing(12)
+            picks.addSpacing(10)
+            picks.addWidget(box)
+            picks.addWidget(self._params_button(strat))
+        picks.addStretch(1)
+        root.addLayout(picks)
+        controls = QHBoxLayout()
         controls.addWidget(QLabel("Budget"))
         self.budget_spin = QSpinBox()
         self.budget_spin.setRange(1, 64)
         self.budget_spin.setValue(4)
         self.budget_spin.setToolTip("Generations per strategy, as Snell et al. count them")
         controls.addWidget(self.budget_spin)
+        self.budget_kind = QComboBox()
+        self.budget_kind.addItem("generations", "generations")
+        self.budget_kind.addItem("tokens", "tokens")
+        self.budget_kind.setToolTip(
+            "Match the strategies by generations (as Snell et al. count them) or by generated tokens"
+        )
+        self.budget_kind.currentIndexChanged.connect(self._budget_kind_changed)
+        controls.addWidget(self.budget_kind)
         controls.addWidget(QLabel("PRM"))
         self.prm_combo = QComboBox()
         self.prm_combo.addItems(["judge", "arithmetic", "reference"])
@@ -345,6 +359,14 @@ class MainWindow(QMainWindow):
         self.seed_spin.setRange(0, 2_000_000_000)
         self.seed_spin.setMaximumWidth(96)
         controls.addWidget(self.seed_spin)
+        self.seeds_combo = QComboBox()
+        self.seeds_combo.addItem("independent", "independent")
+        self.seeds_combo.addItem("common", "common")
+        self.seeds_combo.setToolTip(
+            "independent: each strategy draws its own random numbers; common: every strategy's k-th "
+            "sample draws the same ones (paired comparisons)"
+        )
+        controls.addWidget(self.seeds_combo)
         controls.addStretch(1)
         self.run_button = QPushButton("Run  (Ctrl+Enter)")
         self.run_button.setDefault(True)
@@ -493,6 +515,16 @@ class MainWindow(QMainWindow):
             self.restoreState(state)
         self.refresh_sessions()
         self.sweeps_tab.refresh()
+
+    def _budget_kind_changed(self) -> None:
+        if self.budget_kind.currentData() == "tokens":
+            self.budget_spin.setRange(16, 1_000_000)
+            self.budget_spin.setValue(max(self.budget_spin.value(), 1024))
+            self.budget_spin.setToolTip("Generated tokens each strategy may spend")
+        else:
+            self.budget_spin.setRange(1, 64)
+            self.budget_spin.setValue(min(self.budget_spin.value(), 4))
+            self.budget_spin.setToolTip("Generations per strategy, as Snell et al. count them")
 
     def _params_button(self, strat: registry.Strategy) -> QToolButton:
         """A ⚙ button whose menu holds the strategy's own parameters (the budget sets the rest),
@@ -897,6 +929,18 @@ class MainWindow(QMainWindow):
         if prm == "reference" and not ref:
             QMessageBox.information(self, "Ponder", "The reference PRM needs a reference answer.")
             return
+        overrides = {k: v for k, v in self.overrides().items() if k in strategies}
+        tokens = self.budget_kind.currentData() == "tokens"
+        budget_tokens = self.budget_spin.value() if tokens else None
+        try:  # a budget a strategy cannot spend is refused before anything changes
+            from engine.compare import strategy_params
+
+            strategy_params(
+                strategies, self.budget_spin.value(), overrides, budget_tokens, self.tokens_spin.value()
+            )
+        except PonderError as e:
+            QMessageBox.information(self, "Ponder", str(e))
+            return
         self._stop_replay()
         self._replay, self._runs, self._shown = [], {}, 0  # the timeline is an opened session's
         self.timeline.setEnabled(False)
@@ -908,15 +952,6 @@ class MainWindow(QMainWindow):
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.status.showMessage(f"Running {', '.join(registry.label(s) for s in strategies)}…")
-        overrides = {k: v for k, v in self.overrides().items() if k in strategies}
-        try:
-            from engine.search import budget_params
-
-            for k in strategies:
-                budget_params(k, self.budget_spin.value(), **overrides.get(k, {}))
-        except PonderError as e:
-            QMessageBox.information(self, "Ponder", str(e))
-            return
         self.bridge.compare(
             self.db,
             text,
@@ -927,6 +962,8 @@ class MainWindow(QMainWindow):
             self.seed_spin.value(),
             self.tokens_spin.value(),
             overrides,
+            seeds=self.seeds_combo.currentData(),
+            budget_tokens=budget_tokens,
         )
 
     def cancel(self) -> None:

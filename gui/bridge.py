@@ -76,6 +76,8 @@ class EngineBridge(QObject):
         seed: int,
         max_tokens: int,
         overrides: dict[str, dict[str, Any]] | None = None,
+        seeds: str = "independent",
+        budget_tokens: int | None = None,
     ) -> None:
         """Run the strategies side by side, recorded into the session store; events reach the
         window in batches (at most ~20 a second; streamed text is coalesced to the latest)."""
@@ -119,6 +121,8 @@ class EngineBridge(QObject):
                     seed=seed,
                     max_tokens=max_tokens,
                     overrides=overrides,
+                    seeds=seeds,
+                    budget_tokens=budget_tokens,
                     on_event=on_event,
                     cancel=cancel,
                     stream_text=True,

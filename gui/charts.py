@@ -98,6 +98,7 @@ def _plot(
     title: str,
     font_px: float,
     y_label: bool = True,
+    x_label: str = "generation budget N",
 ) -> QRectF:
     """Axes, grid, lines and markers in ``rect``; returns the data area."""
     f = QFont(p.font())
@@ -148,7 +149,7 @@ def _plot(
     p.drawText(
         QRectF(area.left(), area.bottom() + 4 + fm.height(), area.width(), fm.height() * 1.3),
         Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignVCenter,
-        "generation budget N",
+        x_label,
     )
     p.setPen(QPen(INK, 1))
     p.drawLine(area.bottomLeft(), area.bottomRight())
@@ -205,6 +206,12 @@ def _subtitle(summary: dict[str, Any]) -> str:
     )
 
 
+def _x_label(summary: dict[str, Any]) -> str:
+    if summary["spec"].get("budget_kind") == "tokens":
+        return "token budget T (generated tokens per strategy)"
+    return "generation budget N"
+
+
 def paint_accuracy_vs_budget(p: QPainter, rect: QRectF, summary: dict[str, Any]) -> None:
     p.fillRect(rect, QColor("white"))
     budgets = summary["spec"]["budgets"]
@@ -212,7 +219,17 @@ def paint_accuracy_vs_budget(p: QPainter, rect: QRectF, summary: dict[str, Any])
     top = _nice_top(max((v for s in series for _, v in s["points"]), default=0.0))
     font_px = max(11.0, rect.height() / 42)
     inner = rect.adjusted(16, 10, -16, -30)
-    area = _plot(p, inner, budgets, series, top, "Accuracy against generation budget", font_px)
+    tokens = summary["spec"].get("budget_kind") == "tokens"
+    area = _plot(
+        p,
+        inner,
+        budgets,
+        series,
+        top,
+        "Accuracy against token budget" if tokens else "Accuracy against generation budget",
+        font_px,
+        x_label=_x_label(summary),
+    )
     p.setPen(MUTED)
     p.drawText(
         QRectF(rect.left(), rect.bottom() - 26, rect.width(), 22),
@@ -256,7 +273,17 @@ def paint_by_difficulty(p: QPainter, rect: QRectF, summary: dict[str, Any]) -> N
         series = _series(summary, b["accuracy"], with_extras=False)
         lo, hi = b["difficulty_range"]
         rng = f"{lo:.2f}" if math.isclose(lo, hi) else f"{lo:.2f}-{hi:.2f}"
-        _plot(p, cell, budgets, series, 1.0, f"bin {b['bin']} · n={len(b['problems'])}", font_px, k == 0)
+        _plot(
+            p,
+            cell,
+            budgets,
+            series,
+            1.0,
+            f"bin {b['bin']} · n={len(b['problems'])}",
+            font_px,
+            k == 0,
+            _x_label(summary),
+        )
         best = b["best"]
         lines = [f"{diff} {rng}"]
         if best["accuracy"] > 0:

@@ -128,6 +128,26 @@ def card_notes(trace: Trace) -> dict[int, str]:
     return {i: f"→ {trace.nodes[i].answer[:12]} ×{votes[g]}" for i, g in zip(ids, groups, strict=True)}
 
 
+def tree_notes(trace: Trace) -> dict[int, str]:
+    """What a step card says beside its score: a particle's weight and copies when it was resampled
+    ("w .42 ×3"; ×0: it died), a forced continuation ("Wait") or answer, and an ended node's answer."""
+    out = {}
+    wait = str((trace.started.params if trace.started else {}).get("wait") or "Wait")
+    for nid, n in trace.nodes.items():
+        bits = []
+        if n.weight is not None:
+            bits.append(f"w {n.weight:.2f} ×{n.copies}")
+        if n.role == "continuation":  # made to go on ("Wait"), or cut short and going on
+            bits.append(f"“{wait}”" if n.text.lstrip().startswith(wait) else "continued")
+        elif n.role == "answer":
+            bits.append("forced answer")
+        if n.answer is not None and n.finish_reason is not None:
+            bits.append(f"→ {n.answer[:10]}")
+        if bits:
+            out[nid] = " · ".join(bits)
+    return out
+
+
 def _elide(text: str, width: int = 34, lines: int = 2) -> str:
     words = " ".join(text.split())
     out = [words[i : i + width] for i in range(0, min(len(words), width * lines), width)]
@@ -169,7 +189,7 @@ class TraceView(QGraphicsView):
                 line.setZValue(-1)
                 if n.pruned_at is not None:
                     line.setOpacity(0.35)
-        notes = card_notes(trace) if not tree else {}
+        notes = card_notes(trace) if not tree else tree_notes(trace)
         for nid, (x, y) in pos.items():
             n = trace.nodes[nid]
             item = NodeItem(

@@ -72,10 +72,11 @@ def test_parameters_are_checked_and_typed_by_the_registry():
 
 
 def test_token_budgets_set_each_strategy():
-    assert registry.get("budget_forcing").token_params(600, 256)["think_tokens"] == 600
+    bf = registry.get("budget_forcing").token_params(600, 256)
+    assert bf["think_tokens"] + bf["answer_tokens"] <= 600 and bf["think_tokens"] == 450
     assert registry.get("best_of_n").token_params(600, 256)["n"] == 2  # as many samples as fit
     assert registry.get("dvts").token_params(6 * 256, 256)["n"] == 4  # the nearest budget it spends
-    with pytest.raises(BudgetError, match="at least 256 tokens"):
+    with pytest.raises(BudgetError, match="at least 256"):
         registry.get("beam_search").token_params(100, 256)
 
 
@@ -192,14 +193,15 @@ def test_budget_forcing_appends_wait_exactly_when_the_chain_stops_early():
 
 def test_budget_forcing_goes_on_without_wait_when_cut_short_and_forces_the_answer_at_the_end():
     s = Script(
-        lambda item: ("one two three", "length") if not item.prefix.endswith(":") else ("9", "eos"),
+        lambda item: ("so the answer is 96", "length") if not item.prefix.endswith(":") else (" 9.", "eos"),
         lambda steps, f: [0.5] * len(steps),
     )
-    s.run(budget_forcing(ctx(max_tokens=3), segments=2))
+    s.run(budget_forcing(ctx(max_tokens=5), segments=2))
     items = [g.items[0] for g in s.generates]
     assert [it.prefix for it in items] == ["", "", "\n\nFinal Answer:"]
     assert [e.role for e in s.of(NodeAdded)] == ["solution", "continuation", "answer"]
-    assert s.of(Selected)[0].answer == "9"
+    assert s.of(Selected)[0].answer == "9"  # read from the forced answer, not the thinking's "96"
+    assert s.of(NodeFinished)[0].answer == "9"
 
 
 def test_budget_forcing_closes_the_thinking_at_the_token_budget():

@@ -50,9 +50,11 @@ def budget_params(name: str, budget: int, **given: Any) -> dict[str, Any]:
     return registry.get(name).budget_params(budget, given)
 
 
-def token_params(name: str, tokens: int, max_tokens: int, **given: Any) -> dict[str, Any]:
+def token_params(
+    name: str, tokens: int, max_tokens: int, solution_tokens: int | None = None, **given: Any
+) -> dict[str, Any]:
     """The parameters that make strategy ``name`` spend at most ``tokens`` generated tokens."""
-    return registry.get(name).token_params(tokens, max_tokens, given)
+    return registry.get(name).token_params(tokens, max_tokens, given, solution_tokens)
 
 
 def budget_cost(name: str, params: dict[str, Any]) -> int:

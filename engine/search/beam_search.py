@@ -25,9 +25,10 @@ class Beam:
     reason: str = "stop"
 
 
-def rollout(ctx: RunContext, beams: list[Beam], k: int):
+def rollout(ctx: RunContext, beams: list[Beam], k: int, spent: list[int] | None = None):
     """Greedy rollouts of k steps from each beam; returns the rollout text of each. Costs up to
-    k generations per beam, counted like any other."""
+    k generations per beam, counted like any other (and their tokens added to ``spent[0]``)."""
+    spent = spent if spent is not None else [0]
     extra = ["" for _ in beams]
     heads = {i: (b.node_id, b.tokens) for i, b in enumerate(beams)}
     made: list[int] = []
@@ -39,8 +40,10 @@ def rollout(ctx: RunContext, beams: list[Beam], k: int):
         for i in order:
             nid = ctx.new_node()
             parent, used = heads[i]
-            items.append(GenItem(nid, ctx.sampling(nid, ctx.max_tokens - used, greedy=True), parent=parent))
+            want = ctx.token_cap(spent[0], len(order), ctx.max_tokens - used)
+            items.append(GenItem(nid, ctx.sampling(nid, want, greedy=True), parent=parent))
         res = yield Generate(tuple(items))
+        spent[0] += sum(g.n_tokens for g in res)
         for i, item, g in zip(order, items, res, strict=True):
             yield added(ctx, g, item.parent, "lookahead")
             made.append(g.node_id)
@@ -73,6 +76,7 @@ def beam_search(
     active: list[Beam] = []
     completed: list[tuple[Beam, float]] = []
     msgs = ctx.question_messages()
+    spent = [0]  # generated tokens, for a token budget
     for it in range(iterations):
         last = it == iterations - 1
         if it == 0:
@@ -83,9 +87,10 @@ def beam_search(
         for p in parents:
             nid = ctx.new_node()
             used = p.tokens if p else 0
-            params = ctx.sampling(nid, ctx.max_tokens - used, stop=not last)
+            params = ctx.sampling(nid, ctx.token_cap(spent[0], n, ctx.max_tokens - used), stop=not last)
             items.append(GenItem(nid, params, parent=p.node_id) if p else GenItem(nid, params, messages=msgs))
         res = yield Generate(tuple(items))
+        spent[0] += sum(g.n_tokens for g in res)
         children = []
         for p, g in zip(parents, res, strict=True):
             yield added(ctx, g, p.node_id if p else None, "step")
@@ -103,9 +108,11 @@ def beam_search(
         texts = [c.text for c in children]
         if lookahead > 0:
             open_ = [c for c, d in zip(children, done, strict=True) if not d]
-            extra = yield from rollout(ctx, open_, lookahead)
+            extra = yield from rollout(ctx, open_, lookahead, spent)
             ext = dict(zip((c.node_id for c in open_), extra, strict=True))
             texts = [c.text + ext.get(c.node_id, "") for c in children]
+        if ctx.spent(spent[0]):  # a token budget spent: every beam ends here
+            done = [True] * len(children)
         scored = yield from score(ctx, texts, done)
         survivors: list[tuple[Beam, float]] = []
         for c, d, s in zip(children, done, scored, strict=True):
@@ -177,6 +184,7 @@ register(
             ),
             selection_param(),
         ),
+        token_rule="expected",
         drawn_as="tree",
         answer_is_path=True,
         colour="#D55E00",

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from engine.answers import extract_answer
 from engine.prm import aggregate, split_steps
 from engine.search.common import Scored, added, choose, finished_event, score, scored_event, started
 from engine.search.protocol import Generate, Generated, GenItem, Release, RunContext, StrategyGen
@@ -39,6 +40,7 @@ class Chain:
     phase: str = "think"  # think | answer | done
     reason: str = "stop"
     score: float = 0.0
+    answer_text: str = ""  # the answer written after the thinking closed (or was closed), if any
     marks: list[tuple[int, int]] = field(default_factory=list)  # (node, length of text at its end)
 
 
@@ -136,6 +138,7 @@ def budget_forcing(
             c.node_id, c.reason = g.node_id, g.finish_reason
             if c.phase == "answer":
                 c.phase = "done"
+                c.answer_text = g.text
             else:
                 c.used += g.n_tokens
                 c.segments += 1
@@ -155,15 +158,23 @@ def budget_forcing(
             yield scored_event(
                 ctx, node_id, Scored(steps, aggregate(steps, ctx.aggregation) if steps else 0.0)
             )
-        yield finished_event(ctx, c.node_id, c.text, c.reason)  # type: ignore[arg-type]
+        yield finished_event(ctx, c.node_id, _answer_source(c), c.reason)  # type: ignore[arg-type]
     yield Release(tuple(c.node_id for c in chs if c.node_id is not None))
     yield choose(
         ctx,
         [c.node_id for c in chs],  # type: ignore[misc]
-        [c.text for c in chs],
+        [_answer_source(c) for c in chs],
         [c.score for c in chs],
         selection,
     )
+
+
+def _answer_source(c: Chain) -> str:
+    """Where the chain's answer is read: the answer it wrote after its thinking (forced or not),
+    when that gives one; else its whole text."""
+    if c.answer_text and extract_answer(c.answer_text) is not None:
+        return c.answer_text
+    return c.text
 
 
 def _shown(g: Generated, prefix: str) -> Generated:
@@ -181,11 +192,15 @@ def _for_budget(budget: int, user: dict) -> dict:
     return {"chains": chains, "segments": segments}
 
 
-def _for_tokens(tokens: int, max_tokens: int, user: dict) -> dict:
+def _for_tokens(tokens: int, per: int, user: dict) -> dict:
     chains = int(user.get("chains") or 1)
     if tokens < chains:
         raise BudgetError(f"Budget forcing with {chains} chains needs a token budget of at least {chains}.")
-    return {"chains": chains, "think_tokens": tokens // chains, "segments": 1000}
+    per_chain = tokens // chains
+    answer = max(1, min(int(user.get("answer_tokens", 256)), per_chain // 4))  # kept for the answer
+    think = max(1, per_chain - answer)
+    # At most one segment per thinking token: only the tokens bound the thinking.
+    return {"chains": chains, "think_tokens": think, "segments": think, "answer_tokens": answer}
 
 
 register(

@@ -25,6 +25,7 @@ def started(ctx: RunContext, strategy: str, params: dict[str, Any]) -> RunStarte
             "delimiter": ctx.delimiter,
             "aggregation": ctx.aggregation,
             "seeds": ctx.seeds,
+            **({"token_budget": ctx.token_budget} if ctx.token_budget else {}),
         },
         dict(ctx.model),
         dict(ctx.prm),

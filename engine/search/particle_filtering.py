@@ -98,6 +98,7 @@ def particle_filtering(
     rng = np.random.Generator(np.random.PCG64(derive_seed(ctx.seed, 0x5EED, n)))
     particles = [Particle(None) for _ in range(n)]
     msgs = ctx.question_messages()
+    spent = 0  # generated tokens, for a token budget
     for it in range(iterations):
         live = [k for k, p in enumerate(particles) if not p.done]
         if not live:
@@ -107,13 +108,17 @@ def particle_filtering(
         for k in live:
             p = particles[k]
             nid = ctx.new_node()
-            params = ctx.sampling(nid, ctx.max_tokens - p.tokens, stop=not last)
+            params = ctx.sampling(
+                nid, ctx.token_cap(spent, len(live), ctx.max_tokens - p.tokens), stop=not last
+            )
             items.append(
                 GenItem(nid, params, parent=p.node_id)
                 if p.node_id is not None
                 else GenItem(nid, params, messages=msgs)
             )
         res = yield Generate(tuple(items))
+        spent += sum(g.n_tokens for g in res)
+        last = last or ctx.spent(spent)  # a token budget spent: every particle ends here
         for k, g in zip(live, res, strict=True):
             yield added(ctx, g, particles[k].node_id, "step")
         old = sorted({particles[k].node_id for k in live if particles[k].node_id is not None})
@@ -215,6 +220,7 @@ register(
             ),
             selection_param(),
         ),
+        token_rule="expected",
         drawn_as="tree",
         answer_is_path=True,
         colour="#E69F00",

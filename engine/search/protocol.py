@@ -112,12 +112,24 @@ class RunContext:
     strategy: str = ""  # set by the scheduler: independent seed streams are drawn per strategy
     seeds: str = "independent"  # independent | common (every strategy's node k draws the same numbers)
     thinking: bool = False  # set by the scheduler: the chat template has a thinking block
+    token_budget: int = 0  # generated tokens the run may spend (0: counted in generations)
     _next_node: int = 0
 
     def new_node(self) -> int:
         n = self._next_node
         self._next_node += 1
         return n
+
+    def token_cap(self, spent: int, n_items: int, want: int) -> int:
+        """``want`` tokens for each of ``n_items`` generations, cut so that the run's token budget
+        (when it has one) holds: each gets an equal share of what is left (at least 1)."""
+        if self.token_budget <= 0:
+            return want
+        return max(1, min(want, (self.token_budget - spent) // max(1, n_items)))
+
+    def spent(self, spent: int) -> bool:
+        """Whether a run with a token budget has spent it."""
+        return self.token_budget > 0 and spent >= self.token_budget
 
     def node_seed(self, node_id: int) -> int:
         if self.seeds == "common":

@@ -105,8 +105,10 @@ class Strategy:
     shown: tuple[str, ...] = ("n",)  # parameters a panel header and a report show
     candidates: Callable[[dict[str, Any]], int] | None = None  # params -> finished candidates expected
     for_tokens: Callable[[int, int, dict[str, Any]], dict[str, Any]] | None = None
-    # (token budget, max tokens per generation, user params) -> params; None: as for_budget at
-    # token budget // max tokens per generation
+    # (token budget, tokens per generation, user params) -> params; None: as for_budget at the
+    # nearest budget to token budget // tokens per generation (see token_rule)
+    token_rule: str = "fit"  # fit: generations of max tokens each, so the budget always holds;
+    # expected: generations of the expected solution length, the strategy stopping when spent
     drawn_as: str = "column"  # column (ranked cards) | tree (steps) | chain (attempts, segments)
     answer_is_path: bool = False  # the chosen answer is the text of a path of nodes (steps, segments)
     sweep_reads: str = "exact"  # subsets (best-of-N: smaller budgets are subsets) | chains | exact
@@ -158,20 +160,29 @@ class Strategy:
         return params
 
     def token_params(
-        self, tokens: int, max_tokens: int, given: dict[str, Any] | None = None
+        self,
+        tokens: int,
+        max_tokens: int,
+        given: dict[str, Any] | None = None,
+        solution_tokens: int | None = None,
     ) -> dict[str, Any]:
-        """Parameters that spend at most ``tokens`` generated tokens (each generation capped at
-        ``max_tokens``)."""
-        if not isinstance(tokens, int) or tokens < 1:
+        """Parameters that spend at most ``tokens`` generated tokens: ``fit`` strategies as many
+        generations of ``max_tokens`` as fit; ``expected`` ones as many of ``solution_tokens`` (the
+        expected length of a solution; default ``min(max_tokens, 256)``), stopping when spent."""
+        if not isinstance(tokens, int) or isinstance(tokens, bool) or tokens < 1:
             raise InvalidRequestError(f"The token budget must be a whole number >= 1 (got {tokens}).")
         user = self.user_params(given)
+        per = max(1, max_tokens)
+        if self.token_rule == "expected":
+            per = max(1, solution_tokens or min(max_tokens, 256))
         if self.for_tokens is not None:
-            return {**self.defaults(), **user, **self.for_tokens(tokens, max_tokens, user)}
-        gens = tokens // max(1, max_tokens)
+            return {**self.defaults(), **user, **self.for_tokens(tokens, per, user)}
+        gens = tokens // per
         if gens < 1:
+            what = "--max-tokens" if self.token_rule == "fit" else "the expected solution length"
             raise BudgetError(
-                f"{self.label} needs at least {max_tokens} tokens (one generation of --max-tokens "
-                f"{max_tokens}) at a token budget; got {tokens}."
+                f"{self.label} needs a token budget of at least {per} (one generation of {what} "
+                f"{per}); got {tokens}."
             )
         return self.budget_params(self.nearest_budget(gens, user), user)
 
@@ -225,6 +236,8 @@ def register(strategy: Strategy) -> Strategy:
         raise ValueError(f"a strategy name is an identifier, not {strategy.name!r}")
     if strategy.drawn_as not in ("column", "tree", "chain"):
         raise ValueError(f"drawn_as is column, tree or chain, not {strategy.drawn_as!r}")
+    if strategy.token_rule not in ("fit", "expected"):
+        raise ValueError(f"token_rule is fit or expected, not {strategy.token_rule!r}")
     if strategy.sweep_reads not in ("subsets", "chains", "exact"):
         raise ValueError(f"sweep_reads is subsets, chains or exact, not {strategy.sweep_reads!r}")
     _REGISTRY[strategy.name] = strategy
