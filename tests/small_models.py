@@ -14,7 +14,8 @@ from pathlib import Path
 _BLOCK = re.compile(r"^blk\.(\d+)\.")
 
 
-def drop_layers(src: str | Path, dst: str | Path, keep: int) -> Path:
+def drop_layers(src: str | Path, dst: str | Path, keep: int, metadata: dict | None = None) -> Path:
+    """(``metadata``: string fields to set in the copy, e.g. another ``tokenizer.chat_template``.)"""
     import gguf
 
     reader = gguf.GGUFReader(str(src))
@@ -27,6 +28,8 @@ def drop_layers(src: str | Path, dst: str | Path, keep: int) -> Path:
         vtype = field.types[0]
         sub = field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
         value = keep if field.name == block_count else field.contents()
+        if metadata and field.name in metadata:
+            value = metadata[field.name]
         writer.add_key_value(field.name, value, vtype, sub_type=sub)
     tensors = [t for t in reader.tensors if not ((m := _BLOCK.match(t.name)) and int(m.group(1)) >= keep)]
     for t in tensors:

@@ -326,3 +326,51 @@ def test_the_new_strategies_complete_side_by_side_on_the_embedded_model(tmp_path
         # Independent streams: the first samples of two strategies are not the same text.
         firsts = {r.strategy: fold(store.events(r.id)).nodes[0].text for r in session.runs}
         assert firsts["best_of_n"] != firsts["particle_filtering"]
+
+
+def test_a_plugin_strategy_runs_from_the_app(toy_module, qtbot, tmp_path):
+    from engine.store import Store
+    from gui.app import MainWindow
+
+    registry.load([toy_module])
+    db = str(tmp_path / "app.db")
+    w = MainWindow(db=db)
+    qtbot.addWidget(w)
+    w.show()
+    assert "toy" in w.strategy_boxes and "shout" in w.strategy_params["toy"]  # made from its entry
+    for name, box in w.strategy_boxes.items():
+        box.setChecked(name == "toy")
+    w.strategy_params["toy"]["shout"].setChecked(True)
+    w.budget_spin.setValue(2)
+    w.tokens_spin.setValue(16)
+    w.prm_combo.setCurrentText("arithmetic")
+    w.start()
+    with qtbot.waitSignal(w.bridge.compared, timeout=180_000) as sig:
+        pass
+    with Store.open(db, readonly=True) as store:
+        (run,) = store.session(sig.args[0]).runs
+    assert run.strategy == "toy" and run.params["shout"] is True and run.n_nodes == 2
+    assert list(w.panels) == ["toy"] and "Toy" in w.panels["toy"].header.text()
+    w.close()
+
+
+def test_a_sweep_matched_by_tokens_holds_every_cell_to_its_budget(tmp_path):
+    from engine.store import Store
+
+    db, out = str(tmp_path / "sw.db"), tmp_path / "out"
+    r = ponder(
+        "sweep", "--set", "arith", "--limit", "2", "--strategies", "best_of_n,beam_search,budget_forcing",
+        "--budget-tokens", "48,96", "--max-tokens", "24", "--prm", "arithmetic", "--db", db,
+        "--out", str(out), "--json",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert summary["spec"]["budget_kind"] == "tokens" and summary["spec"]["budgets"] == [48, 96]
+    md = (out / "summary.md").read_text()
+    assert "matched by tokens" in md and "T=48" in md
+    with Store.open(db, readonly=True) as store:
+        cells = store.sweep_cells(summary["sweep"]["id"])
+    assert len(cells) == 2 * 3 * 2  # every strategy at every token budget: nothing subsampled
+    for (_, strategy, budget), run in cells.items():
+        assert run is not None and run.status == "done"
+        assert run.generated_tokens <= budget, (strategy, budget, run.generated_tokens)

@@ -261,15 +261,14 @@ class LlamaCppExecutor(Executor):
             if popped.endswith(cut):
                 b.rewind(child, k)
                 forced = popped[: len(popped) - len(cut)].decode("utf-8", errors="replace") + forced
-        st.cached_tokens += min(child.n_past, len(child.tokens))
-        before = len(child.tokens)
         if forced:
             b.extend(child, forced)
         elif child.pending == 0:  # nothing left to decode: decode the last token again, for its logits
             last = child.tokens[-1]
             b.rewind(child, 1)
             b.extend(child, [last])
-        st.prompt_tokens += len(child.tokens) - before
+        st.cached_tokens += child.n_past  # cells shared with the parent
+        st.prompt_tokens += child.pending  # decoded for this continuation
 
     def _start_generations(self) -> None:
         new = [(rid, st) for rid, st in self._runs.items() if st.starting is not None]
