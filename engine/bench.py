@@ -316,6 +316,88 @@ def format_compare_bench(r: dict[str, Any]) -> str:
     )
 
 
+def run_revisions_bench(
+    model_path: str,
+    budget: int = 8,
+    max_tokens: int = 256,
+    problems: Sequence[int] = (0, 1, 2),
+    config: BackendConfig | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Generated tokens per second of revisions against best-of-N at the same budget on the same
+    GSM8K problems (same seeds), each strategy run alone with the arithmetic PRM (cheap, so the
+    figure is generation's), and of revisions with each attempt continuing the previous one's cells
+    (``reuse``, the default) against decoding its whole chat again. ``ratio``: revisions' rate over
+    best-of-N's; ``reuse_speedup``: with over without reuse."""
+    from engine.compare import compare
+    from engine.problems import get_problem
+    from engine.search import budget_params
+
+    config = config or BackendConfig(n_ctx=16384, n_seq_max=64)
+    say = progress or (lambda s: None)
+    modes = {
+        "best_of_n": ("best_of_n", {}),
+        "revisions": ("revisions", {}),
+        "revisions_no_reuse": ("revisions", {"reuse": False}),
+    }
+    tot = {m: {"tokens": 0, "prompt_tokens": 0, "cached_tokens": 0, "seconds": 0.0} for m in modes}
+    with Backend(model_path, config) as backend:
+        compare(backend, "What is 2 + 2?", ["best_of_n"], budget=2, prm="arithmetic", max_tokens=8)  # warm-up
+        for idx in problems:
+            p = get_problem("gsm8k", idx)
+            for mode, (name, over) in modes.items():
+                (run,) = compare(
+                    backend, p.question, [name], budget=budget, prm="arithmetic", seed=idx,
+                    max_tokens=max_tokens, overrides={name: over} if over else None,
+                )  # fmt: skip
+                t = tot[mode]
+                t["tokens"] += run.generated_tokens
+                t["prompt_tokens"] += run.prompt_tokens
+                t["cached_tokens"] += run.cached_tokens
+                t["seconds"] += run.wall_s
+                say(
+                    f"gsm8k #{idx} {mode:<19} {run.generated_tokens:5d} tokens in {run.wall_s:6.1f} s "
+                    f"({run.prompt_tokens} prompt tokens decoded)"
+                )
+        out: dict[str, Any] = {
+            "model": backend.info.path,
+            "accelerator": backend.info.accelerator,
+            "budget": budget,
+            "max_tokens": max_tokens,
+            "problems": list(problems),
+            "params": {"revisions": budget_params("revisions", budget)},
+        }
+    for t in tot.values():
+        t["seconds"] = round(t["seconds"], 3)
+        t["tok_s"] = round(t["tokens"] / t["seconds"], 2) if t["seconds"] else 0.0
+    out.update(tot)
+    out["ratio"] = (
+        round(tot["revisions"]["tok_s"] / tot["best_of_n"]["tok_s"], 3) if tot["best_of_n"]["tok_s"] else None
+    )
+    out["reuse_speedup"] = (
+        round(tot["revisions"]["tok_s"] / tot["revisions_no_reuse"]["tok_s"], 3)
+        if tot["revisions_no_reuse"]["tok_s"]
+        else None
+    )
+    return out
+
+
+def format_revisions_bench(r: dict[str, Any]) -> str:
+    p = r["params"]["revisions"]
+    lines = [
+        f"budget {r['budget']} (revisions: {p['chains']} chains x {p['length']}), up to {r['max_tokens']} "
+        f"tokens per solution, GSM8K problems {r['problems']}, {r['accelerator']}",
+    ]
+    for mode in ("best_of_n", "revisions", "revisions_no_reuse"):
+        t = r[mode]
+        lines.append(
+            f"{mode:<19}: {t['tok_s']:7.1f} tok/s  ({t['tokens']} tokens in {t['seconds']:.1f} s; "
+            f"{t['prompt_tokens']} prompt tokens decoded, {t['cached_tokens']} reused)"
+        )
+    lines.append(f"revisions / best-of-N: {r['ratio']:.3f}   reuse speed-up: {r['reuse_speedup']:.3f}")
+    return "\n".join(lines)
+
+
 # --- the session store ---------------------------------------------------------------------------------
 
 

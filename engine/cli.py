@@ -318,6 +318,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--unshared", action="store_true", help="with --processes: also the copies with CPU sharing off"
     )
+    p.add_argument(
+        "--revisions",
+        action="store_true",
+        help="instead: revisions' generated tokens/s against best-of-N's at --budget on --problems, each "
+        "strategy alone, with and without continuing each attempt's cells (ratio)",
+    )
+    p.add_argument("--budget", type=int, default=8, help="with --revisions: generations (default 8)")
     return ap
 
 
@@ -718,6 +725,23 @@ def cmd_bench(args: argparse.Namespace) -> int:
         say = None if args.json else (lambda s: print(s, file=sys.stderr, flush=True))
         result = run_store_bench(args.db, sessions=args.sessions, nodes=args.nodes, progress=say)
         _print_json(result) if args.json else print(format_store_bench(result))
+        return 0
+    if args.revisions:
+        from engine.bench import format_revisions_bench, run_revisions_bench
+
+        if args.max_tokens < 1 or args.budget < 1:
+            raise InvalidRequestError("--max-tokens and --budget must be >= 1")
+        say = None if args.json else (lambda s: print(s, file=sys.stderr, flush=True))
+        config = _config(args, n_ctx=args.ctx or 16384, n_seq_max=_in_process_parallel(args))
+        result = run_revisions_bench(
+            _model_path(args),
+            budget=args.budget,
+            max_tokens=args.max_tokens,
+            problems=args.problems,
+            config=config,
+            progress=say,
+        )
+        _print_json(result) if args.json else print(format_revisions_bench(result))
         return 0
     if args.compare:
         if args.max_tokens < 1:

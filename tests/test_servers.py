@@ -493,3 +493,28 @@ def test_the_server_bench_measures_ponder_against_a_minimal_client(server):
     assert out["n"] == 4 and out["dialect"] == "llama-server" and not out["started_here"]
     assert out["ponder_tok_s"] > 0 and out["minimal_tok_s"] > 0
     assert out["client_ratio"] == pytest.approx(out["ponder_tok_s"] / out["minimal_tok_s"], rel=0.01)
+
+
+def test_particle_filtering_budget_forcing_and_revisions_over_a_server(server):
+    """The new strategies over llama-server: particles forked from their nodes, budget forcing's
+    continuations sent as the parent's prompt and text plus "Wait", revisions' chats served from
+    the prefix cache of the server that holds the attempt."""
+    ex = _executor([server.url])
+    try:
+        runs = compare(
+            ex, PROBLEM, ["particle_filtering", "budget_forcing", "revisions"], budget=4, prm="arithmetic",
+            max_tokens=40, overrides={"revisions": {"chains": 1}},
+        )  # fmt: skip
+        for r in runs:
+            events = [e for e in r.events if not isinstance(e, TextDelta)]
+            assert events[-1].status == "done", (r.spec.name, events[-1].message)
+            t = r.trace()
+            assert t.nodes and all(n.scores for n in t.nodes.values()), r.spec.name
+            assert t.selected is not None
+        bf = runs[1].trace()
+        chain = bf.path_to(bf.selected.node_id)
+        assert len(chain) >= 2  # made to go on at least once (4 segments of at most 40 tokens)
+        assert all(bf.nodes[i].role in ("continuation", "answer") for i in chain[1:])
+        assert runs[2].cached_tokens > 0  # later attempts found their chat in the server's cache
+    finally:
+        ex.close()

@@ -277,3 +277,28 @@ def test_cli_refuses_a_damaged_database_before_loading_the_model(tmp_path):
     assert bad.read_bytes() == b"garbage" * 50
     r = ponder("sessions", "list", "--db", str(bad), timeout=60)
     assert r.returncode == 2 and "not a Ponder session database" in r.stderr
+
+
+def test_a_session_saved_before_seed_streams_reruns_with_common_numbers(tmp_path):
+    """Sessions saved before seeds were drawn per strategy record no mode; rerun takes them as the
+    common random numbers they ran with. Shown both ways: a common-numbers session with its mode
+    removed reproduces; an independent-streams one with its mode removed does not."""
+    results = {}
+    for mode in ("common", "independent"):
+        db = str(tmp_path / f"{mode}.db")
+        r = ponder(
+            "compare", "--problem-set", "gsm8k", "--index", "1", "--budget", "2", "--max-tokens", "32",
+            "--strategies", "best_of_n,beam_search", "--prm", "arithmetic", "--seeds", mode,
+            "--db", db, "--json",
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        sid = json.loads(r.stdout)["session_id"]
+        with sqlite3.connect(db) as con:
+            (settings,) = con.execute("SELECT settings FROM sessions WHERE id = ?", (sid,)).fetchone()
+            settings = json.loads(settings)
+            assert settings.pop("seeds") == mode
+            con.execute("UPDATE sessions SET settings = ? WHERE id = ?", (json.dumps(settings), sid))
+        r = ponder("sessions", "rerun", sid, "--db", db, "--json")
+        results[mode] = json.loads(r.stdout)
+    assert results["common"]["reproduced"], results["common"]
+    assert not results["independent"]["reproduced"]

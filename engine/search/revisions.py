@@ -36,10 +36,17 @@ def revision_messages(ctx: RunContext, attempts: list[str], context: int = 4) ->
 
 
 def revisions(
-    ctx: RunContext, chains: int = 2, length: int = 4, context: int = 4, selection: str = "weighted"
+    ctx: RunContext,
+    chains: int = 2,
+    length: int = 4,
+    context: int = 4,
+    selection: str = "weighted",
+    reuse: bool = True,
 ) -> StrategyGen:
     yield started(
-        ctx, "revisions", {"chains": chains, "length": length, "context": context, "selection": selection}
+        ctx,
+        "revisions",
+        {"chains": chains, "length": length, "context": context, "selection": selection, "reuse": reuse},
     )
     texts: list[list[str]] = [[] for _ in range(chains)]
     ids: list[list[int]] = [[] for _ in range(chains)]
@@ -53,10 +60,10 @@ def revisions(
             msgs = revision_messages(ctx, texts[c], context)
             # While every earlier attempt is still in the chat (the window has not slid), the chat
             # begins with the last attempt's chat and text: continue its cells, decode only the rest.
-            reuse = ids[c] and len(texts[c]) <= context
+            cont = reuse and ids[c] and len(texts[c]) <= context
             items.append(
                 GenItem(
-                    nid, ctx.sampling(nid, stop=False), parent=ids[c][-1] if reuse else None, messages=msgs
+                    nid, ctx.sampling(nid, stop=False), parent=ids[c][-1] if cont else None, messages=msgs
                 )
             )
         res = yield Generate(tuple(items))
@@ -65,7 +72,7 @@ def revisions(
         if held:
             yield Release(tuple(held))
         # Kept while the next attempt's chat still holds every attempt so far (it continues them).
-        keep = not last and j + 1 <= context
+        keep = reuse and not last and j + 1 <= context
         held = [g.node_id for g in res] if keep else []
         if not keep:
             yield Release(tuple(g.node_id for g in res))
@@ -160,6 +167,12 @@ register(
                 "chains", 0, "Chains", "Parallel chains; the budget is chains x length", 0, 64, special="auto"
             ),
             Param("context", 4, "Attempts in context", "How many earlier attempts a revision sees", 1, 8),
+            Param(
+                "reuse",
+                True,
+                "Continue cells",
+                "Each attempt continues the cells of the one before (off: its whole chat is decoded again)",
+            ),
             selection_param(),
         ),
         drawn_as="chain",
