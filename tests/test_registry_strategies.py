@@ -193,7 +193,9 @@ def test_budget_forcing_appends_wait_exactly_when_the_chain_stops_early():
 
 def test_budget_forcing_goes_on_without_wait_when_cut_short_and_forces_the_answer_at_the_end():
     s = Script(
-        lambda item: ("so the answer is 96", "length") if not item.prefix.endswith(":") else (" 9.", "eos"),
+        lambda item: (
+            ("so the answer is 96", "length") if not item.prefix.endswith(":") else (" 9 and not 2", "eos")
+        ),
         lambda steps, f: [0.5] * len(steps),
     )
     s.run(budget_forcing(ctx(max_tokens=5), segments=2))

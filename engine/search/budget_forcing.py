@@ -20,6 +20,7 @@ scores are causal, so each node gets the scores of the steps up to its end. The 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 
 from engine.answers import extract_answer
@@ -29,6 +30,7 @@ from engine.search.protocol import Generate, Generated, GenItem, Release, RunCon
 from engine.search.registry import BudgetError, Param, Strategy, multiple_of, register, selection_param
 
 THINK_END = "</think>"
+_LEADING_NUMBER = re.compile(r"\s*\$?\s*(-?\d[\d,]*(?:\.\d+)?(?:/\d+)?)(?![\w^])")
 
 
 @dataclass
@@ -172,6 +174,10 @@ def budget_forcing(
 def _answer_source(c: Chain) -> str:
     """Where the chain's answer is read: the answer it wrote after its thinking (forced or not),
     when that gives one; else its whole text."""
+    if c.answer_text and "\\boxed" not in c.answer_text:
+        lead = _LEADING_NUMBER.match(c.answer_text)
+        if lead:  # "Final Answer: 6 The answer to..." -> 6, whatever numbers follow
+            return lead.group(1)
     if c.answer_text and extract_answer(c.answer_text) is not None:
         return c.answer_text
     return c.text
