@@ -39,9 +39,11 @@ def render_chat(
     bos_token: str = "",
     eos_token: str = "",
     add_generation_prompt: bool = True,
+    **variables: object,
 ) -> tuple[str, str | None]:
     """(prompt text, warning or None). A template that fails to render falls back to the plain
-    format with a warning naming the error, rather than failing the run."""
+    format with a warning naming the error, rather than failing the run. ``variables``: the
+    template's own switches (``enable_thinking=False``)."""
     _check(messages)
     if not template:
         return render_plain(messages, add_generation_prompt), PLAIN_TEMPLATE_WARNING
@@ -51,7 +53,7 @@ def render_chat(
         fmt = Jinja2ChatFormatter(
             template, eos_token=eos_token, bos_token=bos_token, add_generation_prompt=add_generation_prompt
         )
-        return fmt(messages=list(messages)).prompt, None
+        return fmt(messages=list(messages), **variables).prompt, None
     except (jinja2.TemplateError, ValueError, TypeError) as e:
         warning = f"The model's chat template failed to render ({e}); using a plain prompt instead."
         return render_plain(messages, add_generation_prompt), warning

@@ -168,16 +168,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--prm", default="judge", help="judge | arithmetic | reference | PATH to a PRM GGUF")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--seeds",
-        choices=["independent", "common"],
-        default="independent",
-        help="independent: each strategy draws its own random numbers (default); common: every "
-        "strategy's k-th sample draws the same ones, for paired comparisons",
-    )
+    _seeds_arg(p)
     p.add_argument("--max-tokens", type=int, default=2048, help="tokens per solution (default 2048)")
     p.add_argument(
-        "--lookahead", type=int, dest="sp__beam_search__lookahead", help="the same as --beam-search-lookahead"
+        "--lookahead",
+        type=int,
+        dest="sp__beam_search__lookahead",
+        metavar="K",
+        help="the same as --beam-search-lookahead",
     )
     p.add_argument("--sequential", action="store_true", help="one strategy after another, not side by side")
     p.add_argument("--db", help="session database (default: sessions.db in the user data folder)")
@@ -213,13 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--prm", default="judge", help="judge | arithmetic | reference | PATH to a PRM GGUF")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--seeds",
-        choices=["independent", "common"],
-        default="independent",
-        help="independent: each strategy draws its own random numbers (default); common: every "
-        "strategy's k-th sample draws the same ones, for paired comparisons",
-    )
+    _seeds_arg(p)
     p.add_argument("--max-tokens", type=int, default=512, help="tokens per solution (default 512)")
     p.add_argument("--difficulty", choices=["pass1", "prm"], default="pass1", help="how problems are binned")
     p.add_argument("--out", help="folder for summary.json, summary.md and the PNG charts (default: sweep-ID)")
@@ -339,6 +331,16 @@ def _shown_params(name: str, params: dict[str, Any]) -> str:
 
     keys = registry.get(name).shown
     return ", ".join(f"{k}={params[k]}" for k in keys if k in params)
+
+
+def _seeds_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--seeds",
+        choices=["independent", "common"],
+        default="independent",
+        help="independent: each strategy draws its own random numbers (default); common: every "
+        "strategy's k-th sample draws the same ones, for paired comparisons",
+    )
 
 
 def _strategies_arg(p: argparse.ArgumentParser) -> None:

@@ -83,7 +83,9 @@ THINKING_TEMPLATE = (
     "{% set content = content.split('</think>')[-1] %}{% endif %}"
     "{{ '<|im_start|>' + message['role'] + '\\n' + content + '<|im_end|>' + '\\n' }}"
     "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n<think>\\n' }}{% endif %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}"
+    "{% if enable_thinking is defined and enable_thinking is false %}{{ '<think>\\n\\n</think>\\n\\n' }}"
+    "{% else %}{{ '<think>\\n' }}{% endif %}{% endif %}"
 )
 
 
@@ -102,6 +104,17 @@ def test_budget_forcing_on_a_model_with_a_thinking_block_closes_it_at_the_token_
             b, "What is 5 + 9?", ["budget_forcing"], budget=4, prm="arithmetic", max_tokens=40,
             overrides={"budget_forcing": {"think_tokens": 60, "answer_tokens": 16}},
         )  # fmt: skip
+        # The template's own switch, honoured: thinking off renders an empty block, and EOS ends.
+        msgs = [{"role": "user", "content": "hi"}]
+        assert b.render_chat(msgs, enable_thinking=False).endswith("<think>\n\n</think>\n\n")
+        (off,) = compare(
+            b, "What is 5 + 9?", ["budget_forcing"], budget=2, prm="arithmetic", max_tokens=40,
+            overrides={"budget_forcing": {"thinking": "off", "answer_tokens": 16}},
+        )  # fmt: skip
+    assert off.status == "done", off.message
+    t_off = off.trace()
+    assert t_off.started.params["thinking_block"] is False and t_off.started.params["thinking"] == "off"
+    assert all("</think>" not in n.text for n in t_off.nodes.values())
     assert run.status == "done", run.message
     t = run.trace()
     assert t.started.params["thinking_block"] is True

@@ -84,8 +84,12 @@ def budget_forcing(
     answer_prompt: str = "Final Answer:",
     answer_tokens: int = 256,
     selection: str = "weighted",
+    thinking: str = "on",
 ) -> StrategyGen:
-    thinking = bool(getattr(ctx, "thinking", False))
+    has_block = bool(getattr(ctx, "thinking", False))
+    # "off" asks the template for no thinking (its enable_thinking switch): EOS is then the end.
+    switch = (("enable_thinking", False),) if has_block and thinking == "off" else ()
+    thinking_on = has_block and thinking != "off"
     yield started(
         ctx,
         "budget_forcing",
@@ -96,11 +100,12 @@ def budget_forcing(
             "wait": wait,
             "answer_prompt": answer_prompt,
             "answer_tokens": answer_tokens,
-            "thinking_block": thinking,
+            "thinking_block": thinking_on,
+            "thinking": thinking,
             "selection": selection,
         },
     )
-    stop = (THINK_END,) if thinking else ()
+    stop = (THINK_END,) if thinking_on else ()
     chs = [Chain() for _ in range(chains)]
     msgs = ctx.question_messages()
     plans: dict[int, tuple[str, str]] = {}  # chain -> (cut, prefix) for its next generation
@@ -121,7 +126,7 @@ def budget_forcing(
                     params = replace(params, stop=stop)
             cut, prefix = plans.get(k, ("", ""))
             if c.node_id is None:
-                items.append(GenItem(nid, params, messages=msgs))
+                items.append(GenItem(nid, params, messages=msgs, template=switch))
             else:
                 items.append(GenItem(nid, params, parent=c.node_id, prefix=prefix, cut=cut))
         res = yield Generate(tuple(items))
@@ -144,7 +149,7 @@ def budget_forcing(
             else:
                 c.used += g.n_tokens
                 c.segments += 1
-                nxt, cut, prefix = _plan(c, g, thinking, segments, think_tokens, wait, answer_prompt)
+                nxt, cut, prefix = _plan(c, g, thinking_on, segments, think_tokens, wait, answer_prompt)
                 c.phase = nxt
                 plans[k] = (cut, prefix)
         if old:
@@ -239,6 +244,14 @@ register(
                 "answer_prompt", "Final Answer:", "Answer prompt", "Text that forces the answer at the budget"
             ),
             Param("answer_tokens", 256, "Answer tokens", "The most tokens of the forced answer", 1, 4096),
+            Param(
+                "thinking",
+                "on",
+                "Thinking",
+                "With a thinking template: think (on), or ask the template for none (off: its "
+                "enable_thinking switch) so that EOS ends the chain",
+                choices=("on", "off"),
+            ),
             selection_param(),
         ),
         drawn_as="chain",

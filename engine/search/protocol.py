@@ -55,6 +55,14 @@ class GenItem:
     messages: Messages | None = None
     prefix: str = ""
     cut: str = ""
+    template: tuple[tuple[str, Any], ...] = ()  # chat template switches, e.g. (("enable_thinking", False),)
+
+    @property
+    def prompt_key(self) -> tuple | None:
+        """What identifies the item's chat prompt: its messages, and its template switches if any."""
+        if self.messages is None:
+            return None
+        return (self.messages, self.template) if self.template else self.messages
 
     def __post_init__(self) -> None:
         if self.parent is None and self.messages is None:

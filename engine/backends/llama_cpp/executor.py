@@ -215,22 +215,26 @@ class LlamaCppExecutor(Executor):
         self._ready = []
         return out
 
-    def _root_for(self, st: _RunState, messages: tuple) -> Branch:
-        root = self._roots.get(messages)
+    def _root_for(self, st: _RunState, item: GenItem) -> Branch:
+        key = item.prompt_key
+        root = self._roots.get(key)  # type: ignore[arg-type]
         if root is None or root.freed:
-            tokens = self.backend.chat_tokens([{"role": role, "content": text} for role, text in messages])
+            msgs = [{"role": role, "content": text} for role, text in item.messages or ()]
+            tokens = self.backend.chat_tokens(msgs, **dict(item.template))
             root = self.backend.root(tokens)
-            self._roots[messages] = root
+            self._roots[key] = root  # type: ignore[index]
             st.prompt_tokens += len(tokens)
         return root
 
-    def _render(self, messages: tuple) -> str:
-        text = self._rendered.get(messages)
+    def _render(self, item: GenItem) -> str:
+        key = item.prompt_key
+        text = self._rendered.get(key)  # type: ignore[arg-type]
         if text is None:
-            text = self.backend.render_chat([{"role": r, "content": t} for r, t in messages])
+            msgs = [{"role": r, "content": t} for r, t in item.messages or ()]
+            text = self.backend.render_chat(msgs, **dict(item.template))
             if len(self._rendered) > 256:
                 self._rendered.clear()
-            self._rendered[messages] = text
+            self._rendered[key] = text  # type: ignore[index]
         return text
 
     def _chat_rest(self, st: _RunState, item: GenItem) -> str | None:
@@ -238,7 +242,7 @@ class LlamaCppExecutor(Executor):
         before = st.chats.get(item.parent)  # type: ignore[arg-type]
         if before is None or item.parent not in st.nodes:
             return None
-        after = self._render(item.messages)  # type: ignore[arg-type]
+        after = self._render(item)
         return after[len(before) :] if after.startswith(before) and len(after) > len(before) else None
 
     def _continue(
@@ -285,7 +289,7 @@ class LlamaCppExecutor(Executor):
                         reuse[(rid, item.node_id)] = rest
                         continue
                 if item.messages is not None:
-                    roots.append(self._root_for(st, item.messages))
+                    roots.append(self._root_for(st, item))
         self.backend.prefill([x for x in dict.fromkeys(roots) if x.pending > 0], cancel=self.cancel)
         for rid, st in new:
             flight = []
@@ -299,7 +303,7 @@ class LlamaCppExecutor(Executor):
                                 f"run {rid} continued node {item.parent}, which it does not hold"
                             )
                     else:
-                        parent = self._roots[item.messages]
+                        parent = self._roots[item.prompt_key]  # type: ignore[index]
                     (child,) = self.backend.fork(parent, 1, item.params)
                     flight.append((item, child))
                     if item.prefix or item.cut or rest is not None:
@@ -339,7 +343,7 @@ class LlamaCppExecutor(Executor):
                 for item, b in flight:
                     st.nodes[item.node_id] = b
                     if item.messages is not None:
-                        st.chats[item.node_id] = self._render(item.messages) + b.text
+                        st.chats[item.node_id] = self._render(item) + b.text
                     results.append(
                         Generated(
                             item.node_id,

@@ -51,7 +51,9 @@ class VocabMixin:
         n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, 128, 0, True)
         return buf.raw[: max(n, 0)].decode("utf-8", errors="replace")
 
-    def render_chat(self, messages: Sequence[dict[str, str]], add_generation_prompt: bool = True) -> str:
+    def render_chat(
+        self, messages: Sequence[dict[str, str]], add_generation_prompt: bool = True, **variables: object
+    ) -> str:
         """Render messages with the GGUF's own ``tokenizer.chat_template`` (falling back to a plain
         template, with :attr:`template_warning` set, when the model has none)."""
         self._check_thread()
@@ -63,16 +65,17 @@ class VocabMixin:
             bos_token=self._special_text(int(llama_cpp.llama_vocab_bos(self._vocab))),
             eos_token=self._special_text(int(llama_cpp.llama_vocab_eos(self._vocab))),
             add_generation_prompt=add_generation_prompt,
+            **variables,
         )
         if warning and self.template_warning is None:
             self.template_warning = warning
             warnings.warn(warning, stacklevel=2)
         return text
 
-    def chat_tokens(self, messages: Sequence[dict[str, str]]) -> list[int]:
+    def chat_tokens(self, messages: Sequence[dict[str, str]], **variables: object) -> list[int]:
         """Tokens of a rendered chat prompt. The template already writes BOS where the model wants
         it, so BOS is only added when the rendered text does not start with it."""
-        text = self.render_chat(messages)
+        text = self.render_chat(messages, **variables)
         bos = self._special_text(int(llama_cpp.llama_vocab_bos(self._vocab)))
         add_special = not (bos and text.startswith(bos))
         return self.tokenize(text, add_special=add_special, parse_special=True)

@@ -436,7 +436,9 @@ class ServerClient:
         self._tok_cache[key] = list(toks)
         return list(toks)
 
-    async def chat_tokens(self, messages: list[dict[str, str]]) -> tuple[list[int], str | None]:
+    async def chat_tokens(
+        self, messages: list[dict[str, str]], **variables: object
+    ) -> tuple[list[int], str | None]:
         """A chat prompt's tokens, rendered with the model's own template (the very renderer and
         BOS rule the in-process path uses, when the server gives its template); and a warning when
         the model has no template."""
@@ -450,6 +452,7 @@ class ServerClient:
                 bos_token=info.bos_token,
                 eos_token=info.eos_token,
                 add_generation_prompt=True,
+                **variables,
             )
             add_special = not (info.bos_token and text.startswith(info.bos_token))
             return await self.tokenize(text, add_special=add_special, parse_special=True), warning

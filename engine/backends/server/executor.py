@@ -185,7 +185,7 @@ class ServerExecutor(Executor):
         async def one(item: GenItem, prompt: Any, server: ServerClient | None):
             if prompt is None:
                 assert item.messages is not None
-                prompt = tuple(await self.pool.chat_tokens(item.messages))
+                prompt = tuple(await self.pool.chat_tokens(item.messages, item.template))
             elif callable(prompt):  # a continuation with forced text
                 prompt = tuple(await prompt())
             done, srv = await self.pool.complete(request(item, prompt), affinity=server)
@@ -193,7 +193,7 @@ class ServerExecutor(Executor):
 
         async def group(items: list[GenItem]):
             assert items[0].messages is not None
-            prompt = tuple(await self.pool.chat_tokens(items[0].messages))
+            prompt = tuple(await self.pool.chat_tokens(items[0].messages, items[0].template))
             outs, srv = await self.pool.complete_n(request(items[0], prompt, len(items)))
             for done in outs[1:]:  # the prompt was decoded once, for the first; the others got a copy
                 done.cached_n += done.prompt_n
@@ -208,6 +208,7 @@ class ServerExecutor(Executor):
                 p = item.params
                 key = (
                     item.messages,
+                    item.template,
                     p.temperature,
                     p.top_p,
                     p.top_k,

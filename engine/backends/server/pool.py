@@ -253,19 +253,21 @@ class ServerPool:
                 last = e
         raise last or PonderError("Every server is down.")
 
-    async def chat_tokens(self, messages: tuple[tuple[str, str], ...]) -> list[int]:
-        hit = self._chat.get(messages)
+    async def chat_tokens(self, messages: tuple[tuple[str, str], ...], template: tuple = ()) -> list[int]:
+        key = (messages, template) if template else messages
+        hit = self._chat.get(key)
         if hit is not None:
             return hit
 
         async def render(c: ServerClient) -> list[int]:
-            toks, _warning = await c.chat_tokens([{"role": r, "content": t} for r, t in messages])
+            msgs = [{"role": r, "content": t} for r, t in messages]
+            toks, _warning = await c.chat_tokens(msgs, **dict(template))
             return toks
 
         toks = await self._on_any(render)
         if len(self._chat) > 512:
             self._chat.clear()
-        self._chat[messages] = toks
+        self._chat[key] = toks
         return toks
 
     async def tokenize(self, text: str, add_special: bool = False, parse_special: bool = True) -> list[int]:
