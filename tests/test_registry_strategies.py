@@ -343,16 +343,23 @@ def test_a_plugin_strategy_runs_from_the_app(toy_module, qtbot, tmp_path):
     for name, box in w.strategy_boxes.items():
         box.setChecked(name == "toy")
     w.strategy_params["toy"]["shout"].setChecked(True)
-    w.budget_spin.setValue(2)
+    w.budget_kind.setCurrentIndex(w.budget_kind.findData("tokens"))  # matched by tokens: 32 of them
+    w.budget_spin.setValue(32)
     w.tokens_spin.setValue(16)
+    w.seeds_combo.setCurrentIndex(w.seeds_combo.findData("common"))
     w.prm_combo.setCurrentText("arithmetic")
     w.start()
     with qtbot.waitSignal(w.bridge.compared, timeout=180_000) as sig:
         pass
     with Store.open(db, readonly=True) as store:
-        (run,) = store.session(sig.args[0]).runs
-    assert run.strategy == "toy" and run.params["shout"] is True and run.n_nodes == 2
-    assert list(w.panels) == ["toy"] and "Toy" in w.panels["toy"].header.text()
+        session = store.session(sig.args[0])
+        (run,) = session.runs
+    assert run.strategy == "toy" and run.params["shout"] is True and run.n_nodes == 2  # 32 // 16
+    assert session.settings["seeds"] == "common" and session.settings["budget_tokens"] == 32
+    assert run.generated_tokens <= 32
+    header = w.panels["toy"].header.text()
+    assert list(w.panels) == ["toy"] and "Toy" in header
+    assert "at most 32 tokens" in header and "common seeds" in header  # the app says which
     w.close()
 
 
