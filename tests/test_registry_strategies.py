@@ -383,3 +383,14 @@ def test_a_sweep_matched_by_tokens_holds_every_cell_to_its_budget(tmp_path):
     for (_, strategy, budget), run in cells.items():
         assert run is not None and run.status == "done"
         assert run.generated_tokens <= budget, (strategy, budget, run.generated_tokens)
+
+
+def test_the_revisions_bench_shows_what_continuing_cells_saves():
+    r = ponder("bench", "--revisions", "--problems", "0", "--budget", "4", "--max-tokens", "24", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["params"]["revisions"] == {**out["params"]["revisions"], "chains": 1, "length": 4}
+    reuse, fresh = out["revisions"], out["revisions_no_reuse"]
+    assert reuse["cached_tokens"] > 0 and fresh["cached_tokens"] == 0
+    assert reuse["prompt_tokens"] < fresh["prompt_tokens"]  # later attempts decode only their request
+    assert out["ratio"] > 0 and out["reuse_speedup"] > 0 and out["best_of_n"]["tokens"] > 0
