@@ -1050,6 +1050,9 @@ class MainWindow(QMainWindow):
             meta.append(f"{scorer}: {s:.2f}")
         if n.answer is not None:
             meta.append(f"answer {n.answer}")
+        if n.weight is not None:  # particle filtering's resampling
+            fate = "died" if not n.copies else f"copied to {n.copies} particle{'s' * (n.copies != 1)}"
+            meta.append(f"weight {n.weight:.3f}, {fate}")
         if n.pruned_at is not None:
             meta.append(f"pruned at round {n.pruned_at}")
         tokens = ""

@@ -394,3 +394,27 @@ def test_the_revisions_bench_shows_what_continuing_cells_saves():
     assert reuse["cached_tokens"] > 0 and fresh["cached_tokens"] == 0
     assert reuse["prompt_tokens"] < fresh["prompt_tokens"]  # later attempts decode only their request
     assert out["ratio"] > 0 and out["reuse_speedup"] > 0 and out["best_of_n"]["tokens"] > 0
+
+
+def test_the_app_draws_resampling_weights_copies_and_deaths(qtbot, tmp_path):
+    from gui.app import MainWindow
+    from gui.trace_view import tree_notes
+
+    s = _pf_script(scores={"P0": 0.99})
+    s.run(particle_filtering(ctx(), n=4))
+    w = MainWindow(db=str(tmp_path / "pf.db"))
+    qtbot.addWidget(w)
+    w._make_panels(["particle_filtering"])
+    panel = w.panels["particle_filtering"]
+    for ev in s.events:
+        panel.apply(ev)
+    panel.redraw()
+    notes = tree_notes(panel.trace)
+    assert notes[0].startswith("w 1.00 ×4") and notes[1].startswith("w 0.00 ×0")
+    assert len(panel.view.items_by_node) == len(panel.trace.nodes) == 8
+    assert panel.view.items_by_node[1].opacity() < 1  # a particle no one continues is faded
+    w.show_node(panel, 0)
+    assert "copied to 4 particles" in w.detail.toPlainText()
+    w.show_node(panel, 2)
+    assert "died" in w.detail.toPlainText()
+    w.close()
