@@ -364,8 +364,8 @@ class MainWindow(QMainWindow):
         self.seed_spin.setMaximumWidth(96)
         controls.addWidget(self.seed_spin)
         self.seeds_combo = QComboBox()
-        self.seeds_combo.addItem("independent", "independent")
-        self.seeds_combo.addItem("common", "common")
+        self.seeds_combo.addItem("independent seeds", "independent")
+        self.seeds_combo.addItem("common seeds", "common")
         self.seeds_combo.setToolTip(
             "independent: each strategy draws its own random numbers; common: every strategy's k-th "
             "sample draws the same ones (paired comparisons)"
