@@ -227,14 +227,14 @@ def timed_compare(
     """The default strategies on GSM8K problem ``idx`` (seeded by it): (seconds, runs)."""
     from engine.compare import compare
     from engine.problems import get_problem
-    from engine.search import DEFAULT_STRATEGIES
+    from engine.search import default_strategies
 
     p = get_problem("gsm8k", idx)
     t0 = time.perf_counter()
     runs = compare(
         target,
         p.question,
-        DEFAULT_STRATEGIES,
+        default_strategies(),
         budget=budget,
         prm=prm,
         reference=p.reference,

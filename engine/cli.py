@@ -796,16 +796,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise InvalidRequestError("The problem is empty: give the question, or --problem-set and --index.")
     strategies = [x.strip() for x in args.strategies.split(",") if x.strip()]
     from engine.compare import strategy_params
-    from engine.search import get_strategy
 
     overrides = _overrides(args, strategies)
     if args.budget_tokens is not None and args.budget_tokens < 1:
         raise InvalidRequestError("--budget-tokens must be at least 1 token.")
     if args.solution_tokens is not None and (args.solution_tokens < 1 or not args.budget_tokens):
         raise InvalidRequestError("--solution-tokens goes with --budget-tokens and is at least 1.")
-    for name in strategies:  # fail fast, before loading the model
-        get_strategy(name)
-    params = strategy_params(
+    params = strategy_params(  # unknown names and budgets they cannot spend fail here, before the model
         strategies, args.budget, overrides, args.budget_tokens, args.max_tokens, args.solution_tokens
     )
     _check_prm(args.prm, args)

@@ -11,7 +11,7 @@ from engine.backends.base import as_executor
 from engine.errors import InvalidRequestError, PromptTooLongError
 from engine.events import Event
 from engine.problems import clean_text
-from engine.search import budget_params, default_strategies, get_strategy, sequences_needed, token_params
+from engine.search import budget_params, default_strategies, sequences_needed, token_params
 from engine.search.protocol import SYSTEM_PROMPT
 from engine.search.scheduler import Run, Scheduler, StrategySpec, make_runs
 
@@ -117,8 +117,7 @@ def check_compare(
     needs more sequences at once than the backend decodes."""
     if not problem or not problem.strip():
         raise InvalidRequestError("The problem is empty: give the question to solve.")
-    for name in strategies:
-        get_strategy(name)
+    # Every strategy known, and able to spend the budget as asked.
     strategy_params(strategies, budget, overrides, budget_tokens, max_tokens, solution_tokens)
     check_prompt(executor, problem, max_tokens)
     check_sequences(
@@ -174,12 +173,12 @@ def check_sequences(
     side = concurrent and len(names) > 1
     judge = model_free_prm(prm, "-") is None
     room = limit - (PRM_SEQUENCES if judge else 0)
+    what = f"side by side, {', '.join(names)}" if side else ", ".join(names)
     if budget_tokens:
         params = strategy_params(names, budget, overrides, budget_tokens, max_tokens, solution_tokens)
         needs = [sequences_needed(n, p) for n, p in params.items()]
         need = sum(needs) if side else max(needs)
         if need > room:
-            what = f"side by side, {', '.join(names)}" if side else ", ".join(names)
             raise InvalidRequestError(
                 f"At a budget of {budget_tokens} tokens, {what} can hold up to "
                 f"{need + limit - room} sequences at once, more than the {limit} this context decodes "
@@ -191,7 +190,6 @@ def check_sequences(
     if need <= room:
         return
     total = need + limit - room
-    what = f"side by side, {', '.join(names)}" if side else ", ".join(names)
     best = _fits_up_to(names, budget, overrides, side, room)
     # Worded for both faces: the app's Budget and Side by side controls, the CLI's flags.
     fixes = [f"a budget of {best} or less (--budget)" if best else "a smaller budget"]
@@ -244,8 +242,6 @@ def compare(
         raise InvalidRequestError("max_tokens must be >= 1")
     if seeds not in SEED_MODES:
         raise InvalidRequestError(f"seeds is one of {', '.join(SEED_MODES)} (got {seeds!r}).")
-    for name in strategies:
-        get_strategy(name)
     params = strategy_params(strategies, budget, overrides, budget_tokens, max_tokens, solution_tokens)
     specs = [StrategySpec(name, params[name]) for name in strategies]
     if reference is not None and not str(reference).strip():

@@ -37,7 +37,7 @@ from typing import Any
 from engine.answers import is_correct
 from engine.errors import InvalidRequestError, PonderError
 from engine.problems import Problem, ProblemSet, resolve_problem_set
-from engine.search import STRATEGIES, budget_params, default_strategies, registry, token_params
+from engine.search import budget_params, default_strategies, registry, token_params
 from engine.search.revisions import chain_groups, select_revisions
 from engine.search.selection import METHODS, select
 from engine.store import RunInfo, Store
@@ -79,8 +79,7 @@ class SweepSpec:
         if not self.strategies:
             raise InvalidRequestError("Choose at least one strategy.")
         for s in self.strategies:
-            if s not in STRATEGIES:
-                raise InvalidRequestError(f"Unknown strategy {s!r}; choose from {', '.join(STRATEGIES)}.")
+            registry.get(s)  # an unknown name is refused, naming the known ones
         if self.budget_kind not in ("generations", "tokens"):
             raise InvalidRequestError("A sweep's budgets are generations or tokens.")
         if not self.budgets or any(b < 1 for b in self.budgets):
@@ -180,7 +179,7 @@ def spec_of(info: Any, cells: Sequence[tuple[int, str, int]] = ()) -> SweepSpec:
     d = dict(info.settings.get("spec") or {})
     if not d and cells:
         idx = sorted({c[0] for c in cells})
-        strategies = [s for s in STRATEGIES if any(c[1] == s for c in cells)]
+        strategies = [s for s in registry.names() if any(c[1] == s for c in cells)]
         budgets = {c[2] for c in cells}
         top = max(budgets)
         if all(subsampled(s) for s in strategies):  # only the top was run: read the powers of two

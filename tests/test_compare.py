@@ -12,7 +12,7 @@ import pytest
 from engine.compare import compare, summarize
 from engine.events import NodeAdded, RunFinished, RunStarted, Selected, TextDelta
 from engine.problems import get_problem
-from engine.search import DEFAULT_STRATEGIES
+from engine.search import default_strategies
 
 
 @pytest.fixture(scope="module")
@@ -30,14 +30,14 @@ def test_three_strategies_side_by_side_give_complete_event_streams(big_backend):
     runs = compare(
         big_backend,
         p.question,
-        DEFAULT_STRATEGIES,
+        default_strategies(),
         budget=8,
         reference=p.reference,
         max_tokens=48,
         on_event=lambda run, ev: streamed.append((run.spec.name, ev)),
         stream_text=True,
     )
-    assert [r.spec.name for r in runs] == list(DEFAULT_STRATEGIES)
+    assert [r.spec.name for r in runs] == list(default_strategies())
     for r in runs:
         events = [e for e in r.events if not isinstance(e, TextDelta)]
         assert isinstance(events[0], RunStarted) and isinstance(events[-1], RunFinished)
@@ -87,7 +87,7 @@ def test_cancel_marks_runs_cancelled_and_keeps_their_events(big_backend):
     runs = compare(
         big_backend,
         "Explain why the sky is blue, in detail.",
-        DEFAULT_STRATEGIES,
+        default_strategies(),
         budget=4,
         prm="arithmetic",
         max_tokens=400,

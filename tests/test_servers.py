@@ -19,7 +19,7 @@ from engine.backends.server.launch import LlamaServer
 from engine.backends.server.pool import ServerPool
 from engine.compare import compare
 from engine.events import NodeAdded, NodeScored, RunFinished, RunStarted, Selected, TextDelta
-from engine.search import DEFAULT_STRATEGIES
+from engine.search import default_strategies
 from engine.sessions import recorded_compare
 from engine.store import Store
 
@@ -95,7 +95,7 @@ def test_default_strategies_with_the_judge_over_one_server(server, tmp_path):
     store = Store.open(tmp_path / "s.db")
     try:
         sid, runs, err = recorded_compare(
-            ex, store, PROBLEM, DEFAULT_STRATEGIES, budget=4, prm="judge", reference="8", max_tokens=48
+            ex, store, PROBLEM, default_strategies(), budget=4, prm="judge", reference="8", max_tokens=48
         )
         assert err is None
         _check_complete(runs)
@@ -126,7 +126,7 @@ def test_two_servers_share_the_work_and_children_follow_their_parent(two_servers
 
     ex.pool.complete_n = spy  # type: ignore[method-assign]
     try:
-        runs = compare(ex, PROBLEM, DEFAULT_STRATEGIES, budget=4, prm="judge", max_tokens=48)
+        runs = compare(ex, PROBLEM, default_strategies(), budget=4, prm="judge", max_tokens=48)
         _check_complete(runs)
         continued = [(want, got) for want, got in sent if want is not None]
         assert continued, "beam search continued no node"

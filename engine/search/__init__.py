@@ -14,29 +14,8 @@ from engine.search import registry
 from engine.search.protocol import RunContext, StrategyGen
 
 
-class _Names:
-    """Live views of the registry, for code that wants plain names."""
-
-    def __iter__(self):
-        return iter(registry.names())
-
-    def __contains__(self, name: object) -> bool:
-        return registry.find(str(name)) is not None
-
-    def __len__(self) -> int:
-        return len(registry.names())
-
-
-STRATEGIES = _Names()
-
-
-def __getattr__(name: str) -> Any:
-    if name == "DEFAULT_STRATEGIES":  # what a compare runs when no strategies are named
-        return registry.default_names()
-    raise AttributeError(name)
-
-
 def default_strategies() -> tuple[str, ...]:
+    """What a compare runs when no strategies are named."""
     return registry.default_names()
 
 
@@ -70,7 +49,6 @@ def sequences_needed(name: str, params: dict[str, Any]) -> int:
 
 
 __all__ = [
-    "STRATEGIES",
     "RunContext",
     "budget_cost",
     "budget_params",

@@ -116,12 +116,6 @@ class Strategy:
     short: str = ""  # for charts and tables: "best-of-N" (default: the label, lower case)
     order: int = 100  # place in lists
     default: bool = False  # in the default selection
-    module: str = ""
-
-    @property
-    def selections(self) -> tuple[str, ...]:
-        sel = self.param("selection")
-        return sel.choices if sel is not None else ()
 
     @property
     def title(self) -> str:
@@ -201,11 +195,10 @@ class Strategy:
         raise BudgetError(f"{self.label} cannot spend {budget} generations with {given}.")
 
 
-def refuse(label: str, budget: int, step: int, why: str, lowest: int | None = None) -> BudgetError:
+def refuse(label: str, budget: int, step: int, why: str) -> BudgetError:
     """A budget that is not a multiple of ``step``: say why, and the nearest budgets that are."""
     lo = budget - budget % step
-    hi = lo + step
-    near = [b for b in (lo, hi) if b >= (lowest or step)]
+    near = [b for b in (lo, lo + step) if b >= step]
     return BudgetError(
         f"{label} cannot spend a budget of {budget} generations: {why}. "
         f"The nearest budgets it can spend are {' and '.join(str(b) for b in near)}."
@@ -227,7 +220,7 @@ def divisor_at_most(budget: int, cap: int) -> int:
 
 
 _REGISTRY: dict[str, Strategy] = {}
-_loaded = False
+_loaded: set[str] = set()  # what load() has imported: "" for this package, then modules and files
 
 
 def register(strategy: Strategy) -> Strategy:
@@ -261,23 +254,23 @@ def _load_file(path: Path) -> None:
 def load(extra: Iterable[str] | None = None) -> None:
     """Import every strategy module of this package, then the modules (or .py files) named in
     ``PONDER_STRATEGIES`` (comma-separated) and ``extra``. Each registers itself."""
-    global _loaded
     import engine.search as pkg
 
-    if not _loaded:
-        _loaded = True
+    if "" not in _loaded:
+        _loaded.add("")
         for m in pkgutil.iter_modules(pkg.__path__):
             if not m.ispkg:
                 importlib.import_module(f"engine.search.{m.name}")
     wanted = [s.strip() for s in os.environ.get("PONDER_STRATEGIES", "").split(",") if s.strip()]
     for item in [*wanted, *(extra or ())]:
+        if item in _loaded:  # asked on every lookup: import once
+            continue
         try:
             if item.endswith(".py") or os.sep in item:
-                path = Path(item).expanduser()
-                if f"ponder_strategy_{path.stem}" not in sys.modules:
-                    _load_file(path)
+                _load_file(Path(item).expanduser())
             else:
                 importlib.import_module(item)
+            _loaded.add(item)
         except InvalidRequestError:
             raise
         except Exception as e:  # a user's module that does not import: say so, do not crash
