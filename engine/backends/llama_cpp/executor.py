@@ -51,7 +51,7 @@ class _RunState:
     starting: tuple[GenItem, ...] | None = None  # submitted, branches not made yet
     prompt_tokens: int = 0
     cached_tokens: int = 0
-    chats: dict[int, str] = field(default_factory=dict)  # node -> its chat text (prompt and answer)
+    chats: dict[int, tuple[str, str]] = field(default_factory=dict)  # node -> (its chat prompt, its text)
 
 
 @dataclass
@@ -219,8 +219,7 @@ class LlamaCppExecutor(Executor):
         key = item.prompt_key
         root = self._roots.get(key)  # type: ignore[arg-type]
         if root is None or root.freed:
-            msgs = [{"role": role, "content": text} for role, text in item.messages or ()]
-            tokens = self.backend.chat_tokens(msgs, **dict(item.template))
+            tokens = self.backend.prompt_tokens(self._render(item))
             root = self.backend.root(tokens)
             self._roots[key] = root  # type: ignore[index]
             st.prompt_tokens += len(tokens)
@@ -239,11 +238,15 @@ class LlamaCppExecutor(Executor):
 
     def _chat_rest(self, st: _RunState, item: GenItem) -> str | None:
         """The text a chat adds to its parent's chat (prompt and answer), when it begins with it."""
-        before = st.chats.get(item.parent)  # type: ignore[arg-type]
-        if before is None or item.parent not in st.nodes:
+        chat = st.chats.get(item.parent)  # type: ignore[arg-type]
+        if chat is None or item.parent not in st.nodes:
             return None
+        prompt, text = chat
         after = self._render(item)
-        return after[len(before) :] if after.startswith(before) and len(after) > len(before) else None
+        n = len(prompt) + len(text)
+        if len(after) > n and after.startswith(prompt) and after.startswith(text, len(prompt)):
+            return after[n:]
+        return None
 
     def _continue(
         self, st: _RunState, item: GenItem, parent: Branch, child: Branch, rest: str | None
@@ -343,7 +346,7 @@ class LlamaCppExecutor(Executor):
                 for item, b in flight:
                     st.nodes[item.node_id] = b
                     if item.messages is not None:
-                        st.chats[item.node_id] = self._render(item) + b.text
+                        st.chats[item.node_id] = (self._render(item), b.text)
                     results.append(
                         Generated(
                             item.node_id,

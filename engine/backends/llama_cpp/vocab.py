@@ -75,7 +75,10 @@ class VocabMixin:
     def chat_tokens(self, messages: Sequence[dict[str, str]], **variables: object) -> list[int]:
         """Tokens of a rendered chat prompt. The template already writes BOS where the model wants
         it, so BOS is only added when the rendered text does not start with it."""
-        text = self.render_chat(messages, **variables)
+        return self.prompt_tokens(self.render_chat(messages, **variables))
+
+    def prompt_tokens(self, text: str) -> list[int]:
+        """Tokens of a rendered chat prompt (BOS added only when the text does not start with it)."""
         bos = self._special_text(int(llama_cpp.llama_vocab_bos(self._vocab)))
         add_special = not (bos and text.startswith(bos))
         return self.tokenize(text, add_special=add_special, parse_special=True)
