@@ -44,6 +44,13 @@ class Chain:
     score: float = 0.0
     answer_text: str = ""  # the answer written after the thinking closed (or was closed), if any
     marks: list[tuple[int, int]] = field(default_factory=list)  # (node, length of text at its end)
+    cut: str = ""  # for its next generation: text to cut from its end ...
+    prefix: str = ""  # ... and text to force after it
+
+
+def _after(text: str, forced: str) -> str:
+    """``forced`` as it follows ``text``: on a new paragraph unless the text ends in white space."""
+    return forced if not text or text[-1].isspace() else "\n\n" + forced
 
 
 def _plan(
@@ -58,9 +65,7 @@ def _plan(
     if tried_to_end:
         if budget_left:  # suppress the end: "Wait", and go on thinking
             cut = THINK_END if thinking and g.finish_reason == "stop" else ""
-            kept = ch.text[: len(ch.text) - len(cut)]
-            sep = "" if not kept or kept[-1].isspace() else "\n\n"
-            return "think", cut, sep + wait
+            return "think", cut, _after(ch.text[: len(ch.text) - len(cut)], wait)
         if thinking and g.finish_reason == "stop":  # it closed its thinking itself: now the answer
             return "answer", "", "\n\n"
         return "done", "", ""
@@ -71,8 +76,7 @@ def _plan(
     # The budget is spent: close the thinking and force the answer.
     if thinking:
         return "answer", "", "\n" + THINK_END + "\n\n"
-    sep = "" if not ch.text or ch.text[-1].isspace() else "\n\n"
-    return "answer", "", sep + answer_prompt
+    return "answer", "", _after(ch.text, answer_prompt)
 
 
 def budget_forcing(
@@ -86,7 +90,7 @@ def budget_forcing(
     selection: str = "weighted",
     thinking: str = "on",
 ) -> StrategyGen:
-    has_block = bool(getattr(ctx, "thinking", False))
+    has_block = ctx.thinking
     # "off" asks the template for no thinking (its enable_thinking switch): EOS is then the end.
     switch = (("enable_thinking", False),) if has_block and thinking == "off" else ()
     thinking_on = has_block and thinking != "off"
@@ -108,7 +112,6 @@ def budget_forcing(
     stop = (THINK_END,) if thinking_on else ()
     chs = [Chain() for _ in range(chains)]
     msgs = ctx.question_messages()
-    plans: dict[int, tuple[str, str]] = {}  # chain -> (cut, prefix) for its next generation
     while True:
         live = [k for k, c in enumerate(chs) if c.phase != "done"]
         if not live:
@@ -124,11 +127,10 @@ def budget_forcing(
                 params = ctx.sampling(nid, max(1, room), stop=False)
                 if stop:
                     params = replace(params, stop=stop)
-            cut, prefix = plans.get(k, ("", ""))
             if c.node_id is None:
                 items.append(GenItem(nid, params, messages=msgs, template=switch))
             else:
-                items.append(GenItem(nid, params, parent=c.node_id, prefix=prefix, cut=cut))
+                items.append(GenItem(nid, params, parent=c.node_id, prefix=c.prefix, cut=c.cut))
         res = yield Generate(tuple(items))
         old = [chs[k].node_id for k in live if chs[k].node_id is not None]
         for k, item, g in zip(live, items, res, strict=True):
@@ -149,9 +151,9 @@ def budget_forcing(
             else:
                 c.used += g.n_tokens
                 c.segments += 1
-                nxt, cut, prefix = _plan(c, g, thinking_on, segments, think_tokens, wait, answer_prompt)
-                c.phase = nxt
-                plans[k] = (cut, prefix)
+                c.phase, c.cut, c.prefix = _plan(
+                    c, g, thinking_on, segments, think_tokens, wait, answer_prompt
+                )
         if old:
             yield Release(tuple(i for i in old if i is not None))
     # One PRM pass over every chain's whole text. Step scores are causal (step i is judged on the
