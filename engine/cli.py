@@ -806,20 +806,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
         strategies, args.budget, overrides, args.budget_tokens, args.max_tokens, args.solution_tokens
     )
     _check_prm(args.prm, args)
-    if not _servers(args):
-        from engine.compare import check_sequences
-
-        check_sequences(
-            _in_process_parallel(args),
-            strategies,
-            args.budget,
-            args.prm,
-            not args.sequential,
-            overrides,
-            budget_tokens=args.budget_tokens,
-            max_tokens=args.max_tokens,
-            solution_tokens=args.solution_tokens,
-        )
     if args.prm == "reference" and not reference:
         raise InvalidRequestError("--prm reference needs a reference answer (--reference or --problem-set).")
     cancel = CancelToken()

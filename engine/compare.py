@@ -11,7 +11,7 @@ from engine.backends.base import as_executor
 from engine.errors import InvalidRequestError, PromptTooLongError
 from engine.events import Event
 from engine.problems import clean_text
-from engine.search import budget_params, default_strategies, sequences_needed, token_params
+from engine.search import budget_params, default_strategies, token_params
 from engine.search.protocol import SYSTEM_PROMPT
 from engine.search.scheduler import Run, Scheduler, StrategySpec, make_runs
 
@@ -55,7 +55,6 @@ def summarize(run: Run) -> RunSummary:
 
 
 SEED_MODES = ("independent", "common")  # a stream per strategy, or common random numbers
-PRM_SEQUENCES = 2  # a judge in the same context needs at least this many free sequences
 
 
 def strategy_params(
@@ -78,28 +77,6 @@ def strategy_params(
     return out
 
 
-def _sequences(
-    names: Sequence[str], budget: int, overrides: dict[str, dict[str, Any]], concurrent: bool
-) -> int:
-    needs = [sequences_needed(n, budget_params(n, budget, **overrides.get(n, {}))) for n in names]
-    return sum(needs) if concurrent else max(needs)
-
-
-def _fits_up_to(names: Sequence[str], budget: int, overrides: dict, concurrent: bool, room: int) -> int:
-    """The largest budget below ``budget`` such that these strategies run at once in ``room``
-    sequences at it and at every budget below it they accept (0: none), so "that budget or less"
-    is true. Budgets a strategy refuses (not a multiple of its beam width ...) are passed over."""
-    best = 0
-    for b in range(1, min(budget - 1, 4 * room + 64) + 1):
-        try:
-            if _sequences(names, b, overrides, concurrent) > room:
-                break
-        except InvalidRequestError:  # e.g. lookahead k needs a budget of at least k + 1
-            continue
-        best = b
-    return best
-
-
 def check_compare(
     executor: Any,
     problem: str,
@@ -113,24 +90,13 @@ def check_compare(
     solution_tokens: int | None = None,
 ) -> None:
     """What can be known before anything runs, said in the user's terms (budget, tokens, context):
-    a problem longer than the context, no room left for a solution after it, and a budget that
-    needs more sequences at once than the backend decodes."""
+    a problem longer than the context, or no room left for a solution after it. Any budget runs:
+    generations beyond the sequences decoded at once wait for one to finish (continuous batching)."""
     if not problem or not problem.strip():
         raise InvalidRequestError("The problem is empty: give the question to solve.")
     # Every strategy known, and able to spend the budget as asked.
     strategy_params(strategies, budget, overrides, budget_tokens, max_tokens, solution_tokens)
     check_prompt(executor, problem, max_tokens)
-    check_sequences(
-        executor.sequence_limit(),
-        strategies,
-        budget,
-        prm,
-        concurrent,
-        overrides,
-        budget_tokens=budget_tokens,
-        max_tokens=max_tokens,
-        solution_tokens=solution_tokens,
-    )
 
 
 def check_prompt(executor: Any, problem: str, max_tokens: int) -> None:
@@ -147,65 +113,6 @@ def check_prompt(executor: Any, problem: str, max_tokens: int) -> None:
             f"The problem takes {n_prompt} of the context's {n_ctx} tokens, leaving no room for a "
             "solution. Shorten the problem or raise the context size (--ctx)."
         )
-
-
-def check_sequences(
-    limit: int | None,
-    strategies: Sequence[str],
-    budget: int,
-    prm: str,
-    concurrent: bool,
-    overrides: dict[str, dict[str, Any]] | None = None,
-    budget_tokens: int | None = None,
-    max_tokens: int = 2048,
-    solution_tokens: int | None = None,
-) -> None:
-    """The budget needs no more sequences at once than the backend decodes (``limit``: the executor's
-    :meth:`~engine.backends.base.Executor.sequence_limit`; None on servers, which queue what exceeds
-    their slots). Needs no model: the CLI checks before loading one."""
-    from engine.backends.llama_cpp.config import max_parallel_sequences
-    from engine.prm import model_free_prm
-
-    if limit is None:
-        return
-    overrides = overrides or {}
-    names = list(strategies)
-    side = concurrent and len(names) > 1
-    judge = model_free_prm(prm, "-") is None
-    room = limit - (PRM_SEQUENCES if judge else 0)
-    what = f"side by side, {', '.join(names)}" if side else ", ".join(names)
-    if budget_tokens:
-        params = strategy_params(names, budget, overrides, budget_tokens, max_tokens, solution_tokens)
-        needs = [sequences_needed(n, p) for n, p in params.items()]
-        need = sum(needs) if side else max(needs)
-        if need > room:
-            raise InvalidRequestError(
-                f"At a budget of {budget_tokens} tokens, {what} can hold up to "
-                f"{need + limit - room} sequences at once, more than the {limit} this context decodes "
-                "at once. Use a smaller token budget (--budget-tokens)"
-                + (", or run them one after another (--sequential)." if side else ".")
-            )
-        return
-    need = _sequences(names, budget, overrides, side)
-    if need <= room:
-        return
-    total = need + limit - room
-    best = _fits_up_to(names, budget, overrides, side, room)
-    # Worded for both faces: the app's Budget and Side by side controls, the CLI's flags.
-    fixes = [f"a budget of {best} or less (--budget)" if best else "a smaller budget"]
-    if side:
-        alone = _fits_up_to(names, budget + 1, overrides, False, room)
-        if alone:
-            fixes.append(
-                f"run them one after another (--sequential; one at a time fits up to budget {alone})"
-            )
-    if total <= max_parallel_sequences():
-        fixes.append(f"decode {total} sequences at once (--parallel {total})")
-    raise InvalidRequestError(
-        f"At budget {budget}, {what} can hold up to {total} sequences at once (samples, beams"
-        f"{' and the judge' if judge else ''}), more than the {limit} this context decodes at once. "
-        f"Use {', or '.join(fixes)}."
-    )
 
 
 def compare(

@@ -68,7 +68,8 @@ class KVCacheFullError(PonderError):
         self.n_live = n_live
         super().__init__(
             f"The KV cache is full: {n_live} live branches need room for {n_tokens} more tokens in a "
-            f"context of {n_ctx} cells. Raise the context size, use fewer branches or fewer tokens."
+            f"context of {n_ctx} cells. Raise the context size (--ctx) or lower the tokens a "
+            "solution may take (--max-tokens)."
         )
 
 

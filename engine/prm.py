@@ -503,6 +503,14 @@ class JudgePRM:
                 self.backend.free(victim)
         return branch
 
+    def trim(self) -> None:
+        """Give back the candidates' KV state it keeps (not the question's head): a context short of
+        sequences or cells needs them more; their steps are read again if asked."""
+        for key in [k for k in self._chains if k[1] != ()]:
+            ch = self._chains.pop(key)
+            if not ch.freed:
+                self.backend.free(ch)
+
     def close(self) -> None:
         """Free the KV state the judge keeps between calls."""
         for ch in self._chains.values():

@@ -261,19 +261,6 @@ def run_sweep(
     from engine.backends.base import as_executor
 
     backend = as_executor(backend)
-    from engine.compare import check_sequences
-
-    for name in spec.strategies:  # a budget that cannot run at all is refused before any cell runs
-        top = max(spec.budgets)
-        check_sequences(
-            backend.sequence_limit(),
-            [name],
-            top,
-            spec.prm,
-            concurrent=False,
-            budget_tokens=top if spec.tokens else None,
-            max_tokens=spec.max_tokens,
-        )
     key, settings = sweep_key(pset, backend.model_record(), spec)
     sweep_id = store.open_sweep(key, sweep_name(settings), settings)
     store.update_sweep(sweep_id, spec=dataclasses.asdict(spec))  # what the app reopens it with

@@ -59,7 +59,8 @@ def test_a_revision_chat_continues_its_attempt_and_decodes_only_the_rest(fresh):
     first = len(fresh.chat_tokens([{"role": r, "content": t} for r, t in MSGS]))
     # ...but the question and the attempt come from the attempt's cells; only the rest is decoded.
     assert done.cached_tokens >= first + a.n_tokens - 1  # (less an end token it had sampled)
-    assert done.cached_tokens + done.prompt_tokens == child.gen_start
+    # The whole chat counts as the revision's prompt; the part its attempt's cells held as reused.
+    assert done.prompt_tokens == child.gen_start and done.cached_tokens < done.prompt_tokens
     ex.finish()
 
 

@@ -34,19 +34,21 @@ def n_sessions(db) -> int:
         con.close()
 
 
-def test_a_budget_that_cannot_run_is_refused_before_the_model_loads_naming_budgets_that_can(tmp_path):
+def test_a_budget_beyond_the_sequences_decoded_at_once_runs_and_a_bad_one_is_refused_before_loading(tmp_path):
+    """Generations beyond the sequences decoded at once wait for one to finish (continuous
+    batching): 12 samples on a context that decodes 4 at once all run. A budget a strategy cannot
+    spend is refused before the model loads, naming budgets it can."""
     db = tmp_path / "s.db"
-    r = ponder("compare", "1+1?", "--budget", "100000", "--db", str(db), timeout=60)
-    assert r.returncode == 2, r.stderr
-    assert "At budget 100000" in r.stderr and "a budget of 17 or less (--budget)" in r.stderr
-    assert "(--sequential; one at a time fits up to budget 30)" in r.stderr
-    assert not any(w in r.stderr for w in INTERNAL_WORDS), r.stderr
-    assert "Loading" not in r.stderr and n_sessions(db) == 0
-    # One strategy alone: the largest budget that fits, and the --parallel that would fit this one.
     r = ponder(
-        "compare", "1+1?", "--strategies", "beam_search", "--budget", "32", "--db", str(db), timeout=60
-    )
-    assert r.returncode == 2 and "a budget of 30 or less" in r.stderr and "(--parallel 67)" in r.stderr
+        "compare", "What is 2 + 3?", "--strategies", "best_of_n", "--budget", "12", "--parallel", "4",
+        "--max-tokens", "8", "--prm", "arithmetic", "--db", str(db), "--json", timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["runs"][0]["status"] == "done" and out["runs"][0]["generated_tokens"] > 12
+    r = ponder("compare", "1+1?", "--strategies", "dvts", "--budget", "6", "--db", str(db), timeout=60)
+    assert r.returncode == 2 and "nearest budgets it can spend are 4 and 8" in r.stderr, r.stderr
+    assert not any(w in r.stderr for w in INTERNAL_WORDS) and "Loading" not in r.stderr
     r = ponder("compare", "1+1?", "--parallel", "100000", "--db", str(db), timeout=60)
     assert r.returncode == 2 and "--parallel must be between 1 and" in r.stderr
 
@@ -63,16 +65,17 @@ def test_a_problem_longer_than_the_context_is_refused_with_its_token_count_and_n
 
 def test_compare_exits_3_when_a_run_fails_and_0_when_all_finish(tmp_path):
     db = tmp_path / "s.db"
-    # The problem fits, but 8 samples of 400 tokens cannot share a 1,024-token context: the runs
-    # fail while running (the KV cache fills), and are saved as failed.
+    # The problem fits, and a solution fills the 512-token context; the judge cannot read it with its
+    # question after it: the run fails while running, and is saved as failed.
     r = ponder(
-        "compare", "Write a long story about a cat.", "--strategies", "best_of_n", "--budget", "8",
-        "--max-tokens", "400", "--ctx", "1024", "--db", str(db), "--json", timeout=300,
+        "compare", "Write a long story about a cat.", "--strategies", "best_of_n", "--budget", "1",
+        "--max-tokens", "1000", "--ctx", "512", "--db", str(db), "--json", timeout=300,
     )  # fmt: skip
     assert r.returncode == 3, r.stderr
     out = json.loads(r.stdout)
     assert [x["status"] for x in out["runs"]] == ["failed"]
-    assert "KV cache is full" in out["runs"][0]["message"] and n_sessions(db) == 1
+    assert "the context holds 512" in out["runs"][0]["message"]
+    assert n_sessions(db) == 1
     r = ponder("sessions", "rerun", out["session_id"], "--db", str(db), timeout=300)
     assert r.returncode == 3 and "the rerun failed" in r.stdout, (r.stdout, r.stderr)
     r = ponder(
@@ -86,11 +89,11 @@ def test_compare_exits_3_when_a_run_fails_and_0_when_all_finish(tmp_path):
 def test_sweep_exits_3_when_a_cell_failed_and_refuses_a_budget_it_cannot_run(tmp_path):
     db = tmp_path / "s.db"
     r = ponder(
-        "sweep", "--set", "arith", "--limit", "1", "--strategies", "beam_search", "--budgets", "1,64",
+        "sweep", "--set", "arith", "--limit", "1", "--strategies", "dvts", "--budgets", "1,6",
         "--prm", "arithmetic", "--db", str(db), "--out", str(tmp_path / "o"), timeout=120,
     )  # fmt: skip
     assert r.returncode == 2, r.stderr
-    assert "At budget 64, beam_search" in r.stderr and n_sessions(db) == 0
+    assert "DVTS cannot spend a budget of 6" in r.stderr and n_sessions(db) == 0
     problems = tmp_path / "p.jsonl"
     problems.write_text(
         json.dumps({"question": "What is 2 + 3?", "answer": "5"})
@@ -137,17 +140,16 @@ def test_sequences_needed_bounds_what_each_strategy_really_holds(fresh, name, mo
         assert 0 < peak["v"] <= bound, (name, budget, extra, peak["v"], bound)
 
 
-def test_a_request_that_cannot_start_leaves_no_sequence_taken(model_path, monkeypatch):
-    """Past the pre-run check (here switched off), a generation that runs out of sequences fails its
-    runs, and every sequence it had taken is free again for the next compare."""
-    import engine.compare as cmp
+def test_more_generations_than_sequences_wait_for_one_and_leave_every_sequence_free(model_path):
+    """Best-of-12 and beam search at 12 beside it, with the judge, on a context that decodes 8
+    sequences at once: requests beyond the free sequences wait, finished answers are set aside
+    (parked) so the rest can start, every candidate is scored, and every sequence is free after."""
     from engine.backends.llama_cpp import Backend, BackendConfig
+    from engine.compare import compare
 
-    monkeypatch.setattr(cmp, "check_sequences", lambda *a, **k: None)
-    with Backend(model_path, BackendConfig(n_ctx=2048, n_seq_max=8)) as b:
-        runs = cmp.compare(b, "1+1?", ["best_of_n"], budget=12, prm="arithmetic", max_tokens=4)
-        assert runs[0].status == "failed"
-        assert "sequences this context decodes at once" in runs[0].message and "--budget" in runs[0].message
-        assert b.free_slots == 8
-        runs = cmp.compare(b, "1+1?", ["best_of_n"], budget=6, prm="arithmetic", max_tokens=4)
-        assert runs[0].status == "done"
+    with Backend(model_path, BackendConfig(n_ctx=4096, n_seq_max=8)) as b:
+        runs = compare(b, "What is 3 + 4?", ["best_of_n", "beam_search"], budget=12, max_tokens=12)
+        assert [r.status for r in runs] == ["done", "done"], [r.message for r in runs]
+        bon = runs[0].trace()
+        assert len(bon.nodes) == 12 and all(n.score is not None for n in bon.nodes.values())
+        assert b.stats.parked > 0 and b.free_slots == 8 and b.branches == []

@@ -122,11 +122,6 @@ class Executor(ABC):
 
     # --- limits, checked before a compare runs (engine.compare.check_compare) ---------------------
 
-    def sequence_limit(self) -> int | None:
-        """Sequences decoded at once, beyond which a request fails (None: requests beyond the
-        limit wait for a free one, as on inference servers)."""
-        return None
-
     def prompt_fit(self, messages: tuple[tuple[str, str], ...]) -> tuple[int, int] | None:
         """(tokens of this chat prompt, context tokens) where the backend can say before running."""
         return None

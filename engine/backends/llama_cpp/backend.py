@@ -71,6 +71,7 @@ class Backend(VocabMixin, BranchesMixin, DecodeMixin, ReadMixin):
         self._batch = llama_cpp.llama_batch_init(self.config.n_batch, 0, 1)
         self._free_seqs = list(range(self.config.n_seq_max - 1, -1, -1))  # pop() gives 0 first
         self._branches: dict[int, Branch] = {}
+        self._parked: dict[int, Branch] = {}
         self._next_id = 0
         self._epoch = 0
         self._pieces: dict[int, bytes] = {}

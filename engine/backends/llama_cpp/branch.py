@@ -29,6 +29,10 @@ class Branch:
     _rng: Any = field(default=None, repr=False)  # ... the plain chain samples in numpy (fastsample)
     _logits: tuple[int, int, int] | None = field(default=None, repr=False)  # (epoch, batch idx, out idx)
     freed: bool = False
+    # Cells at positions [base, n_past) are this branch's own: below ``base`` it shares its parent's
+    # (counted there). A parked branch holds no sequence: its tokens and text stay, its cells are gone.
+    base: int = 0
+    parked: bool = False
 
     @property
     def generated(self) -> list[int]:
@@ -76,5 +80,6 @@ class StepStats:
     tokens_decoded: int = 0
     tokens_sampled: int = 0
     tokens_adopted: int = 0  # pending tokens whose KV was shared from another branch, not decoded
+    parked: int = 0  # finished branches set aside to free their sequence and cells
     decode_s: float = 0.0
     sample_s: float = 0.0

@@ -27,6 +27,26 @@ class BranchesMixin:
     def free_slots(self) -> int:
         return len(self._free_seqs)
 
+    def cells_used(self) -> int:
+        """KV cells the live branches hold, each shared cell counted once (an upper bound where a
+        branch adopted cells from another: those count for both)."""
+        return sum(b.n_past - b.base for b in self._branches.values() if b.n_past > b.base)
+
+    def _hand_down(self, b: Branch) -> None:
+        """``b`` leaves the cache: the cells it shares with its children stay (llama.cpp keeps a cell
+        while any sequence holds it), so the child that shares the most of them takes them over, and
+        the other children that shared them become its children."""
+        kids = [c for c in self._branches.values() if c.parent == b.id and c is not b]
+        heir = max((c for c in kids if c.base > b.base), key=lambda c: c.base, default=None)
+        for c in kids:
+            if heir is not None and c is not heir and c.base > b.base:
+                c.parent = heir.id
+            elif c is not heir:
+                c.parent = b.parent
+        if heir is not None:
+            heir.base = b.base
+            heir.parent = b.parent
+
     def _new_branch(
         self, params: SamplingParams, tokens: list[int], n_past: int, parent: int | None
     ) -> Branch:
@@ -111,6 +131,7 @@ class BranchesMixin:
             llama_cpp.llama_memory_seq_rm(self._mem, branch.seq, keep, -1)
             branch.n_past = keep
         del branch.tokens[keep:]
+        branch.base = min(branch.base, branch.n_past)
         branch._logits = None
 
     def is_eog(self, token: int) -> bool:
@@ -137,7 +158,8 @@ class BranchesMixin:
         child. The parent's KV cells are shared, not copied. A parent whose prompt was never decoded
         is decoded first, once, so the children never decode it again."""
         self._check_thread()
-        self._check_live(parent)
+        if not parent.parked:
+            self._check_live(parent)
         if n < 1:
             raise InvalidRequestError("fork needs n >= 1")
         if params is None:
@@ -150,6 +172,8 @@ class BranchesMixin:
                 raise InvalidRequestError(f"fork got {len(plist)} sampling params for {n} children")
         if n > len(self._free_seqs):
             raise TooManyBranchesError(self.config.n_seq_max)
+        if parent.parked:
+            return self._fork_parked(parent, plist)
         if parent.pending > 1:
             self.prefill([parent])
         # Children reuse the parent's logits row if it is still the current one; otherwise they
@@ -162,10 +186,43 @@ class BranchesMixin:
             llama_cpp.llama_memory_seq_rm(self._mem, child.seq, -1, -1)
             if n_copy > 0:
                 llama_cpp.llama_memory_seq_cp(self._mem, parent.seq, child.seq, 0, n_copy)
+            child.base = n_copy
             if share_logits:
                 child._logits = parent._logits
             children.append(child)
         return children
+
+    def _fork_parked(self, parent: Branch, plist: list[SamplingParams]) -> list[Branch]:
+        """Children of a parked branch: its tokens again, decoded with the next step (sharing the
+        cells of any live branch that holds the same start, such as the question's prompt)."""
+        if self._parked.get(parent.id) is not parent:
+            raise InvalidRequestError(f"branch {parent.id} was freed or belongs to another backend")
+        children = []
+        for p in plist:
+            child = self._new_branch(p, list(parent.tokens), 0, parent.id)
+            llama_cpp.llama_memory_seq_rm(self._mem, child.seq, -1, -1)
+            children.append(child)
+        return children
+
+    def park(self, branch: Branch) -> None:
+        """Set a finished branch aside: its sequence and cells go back (for other work) but its
+        tokens, text and logprobs stay, so it can still be read and continued (:meth:`fork` decodes
+        its tokens again). How a run holds more nodes than the context has sequences or cells."""
+        self._check_thread()
+        self._check_live(branch)
+        self._hand_down(branch)
+        llama_cpp.llama_memory_seq_rm(self._mem, branch.seq, -1, -1)
+        if branch._sampler:
+            llama_cpp.llama_sampler_free(branch._sampler)
+            branch._sampler = None
+        del self._branches[branch.id]
+        self._free_seqs.append(branch.seq)
+        branch.seq, branch.n_past, branch.base, branch._logits = -1, 0, 0, None
+        branch.parked = True
+        self._parked[branch.id] = branch
+        self.stats.parked += 1
+        if not self._branches:
+            llama_cpp.llama_memory_clear(self._mem, True)
 
     def free(self, branch: Branch) -> None:
         """Drop a branch: its sequence leaves the cache (cells no one else uses are released) and its
@@ -173,7 +230,13 @@ class BranchesMixin:
         self._check_thread()
         if branch.freed:
             return
+        if branch.parked:
+            if self._parked.pop(branch.id, None) is not branch:
+                raise InvalidRequestError(f"branch {branch.id} was freed or belongs to another backend")
+            branch.freed = True
+            return
         self._check_live(branch)
+        self._hand_down(branch)
         llama_cpp.llama_memory_seq_rm(self._mem, branch.seq, -1, -1)
         if branch._sampler:
             llama_cpp.llama_sampler_free(branch._sampler)
@@ -187,7 +250,7 @@ class BranchesMixin:
             llama_cpp.llama_memory_clear(self._mem, True)
 
     def free_all(self) -> None:
-        for b in list(self._branches.values()):
+        for b in [*self._branches.values(), *self._parked.values()]:
             self.free(b)
 
     def seq_positions(self, branch: Branch) -> tuple[int, int]:

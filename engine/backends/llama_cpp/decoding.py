@@ -149,6 +149,7 @@ class DecodeMixin:
     def _rewind_one(self, b: Branch) -> None:
         llama_cpp.llama_memory_seq_rm(self._mem, b.seq, b.n_past - 1, -1)
         b.n_past -= 1
+        b.base = min(b.base, b.n_past)
         b._logits = None
 
     def _sample(self, branches: list[Branch], want_logprobs: bool) -> list[TokenEvent]:

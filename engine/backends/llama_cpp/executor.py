@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import codecs
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,8 +30,11 @@ from engine.backends.base import (
 )
 from engine.backends.llama_cpp.backend import Backend
 from engine.backends.llama_cpp.branch import Branch, TokenEvent
-from engine.errors import InvalidRequestError, PonderError
+from engine.errors import InvalidRequestError, KVCacheFullError, PonderError
 from engine.search.protocol import Generated, GenItem
+
+JUDGE_SEQUENCES = 3  # a judge in the same context reads with a chain and a verdict branch at least
+MARGIN_CELLS = 16  # KV cells kept free beyond what admitted branches may still fill
 
 MODEL_FIELDS = (
     "path",
@@ -47,8 +51,10 @@ MODEL_FIELDS = (
 @dataclass
 class _RunState:
     nodes: dict[int, Branch] = field(default_factory=dict)
-    in_flight: list[tuple[GenItem, Branch]] | None = None
-    starting: tuple[GenItem, ...] | None = None  # submitted, branches not made yet
+    request: tuple[GenItem, ...] | None = None  # the Generate request being served
+    flight: dict[int, Branch] = field(default_factory=dict)  # item index -> its branch (started)
+    keep: set[tuple] = field(default_factory=set)  # prompts kept while this run lives (its question)
+    counted: set[tuple] = field(default_factory=set)  # chat prompts already counted for this run
     prompt_tokens: int = 0
     cached_tokens: int = 0
     chats: dict[int, tuple[str, str]] = field(default_factory=dict)  # node -> (its chat prompt, its text)
@@ -74,7 +80,10 @@ class LlamaCppExecutor(Executor):
         self.backend = backend
         self._runs: dict[str, _RunState] = {}
         self._roots: dict[tuple, Branch] = {}
-        self._shared_keys: set[tuple] = set()
+        self._queue: deque[tuple[str, int]] = deque()  # (run, item index) waiting to start
+        self._tokens: dict[tuple, list[int]] = {}  # a chat prompt's tokens, while its items wait
+        self.reserve = 0  # sequences left free for a judge's checks (set when a judge is made)
+        self._judge: Any = None
         self._jobs: list[_ScoreJob] = []
         self._ready: list[Outcome] = []
         self._prm_backends: dict[int, list[Backend]] = {}
@@ -105,7 +114,9 @@ class LlamaCppExecutor(Executor):
 
         check_prm_spec(spec)
         if spec == "judge":
-            return JudgePRM(self.backend)
+            self.reserve = JUDGE_SEQUENCES
+            self._judge = JudgePRM(self.backend)
+            return self._judge
         prm = model_free_prm(spec, reference)
         if prm is not None:
             return prm
@@ -123,6 +134,8 @@ class LlamaCppExecutor(Executor):
         return prm
 
     def close_prm(self, prm: Any) -> None:
+        if prm is self._judge:
+            self._judge, self.reserve = None, 0
         super().close_prm(prm)
         for b in self._prm_backends.pop(id(prm), []):
             b.close()
@@ -131,9 +144,6 @@ class LlamaCppExecutor(Executor):
 
     def thinking(self) -> bool:
         return "</think>" in (self.backend.chat_template or "")
-
-    def sequence_limit(self) -> int | None:
-        return self.backend.config.n_seq_max
 
     def prompt_fit(self, messages: tuple[tuple[str, str], ...]) -> tuple[int, int] | None:
         tokens = self.backend.chat_tokens([{"role": role, "content": text} for role, text in messages])
@@ -148,10 +158,11 @@ class LlamaCppExecutor(Executor):
     def generate(self, run_id: str, items: Sequence[GenItem], keep_prompt: tuple | None = None) -> None:
         st = self._state(run_id)
         if keep_prompt is not None:
-            self._shared_keys.add(keep_prompt)
-        if st.in_flight is not None or st.starting is not None:
+            st.keep.add(keep_prompt)
+        if st.request is not None:
             raise InvalidRequestError(f"run {run_id} asked for a generation while one is in flight")
-        st.starting = tuple(items)
+        st.request, st.flight = tuple(items), {}
+        self._queue.extend((run_id, i) for i in range(len(items)))
 
     def release(self, run_id: str, node_ids: Sequence[int]) -> None:
         st = self._state(run_id)
@@ -165,13 +176,11 @@ class LlamaCppExecutor(Executor):
         st = self._runs.pop(run_id, None)
         if st is None:
             return
-        for b in list(st.nodes.values()):
+        for b in [*st.nodes.values(), *st.flight.values()]:
             if not b.freed:
                 self.backend.free(b)
         st.chats.clear()
-        for _, b in st.in_flight or ():
-            if not b.freed:
-                self.backend.free(b)
+        self._queue = deque(q for q in self._queue if q[0] != run_id)
         self._ready = [o for o in self._ready if getattr(o, "run_id", None) != run_id]
 
     def score(self, prm: Any, question: str, asks: Sequence[ScoreAsk]) -> ScoreDone | None:
@@ -200,7 +209,7 @@ class LlamaCppExecutor(Executor):
         return bool(
             self._ready
             or self._jobs
-            or any(st.in_flight is not None or st.starting is not None for st in self._runs.values())
+            or any(st.request is not None for st in self._runs.values())
         )
 
     # --- progress -----------------------------------------------------------------------------------
@@ -215,15 +224,128 @@ class LlamaCppExecutor(Executor):
         self._ready = []
         return out
 
+    # --- admission: items start as sequences and KV cells allow (continuous batching) ------------
+
+    def _prompt_tokens_of(self, item: GenItem) -> list[int]:
+        key = item.prompt_key
+        toks = self._tokens.get(key)  # type: ignore[arg-type]
+        if toks is None:
+            toks = self._tokens[key] = self.backend.prompt_tokens(self._render(item))  # type: ignore[index]
+        return toks
+
+    def _needs(self, st: _RunState, item: GenItem) -> tuple[int, int]:
+        """(sequences, KV cells) an item takes when it starts: its own sequence and up to max_tokens
+        cells, plus a root for a chat prompt not yet held, plus a parked parent's tokens again."""
+        cells = item.params.max_tokens + len(item.prefix) // 2 + 1
+        if self._continues(st, item):
+            parent = st.nodes[item.parent]  # type: ignore[index]
+            rest = self._chat_rest(st, item) if item.messages is not None else None
+            cells += len(rest or "") // 2 + (len(parent.tokens) if parent.parked else 0)
+            return 1, cells
+        if item.messages is None:
+            return 1, cells  # a parent it does not hold: refused when it starts
+        root = self._roots.get(item.prompt_key)  # type: ignore[arg-type]
+        if root is not None and not root.freed:
+            return 1, cells
+        return 2, cells + len(self._prompt_tokens_of(item))
+
+    def _demand(self) -> int:
+        """Cells in use, plus what the started branches may still add."""
+        b = self.backend
+        need = b.cells_used() + sum(x.pending for x in b.branches)
+        for st in self._runs.values():
+            for x in st.flight.values():
+                if not x.finished and not x.freed:
+                    need += max(0, x.params.max_tokens - x.n_generated)
+        return need
+
+    def _fits(self, seqs: int, cells: int) -> bool:
+        b = self.backend
+        return b.free_slots - seqs >= self.reserve and self._demand() + cells + MARGIN_CELLS <= b.n_ctx
+
+    def _idle(self, pinned: set[int]) -> list[Branch]:
+        """Finished branches that hold a sequence but are not growing: answers waiting for their
+        siblings first, then nodes the runs hold (oldest first)."""
+        done = [x for st in self._runs.values() for x in st.flight.values() if x.finished]
+        held = [x for st in self._runs.values() for x in st.nodes.values()]
+        return [x for x in (*done, *held) if not x.freed and not x.parked and id(x) not in pinned]
+
+    def _make_room(self, seqs: int, cells: int, pinned: set[int]) -> None:
+        """Free the prompts no live run asks for any more (a finished problem's question; kept until
+        room is needed, so a run that comes next reuses them), then park idle branches."""
+        kept = {k for st in self._runs.values() for k in st.keep}
+        for key in [k for k, r in self._roots.items() if k not in kept and id(r) not in pinned]:
+            self.backend.free(self._roots.pop(key))
+            self._tokens.pop(key, None)
+            if self._fits(seqs, cells):
+                return
+        if self._judge is not None:
+            self._judge.trim()
+            if self._fits(seqs, cells):
+                return
+        for x in self._idle(pinned):
+            self.backend.park(x)
+            if self._fits(seqs, cells):
+                return
+
+    def _growing(self) -> bool:
+        return any(not x.finished for st in self._runs.values() for x in st.flight.values())
+
+    def _admit(self) -> list[tuple[str, _RunState, int, GenItem]]:
+        """Take waiting items in order while a sequence and their KV cells are free, parking idle
+        branches to make room; an item that cannot start waits for running ones to finish."""
+        admitted: list[tuple[str, _RunState, int, GenItem]] = []
+        pinned: set[int] = set()
+        taken = [0, 0]  # sequences and cells of the admitted children, forked after the loop
+        while self._queue:
+            rid, i = self._queue[0]
+            st = self._runs.get(rid)
+            if st is None or st.request is None:
+                self._queue.popleft()
+                continue
+            item = st.request[i]
+            seqs, cells = self._needs(st, item)
+            if not self._fits(seqs + taken[0], cells + taken[1]):
+                self._make_room(seqs + taken[0], cells + taken[1], pinned)
+            if not self._fits(seqs + taken[0], cells + taken[1]):
+                if admitted or self._growing() or self._jobs:
+                    break  # waits for a running branch to finish
+                if self.backend.free_slots < seqs + taken[0]:
+                    raise PonderError(
+                        f"One generation needs {seqs} free sequences and the context has "
+                        f"{self.backend.free_slots}; raise --parallel."
+                    )
+                # Alone it may still finish within the cells left (most solutions end early).
+            self._queue.popleft()
+            admitted.append((rid, st, i, item))
+            taken[0] += 1
+            taken[1] += item.params.max_tokens
+            if self._continues(st, item):
+                pinned.add(id(st.nodes[item.parent]))  # type: ignore[index]
+            elif item.messages is not None:
+                pinned.add(id(self._root_for(st, item)))
+        return admitted
+
+    def _continues(self, st: _RunState, item: GenItem) -> bool:
+        """Whether an item grows from a node the run holds (not from a chat prompt's root)."""
+        if item.parent is None or item.parent not in st.nodes:
+            return False
+        return item.messages is None or self._chat_rest(st, item) is not None
+
     def _root_for(self, st: _RunState, item: GenItem) -> Branch:
         key = item.prompt_key
         root = self._roots.get(key)  # type: ignore[arg-type]
-        if root is None or root.freed:
-            tokens = self.backend.prompt_tokens(self._render(item))
+        fresh = root is None or root.freed
+        if fresh:
+            tokens = self._prompt_tokens_of(item)
             root = self.backend.root(tokens)
             self._roots[key] = root  # type: ignore[index]
-            st.prompt_tokens += len(tokens)
-        return root
+        if key not in st.counted:  # each run counts a prompt it uses once, shared or not
+            st.counted.add(key)  # type: ignore[arg-type]
+            st.prompt_tokens += len(root.tokens)
+            if not fresh:
+                st.cached_tokens += len(root.tokens)  # its cells were there already
+        return root  # type: ignore[return-value]
 
     def _render(self, item: GenItem) -> str:
         key = item.prompt_key
@@ -253,7 +375,7 @@ class LlamaCppExecutor(Executor):
     ) -> None:
         """Make a forked child continue as ``item`` asks: drop the end-of-generation token that ended
         the parent, cut text from its end, then decode the forced text (a prefix, or the rest of a
-        chat). Counts the reused cells as cached and the forced tokens as prompt."""
+        chat)."""
         b = self.backend
         if child.tokens and child.pending >= 1 and b.is_eog(child.tokens[-1]):
             b.rewind(child, 1)
@@ -268,70 +390,74 @@ class LlamaCppExecutor(Executor):
             if popped.endswith(cut):
                 b.rewind(child, k)
                 forced = popped[: len(popped) - len(cut)].decode("utf-8", errors="replace") + forced
+        kept = len(child.tokens)
         if forced:
             b.extend(child, forced)
         elif child.pending == 0:  # nothing left to decode: decode the last token again, for its logits
             last = child.tokens[-1]
             b.rewind(child, 1)
             b.extend(child, [last])
-        st.cached_tokens += child.n_past  # cells shared with the parent
-        st.prompt_tokens += child.pending  # decoded for this continuation
+            kept -= 1
+        added = len(child.tokens) - kept
+        # A revision's chat is a prompt of its own (all of it counts); a forced prefix continues the
+        # run's own text (only the prefix counts). Either way the parent's cells are reused.
+        st.prompt_tokens += kept + added if rest is not None else added
+        st.cached_tokens += 0 if parent.parked else kept
 
     def _start_generations(self) -> None:
-        new = [(rid, st) for rid, st in self._runs.items() if st.starting is not None]
-        if not new:
+        admitted = self._admit()
+        if not admitted:
             return
+        roots = [self._roots[item.prompt_key] for _, st, _, item in admitted if item.prompt_key in self._roots]
         # Decode every new prompt in one batch before forking from them.
-        roots = []
-        reuse: dict[tuple[str, int], str] = {}  # (run, node): the rest of a chat that continues a node
-        for rid, st in new:
-            for item in st.starting or ():
-                if item.parent is not None and item.messages is not None:
-                    rest = self._chat_rest(st, item)
-                    if rest is not None:
-                        reuse[(rid, item.node_id)] = rest
-                        continue
-                if item.messages is not None:
-                    roots.append(self._root_for(st, item))
-        self.backend.prefill([x for x in dict.fromkeys(roots) if x.pending > 0], cancel=self.cancel)
-        for rid, st in new:
-            flight = []
+        self.backend.prefill([x for x in dict.fromkeys(roots) if not x.freed and x.pending > 0], cancel=self.cancel)
+        for rid, st, i, item in admitted:
             try:
-                for item in st.starting or ():
-                    rest = reuse.get((rid, item.node_id))
-                    if item.parent is not None and (item.messages is None or rest is not None):
-                        parent = st.nodes.get(item.parent)
-                        if parent is None:
-                            raise PonderError(
-                                f"run {rid} continued node {item.parent}, which it does not hold"
-                            )
-                    else:
-                        parent = self._roots[item.prompt_key]  # type: ignore[index]
-                    (child,) = self.backend.fork(parent, 1, item.params)
-                    flight.append((item, child))
-                    if item.prefix or item.cut or rest is not None:
-                        self._continue(st, item, parent, child, rest)
+                if item.parent is not None and item.messages is None and item.parent not in st.nodes:
+                    raise PonderError(f"run {rid} continued node {item.parent}, which it does not hold")
+                rest = None
+                if self._continues(st, item):
+                    parent = st.nodes[item.parent]  # type: ignore[index]
+                    rest = self._chat_rest(st, item) if item.messages is not None else None
+                else:
+                    parent = self._roots[item.prompt_key]  # type: ignore[index]
+                (child,) = self.backend.fork(parent, 1, item.params)
+                st.flight[i] = child
+                if item.prefix or item.cut or rest is not None:
+                    self._continue(st, item, parent, child, rest)
             except BaseException:
                 # No sequence may outlive a request that could not start (the runs after it
                 # would find them taken).
-                for _, b in flight:
-                    self.backend.free(b)
-                st.starting = None
+                for x in st.flight.values():
+                    if not x.freed:
+                        self.backend.free(x)
+                st.flight, st.request = {}, None
+                self._queue = deque(q for q in self._queue if q[0] != rid)
                 raise
-            st.in_flight, st.starting = flight, None
         # Prompts used once (revision chats) are not kept: their children hold the cells.
-        for key in [k for k in self._roots if k not in self._shared_keys]:
+        kept = {k for st in self._runs.values() for k in st.keep}
+        for key in [k for k in self._roots if k not in kept]:
             self.backend.free(self._roots.pop(key))
+            self._tokens.pop(key, None)
 
     def _step(self) -> list[Outcome]:
-        flying = [(rid, st) for rid, st in self._runs.items() if st.in_flight is not None]
+        flying = [(rid, st) for rid, st in self._runs.items() if st.flight]
         probes = [b for job in self._jobs for b in job.need if b.pending > 0]
-        if not flying and not probes:
+        branches = [b for _, st in flying for b in st.flight.values() if not b.finished]
+        if not branches and not probes:
             for job in list(self._jobs):  # everything they asked for is decoded already
                 self._resume_job(job)
-            return []
-        branches = [b for _, st in flying for _, b in st.in_flight or () if not b.finished]
-        events = self.backend.step(branches, probes=probes)
+            events: list[TokenEvent] = []
+        else:
+            try:
+                events = self.backend.step(branches, probes=probes)
+            except KVCacheFullError:
+                idle = self._idle(set())
+                if not idle:
+                    raise
+                for x in idle:  # room for the growing ones: idle branches are decoded again later
+                    self.backend.park(x)
+                return []
         out: list[Outcome] = []
         if self.stream_text:
             out += self._deltas(flying, events)
@@ -340,32 +466,32 @@ class LlamaCppExecutor(Executor):
             if all(b.pending == 0 for b in job.need):
                 self._resume_job(job)
         for rid, st in flying:
-            flight = st.in_flight or []
-            if all(b.finished for _, b in flight):
-                results = []
-                for item, b in flight:
-                    st.nodes[item.node_id] = b
-                    if item.messages is not None:
-                        st.chats[item.node_id] = (self._render(item), b.text)
-                    results.append(
-                        Generated(
-                            item.node_id,
-                            b.text,
-                            b.n_generated,
-                            tuple(b.logprobs),
-                            b.finish_reason or "length",
-                            self._pieces(b.generated),
-                        )
+            req = st.request or ()
+            if len(st.flight) < len(req) or not all(b.finished for b in st.flight.values()):
+                continue
+            results = []
+            for i, item in enumerate(req):
+                b = st.flight[i]
+                st.nodes[item.node_id] = b
+                if item.messages is not None:
+                    st.chats[item.node_id] = (self._render(item), b.text)
+                results.append(
+                    Generated(
+                        item.node_id,
+                        b.text,
+                        b.n_generated,
+                        tuple(b.logprobs),
+                        b.finish_reason or "length",
+                        self._pieces(b.generated),
                     )
-                st.in_flight = None
-                out.append(
-                    GenDone(rid, results, prompt_tokens=st.prompt_tokens, cached_tokens=st.cached_tokens)
                 )
-                st.prompt_tokens = st.cached_tokens = 0
+            st.request, st.flight = None, {}
+            out.append(GenDone(rid, results, prompt_tokens=st.prompt_tokens, cached_tokens=st.cached_tokens))
+            st.prompt_tokens = st.cached_tokens = 0
         return out
 
     def _deltas(self, flying: list[tuple[str, _RunState]], events: list[TokenEvent]) -> list[Outcome]:
-        owner = {id(b): (rid, item.node_id) for rid, st in flying for item, b in st.in_flight or ()}
+        owner = {id(b): (rid, (st.request or ())[i].node_id) for rid, st in flying for i, b in st.flight.items()}
         out: list[Outcome] = []
         for ev in events:
             hit = owner.get(id(ev.branch))
@@ -388,5 +514,6 @@ class LlamaCppExecutor(Executor):
                 self.backend.free(root)
         self._roots.clear()
         self._rendered.clear()
-        self._shared_keys.clear()
+        self._queue.clear()
+        self._tokens.clear()
         self._ready.clear()
