@@ -398,6 +398,93 @@ def format_revisions_bench(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def run_sweep_bench(
+    model_path: str,
+    problems: int = 20,
+    strategies: Sequence[str] = ("best_of_n", "beam_search", "revisions"),
+    budgets: Sequence[int] = (1, 2, 4, 8),
+    max_tokens: int = 128,
+    n: int = 16,
+    batch: int | None = None,
+    config: BackendConfig | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """A sweep's throughput against the backend's own, on one model in one run: ``batched_tok_s`` is
+    ``n`` samples of ``max_tokens`` tokens decoded together (as ``ponder bench``); ``sweep_tok_s`` is
+    every token generated and scored by a sweep of ``problems`` arithmetic-ladder problems (arithmetic
+    PRM, into a throw-away database) over its wall time; ``ratio`` the second over the first."""
+    import tempfile
+    from pathlib import Path
+
+    from engine.store import Store
+    from engine.sweep import SweepSpec, run_sweep
+
+    config = config or BackendConfig(n_ctx=16384, n_seq_max=64)
+    say = progress or (lambda s: None)
+    spec = SweepSpec(
+        "arith", limit=problems, strategies=tuple(strategies), budgets=tuple(budgets), prm="arithmetic",
+        max_tokens=max_tokens,
+    )  # fmt: skip
+    with Backend(model_path, config) as backend, tempfile.TemporaryDirectory() as tmp:
+        prompt = bench_prompt_tokens(backend)
+        run_batched(backend, prompt, 2, 8)  # warm-up
+        base = run_batched(backend, prompt, n, max_tokens)
+        say(f"batched, {n} sequences: {base.decode_tok_s:.1f} tok/s")
+        store = Store.open(Path(tmp) / "bench.db")
+        try:
+            last = {"done": -1}
+
+            def on_progress(p: Any) -> None:
+                if p.done != last["done"]:
+                    last["done"] = p.done
+                    say(f"sweep: {p.done}/{p.total} cells, {p.elapsed_s:.0f} s")
+
+            t0 = time.perf_counter()
+            res = run_sweep(backend, store, spec, on_progress=on_progress, batch=batch)
+            wall = time.perf_counter() - t0
+            runs = [r for r in store.sweep_cells(res.sweep_id).values() if r is not None]
+        finally:
+            store.close()
+        out: dict[str, Any] = {
+            "model": backend.info.path,
+            "accelerator": backend.info.accelerator,
+            "n": n,
+            "max_tokens": max_tokens,
+            "problems": problems,
+            "strategies": list(strategies),
+            "budgets": list(budgets),
+            "batch": batch,
+            "batched_tok_s": round(base.decode_tok_s, 2),
+        }
+    generated = sum(r.generated_tokens for r in runs)
+    scored = sum(r.prm_tokens for r in runs)
+    out.update(
+        cells=len(runs),
+        failed=res.failed,
+        generated_tokens=generated,
+        prm_tokens=scored,
+        sweep_seconds=round(wall, 2),
+        sweep_tok_s=round((generated + scored) / wall, 2) if wall > 0 else 0.0,
+    )
+    out["ratio"] = round(out["sweep_tok_s"] / out["batched_tok_s"], 3) if out["batched_tok_s"] else None
+    return out
+
+
+def format_sweep_bench(r: dict[str, Any]) -> str:
+    return "\n".join(
+        [
+            f"{r['problems']} arithmetic-ladder problems x {', '.join(r['strategies'])} x budgets "
+            f"{','.join(map(str, r['budgets']))}, {r['max_tokens']} tokens, arithmetic PRM, "
+            f"{r['accelerator']}",
+            f"batched ({r['n']} sequences): {r['batched_tok_s']:7.1f} tok/s",
+            f"sweep ({r['cells']} cells, {r['failed']} failed): {r['sweep_tok_s']:7.1f} tok/s "
+            f"({r['generated_tokens']} generated + {r['prm_tokens']} scored tokens in "
+            f"{r['sweep_seconds']:.1f} s)",
+            f"ratio: {r['ratio']:.3f}",
+        ]
+    )
+
+
 # --- the session store ---------------------------------------------------------------------------------
 
 

@@ -90,11 +90,30 @@ def _add_server_args(p: argparse.ArgumentParser, prm: bool = True, bench: bool =
     g.add_argument("--timeout", type=float, default=600.0, help="seconds a request may take (default 600)")
     if prm:
         g.add_argument(
+            "--model-params",
+            type=_count,
+            metavar="N",
+            help="the served model's parameters, for FLOPs, where the server does not say (e.g. 1.5B, 135M)",
+        )
+        g.add_argument(
             "--prm-server",
             action="append",
             metavar="URL",
             help="run the PRM (judge, math-shepherd, rlhflow) on this server (default: the policy's)",
         )
+
+
+def _count(text: str) -> int:
+    """A count as people write parameters: 135M, 1.5B, 7e9, 135000000."""
+    t = text.strip().upper().replace("_", "").replace(",", "")
+    scale = {"K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12}.get(t[-1:], 1.0)
+    try:
+        n = float(t[:-1] if scale != 1.0 else t) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a count: {text!r} (e.g. 135M, 1.5B)") from None
+    if not 1 <= n < 1e15:
+        raise argparse.ArgumentTypeError(f"not a parameter count: {text!r}")
+    return int(n)
 
 
 EXIT_HELP = f"""exit status:
@@ -188,9 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "sweep",
         help="accuracy against budget over a problem set: run (resumably) and analyse",
-        description="Runs every (problem, strategy, budget) the session database lacks, one at a time, "
-        "then writes summary.json, summary.md and the charts to --out. Run the same command again after "
-        "a stop and it does only what is missing.",
+        description="Runs every (problem, strategy, budget) the session database lacks, several cells at "
+        "once in shared batches (--batch), then writes summary.json, summary.md and the charts to --out. "
+        "Run the same command again after a stop and it does only what is missing.",
     )
     p.add_argument("--set", dest="problem_set", help="gsm8k | math500 | arith | arith:SEED | FILE.jsonl")
     p.add_argument("--limit", type=int, default=50, help="problems (default 50)")
@@ -214,6 +233,15 @@ def build_parser() -> argparse.ArgumentParser:
     _seeds_arg(p)
     p.add_argument("--max-tokens", type=int, default=512, help="tokens per solution (default 512)")
     p.add_argument("--difficulty", choices=["pass1", "prm"], default="pass1", help="how problems are binned")
+    p.add_argument(
+        "--batch",
+        type=int,
+        default=None,
+        metavar="N",
+        help="keep about N sequences decoding at once by running cells together (default 32 in process, "
+        "the servers' slots over servers); 1 runs one cell at a time, so a resumed sweep reproduces an "
+        "uninterrupted one token for token",
+    )
     p.add_argument("--out", help="folder for summary.json, summary.md and the PNG charts (default: sweep-ID)")
     p.add_argument("--db", help="session database (default: sessions.db in the user data folder)")
     p.add_argument("--report-only", action="store_true", help="analyse what the database holds; run nothing")
@@ -287,7 +315,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="instead: the default strategies at budget 8, side by side vs one after another",
     )
-    p.add_argument("--max-tokens", type=int, default=256, help="with --compare: tokens per solution")
+    p.add_argument(
+        "--max-tokens",
+        type=int,
+        default=None,
+        help="with --compare, --revisions: tokens per solution (default 256); with --sweep: 128",
+    )
     p.add_argument("--prm", default="judge", choices=["judge", "arithmetic"], help="with --compare: the PRM")
     p.add_argument(
         "--problems", type=_int_list_zero, default=[0], help="with --compare: GSM8K indices (0,1,...)"
@@ -317,6 +350,21 @@ def build_parser() -> argparse.ArgumentParser:
         "strategy alone, with and without continuing each attempt's cells (ratio)",
     )
     p.add_argument("--budget", type=int, default=8, help="with --revisions: generations (default 8)")
+    p.add_argument(
+        "--sweep",
+        action="store_true",
+        help="instead: a sweep's tokens/s (--sweep-problems arithmetic-ladder problems x best-of-N, beam "
+        "search, revisions x budgets 1,2,4,8, arithmetic PRM, 128 tokens) against the backend's own at "
+        "16 sequences (ratio)",
+    )
+    p.add_argument(
+        "--sweep-problems",
+        dest="problems_n",
+        type=int,
+        default=20,
+        help="with --sweep: problems (default 20)",
+    )
+    p.add_argument("--batch", type=int, default=None, help="with --sweep: the sweep's --batch")
     return ap
 
 
@@ -615,7 +663,9 @@ def _server_executor(args: argparse.Namespace, model: str | None = None) -> Any:
         except BaseException:
             pool.close()
             raise
-    return ServerExecutor(pool, prm_pool)
+    executor = ServerExecutor(pool, prm_pool)
+    executor.params_override = getattr(args, "model_params", None)
+    return executor
 
 
 def _run_in_worker(args: argparse.Namespace, config: Any, work: Any, cancel: Any, cancelled_note: str) -> Any:
@@ -686,7 +736,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             api_key=_api_key(args),
             parallel=args.parallel,
             compare=not args.no_compare,
-            max_tokens_compare=args.max_tokens,
+            max_tokens_compare=args.max_tokens or 256,
             problems=args.problems,
             prm=args.prm,
             progress=say,
@@ -728,6 +778,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
         result = run_store_bench(args.db, sessions=args.sessions, nodes=args.nodes, progress=say)
         _print_json(result) if args.json else print(format_store_bench(result))
         return 0
+    if args.sweep:
+        from engine.bench import format_sweep_bench, run_sweep_bench
+
+        if (args.max_tokens or 128) < 16 or args.problems_n < 1:
+            raise InvalidRequestError("--max-tokens must be >= 16 and --sweep-problems >= 1")
+        say = None if args.json else (lambda s: print(s, file=sys.stderr, flush=True))
+        config = _config(args, n_ctx=args.ctx or 16384, n_seq_max=_in_process_parallel(args))
+        result = run_sweep_bench(
+            _model_path(args),
+            problems=args.problems_n,
+            max_tokens=args.max_tokens or 128,
+            batch=args.batch,
+            config=config,
+            progress=say,
+        )
+        _print_json(result) if args.json else print(format_sweep_bench(result))
+        return 0
+    args.max_tokens = args.max_tokens or 256
     if args.revisions:
         from engine.bench import format_revisions_bench, run_revisions_bench
 
@@ -779,7 +847,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from engine.compare import summarize
+    from engine.compare import human_flops, summarize
     from engine.events import RunFinished, TextDelta
     from engine.worker import CancelToken
 
@@ -891,13 +959,19 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if reference:
         print(f"Reference: {reference}")
     width = max(12, *(len(s.strategy) for s in summaries))
-    head = f"{'strategy':<{width}} {'answer':<14} {'correct':<8} {'gen tok':>8} {'PRM tok':>8} {'seconds':>8}"
+    head = (
+        f"{'strategy':<{width}} {'answer':<14} {'correct':<8} {'gen tok':>8} {'prompt':>8} {'PRM tok':>8} "
+        f"{'FLOPs':>12} {'seconds':>8}"
+    )
     print(f"\n{head}  tally")
     for s in summaries:
         mark = {True: "yes", False: "no", None: "-"}[s.correct]
         tally = ", ".join(f"{a}: {v:.2f}" for a, v in sorted(s.tally.items(), key=lambda kv: -kv[1])[:3])
         ans = (s.answer or "-")[:14]
-        cols = f"{s.strategy:<{width}} {ans:<14} {mark:<8} {s.generated_tokens:>8} {s.prm_tokens:>8}"
+        cols = (
+            f"{s.strategy:<{width}} {ans:<14} {mark:<8} {s.generated_tokens:>8} {s.prompt_tokens:>8} "
+            f"{s.prm_tokens:>8} {human_flops(s.policy_flops + s.prm_flops):>12}"
+        )
         print(f"{cols} {s.seconds:>8.1f}  {tally}")
         if s.status != "done":
             print(f"    {s.status}: {s.message}")
@@ -936,6 +1010,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         return 0
     if not args.problem_set:
         raise InvalidRequestError("Name the problem set: --set gsm8k | math500 | arith | FILE.jsonl")
+    if args.batch is not None and args.batch < 1:
+        raise InvalidRequestError("--batch is at least 1 (1: one cell at a time).")
     spec = SweepSpec(
         args.problem_set,
         limit=args.limit,
@@ -979,7 +1055,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         state["done"] = p.done
 
     def work(backend: Any) -> Any:
-        return run_sweep(backend, store, spec, on_progress=on_progress, cancel=cancel)
+        return run_sweep(backend, store, spec, on_progress=on_progress, cancel=cancel, batch=args.batch)
 
     _terminate_as_interrupt()  # `kill PID` stops a (background) sweep as Ctrl+C does: cleanly
 

@@ -30,9 +30,33 @@ class RunSummary:
     seconds: float
     prm_seconds: float
     message: str = ""
+    cached_tokens: int = 0  # of the prompt tokens, served from KV already held (shared or reused)
+    policy_flops: float = 0.0
+    prm_flops: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+def prm_record(scorer: Any, spec: str) -> dict[str, Any]:
+    """What a run records about its PRM: name, spec, its model where it has one, and the parameters
+    its FLOPs are counted with (0 for a PRM that runs no model)."""
+    info: dict[str, Any] = {"name": getattr(scorer, "name", spec), "spec": spec}
+    if getattr(scorer, "model_record", None):
+        info["model"] = scorer.model_record
+    info["n_params"] = int(getattr(scorer, "n_params", 0) or 0)
+    return info
+
+
+def human_flops(x: float) -> str:
+    """FLOPs as a reader takes them in: 3.1 TFLOP, 870 GFLOP; "-" when unknown (no parameter count)."""
+    if not x:
+        return "-"
+    for unit, scale in (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if x >= scale:
+            v = x / scale
+            return f"{v:.3g} {unit}FLOP"
+    return f"{x:.0f} FLOP"
 
 
 def summarize(run: Run) -> RunSummary:
@@ -51,6 +75,9 @@ def summarize(run: Run) -> RunSummary:
         seconds=round(run.wall_s, 3),
         prm_seconds=round(run.prm_s, 3),
         message=run.message,
+        cached_tokens=run.cached_tokens,
+        policy_flops=run.policy_flops,
+        prm_flops=run.prm_flops,
     )
 
 
@@ -168,15 +195,13 @@ def compare(
     )
     scorer = executor.make_prm(prm, reference)
     try:
-        prm_info = {"name": getattr(scorer, "name", prm), "spec": prm}
-        if getattr(scorer, "model_record", None):
-            prm_info["model"] = scorer.model_record
+        prm_info = prm_record(scorer, prm)
         runs = make_runs(
             problem.strip(),
             specs,
             seed=seed,
             reference=reference,
-            model=executor.model_record(),
+            model=executor.record(),
             prm=prm_info,
             max_tokens=max_tokens,
             seeds=seeds,

@@ -123,6 +123,9 @@ class RunFinished(Event):
     prompt_tokens: int = 0
     prm_tokens: int = 0
     wall_s: float = 0.0
+    cached_tokens: int = 0  # of the prompt tokens, those served from KV already held (shared, reused)
+    policy_flops: float = 0.0  # 2 x policy parameters x (prompt + generated tokens)
+    prm_flops: float = 0.0  # 2 x PRM parameters x PRM tokens
 
     def __post_init__(self) -> None:
         _require(self.status in RUN_STATUSES, f"status must be one of {RUN_STATUSES}")

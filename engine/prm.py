@@ -375,14 +375,15 @@ class JudgePRM:
         """Synchronous scoring: :meth:`score_gen` with each decode done at once."""
         return drive(self.backend, self.score_gen(question, candidates, finished, cancel), cancel)
 
-    def score_gen(self, question, candidates, finished=None, cancel=None):
+    def score_gen(self, question, candidates, finished=None, cancel=None, usage=None):
         """Scoring as a generator: it yields lists of branches whose pending tokens must be decoded
         (the scheduler puts them into the same decodes as generation) and is resumed right after;
         it returns the step scores.
 
         Verdicts are cached by (question, steps so far), and the judge keeps the KV state of the
         last candidates it read (up to ``keep_chains``): beam search's next round extends them, so
-        each step's tokens are decoded once, not once per round."""
+        each step's tokens are decoded once, not once per round. ``usage`` (a one-item list) counts
+        this call's tokens, apart from other calls running at the same time."""
 
         from engine.errors import Cancelled
 
@@ -405,7 +406,7 @@ class JudgePRM:
         root = self._chain_for(question, ())
         if root is None:
             root = self._keep(question, (), b.root(head))
-            self.tokens_used += root.pending
+            self._used(root.pending, usage)
             yield [root]
         group = max(1, (b.free_slots - 1) // 2)
         for g in range(0, len(order), group):
@@ -434,7 +435,7 @@ class JudgePRM:
                     ]
                     for i, ch in live:
                         b.extend(ch, b.tokenize(candidates[i][k], add_special=False, parse_special=False))
-                        self.tokens_used += ch.pending
+                        self._used(ch.pending, usage)
                     # Each distinct prefix is judged once, even when several candidates share it.
                     judged, same, judging = [], [], set()
                     for i, ch in live:
@@ -455,7 +456,7 @@ class JudgePRM:
                     try:
                         for v in verdicts:
                             b.extend(v, tail)
-                            self.tokens_used += v.pending
+                            self._used(v.pending, usage)
                         yield verdicts
                         lp = b.logprobs_now(verdicts, ids)
                     finally:
@@ -475,6 +476,11 @@ class JudgePRM:
                     elif not ch.freed:
                         b.free(ch)
         return out
+
+    def _used(self, n: int, usage: list[int] | None) -> None:
+        self.tokens_used += n
+        if usage is not None:
+            usage[0] += n
 
     def _chain_for(self, question: str, steps: tuple[str, ...]) -> Any:
         key = (question, steps)

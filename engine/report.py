@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
+from engine.compare import human_flops
 from engine.events import Event, Trace, fold
 from engine.prm import split_steps
 from engine.store import SessionInfo
@@ -105,8 +106,8 @@ def _run_html(info: Any, events: list[Event]) -> str:
         f'<div class="params">{_esc(params)}</div>'
         f'<div class="answer {verdict}">answer: <b>{_esc(answer)}</b> {verdict}</div>'
         f'<div class="stats">{info.status} · {info.generated_tokens} generated · '
-        f"{info.prm_tokens} PRM tokens · "
-        f"{info.wall_s:.1f} s</div>"
+        f"{info.prompt_tokens} prompt ({info.cached_tokens} reused) · {info.prm_tokens} PRM tokens · "
+        f"{_esc(human_flops(info.flops))} · {info.wall_s:.1f} s</div>"
         + (f'<div class="tally">tally: {tally}</div>' if tally else "")
         + "</div>"
     )

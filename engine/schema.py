@@ -119,7 +119,14 @@ CREATE TABLE sweep_cells (
 CREATE INDEX ix_sweep_cells_session_id ON sweep_cells (session_id);
 """
 
-DDL: dict[int, str] = {1: V1, 2: V2}
+# Version 3 (per-run accounting: reused prompt tokens and FLOPs): the sweeps-at-scale issue.
+V3 = """
+ALTER TABLE runs ADD COLUMN cached_tokens INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN policy_flops FLOAT NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN prm_flops FLOAT NOT NULL DEFAULT 0
+"""
+
+DDL: dict[int, str] = {1: V1, 2: V2, 3: V3}
 
 
 def statements(sql: str) -> list[str]:

@@ -47,6 +47,52 @@ def config_dict(config: Any) -> dict[str, Any]:
     }
 
 
+def create_session(
+    executor: Any,
+    store: Store,
+    problem: str,
+    reference: str | None,
+    strategies: Sequence[str],
+    budget: int,
+    prm: str,
+    seed: int,
+    seeds: str,
+    max_tokens: int,
+    concurrent: bool,
+    overrides: dict[str, dict[str, Any]] | None = None,
+    budget_tokens: int | None = None,
+    solution_tokens: int | None = None,
+    title: str = "",
+    tags: Sequence[str] = (),
+    rerun_of: str | None = None,
+    **extra: Any,
+) -> str:
+    """A session with the settings a rerun needs (``extra``: more of them, such as a sweep cell's
+    batch); returns its id."""
+    settings = {
+        "strategies": list(strategies),
+        "budget": budget,
+        "prm": prm,
+        "seed": seed,
+        "seeds": seeds,
+        **({"budget_tokens": budget_tokens, "solution_tokens": solution_tokens} if budget_tokens else {}),
+        "max_tokens": max_tokens,
+        "concurrent": concurrent,
+        "overrides": overrides or {},
+        **extra,
+        **executor.session_settings(),
+    }
+    return store.create_session(
+        problem.strip(),
+        reference,
+        title=title,
+        tags=list(tags),
+        settings=settings,
+        build=build_snapshot(),
+        rerun_of=rerun_of,
+    )
+
+
 def recorded_compare(
     backend: Any,
     store: Store,
@@ -94,27 +140,10 @@ def recorded_compare(
         budget_tokens,
         solution_tokens,
     )
-    settings = {
-        "strategies": list(strategies),
-        "budget": budget,
-        "prm": prm,
-        "seed": seed,
-        "seeds": seeds,
-        **({"budget_tokens": budget_tokens, "solution_tokens": solution_tokens} if budget_tokens else {}),
-        "max_tokens": max_tokens,
-        "concurrent": concurrent,
-        "overrides": overrides or {},
-        **executor.session_settings(),
-    }
-    sid = store.create_session(
-        problem.strip(),
-        reference,
-        title=title,
-        tags=tags,
-        settings=settings,
-        build=build_snapshot(),
-        rerun_of=rerun_of,
-    )
+    sid = create_session(
+        executor, store, problem, reference, strategies, budget, prm, seed, seeds, max_tokens, concurrent,
+        overrides, budget_tokens, solution_tokens, title, tags, rerun_of,
+    )  # fmt: skip
     if on_session is not None:
         on_session(sid)
     rec = store.recorder(sid)

@@ -46,6 +46,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
     update,
 )
 from sqlalchemy.exc import DatabaseError, OperationalError
@@ -66,7 +67,7 @@ from engine.events import (
     event_from_dict,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 COMMIT_EVERY_S = 0.25  # the most a kill can lose of a running run's events
 DB_ENV = "PONDER_DB"
 
@@ -131,6 +132,11 @@ class RunRow(Base):
     n_nodes: Mapped[int] = mapped_column(Integer, default=0)
     pid: Mapped[int] = mapped_column(Integer, default=0)  # the recording process, to tell
     host: Mapped[str] = mapped_column(String(255), default="")  # ... a killed run from a live one
+    # Version 3: of the prompt tokens, those served from KV already held; FLOPs (2 x parameters x
+    # tokens) of the policy and of the PRM.
+    cached_tokens: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    policy_flops: Mapped[float] = mapped_column(Float, default=0.0, server_default=text("0"))
+    prm_flops: Mapped[float] = mapped_column(Float, default=0.0, server_default=text("0"))
 
 
 class EventRow(Base):
@@ -363,6 +369,13 @@ class RunInfo:
     wall_s: float
     n_events: int
     n_nodes: int
+    cached_tokens: int = 0
+    policy_flops: float = 0.0
+    prm_flops: float = 0.0
+
+    @property
+    def flops(self) -> float:
+        return self.policy_flops + self.prm_flops
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -418,6 +431,9 @@ def _run_info(r: Any, host: str) -> RunInfo:
         r.wall_s,
         r.n_events,
         r.n_nodes,
+        getattr(r, "cached_tokens", 0) or 0,  # (a read-only database of version 2 or older lacks them)
+        getattr(r, "policy_flops", 0.0) or 0.0,
+        getattr(r, "prm_flops", 0.0) or 0.0,
     )
 
 
@@ -533,9 +549,13 @@ class Store:
             )
         return sid
 
-    def recorder(self, session_id: str, commit_every_s: float = COMMIT_EVERY_S) -> Recorder:
+    def recorder(
+        self, session_id: str, commit_every_s: float = COMMIT_EVERY_S, share: Recorder | None = None
+    ) -> Recorder:
+        """A recorder for a session; ``share``: another live recorder whose connection it writes
+        through (sessions recording at once)."""
         self._guard()
-        return Recorder(self, session_id, commit_every_s)
+        return Recorder(self, session_id, commit_every_s, share)
 
     def delete_session(self, session_id: str) -> None:
         self._guard()
@@ -618,12 +638,26 @@ class Store:
                 for chunk in range(0, len(ids), 500):
                     part = ids[chunk : chunk + 500]
                     for r in conn.execute(
-                        select(RunRow).where(RunRow.session_id.in_(part)).order_by(RunRow.position)
+                        select(*self._run_columns())
+                        .where(RunRow.session_id.in_(part))
+                        .order_by(RunRow.position)
                     ).all():
                         runs[r.session_id].append(_run_info(r, self.host))
         except (OperationalError, DatabaseError) as e:
             raise StoreError(f"Cannot read {self.path}: {_sqlite_error_text(e)}.") from None
         return [self._session_info(s, runs[s.id]) for s in sessions]
+
+    def _run_columns(self) -> list[Any]:
+        """The runs table's columns this database has (a read-only store of an older version is not
+        migrated: it lacks the later columns)."""
+        cols = list(RunRow.__table__.c)
+        if self.version >= SCHEMA_VERSION:
+            return cols
+        if getattr(self, "_old_run_cols", None) is None:
+            with self.engine.connect() as conn:
+                have = {r[1] for r in conn.exec_driver_sql("PRAGMA table_info(runs)")}
+            self._old_run_cols = [c for c in cols if c.name in have]
+        return self._old_run_cols
 
     @staticmethod
     def _session_info(s: Any, runs: list[RunInfo]) -> SessionInfo:
@@ -651,7 +685,7 @@ class Store:
                 runs = [
                     _run_info(r, self.host)
                     for r in conn.execute(
-                        select(RunRow).where(RunRow.session_id == sid).order_by(RunRow.position)
+                        select(*self._run_columns()).where(RunRow.session_id == sid).order_by(RunRow.position)
                     ).all()
                 ]
         except (OperationalError, DatabaseError) as e:
@@ -776,7 +810,7 @@ class Store:
                         SweepCellRow.problem_index.label("cell_index"),
                         SweepCellRow.strategy.label("cell_strategy"),
                         SweepCellRow.budget.label("cell_budget"),
-                        *RunRow.__table__.c,
+                        *self._run_columns(),
                     )
                     .outerjoin(RunRow, RunRow.session_id == SweepCellRow.session_id)
                     .where(SweepCellRow.sweep_id == sweep_id)
@@ -874,17 +908,25 @@ class Recorder:
     """Writes a session's events as they happen: pass it as (or call it from) the ``on_event`` of
     :func:`engine.compare.compare`. Text deltas are live-only and not stored."""
 
-    def __init__(self, store: Store, session_id: str, commit_every_s: float) -> None:
+    def __init__(
+        self, store: Store, session_id: str, commit_every_s: float, share: Recorder | None = None
+    ) -> None:
         self.store = store
         self.session_id = session_id
         self.commit_every_s = commit_every_s
-        self._conn = store.engine.connect()
-        self._tx = self._conn.begin()
-        # Read once: every run's Selected is checked against it.
-        self._reference = self._conn.execute(
-            select(SessionRow.reference).where(SessionRow.id == session_id)
-        ).scalar()
-        self._last_commit = time.monotonic()
+        # Read once (before any write of this connection): every run's Selected is checked against it.
+        with store.engine.connect() as conn:
+            self._reference = conn.execute(
+                select(SessionRow.reference).where(SessionRow.id == session_id)
+            ).scalar()
+        if share is not None and not share._link.closed:
+            # Recorders of sessions that run at once (a sweep's cells) write through one connection
+            # and one transaction: SQLite has one writer, and two open write transactions would
+            # fail each other ("database is locked").
+            self._link = share._link
+            self._link.users += 1
+        else:
+            self._link = _Link(store.engine.connect())
         self._seq: dict[str, int] = {}
         self._positions = 0
         self.pid = os.getpid()
@@ -905,7 +947,8 @@ class Recorder:
             # The run goes on; the caller reports that recording stopped (disk full, file removed).
             self.error = f"Recording stopped: {_sqlite_error_text(e)}"
             try:
-                self._tx.rollback()
+                self._link.tx.rollback()
+                self._link.tx = self._link.conn.begin()
             except Exception:  # noqa: BLE001
                 pass
 
@@ -981,15 +1024,28 @@ class Recorder:
                 prompt_tokens=ev.prompt_tokens,
                 prm_tokens=ev.prm_tokens,
                 wall_s=ev.wall_s,
+                cached_tokens=ev.cached_tokens,
+                policy_flops=ev.policy_flops,
+                prm_flops=ev.prm_flops,
             )
         c.execute(update(RunRow).where(RunRow.id == rid).values(**values))
+
+    @property
+    def _conn(self) -> Any:
+        return self._link.conn
+
+    @property
+    def _tx(self) -> Any:
+        return self._link.tx
+
+    @property
+    def _last_commit(self) -> float:
+        return self._link.last_commit
 
     def commit(self) -> None:
         if self.error is not None:
             return
-        self._tx.commit()
-        self._tx = self._conn.begin()
-        self._last_commit = time.monotonic()
+        self._link.commit()
 
     def close(self) -> None:
         """Commit what is left; runs that never finished (the caller stopped) become interrupted."""
@@ -1000,11 +1056,36 @@ class Recorder:
                     .where(RunRow.session_id == self.session_id, RunRow.status == "running")
                     .values(status="interrupted", message="Recording ended before the run did.")
                 )
-                self._tx.commit()
+                self._link.commit()
         except (OperationalError, DatabaseError) as e:
             self.error = f"Recording stopped: {_sqlite_error_text(e)}"
         finally:
-            self._conn.close()
+            self._link.release()
+
+
+class _Link:
+    """A recording connection and its open transaction, shared by the recorders that use it."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.tx = conn.begin()
+        self.last_commit = time.monotonic()
+        self.users = 1
+        self.closed = False
+
+    def commit(self) -> None:
+        self.tx.commit()
+        self.tx = self.conn.begin()
+        self.last_commit = time.monotonic()
+
+    def release(self) -> None:
+        self.users -= 1
+        if self.users <= 0 and not self.closed:
+            self.closed = True
+            try:
+                self.tx.commit()
+            finally:
+                self.conn.close()
 
 
 # --- export and import -------------------------------------------------------------------------------

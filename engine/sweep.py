@@ -245,14 +245,25 @@ def cell_label(p: Problem, c: Cell) -> str:
     return f"{p.label} · {c.strategy}@{c.budget}"
 
 
+IN_PROCESS_BATCH = 16  # sequences a sweep keeps decoding at once in process (ponder bench: 8-24 peak here)
+
+
 def run_sweep(
     backend: Any,
     store: Store,
     spec: SweepSpec,
     on_progress: Callable[[SweepProgress], None] | None = None,
     cancel: Callable[[], bool] | None = None,
+    batch: int | None = None,
 ) -> SweepResult:
-    """Run every cell of ``spec`` the store lacks, on ``backend`` in the calling thread."""
+    """Run every cell of ``spec`` the store lacks, on ``backend`` in the calling thread.
+
+    Cells run together through one scheduler, so that about ``batch`` sequences decode at once
+    (default: :data:`IN_PROCESS_BATCH` in process, the servers' slots over servers): a new cell starts
+    whenever the running ones hold fewer. Each cell is still a session of its own, linked to the
+    sweep when it starts. ``batch=1`` runs one cell at a time, alone in its batches, so a resumed
+    sweep reproduces an uninterrupted one token for token (cells sharing batches differ in float
+    sums, as any two batch layouts do)."""
     from engine.sessions import recorded_compare
 
     spec.check()
@@ -297,6 +308,18 @@ def run_sweep(
         )
 
     report(cell_label(pset.problems[todo[0].index], todo[0]) if todo else "")
+    if batch is None:
+        batch = getattr(backend, "slots", None) or IN_PROCESS_BATCH
+    if batch > 1 and todo:
+        counts = {"n_done": n_done, "units_done": units_done, "units_now": 0}
+
+        def progress(current: str, last_error: str = "") -> None:
+            nonlocal n_done, units_done, units_now
+            n_done, units_done, units_now = counts["n_done"], counts["units_done"], counts["units_now"]
+            report(current, last_error)
+
+        _run_together(backend, store, spec, pset, sweep_id, todo, batch, result, counts, progress, stop)
+        return result
     for c in todo:
         if stop():
             result.cancelled = True
@@ -348,6 +371,121 @@ def run_sweep(
         units_now += c.budget
         report(label)
     return result
+
+
+def _run_together(
+    executor: Any,
+    store: Store,
+    spec: SweepSpec,
+    pset: ProblemSet,
+    sweep_id: str,
+    todo: list[Cell],
+    batch: int,
+    result: SweepResult,
+    counts: dict[str, int],
+    report: Callable[..., None],
+    stop: Callable[[], bool],
+) -> None:
+    """The cells of ``todo`` through one scheduler, a new one starting whenever the running cells
+    hold fewer than ``batch`` sequences; each records into its own session."""
+    from engine.compare import check_compare, prm_record, strategy_params
+    from engine.events import RunFinished
+    from engine.problems import clean_text
+    from engine.search.scheduler import Scheduler, StrategySpec, make_runs
+    from engine.sessions import create_session
+
+    queue = list(todo)
+    live: dict[str, tuple[Cell, str, Any, str, Any]] = {}  # run id -> (cell, session, recorder, label, prm)
+    tokens = spec.tokens
+    model = executor.record()
+    shared_prm = None if spec.prm == "reference" else executor.make_prm(spec.prm, None)
+    disk: list[str] = []
+
+    def held(run: Any) -> int:
+        return registry.get(run.spec.name).sequences(run.spec.params)
+
+    def feed(running: list[Any]) -> list[Any]:
+        new: list[Any] = []
+        room = batch - sum(held(r) for r in running)
+        while queue and (room > 0 or not (running or new)) and not stop() and not disk:
+            c = queue.pop(0)
+            p = pset.problems[c.index]
+            label = cell_label(p, c)
+            question = clean_text(p.question).strip()
+            reference = clean_text(p.reference) if p.reference is not None else None
+            budget_tokens = c.budget if tokens else None
+            try:
+                check_compare(executor, question, [c.strategy], c.budget, spec.prm, spec.max_tokens, False,
+                              None, budget_tokens)  # fmt: skip
+                params = strategy_params([c.strategy], c.budget, None, budget_tokens, spec.max_tokens)
+                prm = shared_prm if shared_prm is not None else executor.make_prm(spec.prm, reference)
+            except PonderError as e:
+                result.failed += 1
+                result.errors.append(f"{label}: {e}")
+                report(label, f"{label}: {e}")
+                continue
+            link = next((x[2] for x in live.values()), None)
+            if link is not None:
+                link.commit()  # the running cells' writes first: this thread's own would wait on them
+            sid = create_session(
+                executor, store, question, reference, [c.strategy], c.budget, spec.prm, spec.seed,
+                spec.seeds, spec.max_tokens, False, None, budget_tokens, None, title=label,
+                tags=("sweep", f"sweep:{sweep_id}"), batch="shared with other cells",
+            )  # fmt: skip
+            store.set_sweep_cell(sweep_id, c.index, c.strategy, c.budget, sid)
+            prm_info = prm_record(prm, spec.prm)
+            (run,) = make_runs(
+                question, [StrategySpec(c.strategy, params[c.strategy])], seed=spec.seed, reference=reference,
+                model=model, prm=prm_info, max_tokens=spec.max_tokens, seeds=spec.seeds,
+                token_budget=budget_tokens or 0,
+            )  # fmt: skip
+            run.prm = prm
+            live[run.run_id] = (c, sid, store.recorder(sid, share=link), label, prm)
+            new.append(run)
+            room -= held(run)
+            report(f"{len(live)} cells running · {label}")
+        return new
+
+    def ended(run_id: str, status: str, message: str) -> None:
+        c, _, rec, label, prm = live.pop(run_id)
+        rec.close()
+        if prm is not shared_prm:
+            executor.close_prm(prm)
+        if rec.error:
+            disk.append(rec.error)
+        if status == "cancelled":
+            result.cancelled = True
+        elif status != "done":
+            result.failed += 1
+            msg = f"{label}: {status}: {message}"
+            result.errors.append(msg)
+            report(label, msg)
+        else:
+            result.ran += 1
+            counts["n_done"] += 1
+            counts["units_done"] += c.budget
+            counts["units_now"] += c.budget
+            report(label)
+
+    def on_event(run: Any, ev: Any) -> None:
+        cell = live.get(run.run_id)
+        if cell is None:
+            return
+        cell[2].record(ev)
+        if isinstance(ev, RunFinished):
+            ended(run.run_id, ev.status, ev.message)
+
+    try:
+        Scheduler(executor, shared_prm, on_event=on_event, cancel=lambda: stop() or bool(disk)).run_fed(feed)
+    finally:
+        for rid in list(live):  # a run that ended before it started records nothing
+            ended(rid, "failed", "it ended before it started")
+        if shared_prm is not None:
+            executor.close_prm(shared_prm)
+    if disk:
+        raise PonderError(f"The session database stopped taking writes: {disk[0]}")
+    if stop():
+        result.cancelled = True
 
 
 def format_progress(p: SweepProgress, width: int = 28) -> str:

@@ -53,6 +53,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.backends.llama_cpp import BackendConfig
+from engine.compare import human_flops
 from engine.errors import PonderError
 from engine.events import Event, NodeAdded, TextDelta, Trace
 from engine.gguf_info import human_params, human_size, read_gguf
@@ -188,7 +189,7 @@ class RunPanel(QFrame):
             rate = fin.generated_tokens / fin.wall_s if fin.wall_s > 0 else 0.0
             self.footer.setText(
                 f"{fin.status}: answer <b>{answer}</b> · {fin.generated_tokens} tok · {fin.wall_s:.1f} s · "
-                f"{rate:.0f} tok/s"
+                f"{rate:.0f} tok/s · {human_flops(fin.policy_flops + fin.prm_flops)}"
             )
         self._show_progress()
 
@@ -211,7 +212,14 @@ class RunPanel(QFrame):
         self.progress.show()
 
     def set_footer(
-        self, answer: Any, correct: Any, tally: dict, tokens: int, seconds: float, status: str
+        self,
+        answer: Any,
+        correct: Any,
+        tally: dict,
+        tokens: int,
+        seconds: float,
+        status: str,
+        flops: float = 0.0,
     ) -> None:
         verdict = {
             True: f"<span style='color:{colours()['ok']}'>correct</span>",
@@ -223,6 +231,8 @@ class RunPanel(QFrame):
         if top:
             text += f" · votes {top}"
         text += f" · {tokens} tok · {seconds:.1f} s · {rate:.0f} tok/s"
+        if flops:
+            text += f" · {human_flops(flops)}"
         if status != "done":
             text += f" · <i>{status}</i>"
         self.footer.setText(text)
@@ -1002,7 +1012,13 @@ class MainWindow(QMainWindow):
             panel = self.panels.get(s["strategy"])
             if panel is not None:
                 panel.set_footer(
-                    s["answer"], s["correct"], s["tally"], s["generated_tokens"], s["seconds"], s["status"]
+                    s["answer"],
+                    s["correct"],
+                    s["tally"],
+                    s["generated_tokens"],
+                    s["seconds"],
+                    s["status"],
+                    s.get("policy_flops", 0.0) + s.get("prm_flops", 0.0),
                 )
         self.session_id = session_id
         self.run_button.setEnabled(True)
@@ -1190,6 +1206,7 @@ class MainWindow(QMainWindow):
                     r.generated_tokens,
                     r.wall_s,
                     r.status,
+                    r.flops,
                 )
             elif r is not None and k == len(self._replay):
                 p.footer.setText(f"<i>{r.status}</i> · {len(p.trace.nodes)} nodes")

@@ -20,6 +20,7 @@ from engine.store import SCHEMA_VERSION, Base, Store
 SHIPPED = {
     1: "d002a4bd8b69a3ed38c794a77708ffbf5a0bc56a750cdb42dd270c98cf91ba12",
     2: "2211e7e0b7e869da0e0a87c2ab54fec0a511f598eca8f433c942545cb0775066",
+    3: "b12b87ee68aedfc145eb3781bcd05064b760183241f2ed7769ceed6e2daf68f2",
 }
 
 

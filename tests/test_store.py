@@ -254,22 +254,39 @@ def test_an_older_database_is_migrated_step_by_step_keeping_its_sessions(tmp_pat
         assert s.session(sid).runs[0].answer == "5"
 
 
-def test_a_version_1_database_gains_the_sweep_tables_and_keeps_its_sessions(tmp_path, monkeypatch):
-    import engine.store as st
+def test_a_version_1_database_gains_the_sweep_tables_and_keeps_its_sessions(tmp_path):
+    import sqlite3
+
+    from engine import schema
 
     path = tmp_path / "v1.db"
-    monkeypatch.setattr(st, "SCHEMA_VERSION", 1)
-    with Store.open(path) as s:
-        sid = record(s, beam_events())
-        with s.engine.connect() as conn:
-            tables = {r[0] for r in conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type='table'")}
-        assert "sweeps" not in tables  # version 1 as it shipped
-    monkeypatch.undo()
+    # A database as version 1 wrote it: its DDL and a session with one finished run, by hand.
+    con = sqlite3.connect(path)
+    for stmt in schema.statements(schema.DDL[1]):
+        con.execute(stmt)
+    con.execute("INSERT INTO schema_version VALUES (1, '2026-01-01')")
+    sid = "s1"
+    con.execute(
+        "INSERT INTO sessions VALUES "
+        "(?, '2026-01-01T00:00:00', '', ?, '5', '[]', '{}', '0.1.0', '0.3', '{}', NULL)",
+        (sid, PROBLEM),
+    )
+    con.execute(
+        "INSERT INTO runs VALUES ('r1', ?, 0, 'beam_search', '{}', '/m.gguf', 'tiny', 0, '', 0, '{}', 7, "
+        "'done', '', '5', 1, 9, 30, 40, 1.25, 12, 3, 1, 'host')",
+        (sid,),
+    )
+    con.commit()
+    con.close()
+    with sqlite3.connect(path) as con:
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert "sweeps" not in tables  # version 1 as it shipped
     with Store.open(path, readonly=True) as s:  # read-only: nothing migrates, and it still reads
         assert [x.id for x in s.list_sessions(sweeps=False)] == [sid]
         assert s.list_sweeps() == []
     with Store.open(path) as s:
-        assert s.session(sid).runs[0].answer == "5"
+        run = s.session(sid).runs[0]
+        assert run.answer == "5" and run.generated_tokens == 9 and run.cached_tokens == 0 and run.flops == 0
         w = s.open_sweep("k", "a sweep", {"prm": "judge"})
         s.set_sweep_cell(w, 0, "beam_search", 2, sid)
         assert s.sweep_cells(w)[(0, "beam_search", 2)].id == "r1"

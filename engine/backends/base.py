@@ -107,6 +107,9 @@ class Executor(ABC):
     """Executes the requests of many runs at once. Used from one thread (the scheduler's)."""
 
     kind: str = ""  # "llama.cpp" | "server"
+    params_override: int | None = (
+        None  # the model's parameters where its server does not say (--model-params)
+    )
     cancel: Callable[[], bool] | None = None  # set by the scheduler: checked inside long work
     stream_text: bool = False  # set by the scheduler: report Delta outcomes while nodes grow
 
@@ -115,6 +118,13 @@ class Executor(ABC):
     @abstractmethod
     def model_record(self) -> dict[str, Any]:
         """What a run's RunStarted records about the model and the backend that ran it."""
+
+    def record(self) -> dict[str, Any]:
+        """:meth:`model_record` with the user's parameter count where one was given."""
+        rec = self.model_record()
+        if self.params_override:
+            rec["n_params"] = self.params_override
+        return rec
 
     @abstractmethod
     def session_settings(self) -> dict[str, Any]:

@@ -8,8 +8,8 @@ feeds back what it answers:
 * Generate requests of every strategy are in flight together (in process: every live branch advances
   in the same ``llama_decode``; over servers: every request is sent at once, up to the servers'
   slots); a strategy whose request finishes gets its results and may ask again while the others go on;
-* Score requests waiting at the same time go to the PRM together, one pass per question, each run's
-  candidates scored against its own problem;
+* Score requests go to the PRM as they come, one pass per run, each run's candidates scored against
+  its own problem with its own PRM (in process a judge's passes ride in the generation batches);
 * Release requests free nodes at once.
 
 Runs report through :mod:`engine.events`; the scheduler adds ``RunFinished`` with each run's
@@ -56,12 +56,25 @@ class Run:
     cached_tokens: int = 0
     prm_tokens: int = 0
     prm_s: float = 0.0
+    prm: Any = (
+        None  # the run's own PRM (a sweep's reference PRM knows each problem's answer); None: the scheduler's
+    )
     t0: float = 0.0
     wall_s: float = 0.0
 
     @property
     def run_id(self) -> str:
         return self.ctx.run_id
+
+    @property
+    def policy_flops(self) -> float:
+        """2 x the policy's parameters x every token it read or wrote for this run: its prompts
+        (each once per run, shared or not) and its generations."""
+        return 2.0 * float(self.ctx.model.get("n_params") or 0) * (self.prompt_tokens + self.generated_tokens)
+
+    @property
+    def prm_flops(self) -> float:
+        return 2.0 * float(self.ctx.prm.get("n_params") or 0) * self.prm_tokens
 
     @property
     def selected(self) -> Selected | None:
@@ -104,6 +117,17 @@ class Scheduler:
             self.executor.finish()
         return list(runs)
 
+    def run_fed(self, feed: Callable[[list[Run]], list[Run]]) -> None:
+        """Run what ``feed`` hands over, as it hands it over: ``feed`` gets the live runs before each
+        step and returns new runs to start now (none: it has nothing more, or waits for room). Ends
+        when no run is live and ``feed`` has nothing. How a sweep keeps many problems in one batch."""
+        self.executor.cancel = self.cancel
+        self.executor.stream_text = self.stream_text
+        try:
+            self._loop([], feed)
+        finally:
+            self.executor.finish()
+
     def _emit(self, run: Run, ev: Event) -> None:
         run.events.append(ev)
         if self.on_event is not None:
@@ -142,19 +166,32 @@ class Scheduler:
                     run.prompt_tokens,
                     run.prm_tokens,
                     round(run.wall_s, 4),
+                    run.cached_tokens,
+                    run.policy_flops,
+                    run.prm_flops,
                 ),
             )
 
-    def _loop(self, runs: list[Run]) -> None:
-        by_id = {r.run_id: r for r in runs}
-        thinking = self.executor.thinking()
+    def _start(self, runs: list[Run], by_id: dict[str, Run], thinking: bool) -> None:
         for r in runs:
+            by_id[r.run_id] = r
             r.ctx.thinking = thinking
             r.t0 = time.perf_counter()
             r.gen = get_strategy(r.spec.name)(r.ctx, **r.spec.params)
             self._advance(r, None)
+
+    def _loop(self, runs: list[Run], feed: Callable[[list[Run]], list[Run]] | None = None) -> None:
+        by_id: dict[str, Run] = {}
+        thinking = self.executor.thinking()
+        self._start(runs, by_id, thinking)
         while True:
             live = [r for r in runs if not r.done]
+            if feed is not None and not (self.cancel is not None and self.cancel()):
+                new = feed(live)
+                if new:
+                    runs += new
+                    self._start(new, by_id, thinking)
+                    live = [r for r in runs if not r.done]
             if not live:
                 return
             if self.cancel is not None and self.cancel():
@@ -179,7 +216,8 @@ class Scheduler:
             except PonderError as e:  # a full KV cache, a PRM that cannot judge ...: every live run fails
                 for r in live:
                     self._finish(r, "failed", str(e))
-                return
+                if feed is None:
+                    return  # (a sweep goes on with its next cells)
 
     def _serve_releases(self, live: list[Run]) -> bool:
         served = False
@@ -191,21 +229,20 @@ class Scheduler:
         return served
 
     def _serve_scores(self, live: list[Run]) -> bool:
-        """Score requests waiting now go to the PRM together, one pass per question (a run's
-        candidates are always judged against its own problem). Returns True when something was
-        answered at once (a PRM that needs no model)."""
+        """Score requests waiting now go to the PRM, one pass per run (its candidates judged against
+        its own problem). Returns True when something was answered at once (a PRM that needs no
+        model)."""
         asking = [r for r in live if isinstance(r.pending, Score) and not r.waiting]
         if not asking:
             return False
-        by_question: dict[str, list[Run]] = {}
-        for r in asking:
-            by_question.setdefault(r.ctx.problem, []).append(r)
         answered = False
-        for question, group in by_question.items():
-            asks = [ScoreAsk(r.run_id, r.pending.candidates, r.pending.finished) for r in group]
-            for r in group:
-                r.waiting = True
-            done = self.executor.score(self.prm, question, asks)
+        for r in asking:
+            # One pass per run, so the PRM's tokens are the run's own (runs of one question still
+            # share the judge's cached verdicts and cells).
+            r.waiting = True
+            group = [r]
+            asks = [ScoreAsk(r.run_id, r.pending.candidates, r.pending.finished)]
+            done = self.executor.score(r.prm or self.prm, r.ctx.problem, asks)
             if done is not None:
                 self._scored(done, {r.run_id: r for r in group})
                 answered = True

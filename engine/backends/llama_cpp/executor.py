@@ -39,6 +39,7 @@ MARGIN_CELLS = 16  # KV cells kept free beyond what admitted branches may still 
 MODEL_FIELDS = (
     "path",
     "name",
+    "n_params",
     "file_size",
     "sha256_1mb",
     "quantization",
@@ -71,6 +72,7 @@ class _ScoreJob:
     prm: Any
     gen: Any = None
     need: list[Branch] = field(default_factory=list)
+    usage: list[int] | None = None  # the job's own PRM tokens (jobs of several runs interleave)
 
 
 class LlamaCppExecutor(Executor):
@@ -116,6 +118,7 @@ class LlamaCppExecutor(Executor):
         if spec == "judge":
             self.reserve = JUDGE_SEQUENCES
             self._judge = JudgePRM(self.backend)
+            self._judge.n_params = self.backend.info.n_params  # the policy model reads as judge
             return self._judge
         prm = model_free_prm(spec, reference)
         if prm is not None:
@@ -130,6 +133,7 @@ class LlamaCppExecutor(Executor):
         prm_backend = Backend(path, self.backend.config)
         prm = TokenPRM(prm_backend, entry.prm_format, name=entry.id, **token_prm_settings(entry))
         prm.model_record = prm_backend.info.as_dict()
+        prm.n_params = prm_backend.info.n_params
         self._prm_backends[id(prm)] = [prm_backend]
         return prm
 
@@ -187,7 +191,8 @@ class LlamaCppExecutor(Executor):
         cands, finished = pooled(asks)
         job = _ScoreJob(list(asks), cands, getattr(prm, "tokens_used", 0), time.perf_counter(), prm)
         if hasattr(prm, "score_gen"):
-            job.gen = prm.score_gen(question, cands, finished, cancel=self.cancel)
+            job.usage = [0]
+            job.gen = prm.score_gen(question, cands, finished, cancel=self.cancel, usage=job.usage)
             self._jobs.append(job)
             self._resume_job(job)
             return None
@@ -202,15 +207,13 @@ class LlamaCppExecutor(Executor):
 
     @staticmethod
     def _complete_job(job: _ScoreJob, scores: list[list[float]]) -> ScoreDone:
-        used = getattr(job.prm, "tokens_used", 0) - job.tokens_before
+        used = (
+            job.usage[0] if job.usage is not None else getattr(job.prm, "tokens_used", 0) - job.tokens_before
+        )
         return split_scores(job.asks, job.cands, scores, used, time.perf_counter() - job.t0)
 
     def busy(self) -> bool:
-        return bool(
-            self._ready
-            or self._jobs
-            or any(st.request is not None for st in self._runs.values())
-        )
+        return bool(self._ready or self._jobs or any(st.request is not None for st in self._runs.values()))
 
     # --- progress -----------------------------------------------------------------------------------
 
@@ -408,9 +411,13 @@ class LlamaCppExecutor(Executor):
         admitted = self._admit()
         if not admitted:
             return
-        roots = [self._roots[item.prompt_key] for _, st, _, item in admitted if item.prompt_key in self._roots]
+        roots = [
+            self._roots[item.prompt_key] for _, st, _, item in admitted if item.prompt_key in self._roots
+        ]
         # Decode every new prompt in one batch before forking from them.
-        self.backend.prefill([x for x in dict.fromkeys(roots) if not x.freed and x.pending > 0], cancel=self.cancel)
+        self.backend.prefill(
+            [x for x in dict.fromkeys(roots) if not x.freed and x.pending > 0], cancel=self.cancel
+        )
         for rid, st, i, item in admitted:
             try:
                 if item.parent is not None and item.messages is None and item.parent not in st.nodes:
@@ -491,7 +498,9 @@ class LlamaCppExecutor(Executor):
         return out
 
     def _deltas(self, flying: list[tuple[str, _RunState]], events: list[TokenEvent]) -> list[Outcome]:
-        owner = {id(b): (rid, (st.request or ())[i].node_id) for rid, st in flying for i, b in st.flight.items()}
+        owner = {
+            id(b): (rid, (st.request or ())[i].node_id) for rid, st in flying for i, b in st.flight.items()
+        }
         out: list[Outcome] = []
         for ev in events:
             hit = owner.get(id(ev.branch))

@@ -86,6 +86,11 @@ class ServerExecutor(Executor):
             "slots": rec["slots"],
         }
 
+    @property
+    def slots(self) -> int:
+        """Requests the servers serve at once (a sweep keeps about this many in flight)."""
+        return self.pool.total_slots()
+
     def session_settings(self) -> dict[str, Any]:
         backend = {"kind": self.kind, **self.pool.record()}
         if self.prm_pool is not None:
@@ -104,13 +109,18 @@ class ServerExecutor(Executor):
             return prm
         pool = self.prm_pool or self.pool
         if spec == "judge":
-            return ServerVerdictPRM(pool, "judge")
-        info = pool.info  # a token-PRM format on the PRM server
-        served = Path(info.model_path or info.model)
-        entry = next((c for c in load_catalog() if c.prm_format == spec and c.matches(served)), None)
-        return ServerVerdictPRM(
-            pool, spec, name=entry.id if entry is not None else spec, **token_prm_settings(entry)
-        )
+            prm = ServerVerdictPRM(pool, "judge")
+        else:
+            info = pool.info  # a token-PRM format on the PRM server
+            served = Path(info.model_path or info.model)
+            entry = next((c for c in load_catalog() if c.prm_format == spec and c.matches(served)), None)
+            prm = ServerVerdictPRM(
+                pool, spec, name=entry.id if entry is not None else spec, **token_prm_settings(entry)
+            )
+        # The PRM's parameters for its FLOPs: what its server says, or the policy's override when it
+        # is the policy's own server.
+        prm.n_params = pool.info.n_params or (self.params_override if pool is self.pool else None) or 0
+        return prm
 
     # --- requests -----------------------------------------------------------------------------------
 
