@@ -234,6 +234,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tokens", type=int, default=512, help="tokens per solution (default 512)")
     p.add_argument("--difficulty", choices=["pass1", "prm"], default="pass1", help="how problems are binned")
     p.add_argument(
+        "--models",
+        metavar="SMALL,LARGE",
+        help="test-time compute against parameters: the grid on both models (GGUF files, or server model "
+        "names with --server), the large one also greedy at budget 1; writes exchange.md/.json/.png/.svg",
+    )
+    p.add_argument(
+        "--pretrain-tokens",
+        metavar="S,L",
+        help="with --models: each model's pretraining tokens (e.g. 2T,4T; default: models/catalog.toml) for "
+        "the ratio R and the FLOPs-matched comparison",
+    )
+    p.add_argument(
         "--batch",
         type=int,
         default=None,
@@ -994,8 +1006,7 @@ def _runs_exit_code(summaries: Sequence[Any], cancelled: bool, unsaved: bool) ->
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from engine.store import Store
-    from engine.sweep import SweepSpec, analyse, find_sweep, format_progress, run_sweep
-    from engine.worker import CancelToken
+    from engine.sweep import SweepSpec, analyse, find_sweep
 
     if args.list:
         with Store.open(args.db, readonly=True) as store:
@@ -1026,7 +1037,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     )
     spec.check()  # a bad set, file, offset or budget is reported before the model loads
     _check_prm(args.prm, args)
-    charts = getattr(args, "charts", None)
     if args.report_only:
         model: Any = _model_path(args)
         if _servers(args):
@@ -1038,11 +1048,30 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         with Store.open(args.db, readonly=True) as store:
             sweep_id = find_sweep(store, spec, model)
             summary = analyse(store, sweep_id, spec, difficulty=args.difficulty)
-        return _sweep_outputs(args, summary, charts)
+        return _sweep_outputs(args, summary)
+    if args.models:
+        return _sweep_models(args, spec)
+    result, summary, _ = _sweep_once(args, spec)
+    code = _sweep_outputs(args, summary)
+    if code != EXIT_OK:
+        return code
+    if result.cancelled:
+        return EXIT_INTERRUPTED
+    return EXIT_RUNS_FAILED if result.failed else EXIT_OK
+
+
+def _sweep_once(args: argparse.Namespace, spec: Any) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """Run (or resume) one sweep on ``args``' model and analyse it: (result, summary, model record)."""
+    from engine.backends.base import as_executor
+    from engine.store import Store
+    from engine.sweep import analyse, format_progress, run_sweep
+    from engine.worker import CancelToken
+
     store = Store.open(args.db)
     cancel = CancelToken()
     tty = sys.stderr.isatty()
     state: dict[str, Any] = {"done": -1}
+    record: dict[str, Any] = {}
 
     def on_progress(p: Any) -> None:
         if tty:
@@ -1055,6 +1084,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         state["done"] = p.done
 
     def work(backend: Any) -> Any:
+        record.update(as_executor(backend).record())
         return run_sweep(backend, store, spec, on_progress=on_progress, cancel=cancel, batch=args.batch)
 
     _terminate_as_interrupt()  # `kill PID` stops a (background) sweep as Ctrl+C does: cleanly
@@ -1076,12 +1106,92 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     )
     if result.cancelled:
         print("Run the same command again to do what is missing.", file=sys.stderr)
-    code = _sweep_outputs(args, summary, charts)
-    if code != EXIT_OK:
-        return code
-    if result.cancelled:
-        return EXIT_INTERRUPTED
-    return EXIT_RUNS_FAILED if result.failed else EXIT_OK
+    return result, summary, record
+
+
+def _pretrain_tokens(args: argparse.Namespace, models: Sequence[str]) -> tuple[float | None, float | None]:
+    """Each model's pretraining tokens: --pretrain-tokens, else models/catalog.toml's entry."""
+    if args.pretrain_tokens:
+        vals = [_count(x) for x in args.pretrain_tokens.split(",")]
+        if len(vals) != 2:
+            raise InvalidRequestError("--pretrain-tokens takes SMALL,LARGE, e.g. 2T,4T.")
+        return float(vals[0]), float(vals[1])
+    from engine.models import load_catalog
+
+    out: list[float | None] = []
+    for m in models:
+        entry = next((c for c in load_catalog() if c.matches(Path(m))), None)
+        tok = entry.settings.get("pretrain_tokens") if entry is not None else None
+        out.append(float(tok) if tok else None)
+    return out[0], out[1]
+
+
+def _sweep_models(args: argparse.Namespace, spec: Any) -> int:
+    """The sweep on the small and the large model, the large one also greedy at budget 1, then the
+    exchange report (engine.exchange) next to each model's own outputs."""
+    import copy
+    import dataclasses
+    import json
+
+    from engine.exchange import exchange_markdown, exchange_report
+    from engine.plots import write_exchange_charts
+    from engine.store import write_export
+    from engine.sweep import json_ready, write_outputs
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    if len(models) != 2:
+        raise InvalidRequestError(
+            "--models takes two models: SMALL,LARGE (GGUF files, or server model names)."
+        )
+    if not _servers(args):
+        from engine.gguf_info import read_gguf
+
+        for m in models:
+            read_gguf(m)  # a missing or broken file is one clear line, before anything runs
+    pretrain = _pretrain_tokens(args, models)
+    greedy = dataclasses.replace(spec, strategies=("best_of_n",), budgets=(1,), temperature=0.0)
+    out = Path(args.out or "exchange").expanduser()
+    done: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    failed = False
+    for model, sp, sub in (
+        (models[0], spec, "small"),
+        (models[1], spec, "large"),
+        (models[1], greedy, "greedy"),
+    ):
+        a = copy.copy(args)
+        a.model = model
+        print(f"== {sub}: {Path(model).name} ==", file=sys.stderr)
+        result, summary, record = _sweep_once(a, sp)
+        write_outputs(summary, out / sub)
+        if result.cancelled:
+            return EXIT_INTERRUPTED
+        failed = failed or bool(result.failed)
+        done.append((summary, record))
+
+    def label(model: str, record: dict[str, Any]) -> str:
+        return Path(model).stem if not _servers(args) else str(record.get("name") or model)
+
+    (s_sum, s_rec), (l_sum, l_rec), (g_sum, _) = done
+    report = exchange_report(
+        s_sum,
+        l_sum,
+        g_sum,
+        {"label": label(models[0], s_rec), "n_params": s_rec.get("n_params")},
+        {"label": label(models[1], l_rec), "n_params": l_rec.get("n_params")},
+        pretrain,
+    )
+    md = exchange_markdown(report)
+    files = [
+        write_export(out / "exchange.json", json.dumps(json_ready(report), indent=1)),
+        write_export(out / "exchange.md", md),
+        *write_exchange_charts(report, out),
+    ]
+    if args.json:
+        _print_json(json_ready(report))
+    else:
+        print(md)
+        print("Wrote " + ", ".join(str(f) for f in files), file=sys.stderr)
+    return EXIT_RUNS_FAILED if failed else EXIT_OK
 
 
 def _check_prm(prm: str, args: argparse.Namespace) -> None:
@@ -1153,18 +1263,16 @@ def _terminate_as_interrupt() -> None:
         signal.signal(signal.SIGTERM, stop)
 
 
-def _sweep_outputs(args: argparse.Namespace, summary: dict[str, Any], charts: Any) -> int:
+def _sweep_outputs(args: argparse.Namespace, summary: dict[str, Any]) -> int:
     from engine.sweep import json_ready, markdown_table, write_outputs
 
     out = args.out or f"sweep-{summary['sweep']['id']}"
-    files = write_outputs(summary, out, charts)
+    files = write_outputs(summary, out)
     if args.json:
         _print_json(json_ready(summary))
     else:
         print(markdown_table(summary))
         print("Wrote " + ", ".join(str(f) for f in files), file=sys.stderr)
-        if charts is None:
-            print("(the PNG charts are drawn by `ponder sweep`; this entry point has no Qt)", file=sys.stderr)
     return 0
 
 
@@ -1410,11 +1518,8 @@ COMMANDS = {
 }
 
 
-def main(argv: Sequence[str] | None = None, charts: Any = None) -> int:
-    """``charts``: the PNG chart writer ``ponder sweep`` uses (gui.charts passes it; the engine
-    draws nothing itself)."""
+def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    args.charts = charts
     if args.command is None:
         build_parser().print_help()
         return 0

@@ -159,6 +159,7 @@ def compare(
     seeds: str = "independent",
     budget_tokens: int | None = None,
     solution_tokens: int | None = None,
+    temperature: float | None = None,
 ) -> list[Run]:
     """Run ``strategies`` on ``problem`` with a generation budget each, side by side (or one after
     another with ``concurrent=False``), in the calling thread. ``backend`` is an
@@ -174,6 +175,8 @@ def compare(
         raise InvalidRequestError("Choose at least one strategy.")
     if max_tokens < 1:
         raise InvalidRequestError("max_tokens must be >= 1")
+    if temperature is not None and not 0.0 <= temperature <= 5.0:
+        raise InvalidRequestError("The temperature is between 0 (greedy) and 5.")
     if seeds not in SEED_MODES:
         raise InvalidRequestError(f"seeds is one of {', '.join(SEED_MODES)} (got {seeds!r}).")
     params = strategy_params(strategies, budget, overrides, budget_tokens, max_tokens, solution_tokens)
@@ -206,6 +209,7 @@ def compare(
             max_tokens=max_tokens,
             seeds=seeds,
             token_budget=budget_tokens or 0,
+            **({} if temperature is None else {"temperature": temperature}),
         )
         Scheduler(executor, scorer, on_event=on_event, cancel=cancel, stream_text=stream_text).run(
             runs, concurrent

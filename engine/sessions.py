@@ -115,6 +115,7 @@ def recorded_compare(
     seeds: str = "independent",
     budget_tokens: int | None = None,
     solution_tokens: int | None = None,
+    temperature: float | None = None,
 ) -> tuple[str, list[Any], str | None]:
     """Run :func:`engine.compare.compare` with every event saved; returns (session id, runs, the
     recording error if the disk refused writes midway, else None). Runs on the backend's thread.
@@ -143,6 +144,7 @@ def recorded_compare(
     sid = create_session(
         executor, store, problem, reference, strategies, budget, prm, seed, seeds, max_tokens, concurrent,
         overrides, budget_tokens, solution_tokens, title, tags, rerun_of,
+        **({} if temperature is None else {"temperature": temperature}),
     )  # fmt: skip
     if on_session is not None:
         on_session(sid)
@@ -172,6 +174,7 @@ def recorded_compare(
             seeds=seeds,
             budget_tokens=budget_tokens,
             solution_tokens=solution_tokens,
+            temperature=temperature,
         )
         ok = True
     finally:
@@ -360,6 +363,7 @@ def rerun(
             budget_tokens=st.get("budget_tokens"),
             solution_tokens=st.get("solution_tokens"),
             max_tokens=st["max_tokens"],
+            temperature=st.get("temperature"),
             concurrent=st["concurrent"],
             overrides=st.get("overrides") or None,
             cancel=cancel,

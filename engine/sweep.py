@@ -66,6 +66,7 @@ class SweepSpec:
     max_tokens: int = 512
     seeds: str = "independent"  # independent streams per strategy, or common random numbers
     budget_kind: str = "generations"  # generations (as Snell counts them) | tokens (generated tokens)
+    temperature: float = 0.8  # 0: greedy (the large model's budget-1 answer in an exchange report)
 
     @property
     def tokens(self) -> bool:
@@ -169,6 +170,8 @@ def sweep_key(pset: ProblemSet, model: dict[str, Any], spec: SweepSpec) -> tuple
         ident["budget_kind"] = "tokens"
     if spec.seeds != "common":  # sweeps saved before seed streams per strategy ran common ones
         ident["seeds"] = spec.seeds
+    if spec.temperature != 0.8:  # sweeps saved before the choice sampled at 0.8
+        ident["temperature"] = spec.temperature
     key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]
     return key, {**ident, "model_path": model.get("path", "")}
 
@@ -197,6 +200,7 @@ def spec_of(info: Any, cells: Sequence[tuple[int, str, int]] = ()) -> SweepSpec:
         max_tokens=info.settings["max_tokens"],
         seeds=info.settings.get("seeds") or "common",
         budget_kind=info.settings.get("budget_kind") or "generations",
+        temperature=info.settings.get("temperature", 0.8),
     )
     d["strategies"] = tuple(d.get("strategies") or default_strategies())
     d["budgets"] = tuple(d.get("budgets") or DEFAULT_BUDGETS)
@@ -340,6 +344,7 @@ def run_sweep(
                 seed=spec.seed,
                 seeds=spec.seeds,
                 max_tokens=spec.max_tokens,
+                temperature=None if spec.temperature == 0.8 else spec.temperature,
                 concurrent=False,
                 cancel=cancel,
                 title=label,
@@ -431,13 +436,14 @@ def _run_together(
                 executor, store, question, reference, [c.strategy], c.budget, spec.prm, spec.seed,
                 spec.seeds, spec.max_tokens, False, None, budget_tokens, None, title=label,
                 tags=("sweep", f"sweep:{sweep_id}"), batch="shared with other cells",
+                **({} if spec.temperature == 0.8 else {"temperature": spec.temperature}),
             )  # fmt: skip
             store.set_sweep_cell(sweep_id, c.index, c.strategy, c.budget, sid)
             prm_info = prm_record(prm, spec.prm)
             (run,) = make_runs(
                 question, [StrategySpec(c.strategy, params[c.strategy])], seed=spec.seed, reference=reference,
                 model=model, prm=prm_info, max_tokens=spec.max_tokens, seeds=spec.seeds,
-                token_budget=budget_tokens or 0,
+                token_budget=budget_tokens or 0, temperature=spec.temperature,
             )  # fmt: skip
             run.prm = prm
             live[run.run_id] = (c, sid, store.recorder(sid, share=link), label, prm)
@@ -655,6 +661,7 @@ def analyse(
                 assert run is not None
                 cands[(s, rb)] = _candidates(store, run, p.reference, memo)
                 row["tokens"][f"{s}@{rb}"] = run.generated_tokens + run.prm_tokens
+                row.setdefault("flops", {})[f"{s}@{rb}"] = run.flops
             for b in budgets:
                 rng = random.Random(f"{spec.seed}-{i}-{s}-{b}")
                 cand = cands[(s, source_budget(s, b, budgets, spec.tokens))]
@@ -753,6 +760,18 @@ def analyse(
         for rb in run_budgets(s, budgets, spec.tokens):
             vals = [per_problem[i]["tokens"][f"{s}@{rb}"] for i in complete]
             tokens.setdefault(s, {})[rb] = sum(vals) / len(vals) if vals else 0.0
+    # FLOPs per problem at each budget: a run's own, or (read from a larger run) its share b / B of it
+    flops: dict[str, dict[int, float]] = {}
+    for s in spec.strategies:
+        for b in budgets:
+            src = source_budget(s, b, budgets, spec.tokens)
+            vals = [per_problem[i]["flops"][f"{s}@{src}"] * (b / src) for i in complete]
+            flops.setdefault(s, {})[b] = sum(vals) / len(vals) if vals else 0.0
+    intervals = _intervals({i: per_problem[i] for i in complete}, spec.strategies, budgets, spec.seed)
+    for bn in bins:
+        bn["intervals"] = _intervals(
+            {i: per_problem[i] for i in bn["problems"]}, spec.strategies, budgets, spec.seed, ("weighted",)
+        )
     levels: dict[int, dict[str, Any]] = {}  # by the set's own level (the ladder's, MATH's), when it has one
     for lv in sorted({r["level"] for r in per_problem.values() if isinstance(r["level"], int)}):
         idx = [i for i in complete if per_problem[i]["level"] == lv]
@@ -794,6 +813,9 @@ def analyse(
             "compute_optimal_held_out picks on one half of each bin and scores on the other (2-fold).",
         },
         "accuracy": overall_acc,
+        # 95% percentile-bootstrap intervals over problems (what a sweep of this many problems can tell)
+        "intervals": intervals,
+        "flops_per_problem": flops,
         "compute_optimal": {b: (optimal[b] / n if n else 0.0) for b in budgets},
         # the same choice made on one half of each bin and scored on the other: an estimate of what
         # the per-bin choice is worth on problems it was not picked on
@@ -803,6 +825,37 @@ def analyse(
         "levels": levels,
         "per_problem": [per_problem[i] for i in complete],
     }
+
+
+BOOTSTRAP = 2000  # resamples of the problems for each interval
+
+
+def _intervals(
+    rows: dict[int, dict[str, Any]],
+    strategies: Sequence[str],
+    budgets: Sequence[int],
+    seed: int,
+    methods: Sequence[str] = METHODS,
+) -> dict[str, dict[str, dict[int, list[float]]]]:
+    """[low, high] of a 95% percentile bootstrap over problems of each mean accuracy (seeded: the
+    same store gives the same intervals). One problem (or none) gives [mean, mean]."""
+    import numpy as np
+
+    idx = sorted(rows)
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(idx), size=(BOOTSTRAP, len(idx))) if len(idx) > 1 else None
+    out: dict[str, dict[str, dict[int, list[float]]]] = {}
+    for s in strategies:
+        for m in methods:
+            for b in budgets:
+                v = np.array([rows[i]["accuracy"][s][m][b] for i in idx], dtype=float)
+                if picks is None:
+                    lo = hi = float(v.mean()) if len(v) else 0.0
+                else:
+                    means = v[picks].mean(axis=1)
+                    lo, hi = (float(x) for x in np.percentile(means, [2.5, 97.5]))
+                out.setdefault(s, {}).setdefault(m, {})[b] = [lo, hi]
+    return out
 
 
 # --- writing the results -----------------------------------------------------------------------------
@@ -928,13 +981,10 @@ def find_sweep(store: Store, spec: SweepSpec, model: str | dict[str, Any]) -> st
     )
 
 
-def write_outputs(
-    summary: dict[str, Any],
-    out: str | Path,
-    charts: Callable[[dict[str, Any], Path], list[Path]] | None = None,
-) -> list[Path]:
-    """summary.json, summary.md and, given a chart writer (the GUI's, which draws with Qt), the
-    PNG charts, in folder ``out`` (created). Returns the files written."""
+def write_outputs(summary: dict[str, Any], out: str | Path) -> list[Path]:
+    """summary.json, summary.md and the charts (PNG and SVG, :mod:`engine.plots`) in folder ``out``
+    (created). Returns the files written."""
+    from engine.plots import write_charts
     from engine.store import write_export
 
     folder = Path(out).expanduser()
@@ -946,6 +996,4 @@ def write_outputs(
         write_export(folder / "summary.json", json.dumps(json_ready(summary), indent=1)),
         write_export(folder / "summary.md", markdown_table(summary)),
     ]
-    if charts is not None:
-        files += charts(summary, folder)
-    return files
+    return files + write_charts(summary, folder)

@@ -26,10 +26,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return shot(args[1:])
     from engine.cli import main as cli_main
 
-    if args[0] == "sweep":  # the engine writes the numbers; the PNG charts are drawn with Qt
-        from gui.charts import write_sweep_charts
-
-        return cli_main(args, charts=write_sweep_charts)
     return cli_main(args)
 
 

@@ -34,7 +34,7 @@ from PySide6.QtWidgets import (
 
 from engine.errors import PonderError
 from engine.search import registry
-from gui.charts import SweepChart, write_sweep_charts
+from gui.charts import SweepChart
 
 SETS = {"Arithmetic ladder": "arith", "GSM8K": "gsm8k", "MATH-500": "math500", "JSONL file…": "file"}
 
@@ -403,7 +403,7 @@ class SweepsTab(QWidget):
         from engine.sweep import write_outputs
 
         try:
-            files = write_outputs(self.summary, folder, write_sweep_charts)  # type: ignore[arg-type]
+            files = write_outputs(self.summary, folder)  # type: ignore[arg-type]
         except PonderError as e:
             QMessageBox.warning(self, "Ponder", str(e))
             return []
