@@ -151,9 +151,13 @@ def exchange(report: dict[str, Any]) -> Any:
             ax.scatter([g["flops"]], [g["accuracy"]], color=INK, marker="*", s=70, zorder=5,
                        label=f"{large}: greedy")  # fmt: skip
         ax.set_xscale("log")
-        from matplotlib.ticker import NullFormatter
+        from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-        ax.xaxis.set_minor_formatter(NullFormatter())  # decades only: minor labels overlap
+        # 1, 2 and 5 of each decade, as 2e10: the points of one bin often sit within one decade
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:.0e}".replace("e+", "e")))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.tick_params(axis="x", labelsize=7)
         ax.set_xlabel("inference FLOPs per problem", fontsize=8)
         ax.set_title(f"bin {bn['bin']} · {len(bn['problems'])} problems", fontsize=9)
         _accuracy_axis(ax)

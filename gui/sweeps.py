@@ -117,6 +117,12 @@ class SweepsTab(QWidget):
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.cancel_button)
         buttons.addWidget(self.export_button)
+        self.exchange_button = QPushButton("Exchange report…")
+        self.exchange_button.setToolTip(
+            "Open the exchange.json of a two-model sweep (ponder sweep --models SMALL,LARGE): accuracy "
+            "against FLOPs, small model with search against the large one"
+        )
+        buttons.addWidget(self.exchange_button)
         form_col.addLayout(buttons)
         self.progress = QProgressBar()
         self.progress.setRange(0, 1000)
@@ -152,6 +158,7 @@ class SweepsTab(QWidget):
         self.run_button.clicked.connect(self.start)
         self.cancel_button.clicked.connect(self.cancel)
         self.export_button.clicked.connect(self.export)
+        self.exchange_button.clicked.connect(self._choose_exchange)
         self.sweep_list.currentItemChanged.connect(lambda *_: self.open_selected())
         self.difficulty_combo.currentIndexChanged.connect(lambda *_: self._reanalyse())
 
@@ -389,6 +396,30 @@ class SweepsTab(QWidget):
         self.run_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
         self.window.run_button.setEnabled(True)
+
+    # --- a two-model exchange report ---------------------------------------------------------------------
+
+    def _choose_exchange(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "An exchange report", "", "exchange.json (*.json)")
+        if path:
+            self.open_exchange(path)
+
+    def open_exchange(self, path: str) -> Any:
+        """Show an exchange report (``ponder sweep --models``); a file that is not one says so."""
+        from engine.sweep import load_summary
+        from gui.charts import ExchangeView
+
+        try:
+            report = load_summary(Path(path).read_text(encoding="utf-8"))
+            if not isinstance(report, dict) or "bins" not in report or "small" not in report:
+                raise ValueError("not an exchange report")
+            view = ExchangeView(report, self)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            QMessageBox.warning(self, "Ponder", f"{Path(path).name} is not an exchange report of "
+                                f"`ponder sweep --models`: {e}")  # fmt: skip
+            return None
+        view.show()
+        return view
 
     # --- export ---------------------------------------------------------------------------------------------
 
