@@ -357,7 +357,7 @@ def run_revisions_bench(
                 t["seconds"] += run.wall_s
                 say(
                     f"gsm8k #{idx} {mode:<19} {run.generated_tokens:5d} tokens in {run.wall_s:6.1f} s "
-                    f"({run.prompt_tokens} prompt tokens decoded)"
+                    f"({run.prompt_tokens - run.cached_tokens} prompt tokens decoded)"
                 )
         out: dict[str, Any] = {
             "model": backend.info.path,
@@ -392,7 +392,7 @@ def format_revisions_bench(r: dict[str, Any]) -> str:
         t = r[mode]
         lines.append(
             f"{mode:<19}: {t['tok_s']:7.1f} tok/s  ({t['tokens']} tokens in {t['seconds']:.1f} s; "
-            f"{t['prompt_tokens']} prompt tokens decoded, {t['cached_tokens']} reused)"
+            f"{t['prompt_tokens'] - t['cached_tokens']} prompt tokens decoded, {t['cached_tokens']} reused)"
         )
     lines.append(f"revisions / best-of-N: {r['ratio']:.3f}   reuse speed-up: {r['reuse_speedup']:.3f}")
     return "\n".join(lines)

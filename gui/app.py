@@ -238,6 +238,9 @@ class RunPanel(QFrame):
         self.footer.setText(text)
 
 
+MAX_BUDGET = 256  # generations; past the sequences decoded at once they wait their turn
+
+
 class MainWindow(QMainWindow):
     def __init__(self, model_path: str | None = None, n_gpu_layers: int = 0, db: str | None = None) -> None:
         super().__init__()
@@ -347,7 +350,7 @@ class MainWindow(QMainWindow):
         controls = QHBoxLayout()
         controls.addWidget(QLabel("Budget"))
         self.budget_spin = QSpinBox()
-        self.budget_spin.setRange(1, 64)
+        self.budget_spin.setRange(1, MAX_BUDGET)
         self.budget_spin.setValue(4)
         self.budget_spin.setToolTip("Generations per strategy, as Snell et al. count them")
         controls.addWidget(self.budget_spin)
@@ -536,7 +539,7 @@ class MainWindow(QMainWindow):
             self.budget_spin.setValue(max(self.budget_spin.value(), 1024))
             self.budget_spin.setToolTip("Generated tokens each strategy may spend")
         else:
-            self.budget_spin.setRange(1, 64)
+            self.budget_spin.setRange(1, MAX_BUDGET)
             self.budget_spin.setValue(min(self.budget_spin.value(), 4))
             self.budget_spin.setToolTip("Generations per strategy, as Snell et al. count them")
 

@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+from pathlib import Path
+
 import pytest
 
 pytest.importorskip("pytestqt")
@@ -490,10 +492,13 @@ def test_the_sweeps_tab_runs_a_sweep_stops_it_and_resumes_it(window, qtbot, db, 
     files = tab.export_to(str(tmp_path / "out"))
     assert sorted(f.name for f in files) == [
         "accuracy_vs_budget.png",
+        "accuracy_vs_budget.svg",
         "by_difficulty.png",
+        "by_difficulty.svg",
         "summary.json",
         "summary.md",
     ]
+    assert not tab.accuracy_chart.pixmap.isNull()  # the app shows the image the files hold
     tab.accuracy_chart.resize(900, 560)
     tab.grab().save(str(tmp_path / "sweeps_tab.png"))
     # a stored sweep reopens with its settings in the form
@@ -527,14 +532,16 @@ def test_models_an_older_app_kept_in_its_settings_move_to_the_shared_list(qtbot,
     w.close()
 
 
-def test_a_budget_the_context_cannot_run_is_refused_on_run_with_what_fits(window, qtbot, db, monkeypatch):
+def test_a_budget_a_strategy_cannot_spend_is_refused_on_run_naming_budgets_it_can(
+    window, qtbot, db, monkeypatch
+):
     shown = []
-    monkeypatch.setattr(QMessageBox, "warning", lambda *a, **k: shown.append(a[2]))
-    window.budget_spin.setValue(64)  # the three default strategies side by side
+    monkeypatch.setattr(QMessageBox, "information", lambda *a, **k: shown.append(a[2]))
+    assert window.budget_spin.maximum() == 256  # any budget runs: generations queue for sequences
+    for k, box in window.strategy_boxes.items():
+        box.setChecked(k == "dvts")
+    window.budget_spin.setValue(6)
     window.start()
-    qtbot.waitUntil(lambda: bool(shown), timeout=60_000)
-    assert "At budget 64" in shown[0] and "a budget of 17 or less" in shown[0]
-    assert "one after another" in shown[0]
+    assert shown and "DVTS cannot spend a budget of 6" in shown[0] and "4 and 8" in shown[0]
     assert window.run_button.isEnabled()
-    with Store.open(db, readonly=True) as store:
-        assert store.list_sessions() == []  # nothing was saved for a run that never started
+    assert not Path(db).exists()  # nothing was saved for a run that never started

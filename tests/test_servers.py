@@ -518,3 +518,18 @@ def test_particle_filtering_budget_forcing_and_revisions_over_a_server(server):
         assert runs[2].cached_tokens > 0  # later attempts found their chat in the server's cache
     finally:
         ex.close()
+
+
+def test_budgets_beyond_the_servers_slots_queue_and_are_charged_their_flops(server):
+    """Four slots: best-of-16 and beam search at 16 beside it; requests past the slots wait on the
+    server's queue, every node is scored, and the FLOPs use the parameters the server reports."""
+    ex = _executor([server.url])
+    try:
+        runs = compare(ex, PROBLEM, ["best_of_n", "beam_search"], budget=16, prm="arithmetic", max_tokens=12)
+        _check_complete(runs)
+        bon = runs[0].trace()
+        assert len(bon.nodes) == 16
+        n = ex.record()["n_params"]
+        assert n and runs[0].policy_flops == 2 * n * (runs[0].prompt_tokens + runs[0].generated_tokens)
+    finally:
+        ex.close()

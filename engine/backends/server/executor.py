@@ -89,7 +89,7 @@ class ServerExecutor(Executor):
     @property
     def slots(self) -> int:
         """Requests the servers serve at once (a sweep keeps about this many in flight)."""
-        return self.pool.total_slots()
+        return self.pool.total_slots
 
     def session_settings(self) -> dict[str, Any]:
         backend = {"kind": self.kind, **self.pool.record()}
