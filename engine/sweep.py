@@ -396,6 +396,7 @@ def _run_together(
     from engine.compare import check_compare, prm_record, strategy_params
     from engine.events import RunFinished
     from engine.problems import clean_text
+    from engine.search.protocol import Generate
     from engine.search.scheduler import Scheduler, StrategySpec, make_runs
     from engine.sessions import create_session
 
@@ -406,12 +407,13 @@ def _run_together(
     shared_prm = None if spec.prm == "reference" else executor.make_prm(spec.prm, None)
     disk: list[str] = []
 
-    def held(run: Any) -> int:
-        return registry.get(run.spec.name).sequences(run.spec.params)
+    def asking(run: Any) -> int:
+        """Generations a run has asked for and not had back (what it adds to the batch now)."""
+        return len(run.pending.items) if isinstance(run.pending, Generate) else 0
 
     def feed(running: list[Any]) -> list[Any]:
         new: list[Any] = []
-        room = batch - sum(held(r) for r in running)
+        room = batch - sum(asking(r) for r in running)
         while queue and (room > 0 or not (running or new)) and not stop() and not disk:
             c = queue.pop(0)
             p = pset.problems[c.index]
@@ -448,7 +450,8 @@ def _run_together(
             run.prm = prm
             live[run.run_id] = (c, sid, store.recorder(sid, share=link), label, prm)
             new.append(run)
-            room -= held(run)
+            # its first request is not known until it starts: count what it may hold at once
+            room -= registry.get(run.spec.name).sequences(run.spec.params)
             report(f"{len(live)} cells running · {label}")
         return new
 

@@ -121,3 +121,27 @@ def test_the_exchange_report_renders_as_files_and_in_the_app(exchange_run, qtbot
     monkeypatch.setattr(QMessageBox, "warning", lambda *a, **k: said.append(a[2]))
     assert w.sweeps_tab.open_exchange(str(bad)) is None
     assert said and "is not an exchange report" in said[0]
+
+
+def test_the_cli_writes_png_and_svg_charts_without_qt(exchange_run, tmp_path):
+    """The engine's own entry point (no gui.launch) analyses a stored sweep and draws its charts
+    with matplotlib's Agg backend: PySide6 is never imported."""
+    out = tmp_path / "charts"
+    code = (
+        "import sys; from engine.cli import main; "
+        f"rc = main(['sweep', '--set', 'arith', '--limit', '4', '--strategies', 'best_of_n,beam_search', "
+        f"'--budgets', '1,2', '--prm', 'arithmetic', '--max-tokens', '32', "
+        f"'--model', {exchange_run['small']!r}, '--db', {str(exchange_run['db'])!r}, '--out', {str(out)!r}, "
+        "'--report-only']); "
+        "assert 'PySide6' not in sys.modules, 'Qt was imported'; sys.exit(rc)"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    for name in ("accuracy_vs_budget", "by_difficulty"):
+        assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert "<svg" in (out / f"{name}.svg").read_text()
+    summary = load_summary((out / "summary.json").read_text())
+    for s, by_method in summary["intervals"].items():  # every plotted accuracy sits in its interval
+        for m, by_budget in by_method.items():
+            for b, (lo, hi) in by_budget.items():
+                assert lo - 1e-9 <= summary["accuracy"][s][m][b] <= hi + 1e-9

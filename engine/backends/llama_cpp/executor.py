@@ -186,6 +186,16 @@ class LlamaCppExecutor(Executor):
         st.chats.clear()
         self._queue = deque(q for q in self._queue if q[0] != run_id)
         self._ready = [o for o in self._ready if getattr(o, "run_id", None) != run_id]
+        if self._runs:
+            # Other runs go on (a sweep's cells): a prompt none of them asks for is freed now, so
+            # its cells do not widen every later decode's attention. (Alone, the next run of a
+            # one-after-another compare may still want it; it is freed when room is needed.)
+            kept = {k for other in self._runs.values() for k in other.keep}
+            for key in [k for k in st.keep if k not in kept and k in self._roots]:
+                root = self._roots.pop(key)
+                self._tokens.pop(key, None)
+                if not root.freed:
+                    self.backend.free(root)
 
     def score(self, prm: Any, question: str, asks: Sequence[ScoreAsk]) -> ScoreDone | None:
         cands, finished = pooled(asks)
