@@ -210,6 +210,16 @@ class BranchesMixin:
         its tokens again). How a run holds more nodes than the context has sequences or cells."""
         self._check_thread()
         self._check_live(branch)
+        self._release_seq(branch)
+        branch.seq, branch.n_past, branch.base, branch._logits = -1, 0, 0, None
+        branch.parked = True
+        self._parked[branch.id] = branch
+        self.stats.parked += 1
+        self._clear_if_empty()
+
+    def _release_seq(self, branch: Branch) -> None:
+        """The branch's sequence leaves the cache (its shared cells pass to a child) and its id and
+        sampler are free again."""
         self._hand_down(branch)
         llama_cpp.llama_memory_seq_rm(self._mem, branch.seq, -1, -1)
         if branch._sampler:
@@ -217,11 +227,11 @@ class BranchesMixin:
             branch._sampler = None
         del self._branches[branch.id]
         self._free_seqs.append(branch.seq)
-        branch.seq, branch.n_past, branch.base, branch._logits = -1, 0, 0, None
-        branch.parked = True
-        self._parked[branch.id] = branch
-        self.stats.parked += 1
+
+    def _clear_if_empty(self) -> None:
         if not self._branches:
+            # An empty cache starts over at cell 0, so a re-run lays out its cells exactly as the
+            # first run did (same batch shapes, same float sums: reproducible texts).
             llama_cpp.llama_memory_clear(self._mem, True)
 
     def free(self, branch: Branch) -> None:
@@ -236,18 +246,9 @@ class BranchesMixin:
             branch.freed = True
             return
         self._check_live(branch)
-        self._hand_down(branch)
-        llama_cpp.llama_memory_seq_rm(self._mem, branch.seq, -1, -1)
-        if branch._sampler:
-            llama_cpp.llama_sampler_free(branch._sampler)
-            branch._sampler = None
+        self._release_seq(branch)
         branch.freed = True
-        del self._branches[branch.id]
-        self._free_seqs.append(branch.seq)
-        if not self._branches:
-            # An empty cache starts over at cell 0, so a re-run lays out its cells exactly as the
-            # first run did (same batch shapes, same float sums: reproducible texts).
-            llama_cpp.llama_memory_clear(self._mem, True)
+        self._clear_if_empty()
 
     def free_all(self) -> None:
         for b in [*self._branches.values(), *self._parked.values()]:
