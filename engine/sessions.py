@@ -321,6 +321,11 @@ def _conditions(old: Any, new: Any) -> list[str]:
             out.append(f"{k}: {oc.get(k)} vs {nc.get(k)}")
     if old.settings.get("concurrent") != new.settings.get("concurrent"):
         out.append("side by side vs one after another (batch shapes)")
+    if old.settings.get("batch") != new.settings.get("batch"):
+        # a sweep cell that shared its batches with other cells (ponder sweep --batch N > 1)
+        out.append(
+            f"batches: {old.settings.get('batch') or 'its own'} vs {new.settings.get('batch') or 'its own'}"
+        )
     return out
 
 

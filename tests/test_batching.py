@@ -206,3 +206,23 @@ def test_budgets_far_beyond_the_sequences_decoded_at_once_complete(model_path, n
         finished = [n for n in tr.nodes.values() if n.finish_reason is not None]
         assert len(finished) >= (budget if name == "best_of_n" else 1)
         assert b.free_slots == 16 and b.stats.parked > 0
+
+
+def test_a_rerun_of_a_cell_that_shared_its_batches_says_so(model_path, tmp_path):
+    """A sweep cell run beside other cells is rerun alone: its texts may differ, and the report
+    names that condition."""
+    from engine.backends.llama_cpp import Backend, BackendConfig
+    from engine.sessions import rerun
+    from engine.store import Store
+    from engine.sweep import SweepSpec, run_sweep
+
+    spec = SweepSpec(
+        "arith", limit=2, strategies=("best_of_n",), budgets=(2,), prm="arithmetic", max_tokens=16
+    )
+
+    with Store.open(tmp_path / "s.db") as st:
+        with Backend(model_path, BackendConfig(n_ctx=4096, n_seq_max=16)) as b:
+            res = run_sweep(b, st, spec, batch=16)
+        sid = st.sweep_cells(res.sweep_id)[(0, "best_of_n", 2)].session_id
+        report = rerun(st, sid)
+    assert any(c.startswith("batches: shared with other cells vs its own") for c in report.conditions)
