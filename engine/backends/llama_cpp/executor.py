@@ -192,10 +192,14 @@ class LlamaCppExecutor(Executor):
             # one-after-another compare may still want it; it is freed when room is needed.)
             kept = {k for other in self._runs.values() for k in other.keep}
             for key in [k for k in st.keep if k not in kept and k in self._roots]:
-                root = self._roots.pop(key)
-                self._tokens.pop(key, None)
-                if not root.freed:
-                    self.backend.free(root)
+                self._drop_root(key)
+
+    def _drop_root(self, key: tuple) -> None:
+        """Free a chat prompt's root (and forget its tokens)."""
+        root = self._roots.pop(key)
+        self._tokens.pop(key, None)
+        if not root.freed:
+            self.backend.free(root)
 
     def score(self, prm: Any, question: str, asks: Sequence[ScoreAsk]) -> ScoreDone | None:
         cands, finished = pooled(asks)
@@ -250,9 +254,9 @@ class LlamaCppExecutor(Executor):
         """(sequences, KV cells) an item takes when it starts: its own sequence and up to max_tokens
         cells, plus a root for a chat prompt not yet held, plus a parked parent's tokens again."""
         cells = item.params.max_tokens + len(item.prefix) // 2 + 1
-        if self._continues(st, item):
-            parent = st.nodes[item.parent]  # type: ignore[index]
-            rest = self._chat_rest(st, item) if item.messages is not None else None
+        grows = self._continuation(st, item)
+        if grows is not None:
+            parent, rest = grows
             cells += len(rest or "") // 2 + (len(parent.tokens) if parent.parked else 0)
             return 1, cells
         if item.messages is None:
@@ -288,8 +292,7 @@ class LlamaCppExecutor(Executor):
         room is needed, so a run that comes next reuses them), then park idle branches."""
         kept = {k for st in self._runs.values() for k in st.keep}
         for key in [k for k, r in self._roots.items() if k not in kept and id(r) not in pinned]:
-            self.backend.free(self._roots.pop(key))
-            self._tokens.pop(key, None)
+            self._drop_root(key)
             if self._fits(seqs, cells):
                 return
         if self._judge is not None:
@@ -333,17 +336,23 @@ class LlamaCppExecutor(Executor):
             admitted.append((rid, st, i, item))
             taken[0] += 1
             taken[1] += item.params.max_tokens
-            if self._continues(st, item):
-                pinned.add(id(st.nodes[item.parent]))  # type: ignore[index]
+            grows = self._continuation(st, item)
+            if grows is not None:
+                pinned.add(id(grows[0]))
             elif item.messages is not None:
                 pinned.add(id(self._root_for(st, item)))
         return admitted
 
-    def _continues(self, st: _RunState, item: GenItem) -> bool:
-        """Whether an item grows from a node the run holds (not from a chat prompt's root)."""
-        if item.parent is None or item.parent not in st.nodes:
-            return False
-        return item.messages is None or self._chat_rest(st, item) is not None
+    def _continuation(self, st: _RunState, item: GenItem) -> tuple[Branch, str | None] | None:
+        """(the node it grows from, the rest of its chat or None) when an item continues a node the
+        run holds; None when it starts from a chat prompt's root."""
+        parent = st.nodes.get(item.parent) if item.parent is not None else None
+        if parent is None:
+            return None
+        if item.messages is None:
+            return parent, None
+        rest = self._chat_rest(st, item)
+        return (parent, rest) if rest is not None else None
 
     def _root_for(self, st: _RunState, item: GenItem) -> Branch:
         key = item.prompt_key
@@ -432,12 +441,8 @@ class LlamaCppExecutor(Executor):
             try:
                 if item.parent is not None and item.messages is None and item.parent not in st.nodes:
                     raise PonderError(f"run {rid} continued node {item.parent}, which it does not hold")
-                rest = None
-                if self._continues(st, item):
-                    parent = st.nodes[item.parent]  # type: ignore[index]
-                    rest = self._chat_rest(st, item) if item.messages is not None else None
-                else:
-                    parent = self._roots[item.prompt_key]  # type: ignore[index]
+                grows = self._continuation(st, item)
+                parent, rest = grows if grows is not None else (self._roots[item.prompt_key], None)  # type: ignore[index]
                 (child,) = self.backend.fork(parent, 1, item.params)
                 st.flight[i] = child
                 if item.prefix or item.cut or rest is not None:
@@ -454,8 +459,7 @@ class LlamaCppExecutor(Executor):
         # Prompts used once (revision chats) are not kept: their children hold the cells.
         kept = {k for st in self._runs.values() for k in st.keep}
         for key in [k for k in self._roots if k not in kept]:
-            self.backend.free(self._roots.pop(key))
-            self._tokens.pop(key, None)
+            self._drop_root(key)
 
     def _step(self) -> list[Outcome]:
         flying = [(rid, st) for rid, st in self._runs.items() if st.flight]
