@@ -36,15 +36,25 @@ from engine.errors import PonderError
 from engine.search import registry
 from gui.charts import SweepChart
 
+
+def _open_store(db: str | None) -> Any:
+    from engine.store import Store
+
+    return Store.open(db, readonly=True)
+
+
 SETS = {"Arithmetic ladder": "arith", "GSM8K": "gsm8k", "MATH-500": "math500", "JSONL file…": "file"}
 
 
 class SweepsTab(QWidget):
     analysed = Signal(object)  # a summary, or the message of what went wrong
+    running = Signal(bool)  # a sweep started (True) or ended: the compare's Run button waits for it
 
-    def __init__(self, window: Any) -> None:
+    def __init__(self, host: Any) -> None:
+        """``host``: where the sweep runs, anything with ``db`` (the session database's path) and
+        ``bridge`` (the engine of the model chosen in the model bar, or None)."""
         super().__init__()
-        self.window = window
+        self.host = host
         self.analysing = False
         self._pending: Any = None
         self.analysed.connect(self._on_analysed)
@@ -232,7 +242,7 @@ class SweepsTab(QWidget):
         self.sweep_list.blockSignals(True)
         self.sweep_list.clear()
         try:
-            with self.window._store() as store:
+            with _open_store(self.host.db) as store:
                 sweeps = store.list_sweeps()
         except PonderError:
             sweeps = []
@@ -254,7 +264,7 @@ class SweepsTab(QWidget):
         from engine.sweep import spec_of
 
         try:
-            with self.window._store() as store:
+            with _open_store(self.host.db) as store:
                 info = store.sweep(sweep_id)
                 spec = spec_of(info, list(store.sweep_cells(info.id)))
         except PonderError as e:
@@ -272,7 +282,7 @@ class SweepsTab(QWidget):
             self._pending = spec
             return
         self.analysing = True
-        sweep_id, difficulty, db = self.sweep_id, self.difficulty_combo.currentData(), self.window.db
+        sweep_id, difficulty, db = self.sweep_id, self.difficulty_combo.currentData(), self.host.db
 
         def work() -> None:
             from engine.store import Store
@@ -323,7 +333,7 @@ class SweepsTab(QWidget):
         return self._running_spec is not None
 
     def start(self) -> None:
-        bridge = self.window.bridge
+        bridge = self.host.bridge
         if bridge is None or self.busy:
             return
         if bridge.busy:
@@ -337,15 +347,15 @@ class SweepsTab(QWidget):
         self._running_spec = spec
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
-        self.window.run_button.setEnabled(False)
+        self.running.emit(True)
         self.progress.setValue(0)
         self.progress.setFormat("loading the model…")
         self.progress_label.setText("")
-        bridge.sweep(self.window.db, spec, self.difficulty_combo.currentData())
+        bridge.sweep(self.host.db, spec, self.difficulty_combo.currentData())
 
     def cancel(self) -> None:
-        if self.busy and self.window.bridge is not None:
-            self.window.bridge.cancel()
+        if self.busy and self.host.bridge is not None:
+            self.host.bridge.cancel()
             self.progress_label.setText("Stopping after the current token… what is done stays saved.")
 
     def on_progress(self, p: Any) -> None:
@@ -395,7 +405,7 @@ class SweepsTab(QWidget):
         self._refresh_timer.stop()
         self.run_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
-        self.window.run_button.setEnabled(True)
+        self.running.emit(False)
 
     # --- a two-model exchange report ---------------------------------------------------------------------
 

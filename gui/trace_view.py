@@ -1,10 +1,14 @@
 """A run's trace drawn as a graph (QGraphicsView), fed only by :class:`engine.events.Trace`.
 
 As in Qt's elasticnodes example and Orange's tree viewer, nodes are QGraphicsItems and the layout is
-computed outside them (:func:`layout`): a tidy tree for beam search, DVTS and revision chains
-(parents centred over their children), a ranked column for best-of-N. Every node is tinted by its
-PRM score on the app's one colour scale (red 0, amber 0.5, green 1; grey unscored), pruned nodes
-are faded and the chosen path is outlined. Wheel zooms, dragging pans, a double click fits the view.
+computed outside them (:func:`layout`, pure). A search (beam search, DVTS, particle filtering) is laid
+out **by round**: each round a row of that round's candidates, the survivors joined to their parents
+above, the pruned ones collapsed into one faded stub per round (their count and best score) that
+expands on click. Revision chains are a tidy tree, best-of-N a ranked column. Every card is tinted by
+its PRM score on the app's one colour scale (red 0, amber 0.5, green 1; grey unscored) and the chosen
+path is outlined from root to leaf. Hovering a card shows its step text; clicking shows it in the
+detail pane. A redraw during a run touches only new and changed items (no scene rebuild). Wheel zooms,
+dragging pans, a double click fits the view.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QFont, QPainter, QPen
 from PySide6.QtWidgets import (
     QGraphicsItem,
+    QGraphicsLineItem,
     QGraphicsRectItem,
     QGraphicsScene,
     QGraphicsSimpleTextItem,
@@ -24,20 +29,29 @@ from PySide6.QtWidgets import (
 from engine.events import Trace
 from engine.report import GREY, GREY_STRONG, score_hsl
 from gui.theme import colours
+from gui.tree_layout import (  # noqa: F401 - the layout and notes are re-exported for callers
+    CARD_H,
+    CARD_W,
+    GAP_X,
+    GAP_Y,
+    NODE_H,
+    NODE_W,
+    STUB_W,
+    Layout,
+    Stub,
+    answer_ids,
+    card_notes,
+    drawn_as,
+    drawn_as_tree,
+    elide,
+    exact_groups,
+    layout,
+    round_layout,
+    tree_notes,
+)
 
-NODE_W, NODE_H = 190.0, 54.0
-GAP_X, GAP_Y = 14.0, 30.0
-
-
-def drawn_as_tree(strategy: str) -> bool:
-    """Trees (steps) and chains (attempts, segments) are drawn joined; the rest as a ranked column."""
-    from engine.search.registry import find
-
-    s = find(strategy)
-    return s is not None and s.drawn_as in ("tree", "chain")
-
-
-MIN_FIT_SCALE = 0.5
+MIN_FIT_SCALE = 0.6
+FONT_PT = 8.5
 
 
 def score_qcolor(score: float | None, strong: bool = False) -> QColor:
@@ -48,112 +62,98 @@ def score_qcolor(score: float | None, strong: bool = False) -> QColor:
     return QColor.fromHslF(h / 360.0, sat, light)
 
 
-def layout(trace: Trace, strategy: str) -> dict[int, tuple[float, float]]:
-    """Top-left corner of every node. Pure: no Qt items are touched."""
-    pos: dict[int, tuple[float, float]] = {}
-    if not drawn_as_tree(strategy):  # best-of-N: one ranked column
-        ranked = sorted(trace.roots, key=lambda i: -(trace.nodes[i].score or 0.0))
-        for row, nid in enumerate(ranked):
-            pos[nid] = (0.0, row * (NODE_H + GAP_Y / 2))
-        return pos
-    slot = [0.0]
-
-    def place(nid: int, depth: int) -> float:
-        kids = trace.nodes[nid].children
-        if kids:
-            xs = [place(k, depth + 1) for k in kids]
-            x = (xs[0] + xs[-1]) / 2
-        else:
-            x = slot[0]
-            slot[0] += NODE_W + GAP_X
-        pos[nid] = (x, depth * (NODE_H + GAP_Y))
-        return x
-
-    for r in trace.roots:
-        place(r, 0)
-    return pos
+def _font(bold: bool = False, pt: float = FONT_PT) -> QFont:
+    f = QFont()
+    f.setPointSizeF(pt)
+    f.setBold(bold)
+    return f
 
 
 class NodeItem(QGraphicsRectItem):
-    def __init__(
-        self,
-        view: TraceView,
-        nid: int,
-        text: str,
-        score: float | None,
-        pruned: bool,
-        chosen: bool,
-        note: str = "",
-    ):
-        super().__init__(0, 0, NODE_W, NODE_H)
+    """A card: its score (and note) on top, below its answer when it ended, else its first words."""
+
+    def __init__(self, view: TraceView, nid: int, size: tuple[float, float]):
+        super().__init__(0, 0, *size)
         self.view = view
         self.nid = nid
-        self.setBrush(QBrush(score_qcolor(score)))
-        pen = QPen(
-            QColor(colours()["chosen"]) if chosen else score_qcolor(score, strong=True), 3 if chosen else 1.2
-        )
-        self.setPen(pen)
-        if pruned:
-            self.setOpacity(0.35)
+        self.look: tuple | None = None
         self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIsSelectable, True)
         self.setCursor(Qt.CursorShape.PointingHandCursor)
-        label = f"#{nid}" + (f"  {score:.2f}" if score is not None else "") + (f"  {note}" if note else "")
-        head = QGraphicsSimpleTextItem(label, self)
-        f = QFont()
-        f.setPointSizeF(7.5)
-        f.setBold(True)
-        head.setFont(f)
-        head.setBrush(QBrush(QColor("#222")))
-        head.setPos(5, 3)
-        body = QGraphicsSimpleTextItem(_elide(text), self)
-        f2 = QFont()
-        f2.setPointSizeF(7.5)
-        body.setFont(f2)
-        body.setBrush(QBrush(QColor("#222")))
-        body.setPos(5, 18)
-        self.setToolTip(text[:600])
+        self.head = QGraphicsSimpleTextItem("", self)
+        self.head.setFont(_font(bold=True))
+        self.head.setBrush(QBrush(QColor("#222")))
+        self.head.setPos(5, 3)
+        self.body = QGraphicsSimpleTextItem("", self)
+        self.body.setFont(_font())
+        self.body.setBrush(QBrush(QColor("#222")))
+        self.body.setPos(5, 20 if size[1] < NODE_H else 19)
+
+    def set_look(
+        self, text: str, score: float | None, pruned: bool, chosen: bool, note: str, answer: str | None
+    ) -> None:
+        look = (len(text), score, pruned, chosen, note, answer)
+        if look == self.look:
+            return  # nothing changed: no repaint
+        self.look = look
+        self.setBrush(QBrush(score_qcolor(score)))
+        chosen_pen = QPen(QColor(colours()["chosen"]), 3.5)
+        self.setPen(chosen_pen if chosen else QPen(score_qcolor(score, strong=True), 1.2))
+        self.setOpacity(0.4 if pruned else 1.0)
+        self.setZValue(2 if chosen else 1)
+        compact = self.rect().width() < NODE_W
+        score_text = f"{score:.2f}" if score is not None else "…"
+        self.head.setText(
+            (f"{score_text}" if compact else f"#{self.nid}  {score_text if score is not None else ''}")
+            + (f"  {note}" if note else "")
+        )
+        if compact:
+            self.body.setText(f"→ {answer[:16]}" if answer is not None else elide(text, 22, 1))
+        else:
+            self.body.setText(elide(text))
+        tip = f"#{self.nid}" + (f" · score {score:.3f}" if score is not None else "") + "\n\n" + text[:800]
+        self.setToolTip(tip)
 
     def mousePressEvent(self, event: Any) -> None:  # noqa: N802 - Qt's name
         self.view.node_clicked.emit(self.nid)
         super().mousePressEvent(event)
 
 
-def card_notes(trace: Trace) -> dict[int, str]:
-    """A best-of-N card's answer and its votes (candidates with an equivalent answer): "→ 18 ×3"."""
-    from engine.answers import group_answers
+class StubItem(QGraphicsRectItem):
+    """A round's pruned candidates: "+12 pruned · best 0.61"; a click shows or hides them."""
 
-    ids = [i for i in trace.roots if trace.nodes[i].answer is not None]
-    groups = group_answers([trace.nodes[i].answer for i in ids])
-    votes = {g: groups.count(g) for g in set(groups)}
-    return {i: f"→ {trace.nodes[i].answer[:12]} ×{votes[g]}" for i, g in zip(ids, groups, strict=True)}
+    def __init__(self, view: TraceView, rnd: int):
+        super().__init__(0, 0, STUB_W, CARD_H)
+        self.view = view
+        self.round = rnd
+        self.look: tuple | None = None
+        self.setCursor(Qt.CursorShape.PointingHandCursor)
+        self.setBrush(QBrush(QColor(GREY)))
+        self.label = QGraphicsSimpleTextItem("", self)
+        self.label.setFont(_font())
+        self.label.setBrush(QBrush(QColor("#333")))
+        self.label.setPos(6, 5)
 
+    def set_look(self, stub: Stub) -> None:
+        look = (len(stub.nodes), stub.best, stub.expanded)
+        if look == self.look:
+            return
+        self.look = look
+        n = len(stub.nodes)
+        best = f"best {stub.best:.2f}" if stub.best is not None else "unscored"
+        if stub.expanded:
+            self.label.setText(f"− hide {n} pruned\n{best}")
+        else:
+            self.label.setText(f"+{n} pruned\n{best}")
+        self.setPen(QPen(QColor("#888"), 1.2, Qt.PenStyle.DashLine))
+        self.setOpacity(0.75 if stub.expanded else 0.55)
+        self.setToolTip(
+            f"Round {stub.round + 1}: {n} candidate{'s' * (n != 1)} pruned ({best}). Click to "
+            + ("hide them." if stub.expanded else "show them.")
+        )
 
-def tree_notes(trace: Trace) -> dict[int, str]:
-    """What a step card says beside its score: a particle's weight and copies when it was resampled
-    ("w .42 ×3"; ×0: it died), a forced continuation ("Wait") or answer, and an ended node's answer."""
-    out = {}
-    wait = str((trace.started.params if trace.started else {}).get("wait") or "Wait")
-    for nid, n in trace.nodes.items():
-        bits = []
-        if n.weight is not None:
-            bits.append(f"w {n.weight:.2f} ×{n.copies}")
-        if n.role == "continuation":  # made to go on ("Wait"), or cut short and going on
-            bits.append(f"“{wait}”" if n.text.lstrip().startswith(wait) else "continued")
-        elif n.role == "answer":
-            bits.append("forced answer")
-        if n.answer is not None and n.finish_reason is not None:
-            bits.append(f"→ {n.answer[:10]}")
-        if bits:
-            out[nid] = " · ".join(bits)
-    return out
-
-
-def _elide(text: str, width: int = 34, lines: int = 2) -> str:
-    words = " ".join(text.split())
-    out = [words[i : i + width] for i in range(0, min(len(words), width * lines), width)]
-    if len(words) > width * lines:
-        out[-1] = out[-1][:-1] + "…"
-    return "\n".join(out) or "…"
+    def mousePressEvent(self, event: Any) -> None:  # noqa: N802 - Qt's name
+        self.view.toggle_round(self.round)
+        event.accept()
 
 
 class TraceView(QGraphicsView):
@@ -168,52 +168,176 @@ class TraceView(QGraphicsView):
         self.setViewportUpdateMode(QGraphicsView.ViewportUpdateMode.MinimalViewportUpdate)
         self.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignHCenter)
         self.items_by_node: dict[int, NodeItem] = {}
+        self.stubs: dict[int, StubItem] = {}
+        self.edges: dict[tuple[int, Any], QGraphicsLineItem] = {}  # (parent, child id or ("stub", round))
+        self.live_items: dict[int, tuple[QGraphicsRectItem, QGraphicsSimpleTextItem]] = {}
+        self.expanded: set[int] = set()  # rounds whose pruned candidates are shown
+        self.layout: Layout | None = None
+        self.builds = 0  # items created, for tests and the GUI bench: a redraw reuses what exists
         self._auto_fit = True
-        self._focus: int | None = None  # the chosen node, kept in view when the tree is wide
+        self._focus: int | None = None  # the chosen node, kept in view when the trace is wide
+        self._last: tuple[Trace, str, dict[int, str] | None, dict[int, str] | None] | None = None
 
-    def show_trace(self, trace: Trace, strategy: str, live: dict[int, str] | None = None) -> None:
-        """Redraw from the trace (live: text still streaming for nodes not yet added)."""
+    def reset(self) -> None:
+        self.scene().clear()
+        self.items_by_node, self.stubs, self.edges, self.live_items = {}, {}, {}, {}
+        self.expanded = set()
+        self._last = None
+        self._auto_fit = True
+
+    def per_line(self) -> int:
+        """Cards a row holds before it wraps: as many as fit the view's width at 1:1 (at least 4)."""
+        return max(4, int((self.viewport().width() - 20) // (CARD_W + GAP_X)))
+
+    def toggle_round(self, rnd: int) -> None:
+        self.expanded ^= {rnd}
+        if self._last is not None:
+            self.show_trace(*self._last)
+
+    def show_trace(
+        self,
+        trace: Trace,
+        strategy: str,
+        live: dict[int, str] | None = None,
+        notes: dict[int, str] | None = None,
+    ) -> None:
+        """Bring the scene up to date with the trace (live: text still streaming for nodes not yet
+        added; notes: what cards say beside their score, else :func:`tree_notes`). Items that exist
+        are moved and restyled only when they changed."""
+        self._last = (trace, strategy, live, notes)
         scene = self.scene()
-        scene.clear()
-        self.items_by_node = {}
-        pos = layout(trace, strategy)
-        tree = drawn_as_tree(strategy)
+        lay = layout(trace, strategy, self.expanded, self.per_line())
+        self.layout = lay
         chosen = trace.chosen()
         self._focus = trace.selected.node_id if chosen and trace.selected is not None else None
-        edge_pen = QPen(QColor("#9a9a9a"), 1.2)
-        for nid, (x, y) in pos.items():
+        if notes is None:
+            notes = tree_notes(trace) if lay.joined else {}
+        w, h = lay.size
+        for nid in [i for i in self.items_by_node if i not in lay.pos]:  # collapsed since
+            scene.removeItem(self.items_by_node.pop(nid))
+        for nid, (x, y) in lay.pos.items():
             n = trace.nodes[nid]
-            if n.parent_id is not None and n.parent_id in pos and tree:
-                px, py = pos[n.parent_id]
-                line = scene.addLine(px + NODE_W / 2, py + NODE_H, x + NODE_W / 2, y, edge_pen)
-                line.setZValue(-1)
-                if n.pruned_at is not None:
-                    line.setOpacity(0.35)
-        notes = card_notes(trace) if not tree else tree_notes(trace)
-        for nid, (x, y) in pos.items():
-            n = trace.nodes[nid]
-            item = NodeItem(
-                self, nid, n.text, n.score, n.pruned_at is not None, nid in chosen, notes.get(nid, "")
+            item = self.items_by_node.get(nid)
+            if item is None or item.rect().width() != w:
+                if item is not None:
+                    scene.removeItem(item)
+                item = NodeItem(self, nid, lay.size)
+                scene.addItem(item)
+                self.items_by_node[nid] = item
+                self.builds += 1
+            item.set_look(
+                n.text,
+                n.score,
+                n.pruned_at is not None,
+                nid in chosen,
+                notes.get(nid, ""),
+                n.answer if n.finish_reason is not None else None,
             )
-            item.setPos(x, y)
-            scene.addItem(item)
-            self.items_by_node[nid] = item
-        if live:  # streaming nodes, drawn below what exists
-            y0 = (max((y for _, y in pos.values()), default=-NODE_H - GAP_Y)) + NODE_H + GAP_Y
-            for k, (nid, text) in enumerate(sorted(live.items())):
-                if nid in trace.nodes:
-                    continue
-                r = scene.addRect(0, 0, NODE_W, NODE_H, QPen(QColor("#888"), 1, Qt.PenStyle.DashLine))
-                r.setPos(k * (NODE_W + GAP_X), y0)
-                t = scene.addSimpleText(_elide(text))
-                f = QFont()
-                f.setPointSizeF(7.5)
-                t.setFont(f)
-                t.setPos(k * (NODE_W + GAP_X) + 5, y0 + 18)
-                r.setToolTip("still generating")
-        scene.setSceneRect(scene.itemsBoundingRect().adjusted(-10, -10, 10, 10))
+            if item.pos().x() != x or item.pos().y() != y:
+                item.setPos(x, y)
+        # stubs
+        for rnd in [r for r in self.stubs if r not in lay.stubs]:
+            scene.removeItem(self.stubs.pop(rnd))
+        for rnd, stub in lay.stubs.items():
+            s_item = self.stubs.get(rnd)
+            if s_item is None:
+                s_item = StubItem(self, rnd)
+                scene.addItem(s_item)
+                self.stubs[rnd] = s_item
+                self.builds += 1
+            s_item.set_look(stub)
+            s_item.setPos(*stub.pos)
+        self._sync_edges(trace, lay, chosen)
+        self._sync_live(lay, live or {}, trace)
+        rect = scene.itemsBoundingRect().adjusted(-10, -10, 10, 10)
+        if rect != scene.sceneRect():
+            scene.setSceneRect(rect)
         if self._auto_fit:
             self.fit()
+
+    def _sync_edges(self, trace: Trace, lay: Layout, chosen: set[int]) -> None:
+        want: dict[tuple[int, Any], tuple[float, float, float, float, str]] = {}
+        if lay.joined:
+            w, h = lay.size
+            for nid, (x, y) in lay.pos.items():
+                p = trace.nodes[nid].parent_id
+                if p is None or p not in lay.pos:
+                    continue
+                px, py = lay.pos[p]
+                style = (
+                    "chosen"
+                    if nid in chosen and p in chosen
+                    else "pruned"
+                    if trace.nodes[nid].pruned_at is not None
+                    else "kept"
+                )
+                want[(p, nid)] = (px + w / 2, py + h, x + w / 2, y, style)
+            for rnd, stub in lay.stubs.items():
+                if stub.expanded:
+                    continue
+                sx, sy = stub.pos
+                for p in stub.parents:
+                    if p in lay.pos:
+                        px, py = lay.pos[p]
+                        want[(p, ("stub", rnd))] = (px + w / 2, py + h, sx + STUB_W / 2, sy, "pruned")
+        scene = self.scene()
+        for k in [k for k in self.edges if k not in want]:
+            scene.removeItem(self.edges.pop(k))
+        grey = QColor("#9a9a9a")
+        for k, (x1, y1, x2, y2, style) in want.items():
+            line = self.edges.get(k)
+            if line is None:
+                line = scene.addLine(x1, y1, x2, y2)
+                line.setZValue(-1)
+                self.edges[k] = line
+            elif (
+                line.line().x1() != x1
+                or line.line().y1() != y1
+                or line.line().x2() != x2
+                or line.line().y2() != y2
+            ):
+                line.setLine(x1, y1, x2, y2)
+            if line.data(0) != style:
+                line.setData(0, style)
+                if style == "chosen":
+                    line.setPen(QPen(QColor(colours()["chosen"]), 3.5))
+                    line.setZValue(0)
+                else:
+                    line.setPen(
+                        QPen(grey, 1.2, Qt.PenStyle.DashLine if style == "pruned" else Qt.PenStyle.SolidLine)
+                    )
+                    line.setZValue(-1)
+                line.setOpacity(0.45 if style == "pruned" else 1.0)
+
+    def _sync_live(self, lay: Layout, live: dict[int, str], trace: Trace) -> None:
+        """Nodes still generating: dashed cards in a row below what exists, their text as it streams."""
+        scene = self.scene()
+        streaming = {nid: t for nid, t in live.items() if nid not in trace.nodes}
+        for nid in [i for i in self.live_items if i not in streaming]:
+            rect, _ = self.live_items.pop(nid)
+            scene.removeItem(rect)
+        if not streaming:
+            return
+        w, h = lay.size
+        y0 = max(
+            (y for _, y in [*lay.pos.values(), *(s.pos for s in lay.stubs.values())]), default=-h - GAP_Y
+        )
+        y0 += h + GAP_Y
+        per = max(1, self.per_line()) if lay.joined else 1
+        for k, (nid, text) in enumerate(sorted(streaming.items())):
+            got = self.live_items.get(nid)
+            if got is None:
+                rect = scene.addRect(0, 0, w, h, QPen(QColor("#888"), 1, Qt.PenStyle.DashLine))
+                label = QGraphicsSimpleTextItem("", rect)
+                label.setFont(_font())
+                label.setPos(5, 5)
+                rect.setToolTip("still generating")
+                self.live_items[nid] = got = (rect, label)
+                self.builds += 1
+            rect, label = got
+            x0 = -(min(len(streaming), per) * (w + GAP_X) - GAP_X) / 2 if lay.joined else 0.0
+            rect.setPos(x0 + (k % per) * (w + GAP_X), y0 + (k // per) * (h + GAP_X))
+            label.setText(elide(text[-200:], 22 if w < NODE_W else 34, 2))
 
     def fit(self) -> None:
         rect = self.scene().sceneRect()
@@ -221,15 +345,15 @@ class TraceView(QGraphicsView):
             return
         self.fitInView(rect, Qt.AspectRatioMode.KeepAspectRatio)
         # Never blow small traces up beyond 1:1 (text stays crisp), nor shrink them below 0.6 (text
-        # stays legible; a wider tree scrolls and pans instead).
+        # stays legible; a longer trace scrolls and pans instead).
         k = self.transform().m11()
         if k > 1.0 or k < MIN_FIT_SCALE:
             self.resetTransform()
             if k < MIN_FIT_SCALE:
                 self.scale(MIN_FIT_SCALE, MIN_FIT_SCALE)
-            # Too wide to fit legibly: start at the top, over the chosen path if there is one.
+            # Too big to fit legibly: start at the top, over the chosen path if there is one.
             focus = self.items_by_node.get(self._focus) if self._focus is not None else None
-            x = focus.sceneBoundingRect().center().x() if focus is not None else rect.left()
+            x = focus.sceneBoundingRect().center().x() if focus is not None else rect.center().x()
             self.centerOn(x, rect.top() + self.viewport().height() / (2 * MIN_FIT_SCALE))
 
     def wheelEvent(self, event: Any) -> None:  # noqa: N802 - Qt's name
@@ -243,5 +367,9 @@ class TraceView(QGraphicsView):
 
     def resizeEvent(self, event: Any) -> None:  # noqa: N802 - Qt's name
         super().resizeEvent(event)
+        if self._last is not None and self.layout is not None and self.layout.stubs is not None:
+            if drawn_as(self._last[1]) == "tree":
+                self.show_trace(*self._last)  # rows wrap at the new width
+                return
         if self._auto_fit:
             self.fit()

@@ -17,7 +17,6 @@ from PySide6.QtWidgets import QMessageBox  # noqa: E402
 from engine.events import fold  # noqa: E402
 from engine.store import Store  # noqa: E402
 from gui.app import MainWindow  # noqa: E402
-from gui.trace_view import layout  # noqa: E402
 
 
 def ponder(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -36,8 +35,17 @@ def window(qtbot, db):
     w = MainWindow(db=db)
     qtbot.addWidget(w)
     w.show()
+    settle(qtbot, w)
     yield w
     w.close()
+
+
+def settle(qtbot, w):
+    """Wait for the work the window sent off the GUI thread (discovery, session search, answer
+    equivalence), firing a pending debounced search at once."""
+    if w.sessions._debounce.isActive():
+        w.sessions.refresh()
+    qtbot.waitUntil(lambda: w.offload.pending == 0, timeout=30_000)
 
 
 def small_run(w, tokens=40):
@@ -46,10 +54,11 @@ def small_run(w, tokens=40):
     w.prm_combo.setCurrentText("arithmetic")
 
 
-def test_window_shows_the_embedded_model_without_loading_it(window):
+def test_window_shows_the_embedded_model_without_loading_it(window, qtbot):
     assert "Smollm2" in window.model_label.text() and "Q4_1" in window.model_label.text()
     assert window.run_button.isEnabled() and not window.cancel_button.isEnabled()
     assert window.bridge is not None and window.bridge._worker is None  # weights load on Run
+    settle(qtbot, window)
     assert window.session_list.count() == 0
 
 
@@ -82,6 +91,7 @@ def test_run_draws_one_panel_per_strategy_as_the_store_has_it(window, qtbot, db,
         footer = window.panels[summ["strategy"]].footer.text()
         assert f"answer <b>{summ['answer'] if summ['answer'] is not None else '-'}</b>" in footer
         assert f"{summ['generated_tokens']} tok" in footer
+    settle(qtbot, window)
     assert window.session_list.count() == 1
     assert sid in window.status.currentMessage()
     # The run just watched is redrawn from the store and the timeline can replay it.
@@ -104,6 +114,7 @@ def test_cancel_keeps_partial_runs_in_the_sessions_browser(window, qtbot, db):
         pass
     sid, summaries = sig.args
     assert any(s["status"] == "cancelled" for s in summaries)
+    settle(qtbot, window)
     assert window.session_list.count() == 1
     with Store.open(db, readonly=True) as store:
         assert {r.status for r in store.session(sid).runs} <= {"cancelled", "done"}
@@ -115,6 +126,7 @@ def test_a_saved_session_reopens_and_replays_to_the_same_trees(window, qtbot, db
     with qtbot.waitSignal(window.bridge.compared, timeout=180_000) as sig:
         pass
     live = {s: p.trace for s, p in window.panels.items()}
+    settle(qtbot, window)
     window.session_list.setCurrentRow(0)
     window.open_selected()
     assert window.session_id == sig.args[0]
@@ -134,20 +146,6 @@ def test_a_saved_session_reopens_and_replays_to_the_same_trees(window, qtbot, db
     assert 0 < half <= sum(len(t.nodes) for t in live.values())
     assert not any(p.progress.isVisibleTo(p) for p in window.panels.values())  # all ended
     assert window.play_button.text() == "Play"
-
-
-def test_tree_layout_centres_parents_over_children():
-    from engine.events import NodeAdded, RunStarted
-
-    evs = [RunStarted("r", "beam_search", {}, {}, {}, 0, "p")]
-    evs += [NodeAdded("r", 0, None, "step", "a", 1, 0.0), NodeAdded("r", 1, 0, "step", "b", 1, 0.0)]
-    evs += [NodeAdded("r", 2, 0, "step", "c", 1, 0.0), NodeAdded("r", 3, None, "step", "d", 1, 0.0)]
-    pos = layout(fold(evs), "beam_search")
-    assert pos[0][0] == (pos[1][0] + pos[2][0]) / 2
-    assert pos[1][1] == pos[2][1] > pos[0][1] == pos[3][1]
-    assert len({x for x, _ in pos.values() if _ > 0}) == 2  # leaves do not overlap
-    bon = layout(fold(evs[:2] + [NodeAdded("r", 5, None, "solution", "x", 1, 0.0)]), "best_of_n")
-    assert {x for x, _ in bon.values()} == {0.0}  # one ranked column
 
 
 def test_best_of_n_cards_show_each_answer_and_its_votes():
@@ -300,6 +298,7 @@ def test_model_bar_estimates_memory_and_remembers_an_added_model(qtbot, db, mode
     w.close()
     again = MainWindow(db=db)  # same settings file: the added model is listed and chosen
     qtbot.addWidget(again)
+    settle(qtbot, again)
     assert again.model_combo.currentData() == str(copy)
     again.close()
 
@@ -313,17 +312,23 @@ def test_sessions_browser_filters_and_exports(window, qtbot, db, tmp_path, monke
     sid = sig.args[0]
     with Store.open(db, readonly=True) as store:
         runs = store.session(sid).runs
+    settle(qtbot, window)
     assert window.session_list.count() == 1
     window.session_model.setText("no such model")
+    settle(qtbot, window)
     assert window.session_list.count() == 0
     window.session_model.setText("Smollm2")
+    settle(qtbot, window)
     assert window.session_list.count() == 1
     window.session_correct.setCurrentIndex(1)  # sessions with a correct run
+    settle(qtbot, window)
     assert window.session_list.count() == int(any(r.correct for r in runs))
     window.session_correct.setCurrentIndex(2)  # sessions with a wrong run
+    settle(qtbot, window)
     assert window.session_list.count() == int(any(r.correct is False for r in runs))
     window.session_correct.setCurrentIndex(0)
     window.session_since.setText("2999-01-01")
+    settle(qtbot, window)
     assert window.session_list.count() == 0
     window.session_since.setText("")
 
@@ -375,6 +380,7 @@ def test_a_prm_gguf_is_offered_counted_in_memory_and_its_errors_shown(
     monkeypatch.setenv("PONDER_MODEL_DIRS", str(folder))
     w = MainWindow(db=db)
     qtbot.addWidget(w)
+    settle(qtbot, w)
     i = w.prm_combo.findData(str(prm))
     assert i >= 0 and w.prm_combo.itemText(i).startswith("PRM:")
     assert w.model_combo.findData(str(prm)) < 0  # a PRM is not offered as the policy
@@ -396,13 +402,14 @@ def test_the_folders_dialog_adds_and_removes_a_scanned_folder(
     qtbot, db, model_path, tmp_path, isolated_dirs, monkeypatch
 ):
     from engine.models import saved_model_dirs
-    from gui.app import FoldersDialog
+    from gui.folders import FoldersDialog
 
     folder = tmp_path / "my models"
     folder.mkdir()
     os.link(model_path, folder / "mine.gguf")  # a second name for the file (a symlink is listed once)
     w = MainWindow(db=db)
     qtbot.addWidget(w)
+    settle(qtbot, w)
     paths = lambda: [w.model_combo.itemData(i) for i in range(w.model_combo.count())]  # noqa: E731
     assert str(folder / "mine.gguf") not in paths()
     dialog = FoldersDialog(w)
@@ -410,7 +417,8 @@ def test_the_folders_dialog_adds_and_removes_a_scanned_folder(
     dialog.add_folder(str(folder))
     assert saved_model_dirs() == [folder.resolve()]
     assert dialog.list.count() == 1 and str(folder.resolve()) in dialog.list.item(0).text()
-    assert str(folder.resolve() / "mine.gguf") in paths()  # the model bar scanned it at once
+    settle(qtbot, w)
+    assert str(folder.resolve() / "mine.gguf") in paths()  # the model bar scanned it (off the GUI thread)
     chosen = w.model_combo.currentData()
     said = []
     monkeypatch.setattr(QMessageBox, "warning", lambda *a: said.append(a[2]))
@@ -420,6 +428,7 @@ def test_the_folders_dialog_adds_and_removes_a_scanned_folder(
     dialog.list.setCurrentRow(0)
     dialog.remove_selected()
     assert saved_model_dirs() == [] and dialog.list.count() == 0
+    settle(qtbot, w)
     assert str(folder.resolve() / "mine.gguf") not in paths()
     assert w.model_combo.currentData() == chosen  # the chosen model stays chosen
     w.close()
@@ -485,8 +494,10 @@ def test_the_sweeps_tab_runs_a_sweep_stops_it_and_resumes_it(window, qtbot, db, 
     assert tab.sweep_list.count() == 1
     # the sweep's sessions stay out of the Sessions list unless asked for
     window.refresh_sessions()
+    settle(qtbot, window)
     assert window.session_list.count() == 0
     window.session_sweeps.setChecked(True)
+    settle(qtbot, window)
     assert window.session_list.count() == 6
     files = tab.export_to(str(tmp_path / "out"))
     assert sorted(f.name for f in files) == [
@@ -524,6 +535,7 @@ def test_models_an_older_app_kept_in_its_settings_move_to_the_shared_list(qtbot,
     settings.sync()
     w = MainWindow(db=db)
     qtbot.addWidget(w)
+    settle(qtbot, w)
     assert saved_model_files() == [copy, tmp_path / "moved-away.gguf"]
     assert w.settings.value("added_models") is None
     paths = [w.model_combo.itemData(i) for i in range(w.model_combo.count())]

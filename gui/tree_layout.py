@@ -1,0 +1,190 @@
+"""Where a trace's cards go, computed outside the Qt items (pure Python, no Qt): a search by round
+(each round a row; pruned candidates collapsed into one stub per round unless expanded), revision
+chains as a tidy tree, best-of-N as a ranked column; and what each card says beside its score."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from engine.events import Trace
+
+NODE_W, NODE_H = 190.0, 54.0  # cards with text: best-of-N samples, revision attempts
+GAP_X, GAP_Y = 14.0, 30.0
+CARD_W, CARD_H = 138.0, 44.0  # a search's step cards: score, note, answer or the step's first words
+ROW_GAP = 34.0
+STUB_W = 120.0
+
+
+def drawn_as(strategy: str) -> str:
+    from engine.search.registry import find
+
+    s = find(strategy)
+    return s.drawn_as if s is not None else "column"
+
+
+def drawn_as_tree(strategy: str) -> bool:
+    """Trees (steps) and chains (attempts, segments) are drawn joined; the rest as a ranked column."""
+    return drawn_as(strategy) in ("tree", "chain")
+
+
+@dataclass
+class Stub:
+    """One round's pruned candidates, drawn as one card (or, expanded, as a toggle beside them)."""
+
+    round: int
+    nodes: list[int]
+    best: float | None
+    expanded: bool
+    pos: tuple[float, float] = (0.0, 0.0)
+    parents: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Layout:
+    pos: dict[int, tuple[float, float]]  # top-left corner of every drawn card
+    size: tuple[float, float]  # a card's width and height
+    stubs: dict[int, Stub] = field(default_factory=dict)  # by round
+    joined: bool = True  # edges drawn from parents to children
+
+
+def depth_of(trace: Trace, nid: int) -> int:
+    d, cur = 0, trace.nodes[nid].parent_id
+    while cur is not None:
+        d, cur = d + 1, trace.nodes[cur].parent_id
+    return d
+
+
+def round_layout(
+    trace: Trace, expanded: frozenset[int] | set[int] = frozenset(), per_line: int = 6
+) -> Layout:
+    """Rows by round (a node's depth). Kept candidates come first, in their parents' order; a
+    round's pruned candidates (that nothing grew from) collapse into a stub unless ``expanded``
+    holds the round. A row wider than ``per_line`` cards wraps onto more lines."""
+    depths: dict[int, int] = {}
+    for nid in trace.nodes:  # parents come before children (events add them so)
+        p = trace.nodes[nid].parent_id
+        depths[nid] = 0 if p is None or p not in depths else depths[p] + 1
+    rows: dict[int, list[int]] = {}
+    for nid, d in depths.items():
+        rows.setdefault(d, []).append(nid)
+    pos: dict[int, tuple[float, float]] = {}
+    stubs: dict[int, Stub] = {}
+    order: dict[int, int] = {}  # a placed node's index, to keep children in their parents' order
+    y = 0.0
+    step_x = CARD_W + GAP_X
+    for d in sorted(rows):
+        ids = rows[d]
+        pruned = [i for i in ids if trace.nodes[i].pruned_at is not None and not trace.nodes[i].children]
+        kept = [i for i in ids if i not in set(pruned)]
+
+        def key(i: int) -> tuple[int, float, int]:
+            n = trace.nodes[i]
+            return (order.get(n.parent_id, -1) if n.parent_id is not None else -1, -(n.score or 0.0), i)
+
+        kept.sort(key=key)
+        pruned.sort(key=key)
+        shown = kept + (pruned if d in expanded else [])
+        slots = len(shown) + (1 if pruned else 0)
+        width = min(slots, per_line)
+        lines = max(1, -(-slots // per_line))
+        x0 = -(width * step_x - GAP_X) / 2  # rows centred on one axis
+        for k, nid in enumerate(shown):
+            pos[nid] = (x0 + (k % per_line) * step_x, y + (k // per_line) * (CARD_H + GAP_X))
+            order[nid] = len(order)
+        if pruned:
+            k = len(shown)
+            scores = [trace.nodes[i].score for i in pruned if trace.nodes[i].score is not None]
+            parents = list(dict.fromkeys(p for i in pruned if (p := trace.nodes[i].parent_id) is not None))
+            stubs[d] = Stub(
+                d,
+                pruned,
+                max(scores) if scores else None,
+                d in expanded,
+                (x0 + (k % per_line) * step_x, y + (k // per_line) * (CARD_H + GAP_X)),
+                parents,
+            )
+        y += lines * (CARD_H + GAP_X) - GAP_X + ROW_GAP
+    return Layout(pos, (CARD_W, CARD_H), stubs)
+
+
+def layout(
+    trace: Trace, strategy: str, expanded: frozenset[int] | set[int] = frozenset(), per_line: int = 6
+) -> Layout:
+    """Where every card goes. Pure: no Qt items are touched."""
+    kind = drawn_as(strategy)
+    if kind == "tree":
+        return round_layout(trace, expanded, per_line)
+    pos: dict[int, tuple[float, float]] = {}
+    if kind != "chain":  # best-of-N: one ranked column
+        ranked = sorted(trace.roots, key=lambda i: -(trace.nodes[i].score or 0.0))
+        for row, nid in enumerate(ranked):
+            pos[nid] = (0.0, row * (NODE_H + GAP_Y / 2))
+        return Layout(pos, (NODE_W, NODE_H), joined=False)
+    slot = [0.0]
+
+    def place(nid: int, depth: int) -> float:  # a tidy tree: parents centred over their children
+        kids = trace.nodes[nid].children
+        if kids:
+            xs = [place(k, depth + 1) for k in kids]
+            x = (xs[0] + xs[-1]) / 2
+        else:
+            x = slot[0]
+            slot[0] += NODE_W + GAP_X
+        pos[nid] = (x, depth * (NODE_H + GAP_Y))
+        return x
+
+    for r in trace.roots:
+        place(r, 0)
+    return Layout(pos, (NODE_W, NODE_H))
+
+
+def card_notes(trace: Trace, groups: list[int] | None = None) -> dict[int, str]:
+    """A best-of-N card's answer and its votes (candidates with an equivalent answer): "→ 18 ×3".
+    ``groups``: the answers' equivalence classes (:func:`engine.answers.group_answers`, which may be
+    slow: the app computes it off the GUI thread); without it, computed here."""
+    ids, answers = answer_ids(trace)
+    if groups is None or len(groups) != len(ids):
+        from engine.answers import group_answers
+
+        groups = group_answers(answers)
+    votes = {g: groups.count(g) for g in set(groups)}
+    return {i: f"→ {trace.nodes[i].answer[:12]} ×{votes[g]}" for i, g in zip(ids, groups, strict=True)}
+
+
+def answer_ids(trace: Trace) -> tuple[list[int], list[str]]:
+    ids = [i for i in trace.roots if trace.nodes[i].answer is not None]
+    return ids, [trace.nodes[i].answer for i in ids]  # type: ignore[misc]
+
+
+def exact_groups(answers: list[str]) -> list[int]:
+    """Answers grouped by their text alone: what a card shows until the equivalence check is back."""
+    seen: dict[str, int] = {}
+    return [seen.setdefault(a.strip(), len(seen)) for a in answers]
+
+
+def tree_notes(trace: Trace) -> dict[int, str]:
+    """What a step card says beside its score: a particle's weight and copies when it was resampled
+    ("w .42 ×3"; ×0: it died), a forced continuation ("Wait") or answer, and an ended node's answer."""
+    out = {}
+    wait = str((trace.started.params if trace.started else {}).get("wait") or "Wait")
+    for nid, n in trace.nodes.items():
+        bits = []
+        if n.weight is not None:
+            bits.append(f"w {n.weight:.2f} ×{n.copies}")
+        if n.role == "continuation":  # made to go on ("Wait"), or cut short and going on
+            bits.append(f"“{wait}”" if n.text.lstrip().startswith(wait) else "continued")
+        elif n.role == "answer":
+            bits.append("forced answer")
+        if n.answer is not None and n.finish_reason is not None:
+            bits.append(f"→ {n.answer[:10]}")
+        if bits:
+            out[nid] = " · ".join(bits)
+    return out
+
+
+def elide(text: str, width: int = 34, lines: int = 2) -> str:
+    words = " ".join(text.split())
+    out = [words[i : i + width] for i in range(0, min(len(words), width * lines), width)]
+    if len(words) > width * lines:
+        out[-1] = out[-1][:-1] + "…"
+    return "\n".join(out) or "…"
