@@ -408,9 +408,12 @@ class JudgePRM:
             root = self._keep(question, (), b.root(head))
             self._used(root.pending, usage)
             yield [root]
-        group = max(1, (b.free_slots - 1) // 2)
-        for g in range(0, len(order), group):
-            idx = order[g : g + group]
+        rest = list(order)
+        while rest:
+            # As many candidates as the free sequences allow, each with room for its verdict branch
+            # (asked again each group: generations running beside this job take sequences too).
+            group = max(1, (b.free_slots - 1) // 2)
+            idx, rest = rest[:group], rest[group:]
             # Each candidate continues the longest prefix the judge still holds.
             chains, start = [], {}
             for i in idx:
@@ -421,6 +424,7 @@ class JudgePRM:
                 parent = self._chain_for(question, steps[:k0]) if k0 else root
                 if parent is None:  # evicted meanwhile
                     parent, k0 = root, 0
+                self._room(1, {id(parent), id(root), *map(id, chains)})
                 chains.append(b.fork(parent, 1)[0])
                 start[i] = k0
             keep_ok = False
@@ -452,18 +456,22 @@ class JudgePRM:
                             out[i][k] = self._cache[key]
                         continue  # verdicts known: extend only (decoded with the next round)
                     yield [ch for _, ch in live]
-                    verdicts = [b.fork(ch, 1)[0] for _, ch, _ in judged]
-                    try:
-                        for v in verdicts:
-                            b.extend(v, tail)
-                            self._used(v.pending, usage)
-                        yield verdicts
-                        lp = b.logprobs_now(verdicts, ids)
-                    finally:
-                        for v in verdicts:
-                            b.free(v)
-                    for (i, _, key), score in zip(judged, verdict_share(lp, n_yes), strict=True):
-                        out[i][k] = self._cache[key] = score
+                    todo = list(judged)
+                    while todo:  # verdicts in as many parts as the free sequences need
+                        self._room(len(todo), {id(root), *map(id, chains)})
+                        part, todo = todo[: max(1, b.free_slots)], todo[max(1, b.free_slots) :]
+                        verdicts = [b.fork(ch, 1)[0] for _, ch, _ in part]
+                        try:
+                            for v in verdicts:
+                                b.extend(v, tail)
+                                self._used(v.pending, usage)
+                            yield verdicts
+                            lp = b.logprobs_now(verdicts, ids)
+                        finally:
+                            for v in verdicts:
+                                b.free(v)
+                        for (i, _, key), score in zip(part, verdict_share(lp, n_yes), strict=True):
+                            out[i][k] = self._cache[key] = score
                     for i, key in same:
                         out[i][k] = self._cache[key]
                 keep_ok = True
@@ -508,6 +516,20 @@ class JudgePRM:
             if not victim.freed:
                 self.backend.free(victim)
         return branch
+
+    def _room(self, n: int, busy: set[int]) -> None:
+        """Free kept chains (oldest first, none in ``busy``) until ``n`` sequences are free or
+        none is left to give: generations running beside the judge may hold the rest."""
+        b = self.backend
+        for key in list(self._chains):
+            if b.free_slots >= n:
+                return
+            ch = self._chains[key]
+            if id(ch) in busy or key[1] == ():
+                continue
+            del self._chains[key]
+            if not ch.freed:
+                b.free(ch)
 
     def trim(self) -> None:
         """Give back the candidates' KV state it keeps (not the question's head): a context short of

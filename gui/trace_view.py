@@ -30,6 +30,7 @@ from engine.events import Trace
 from engine.report import GREY, GREY_STRONG, score_hsl
 from gui.theme import colours
 from gui.tree_layout import (  # noqa: F401 - the layout and notes are re-exported for callers
+    CARD_GAP,
     CARD_H,
     CARD_W,
     GAP_X,
@@ -82,11 +83,11 @@ class NodeItem(QGraphicsRectItem):
         self.head = QGraphicsSimpleTextItem("", self)
         self.head.setFont(_font(bold=True))
         self.head.setBrush(QBrush(QColor("#222")))
-        self.head.setPos(5, 3)
+        self.head.setPos(5, 2 if size[1] < NODE_H else 3)
         self.body = QGraphicsSimpleTextItem("", self)
         self.body.setFont(_font())
         self.body.setBrush(QBrush(QColor("#222")))
-        self.body.setPos(5, 20 if size[1] < NODE_H else 19)
+        self.body.setPos(5, 17 if size[1] < NODE_H else 19)
 
     def set_look(
         self, text: str, score: float | None, pruned: bool, chosen: bool, note: str, answer: str | None
@@ -107,7 +108,7 @@ class NodeItem(QGraphicsRectItem):
             + (f"  {note}" if note else "")
         )
         if compact:
-            self.body.setText(f"→ {answer[:16]}" if answer is not None else elide(text, 22, 1))
+            self.body.setText(f"→ {answer[:14]}" if answer is not None else elide(text, 17, 1))
         else:
             self.body.setText(elide(text))
         tip = f"#{self.nid}" + (f" · score {score:.3f}" if score is not None else "") + "\n\n" + text[:800]
@@ -131,7 +132,7 @@ class StubItem(QGraphicsRectItem):
         self.label = QGraphicsSimpleTextItem("", self)
         self.label.setFont(_font())
         self.label.setBrush(QBrush(QColor("#333")))
-        self.label.setPos(6, 5)
+        self.label.setPos(6, 3)
 
     def set_look(self, stub: Stub) -> None:
         look = (len(stub.nodes), stub.best, stub.expanded)
@@ -169,10 +170,12 @@ class TraceView(QGraphicsView):
         self.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignHCenter)
         self.items_by_node: dict[int, NodeItem] = {}
         self.stubs: dict[int, StubItem] = {}
+        self.bands: dict[int, QGraphicsRectItem] = {}  # a search's rounds
         self.edges: dict[tuple[int, Any], QGraphicsLineItem] = {}  # (parent, child id or ("stub", round))
         self.live_items: dict[int, tuple[QGraphicsRectItem, QGraphicsSimpleTextItem]] = {}
         self.expanded: set[int] = set()  # rounds whose pruned candidates are shown
         self.layout: Layout | None = None
+        self._per_line: tuple[Any, int] = (None, 6)
         self.builds = 0  # items created, for tests and the GUI bench: a redraw reuses what exists
         self._auto_fit = True
         self._focus: int | None = None  # the chosen node, kept in view when the trace is wide
@@ -180,14 +183,24 @@ class TraceView(QGraphicsView):
 
     def reset(self) -> None:
         self.scene().clear()
-        self.items_by_node, self.stubs, self.edges, self.live_items = {}, {}, {}, {}
+        self.items_by_node, self.stubs, self.edges, self.live_items, self.bands = {}, {}, {}, {}, {}
         self.expanded = set()
         self._last = None
         self._auto_fit = True
 
-    def per_line(self) -> int:
-        """Cards a row holds before it wraps: as many as fit the view's width at 1:1 (at least 4)."""
-        return max(4, int((self.viewport().width() - 20) // (CARD_W + GAP_X)))
+    def per_line(self, trace: Trace | None = None, strategy: str = "") -> int:
+        """Cards a search's row holds before it wraps: what draws the whole search largest in this
+        view (asked again when the view is resized or the trace grows a round)."""
+        vw, vh = max(self.viewport().width() - 20, 100), max(self.viewport().height() - 20, 100)
+        if trace is None or drawn_as(strategy) != "tree":
+            return max(4, int(vw // (CARD_W + CARD_GAP)))
+        from gui.tree_layout import fitting_per_line
+
+        pruned = sum(1 for n in trace.nodes.values() if n.pruned_at is not None)
+        key = (len(trace.nodes), pruned, frozenset(self.expanded), vw, vh)
+        if self._per_line[0] != key:
+            self._per_line = (key, fitting_per_line(trace, self.expanded, vw, vh))
+        return self._per_line[1]
 
     def toggle_round(self, rnd: int) -> None:
         self.expanded ^= {rnd}
@@ -206,12 +219,12 @@ class TraceView(QGraphicsView):
         are moved and restyled only when they changed."""
         self._last = (trace, strategy, live, notes)
         scene = self.scene()
-        lay = layout(trace, strategy, self.expanded, self.per_line())
+        lay = layout(trace, strategy, self.expanded, self.per_line(trace, strategy))
         self.layout = lay
         chosen = trace.chosen()
         self._focus = trace.selected.node_id if chosen and trace.selected is not None else None
         if notes is None:
-            notes = tree_notes(trace) if lay.joined else {}
+            notes = tree_notes(trace, answers=lay.size[0] >= NODE_W) if lay.joined else {}
         w, h = lay.size
         for nid in [i for i in self.items_by_node if i not in lay.pos]:  # collapsed since
             scene.removeItem(self.items_by_node.pop(nid))
@@ -247,6 +260,7 @@ class TraceView(QGraphicsView):
                 self.builds += 1
             s_item.set_look(stub)
             s_item.setPos(*stub.pos)
+        self._sync_rounds(lay)
         self._sync_edges(trace, lay, chosen)
         self._sync_live(lay, live or {}, trace)
         rect = scene.itemsBoundingRect().adjusted(-10, -10, 10, 10)
@@ -272,14 +286,6 @@ class TraceView(QGraphicsView):
                     else "kept"
                 )
                 want[(p, nid)] = (px + w / 2, py + h, x + w / 2, y, style)
-            for rnd, stub in lay.stubs.items():
-                if stub.expanded:
-                    continue
-                sx, sy = stub.pos
-                for p in stub.parents:
-                    if p in lay.pos:
-                        px, py = lay.pos[p]
-                        want[(p, ("stub", rnd))] = (px + w / 2, py + h, sx + STUB_W / 2, sy, "pruned")
         scene = self.scene()
         for k in [k for k in self.edges if k not in want]:
             scene.removeItem(self.edges.pop(k))
@@ -309,6 +315,37 @@ class TraceView(QGraphicsView):
                     line.setZValue(-1)
                 line.setOpacity(0.45 if style == "pruned" else 1.0)
 
+    def _sync_rounds(self, lay: Layout) -> None:
+        """A faint band behind each round of a search, its number at the left: where one round
+        ends and the next begins when rows wrap."""
+        scene = self.scene()
+        for rnd in [r for r in self.bands if r not in lay.rounds]:
+            scene.removeItem(self.bands.pop(rnd))
+        if not lay.rounds:
+            return
+        xs = [x for x, _ in lay.pos.values()] + [st.pos[0] for st in lay.stubs.values()]
+        x0 = min(xs) - 30
+        x1 = max(
+            [x + lay.size[0] for x, _ in lay.pos.values()] + [st.pos[0] + STUB_W for st in lay.stubs.values()]
+        )
+        for rnd, (top, bottom) in lay.rounds.items():
+            band = self.bands.get(rnd)
+            if band is None:
+                band = QGraphicsRectItem()
+                band.setPen(QPen(Qt.PenStyle.NoPen))
+                band.setBrush(QBrush(QColor(128, 128, 128, 26 if rnd % 2 == 0 else 10)))
+                band.setZValue(-3)
+                label = QGraphicsSimpleTextItem(str(rnd + 1), band)
+                label.setFont(_font(bold=True))
+                label.setBrush(QBrush(QColor("#888")))
+                label.setToolTip(f"round {rnd + 1}")
+                scene.addItem(band)
+                self.bands[rnd] = band
+            rect = (x0, top - 4, x1 - x0 + 6, bottom - top + 8)
+            if band.rect().getRect() != rect:
+                band.setRect(*rect)
+                band.childItems()[0].setPos(x0 + 6, top + 2)
+
     def _sync_live(self, lay: Layout, live: dict[int, str], trace: Trace) -> None:
         """Nodes still generating: dashed cards in a row below what exists, their text as it streams."""
         scene = self.scene()
@@ -337,7 +374,7 @@ class TraceView(QGraphicsView):
             rect, label = got
             x0 = -(min(len(streaming), per) * (w + GAP_X) - GAP_X) / 2 if lay.joined else 0.0
             rect.setPos(x0 + (k % per) * (w + GAP_X), y0 + (k // per) * (h + GAP_X))
-            label.setText(elide(text[-200:], 22 if w < NODE_W else 34, 2))
+            label.setText(elide(text[-200:], 17 if w < NODE_W else 34, 2))
 
     def fit(self) -> None:
         rect = self.scene().sceneRect()

@@ -10,9 +10,10 @@ from engine.events import Trace
 
 NODE_W, NODE_H = 190.0, 54.0  # cards with text: best-of-N samples, revision attempts
 GAP_X, GAP_Y = 14.0, 30.0
-CARD_W, CARD_H = 138.0, 44.0  # a search's step cards: score, note, answer or the step's first words
-ROW_GAP = 34.0
-STUB_W = 120.0
+CARD_W, CARD_H = 112.0, 34.0  # a search's step cards: score, note, answer or the step's first words
+CARD_GAP = 8.0
+ROW_GAP = 18.0
+STUB_W = 84.0
 
 
 def drawn_as(strategy: str) -> str:
@@ -44,6 +45,7 @@ class Layout:
     pos: dict[int, tuple[float, float]]  # top-left corner of every drawn card
     size: tuple[float, float]  # a card's width and height
     stubs: dict[int, Stub] = field(default_factory=dict)  # by round
+    rounds: dict[int, tuple[float, float]] = field(default_factory=dict)  # a round's top and bottom
     joined: bool = True  # edges drawn from parents to children
 
 
@@ -60,22 +62,18 @@ def round_layout(
     """Rows by round (a node's depth). Kept candidates come first, in their parents' order; a
     round's pruned candidates (that nothing grew from) collapse into a stub unless ``expanded``
     holds the round. A row wider than ``per_line`` cards wraps onto more lines."""
-    depths: dict[int, int] = {}
-    for nid in trace.nodes:  # parents come before children (events add them so)
-        p = trace.nodes[nid].parent_id
-        depths[nid] = 0 if p is None or p not in depths else depths[p] + 1
-    rows: dict[int, list[int]] = {}
-    for nid, d in depths.items():
-        rows.setdefault(d, []).append(nid)
+    rows = _rows(trace)  # parents come before children (events add them so)
     pos: dict[int, tuple[float, float]] = {}
     stubs: dict[int, Stub] = {}
+    rounds: dict[int, tuple[float, float]] = {}
     order: dict[int, int] = {}  # a placed node's index, to keep children in their parents' order
     y = 0.0
-    step_x = CARD_W + GAP_X
+    step_x = CARD_W + CARD_GAP
     for d in sorted(rows):
         ids = rows[d]
         pruned = [i for i in ids if trace.nodes[i].pruned_at is not None and not trace.nodes[i].children]
-        kept = [i for i in ids if i not in set(pruned)]
+        gone = set(pruned)
+        kept = [i for i in ids if i not in gone]
 
         def key(i: int) -> tuple[int, float, int]:
             n = trace.nodes[i]
@@ -87,9 +85,9 @@ def round_layout(
         slots = len(shown) + (1 if pruned else 0)
         width = min(slots, per_line)
         lines = max(1, -(-slots // per_line))
-        x0 = -(width * step_x - GAP_X) / 2  # rows centred on one axis
+        x0 = -(width * step_x - CARD_GAP) / 2  # rows centred on one axis
         for k, nid in enumerate(shown):
-            pos[nid] = (x0 + (k % per_line) * step_x, y + (k // per_line) * (CARD_H + GAP_X))
+            pos[nid] = (x0 + (k % per_line) * step_x, y + (k // per_line) * (CARD_H + CARD_GAP))
             order[nid] = len(order)
         if pruned:
             k = len(shown)
@@ -100,11 +98,50 @@ def round_layout(
                 pruned,
                 max(scores) if scores else None,
                 d in expanded,
-                (x0 + (k % per_line) * step_x, y + (k // per_line) * (CARD_H + GAP_X)),
+                (x0 + (k % per_line) * step_x, y + (k // per_line) * (CARD_H + CARD_GAP)),
                 parents,
             )
-        y += lines * (CARD_H + GAP_X) - GAP_X + ROW_GAP
-    return Layout(pos, (CARD_W, CARD_H), stubs)
+        bottom = y + lines * (CARD_H + CARD_GAP) - CARD_GAP
+        rounds[d] = (y, bottom)
+        y = bottom + ROW_GAP
+    return Layout(pos, (CARD_W, CARD_H), stubs, rounds)
+
+
+def extent(lay: Layout) -> tuple[float, float]:
+    """Width and height of what a layout draws."""
+    w, h = lay.size
+    boxes = [(x, y, w) for x, y in lay.pos.values()] + [(*st.pos, STUB_W) for st in lay.stubs.values()]
+    if not boxes:
+        return 0.0, 0.0
+    x0 = min(x for x, _, _ in boxes)
+    x1 = max(x + bw for x, _, bw in boxes)
+    y1 = max(y for _, y, _ in boxes) + h
+    return x1 - x0, y1 - min(y for _, y, _ in boxes)
+
+
+def fitting_per_line(
+    trace: Trace, expanded: frozenset[int] | set[int], width: float, height: float, lo: int = 3
+) -> int:
+    """How many cards a row holds before it wraps so that the whole search is drawn largest in a
+    view of this size (wide rows wrap in a tall, narrow panel; never more than the widest row)."""
+    widest = max((len(r) for r in _rows(trace).values()), default=1) + 1
+    best, best_k = lo, -1.0
+    for n in range(lo, max(lo, widest) + 1):
+        w, h = extent(round_layout(trace, expanded, n))
+        k = min(width / max(w, 1.0), height / max(h, 1.0), 1.0)
+        if k > best_k + 1e-6:
+            best, best_k = n, k
+    return best
+
+
+def _rows(trace: Trace) -> dict[int, list[int]]:
+    depths: dict[int, int] = {}
+    rows: dict[int, list[int]] = {}
+    for nid in trace.nodes:
+        p = trace.nodes[nid].parent_id
+        depths[nid] = 0 if p is None or p not in depths else depths[p] + 1
+        rows.setdefault(depths[nid], []).append(nid)
+    return rows
 
 
 def layout(
@@ -162,9 +199,10 @@ def exact_groups(answers: list[str]) -> list[int]:
     return [seen.setdefault(a.strip(), len(seen)) for a in answers]
 
 
-def tree_notes(trace: Trace) -> dict[int, str]:
+def tree_notes(trace: Trace, answers: bool = True) -> dict[int, str]:
     """What a step card says beside its score: a particle's weight and copies when it was resampled
-    ("w .42 ×3"; ×0: it died), a forced continuation ("Wait") or answer, and an ended node's answer."""
+    ("w .42 ×3"; ×0: it died), a forced continuation ("Wait") or answer, and an ended node's answer
+    (unless ``answers`` is False: a search's card shows the answer on its second line)."""
     out = {}
     wait = str((trace.started.params if trace.started else {}).get("wait") or "Wait")
     for nid, n in trace.nodes.items():
@@ -175,7 +213,7 @@ def tree_notes(trace: Trace) -> dict[int, str]:
             bits.append(f"“{wait}”" if n.text.lstrip().startswith(wait) else "continued")
         elif n.role == "answer":
             bits.append("forced answer")
-        if n.answer is not None and n.finish_reason is not None:
+        if answers and n.answer is not None and n.finish_reason is not None:
             bits.append(f"→ {n.answer[:10]}")
         if bits:
             out[nid] = " · ".join(bits)

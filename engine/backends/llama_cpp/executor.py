@@ -87,6 +87,7 @@ class LlamaCppExecutor(Executor):
         self.reserve = 0  # sequences left free for a judge's checks (set when a judge is made)
         self._judge: Any = None
         self._jobs: list[_ScoreJob] = []
+        self._waiting_jobs: list[_ScoreJob] = []  # a scorer's later jobs, waiting for its current one
         self._ready: list[Outcome] = []
         self._prm_backends: dict[int, list[Backend]] = {}
         self._rendered: dict[tuple, str] = {}
@@ -207,6 +208,11 @@ class LlamaCppExecutor(Executor):
         if hasattr(prm, "score_gen"):
             job.usage = [0]
             job.gen = prm.score_gen(question, cands, finished, cancel=self.cancel, usage=job.usage)
+            if any(j.prm is prm for j in self._jobs):
+                # One job per scorer at a time: each sizes its groups by the sequences free when it
+                # starts them, and two at once would count the same free sequences.
+                self._waiting_jobs.append(job)
+                return None
             self._jobs.append(job)
             self._resume_job(job)
             return None
@@ -218,6 +224,11 @@ class LlamaCppExecutor(Executor):
         except StopIteration as stop:
             self._jobs.remove(job)
             self._ready.append(self._complete_job(job, stop.value))
+            nxt = next((j for j in self._waiting_jobs if j.prm is job.prm), None)
+            if nxt is not None:
+                self._waiting_jobs.remove(nxt)
+                self._jobs.append(nxt)
+                self._resume_job(nxt)
 
     @staticmethod
     def _complete_job(job: _ScoreJob, scores: list[list[float]]) -> ScoreDone:
@@ -227,7 +238,12 @@ class LlamaCppExecutor(Executor):
         return split_scores(job.asks, job.cands, scores, used, time.perf_counter() - job.t0)
 
     def busy(self) -> bool:
-        return bool(self._ready or self._jobs or any(st.request is not None for st in self._runs.values()))
+        return bool(
+            self._ready
+            or self._jobs
+            or self._waiting_jobs
+            or any(st.request is not None for st in self._runs.values())
+        )
 
     # --- progress -----------------------------------------------------------------------------------
 
@@ -527,9 +543,10 @@ class LlamaCppExecutor(Executor):
         return tuple(dec.decode(self.backend.piece(t)) for t in tokens)
 
     def finish(self) -> None:
-        for job in self._jobs:
+        for job in [*self._jobs, *self._waiting_jobs]:
             job.gen.close()  # frees the job's branches
         self._jobs.clear()
+        self._waiting_jobs.clear()
         for rid in list(self._runs):
             self.end_run(rid)
         for root in self._roots.values():
