@@ -153,3 +153,22 @@ def test_more_generations_than_sequences_wait_for_one_and_leave_every_sequence_f
         bon = runs[0].trace()
         assert len(bon.nodes) == 12 and all(n.score is not None for n in bon.nodes.values())
         assert b.stats.parked > 0 and b.free_slots == 8 and b.branches == []
+
+
+def test_three_searches_scored_by_one_judge_share_the_sequences_without_running_out(model_path):
+    """Beam search, DVTS and particle filtering at once with the judge, on a context of 12
+    sequences: their scoring jobs take turns at the judge (each sizes its groups by the sequences
+    free when it starts them, and gives back its kept chains when generations hold the rest), so
+    all three finish with every step scored and every sequence free. (Three tree strategies at
+    budget 16 in the app's 64 sequences ran out before.)"""
+    from engine.backends.llama_cpp import Backend, BackendConfig
+    from engine.compare import compare
+
+    strategies = ["beam_search", "dvts", "particle_filtering"]
+    with Backend(model_path, BackendConfig(n_ctx=4096, n_seq_max=12)) as b:
+        runs = compare(b, "Janet has 3 apples and buys 4 more. How many?", strategies, budget=8, max_tokens=24)
+        assert [r.status for r in runs] == ["done"] * 3, [r.message for r in runs]
+        for r in runs:
+            t = r.trace()
+            assert t.nodes and all(n.score is not None for n in t.nodes.values())
+        assert b.free_slots == 12 and b.branches == []  # the judge closed with the runs
