@@ -56,7 +56,8 @@ class MainWindow(QMainWindow):
         self._shown = 0  # how many of the opened session's events the panels show
         self._dirty: set[str] = set()
         self._pending: list[tuple[EngineBridge, str | None, Any]] = []  # compares still to run
-        self._results: list[tuple[str | None, str, list]] = []
+        self._results: list[tuple[int, str, list]] = []
+        self._groups: list[str | None] = [None]  # the panels' model groups of the current compare
         self._redraw_timer = QTimer(self, singleShot=True, interval=REDRAW_MS, timeout=self._redraw)
 
         central = QWidget()
@@ -165,7 +166,7 @@ class MainWindow(QMainWindow):
         if self.bridge is not None:
             self.bridge.shutdown()
         self.bridge = _make_bridge(choice)
-        self._connect(self.bridge, None)
+        self._connect(self.bridge, 0)
         self.bridge.sweep_progress.connect(self.sweeps_tab.on_progress)
         self.bridge.swept.connect(self.sweeps_tab.on_done)
         if "server" in choice:
@@ -173,7 +174,8 @@ class MainWindow(QMainWindow):
         else:
             self.status.showMessage("Ready. The model loads on the first run.")
 
-    def _connect(self, bridge: EngineBridge, group: str | None) -> None:
+    def _connect(self, bridge: EngineBridge, group: int) -> None:
+        """``group``: 0 for the model bar's model, 1 for the second one (their panels' group)."""
         bridge.loaded.connect(self._on_loaded)
         bridge.events.connect(partial(self._on_events, group))
         bridge.compared.connect(partial(self._on_compared, group))
@@ -188,7 +190,7 @@ class MainWindow(QMainWindow):
             self.second_bridge = None
         if self.second_bridge is None:
             self.second_bridge = _make_bridge(choice)
-            self._connect(self.second_bridge, choice["label"])
+            self._connect(self.second_bridge, 1)
         return self.second_bridge
 
     def _on_loaded(self, info: dict[str, Any]) -> None:
@@ -221,8 +223,14 @@ class MainWindow(QMainWindow):
         self._pending = [(self.bridge, first_label, form)]
         if second is not None:
             label = self.model_bar.second()["label"]  # type: ignore[index]
+            if label == first_label:  # two files of one model (say, two quantizations)
+                first_label = f"{first_label} [{os.path.basename(self.bridge.model_path)}]"
+                label = f"{label} [{os.path.basename(second.model_path)}]"
+                groups = [(first_label, form.strategies)]
+                self._pending = [(self.bridge, first_label, form)]
             groups.append((label, form.strategies))
             self._pending.append((second, label, form))
+        self._groups = [g for g, _ in groups]
         self.area.make_panels(groups)
         self._results = []
         self._run_panel = {}
@@ -258,14 +266,13 @@ class MainWindow(QMainWindow):
                     b.cancel()
             self.status.showMessage("Cancelling… the partial runs are kept.")
 
-    def _key(self, group: str | None, strategy: str) -> str:
-        return (
-            strategy
-            if group is None or len(self.panels) == 0 or strategy in self.panels
-            else f"{group}: {strategy}"
-        )
+    def _key(self, group: int, strategy: str) -> str:
+        """The panel of a strategy's run on the model of ``group`` (0: the model bar's, 1: the second)."""
+        if len(self._groups) < 2:
+            return strategy
+        return f"{self._groups[group]}: {strategy}"
 
-    def _on_events(self, group: str | None, batch: list) -> None:
+    def _on_events(self, group: int, batch: list) -> None:
         for _run_id, strategy, ev in batch:
             key = self._key(group, strategy)
             panel = self.panels.get(key)
@@ -285,7 +292,7 @@ class MainWindow(QMainWindow):
             n = sum(len(p.trace.nodes) for p in self.panels.values())
             self.status.showMessage(f"Running… {n} nodes so far")
 
-    def _on_compared(self, group: str | None, session_id: str, summaries: list) -> None:
+    def _on_compared(self, group: int, session_id: str, summaries: list) -> None:
         self._redraw_timer.stop()
         self._dirty.update(self.panels)
         self._redraw()
@@ -331,6 +338,7 @@ class MainWindow(QMainWindow):
         self.area.show_node(panel, nid)
 
     def _make_panels(self, strategies: list[str]) -> None:
+        self._groups = [None]
         self.area.make_panels([(None, strategies)])
 
     # --- sessions -----------------------------------------------------------------------------------
@@ -354,6 +362,7 @@ class MainWindow(QMainWindow):
         self.problem_bar.set_problem(s.problem, s.reference)
         self._run_panel = {r.id: r.strategy for r in s.runs}
         self._runs = {r.id: r for r in s.runs}
+        self._groups = [None]
         self.area.make_panels([(None, [r.strategy for r in s.runs])])
         self._replay, self._shown = events, 0
         self.area.set_replay(len(events))

@@ -166,7 +166,9 @@ def test_three_searches_scored_by_one_judge_share_the_sequences_without_running_
 
     strategies = ["beam_search", "dvts", "particle_filtering"]
     with Backend(model_path, BackendConfig(n_ctx=4096, n_seq_max=12)) as b:
-        runs = compare(b, "Janet has 3 apples and buys 4 more. How many?", strategies, budget=8, max_tokens=24)
+        runs = compare(
+            b, "Janet has 3 apples and buys 4 more. How many?", strategies, budget=8, max_tokens=24
+        )
         assert [r.status for r in runs] == ["done"] * 3, [r.message for r in runs]
         for r in runs:
             t = r.trace()
