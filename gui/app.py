@@ -24,7 +24,6 @@ from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import QApplication, QMainWindow, QMessageBox, QTabWidget, QVBoxLayout, QWidget
 
 from engine.backends.llama_cpp import BackendConfig
-from engine.errors import PonderError
 from engine.events import Event
 from engine.search import registry
 from gui.bridge import EngineBridge
@@ -110,6 +109,10 @@ class MainWindow(QMainWindow):
             self.restoreState(state)
         self.refresh_sessions()
         self.sweeps_tab.refresh()
+        QTimer.singleShot(0, _warm_up)
+        # math-verify's first import and check take most of a second, in part holding the GIL: done
+        # now, on the offload thread, they cannot stall the window when the first run ends.
+        self.offload.submit(_warm_answers, lambda _r: None)
 
     def _alias_parts(self) -> None:
         """The parts' widgets under the names scripts and tests know (``ponder screenshot``)."""
@@ -177,8 +180,8 @@ class MainWindow(QMainWindow):
     def _connect(self, bridge: EngineBridge, group: int) -> None:
         """``group``: 0 for the model bar's model, 1 for the second one (their panels' group)."""
         bridge.loaded.connect(self._on_loaded)
-        bridge.events.connect(partial(self._on_events, group))
-        bridge.compared.connect(partial(self._on_compared, group))
+        bridge.events.connect(lambda batch: self._on_events(group, batch))
+        bridge.compared.connect(lambda sid, summaries: self._on_compared(group, sid, summaries))
         bridge.failed.connect(self._on_failed)
 
     def _second_bridge(self) -> EngineBridge | None:
@@ -320,9 +323,11 @@ class MainWindow(QMainWindow):
             ids = ", ".join(sid for _, sid, _ in self._results)
             self.status.showMessage(f"Done. Saved as sessions {ids} (one per model).")
             return
-        # Redrawn from the store, as any saved session: what is shown is what was saved, and the
-        # timeline can replay the run just watched.
-        self.open_session(session_id)
+        # The saved session is read back (off the GUI thread) so the timeline can replay the run
+        # just watched; the panels stay (they were folded from the same events).
+        self.offload.latest(
+            "open", partial(_read_session, self.db, session_id), partial(self._opened, keep_panels=True)
+        )
         self.status.showMessage(f"Done. Saved as session {session_id}; the timeline replays it.")
 
     def _on_failed(self, message: str) -> None:
@@ -347,27 +352,35 @@ class MainWindow(QMainWindow):
         self.sessions.refresh()
 
     def open_session(self, session_id: str) -> None:
-        """Redraw the panels from the store and set the timeline to the end."""
+        """Redraw the panels from the store and set the timeline to the end. The session is read
+        off the GUI thread; the panels are drawn when it is back."""
         if self._busy():
             return
-        try:
-            with self._store() as store:
-                s = store.session(session_id)
-                events = list(store.replay(s.id))
-        except PonderError as e:
-            QMessageBox.warning(self, "Ponder", str(e))
+        self.offload.latest("open", partial(_read_session, self.db, session_id), self._opened)
+
+    def _opened(self, result: Any, keep_panels: bool = False) -> None:
+        if isinstance(result, BaseException):
+            QMessageBox.warning(self, "Ponder", str(result))
             return
+        if self._busy():
+            return
+        s, events = result
         self.area.stop_replay()
         self.session_id = s.id
-        self.problem_bar.set_problem(s.problem, s.reference)
         self._run_panel = {r.id: r.strategy for r in s.runs}
         self._runs = {r.id: r for r in s.runs}
-        self._groups = [None]
-        self.area.make_panels([(None, [r.strategy for r in s.runs])])
-        self._replay, self._shown = events, 0
+        self._replay = events
+        if keep_panels:  # the run just watched: its panels already show what was saved
+            self._shown = len(events)
+        else:
+            self.problem_bar.set_problem(s.problem, s.reference)
+            self._groups = [None]
+            self.area.make_panels([(None, [r.strategy for r in s.runs])])
+            self._shown = 0
         self.area.set_replay(len(events))
         self._show_upto(len(events))
-        self.status.showMessage(f"Session {s.id}: {len(events)} events")
+        if not keep_panels:
+            self.status.showMessage(f"Session {s.id}: {len(events)} events")
 
     def _show_upto(self, k: int) -> None:
         """Show the session as it was after its first ``k`` events. Moving forward applies only the
@@ -414,6 +427,53 @@ class MainWindow(QMainWindow):
                 b.shutdown()
         self.offload.shutdown()
         super().closeEvent(event)
+
+
+_WARM = [False]
+
+
+def _warm_up() -> None:
+    """Draw a small search once, offscreen, when the window opens: PySide6 makes its Python enum
+    classes on first use (tens of ms each time), which would otherwise stall the first redraw of
+    the first run."""
+    if _WARM[0]:
+        return
+    _WARM[0] = True
+    from engine.events import NodeAdded, NodeFinished, NodePruned, NodeScored, RunStarted, Selected, fold
+    from gui.detail import node_html
+    from gui.trace_view import TraceView
+
+    evs = [RunStarted("w", "beam_search", {}, {}, {}, 0, "p")]
+    for i, parent in ((0, None), (1, None), (2, 0)):
+        evs += [NodeAdded("w", i, parent, "step", "x", 1, -1.0), NodeScored("w", i, [0.5], 0.5, "judge")]
+    evs += [
+        NodePruned("w", 1, 0),
+        NodeFinished("w", 2, "1", "eos"),
+        Selected("w", "1", 2, "naive", {"1": 1.0}),
+    ]
+    t = fold(evs)
+    view = TraceView()
+    view.resize(300, 200)
+    view.show_trace(t, "beam_search", {9: "live"})
+    view.toggle_round(0)
+    view.grab()
+    node_html(t, "beam_search", 2)
+    view.deleteLater()
+
+
+def _warm_answers() -> None:
+    from engine.answers import answers_equal
+
+    answers_equal("x+1", "1+x")  # (not numbers: this one goes through math-verify's parser)
+
+
+def _read_session(db: str | None, session_id: str) -> tuple[Any, list]:
+    """A saved session and its events, read on the offload thread."""
+    from engine.store import Store
+
+    with Store.open(db, readonly=True) as store:
+        s = store.session(session_id)
+        return s, list(store.replay(s.id))
 
 
 def _make_bridge(choice: dict[str, Any]) -> EngineBridge:

@@ -20,6 +20,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from gui.bench import main as pan_bench
 
         return pan_bench(args[1:])
+    if args[0] == "bench" and "--gui" in args:  # the real window, offscreen
+        from gui.bench_gui import main as gui_bench
+
+        return gui_bench(args[1:])
     if args[0] == "screenshot":  # needs Qt, so it is not part of the engine's CLI
         from gui.screenshot import main as shot
 

@@ -27,7 +27,7 @@ from engine.search import registry
 from gui.detail import node_html
 from gui.offload import Offload
 from gui.theme import ON_TINT, colours
-from gui.trace_view import TraceView, answer_ids, card_notes, exact_groups, score_qcolor
+from gui.trace_view import TraceView, answer_ids, card_notes, drawn_as, exact_groups, score_qcolor
 
 DETAIL_CHARS = 60  # the detail pane's default width, in characters of its font
 
@@ -83,29 +83,21 @@ class RunPanel(QFrame):
     def _notes(self) -> dict[int, str] | None:
         """Best-of-N cards: each answer and its votes. Whether two answers are one (math-verify) is
         asked off the GUI thread; until it is back, answers are grouped by their text."""
-        if self.view.layout is not None and self.view.layout.joined:
-            return None
-        from gui.trace_view import drawn_as
-
         if drawn_as(self.strategy) != "column":
             return None
         _ids, answers = answer_ids(self.trace)
         key = tuple(answers)
         groups = self._groups.get(key)
         if groups is None:
-            groups = exact_groups(answers)
+            groups = self._groups[key] = exact_groups(answers)  # asked once per set of answers
             if self.offload is not None:
-                from engine.answers import group_answers
 
                 def back(result: Any, key: tuple[str, ...] = key) -> None:
                     if isinstance(result, list):
                         self._groups[key] = result
                         self.redraw()
 
-                self.offload.submit(lambda: group_answers(list(key)), back)
-                self._groups[key] = groups  # asked once per set of answers
-            else:
-                self._groups[key] = groups = card_notes_groups(answers)
+                self.offload.submit(lambda: equivalent_groups(list(key)), back)
         return card_notes(self.trace, groups)
 
     def redraw(self) -> None:
@@ -178,7 +170,9 @@ class RunPanel(QFrame):
         self.footer.setText(text)
 
 
-def card_notes_groups(answers: list[str]) -> list[int]:
+def equivalent_groups(answers: list[str]) -> list[int]:
+    """Answers grouped by mathematical equivalence (math-verify; its first import alone takes a
+    good part of a second): run on the offload thread."""
     from engine.answers import group_answers
 
     return group_answers(answers)

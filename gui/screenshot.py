@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Sequence
 
 
@@ -77,6 +78,9 @@ def main(argv: Sequence[str]) -> int:
             print(f"ponder: error: {e}", file=sys.stderr)
             return 2
         win.open_session(args.session)
+        while win.offload.pending:  # read off the GUI thread
+            app.processEvents()
+            time.sleep(0.01)
         if args.at is not None:
             win.timeline.setValue(max(0, min(args.at, win.timeline.maximum())))
     if args.sweep:
@@ -91,15 +95,12 @@ def main(argv: Sequence[str]) -> int:
         win.tabs.setCurrentWidget(win.sweeps_tab)
         win.sweeps_tab.refresh()
         win.sweeps_tab.open_sweep(sweep_id)
-        import time
 
         deadline = time.monotonic() + 120
         while win.sweeps_tab.analysing and time.monotonic() < deadline:
             app.processEvents()
             time.sleep(0.05)
     if args.run_until is not None:
-        import time
-
         win.set_combo.setCurrentText({"gsm8k": "GSM8K", "math500": "MATH-500"}[args.problem_set])
         win.index_spin.setValue(args.index)
         win.load_problem()
@@ -125,8 +126,6 @@ def main(argv: Sequence[str]) -> int:
         )
     ok = win.grab().save(out)
     if args.run_until is not None and win.bridge is not None and win.bridge.busy:
-        import time
-
         win.cancel()
         while win.bridge.busy:
             app.processEvents()

@@ -129,6 +129,7 @@ def test_a_saved_session_reopens_and_replays_to_the_same_trees(window, qtbot, db
     settle(qtbot, window)
     window.session_list.setCurrentRow(0)
     window.open_selected()
+    settle(qtbot, window)
     assert window.session_id == sig.args[0]
     assert {s: p.trace for s, p in window.panels.items()} == live
     # Replay: back to the start, then step to the end.
