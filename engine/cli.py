@@ -134,6 +134,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
 
+    p = sub.add_parser(
+        "screenshot",
+        help="render the app's window offscreen to a PNG (a saved session, a sweep, or mid-run); "
+        "see ponder screenshot --help",
+        add_help=False,
+    )
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+
     p = sub.add_parser("models", help="list the GGUF models Ponder can see")
     p.add_argument("--dir", action="append", default=[], help="also scan this folder (repeatable)")
     p.add_argument(
@@ -318,6 +326,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="batched backend vs a naive Llama.create_completion loop")
     _add_model_args(p, servers=True, bench=True)
+    # These two run in the app's half (they need Qt); listed here so that --help shows them.
+    p.add_argument(
+        "--pan", action="store_true", help="instead: frames per second panning a large tree in the app's view"
+    )
+    p.add_argument(
+        "--gui",
+        action="store_true",
+        help="instead: the window's stalls during a real compare, offscreen, against the same compare "
+        "from the CLI (see ponder bench --gui --help)",
+    )
     p.add_argument("--n", type=_int_list, default=[1, 4, 8, 16], help="sample counts (default 1,4,8,16)")
     p.add_argument("--tokens", type=int, default=128, help="new tokens per sample (default 128)")
     p.add_argument("--repeat", type=int, default=3, help="runs per measurement; the median is shown")
@@ -725,6 +743,9 @@ def _wait(fut: Any) -> Any:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from engine.bench import format_bench, format_compare_bench, run_bench, run_compare_bench
+
+    if args.pan or args.gui:
+        return _needs_app("bench --pan" if args.pan else "bench --gui")
 
     if args.server is not None:
         from engine.backends.server.bench import format_server_bench, run_server_bench
@@ -1515,7 +1536,15 @@ COMMANDS = {
     "sessions": cmd_sessions,
     "sweep": cmd_sweep,
     "serve": cmd_serve,
+    "screenshot": lambda _args: _needs_app("screenshot"),
 }
+
+
+def _needs_app(what: str) -> int:
+    """``ponder screenshot`` and ``bench --pan/--gui`` are run by the app's launcher (they need Qt);
+    reaching the engine's CLI with them means it was called directly."""
+    print(f"ponder: error: {what} is run by the `ponder` command (gui.launch), which has Qt", file=sys.stderr)
+    return EXIT_USER_ERROR
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -23,10 +23,9 @@ from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import QApplication, QMainWindow, QMessageBox, QTabWidget, QVBoxLayout, QWidget
 
-from engine.backends.llama_cpp import BackendConfig
 from engine.events import Event
 from engine.search import registry
-from gui.bridge import EngineBridge
+from gui.bridge import EngineBridge, make_bridge, same_backend
 from gui.controls import MAX_BUDGET, PROBLEM_SETS, ProblemBar, StrategyControls  # noqa: F401 - re-exported
 from gui.model_bar import ModelBar
 from gui.offload import Offload
@@ -34,13 +33,20 @@ from gui.panels import PanelArea, RunPanel
 from gui.sessions_dock import SessionsDock
 from gui.sweeps import SweepsTab
 from gui.theme import THEMES, apply_theme
+from gui.warmup import warm_answers, warm_up
 
+SWITCH_INTERVAL_S = 0.0001
 REDRAW_MS = 100  # a live run's panels are brought up to date at most this often
 
 
 class MainWindow(QMainWindow):
     def __init__(self, model_path: str | None = None, n_gpu_layers: int = 0, db: str | None = None) -> None:
         super().__init__()
+        # The engine's threads run Python too (sampling, math-verify's sympy); a thread waiting for
+        # the GIL gets it after the holder's switch interval (5 ms by default), once per wait. The
+        # GUI thread waits many times in one redraw (Qt calls release the GIL), so a shorter
+        # interval is what keeps it from stalling behind them (ponder bench --gui).
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
         self.setWindowTitle("Ponder")
         self.resize(1500, 920)
         self.db = db
@@ -109,10 +115,10 @@ class MainWindow(QMainWindow):
             self.restoreState(state)
         self.refresh_sessions()
         self.sweeps_tab.refresh()
-        QTimer.singleShot(0, _warm_up)
+        QTimer.singleShot(0, warm_up)
         # math-verify's first import and check take most of a second, in part holding the GIL: done
         # now, on the offload thread, they cannot stall the window when the first run ends.
-        self.offload.submit(_warm_answers, lambda _r: None)
+        self.offload.submit(warm_answers, lambda _r: None)
 
     def _alias_parts(self) -> None:
         """The parts' widgets under the names scripts and tests know (``ponder screenshot``)."""
@@ -164,11 +170,11 @@ class MainWindow(QMainWindow):
                 self.bridge = None
             return
         self.controls.run_button.setEnabled(not self.sweeps_tab.busy)
-        if self.bridge is not None and _same_backend(self.bridge, choice):
+        if self.bridge is not None and same_backend(self.bridge, choice):
             return
         if self.bridge is not None:
             self.bridge.shutdown()
-        self.bridge = _make_bridge(choice)
+        self.bridge = make_bridge(choice)
         self._connect(self.bridge, 0)
         self.bridge.sweep_progress.connect(self.sweeps_tab.on_progress)
         self.bridge.swept.connect(self.sweeps_tab.on_done)
@@ -188,11 +194,11 @@ class MainWindow(QMainWindow):
         choice = self.model_bar.second()
         if choice is None:
             return None
-        if self.second_bridge is not None and not _same_backend(self.second_bridge, choice):
+        if self.second_bridge is not None and not same_backend(self.second_bridge, choice):
             self.second_bridge.shutdown()
             self.second_bridge = None
         if self.second_bridge is None:
-            self.second_bridge = _make_bridge(choice)
+            self.second_bridge = make_bridge(choice)
             self._connect(self.second_bridge, 1)
         return self.second_bridge
 
@@ -429,44 +435,6 @@ class MainWindow(QMainWindow):
         super().closeEvent(event)
 
 
-_WARM = [False]
-
-
-def _warm_up() -> None:
-    """Draw a small search once, offscreen, when the window opens: PySide6 makes its Python enum
-    classes on first use (tens of ms each time), which would otherwise stall the first redraw of
-    the first run."""
-    if _WARM[0]:
-        return
-    _WARM[0] = True
-    from engine.events import NodeAdded, NodeFinished, NodePruned, NodeScored, RunStarted, Selected, fold
-    from gui.detail import node_html
-    from gui.trace_view import TraceView
-
-    evs = [RunStarted("w", "beam_search", {}, {}, {}, 0, "p")]
-    for i, parent in ((0, None), (1, None), (2, 0)):
-        evs += [NodeAdded("w", i, parent, "step", "x", 1, -1.0), NodeScored("w", i, [0.5], 0.5, "judge")]
-    evs += [
-        NodePruned("w", 1, 0),
-        NodeFinished("w", 2, "1", "eos"),
-        Selected("w", "1", 2, "naive", {"1": 1.0}),
-    ]
-    t = fold(evs)
-    view = TraceView()
-    view.resize(300, 200)
-    view.show_trace(t, "beam_search", {9: "live"})
-    view.toggle_round(0)
-    view.grab()
-    node_html(t, "beam_search", 2)
-    view.deleteLater()
-
-
-def _warm_answers() -> None:
-    from engine.answers import answers_equal
-
-    answers_equal("x+1", "1+x")  # (not numbers: this one goes through math-verify's parser)
-
-
 def _read_session(db: str | None, session_id: str) -> tuple[Any, list]:
     """A saved session and its events, read on the offload thread."""
     from engine.store import Store
@@ -474,24 +442,6 @@ def _read_session(db: str | None, session_id: str) -> tuple[Any, list]:
     with Store.open(db, readonly=True) as store:
         s = store.session(session_id)
         return s, list(store.replay(s.id))
-
-
-def _make_bridge(choice: dict[str, Any]) -> EngineBridge:
-    if "server" in choice:
-        return EngineBridge(choice["label"], server=choice["server"])
-    config = BackendConfig(n_ctx=choice["n_ctx"], n_seq_max=64, n_gpu_layers=choice["n_gpu_layers"])
-    return EngineBridge(choice["path"], config)
-
-
-def _same_backend(bridge: EngineBridge, choice: dict[str, Any]) -> bool:
-    if "server" in choice:
-        return bridge.server == choice["server"]
-    return (
-        bridge.server is None
-        and bridge.model_path == choice["path"]
-        and bridge.config.n_gpu_layers == choice["n_gpu_layers"]
-        and bridge.config.n_ctx == choice["n_ctx"]
-    )
 
 
 def _settings() -> Any:

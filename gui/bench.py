@@ -86,12 +86,16 @@ def run_pan_bench(n_nodes: int = 2000, frames: int = 300, size: tuple[int, int] 
     }
 
 
-def main(argv: Sequence[str]) -> int:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="ponder bench --pan", description=__doc__)
     ap.add_argument("--nodes", type=int, default=2000)
     ap.add_argument("--frames", type=int, default=300)
     ap.add_argument("--json", action="store_true")
-    args = ap.parse_args([a for a in argv if a != "--pan"])
+    return ap
+
+
+def main(argv: Sequence[str]) -> int:
+    args = build_parser().parse_args([a for a in argv if a != "--pan"])
     if args.nodes < 1 or args.frames < 1:
         print("ponder: error: --nodes and --frames must be >= 1", file=sys.stderr)
         return 2

@@ -175,13 +175,17 @@ def _cli_compare(strategies: list[str], budget: int, max_tokens: int, index: int
     }
 
 
-def main(argv: Sequence[str]) -> int:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="ponder bench --gui", description=__doc__)
     ap.add_argument("--budget", type=int, default=16)
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--index", type=int, default=0, help="the GSM8K problem (default 0)")
     ap.add_argument("--json", action="store_true")
-    args = ap.parse_args([a for a in argv if a != "--gui"])
+    return ap
+
+
+def main(argv: Sequence[str]) -> int:
+    args = build_parser().parse_args([a for a in argv if a != "--gui"])
     if args.budget < 1 or args.max_tokens < 8:
         print("ponder: error: --budget must be >= 1 and --max-tokens >= 8", file=sys.stderr)
         return 2

@@ -203,3 +203,22 @@ def _message(err: BaseException) -> str:
     if isinstance(err, PonderError):
         return str(err)
     return f"Unexpected error: {type(err).__name__}: {err}"
+
+
+def make_bridge(choice: dict[str, Any]) -> EngineBridge:
+    """The engine for a model bar's choice: a server model, or a GGUF with its layers and context."""
+    if "server" in choice:
+        return EngineBridge(choice["label"], server=choice["server"])
+    config = BackendConfig(n_ctx=choice["n_ctx"], n_seq_max=64, n_gpu_layers=choice["n_gpu_layers"])
+    return EngineBridge(choice["path"], config)
+
+
+def same_backend(bridge: EngineBridge, choice: dict[str, Any]) -> bool:
+    if "server" in choice:
+        return bridge.server == choice["server"]
+    return (
+        bridge.server is None
+        and bridge.model_path == choice["path"]
+        and bridge.config.n_gpu_layers == choice["n_gpu_layers"]
+        and bridge.config.n_ctx == choice["n_ctx"]
+    )

@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 
 
-def main(argv: Sequence[str]) -> int:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="ponder screenshot", description=__doc__)
     ap.add_argument("--out", required=True, help="PNG file to write")
     ap.add_argument("--session", help="a saved session to show (default: none, the empty window)")
@@ -36,7 +36,11 @@ def main(argv: Sequence[str]) -> int:
     ap.add_argument(
         "--prm", default="judge", choices=["judge", "arithmetic", "reference"], help="with --run-until"
     )
-    args = ap.parse_args(list(argv))
+    return ap
+
+
+def main(argv: Sequence[str]) -> int:
+    args = build_parser().parse_args(list(argv))
     try:
         w, h = (int(x) for x in args.size.lower().split("x"))
         if w < 200 or h < 200:

@@ -70,24 +70,40 @@ def _font(bold: bool = False, pt: float = FONT_PT) -> QFont:
     return f
 
 
-class NodeItem(QGraphicsRectItem):
+class _Card:
+    """A plain QGraphicsRectItem and the text on it, held (not subclassed): a Python subclass of a
+    QGraphicsItem makes every paint ask Python for overrides, and each ask waits for the GIL, which
+    the engine's threads hold in turns (a 100-card tree repainted while math-verify ran stalled the
+    window 70-500 ms). Clicks are found by the view from ``item.data(0)``. Other attributes are the
+    item's (``pen()``, ``pos()``, ``toolTip()`` ...)."""
+
+    def __init__(self, kind: str, key: int, size: tuple[float, float]) -> None:
+        self.item = QGraphicsRectItem(0, 0, *size)
+        self.item.setData(0, (kind, key))
+        self.item.setCursor(Qt.CursorShape.PointingHandCursor)
+        self.look: tuple | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.item, name)
+
+    def _text(self, x: float, y: float, bold: bool = False, colour: str = "#222") -> QGraphicsSimpleTextItem:
+        t = QGraphicsSimpleTextItem("", self.item)
+        t.setFont(_font(bold=bold))
+        t.setBrush(QBrush(QColor(colour)))
+        t.setPos(x, y)
+        return t
+
+
+class NodeItem(_Card):
     """A card: its score (and note) on top, below its answer when it ended, else its first words."""
 
     def __init__(self, view: TraceView, nid: int, size: tuple[float, float]):
-        super().__init__(0, 0, *size)
-        self.view = view
+        super().__init__("node", nid, size)
         self.nid = nid
-        self.look: tuple | None = None
-        self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIsSelectable, True)
-        self.setCursor(Qt.CursorShape.PointingHandCursor)
-        self.head = QGraphicsSimpleTextItem("", self)
-        self.head.setFont(_font(bold=True))
-        self.head.setBrush(QBrush(QColor("#222")))
-        self.head.setPos(5, 2 if size[1] < NODE_H else 3)
-        self.body = QGraphicsSimpleTextItem("", self)
-        self.body.setFont(_font())
-        self.body.setBrush(QBrush(QColor("#222")))
-        self.body.setPos(5, 17 if size[1] < NODE_H else 19)
+        self.item.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIsSelectable, True)
+        compact = size[1] < NODE_H
+        self.head = self._text(5, 2 if compact else 3, bold=True)
+        self.body = self._text(5, 17 if compact else 19)
 
     def set_look(
         self, text: str, score: float | None, pruned: bool, chosen: bool, note: str, answer: str | None
@@ -96,12 +112,13 @@ class NodeItem(QGraphicsRectItem):
         if look == self.look:
             return  # nothing changed: no repaint
         self.look = look
-        self.setBrush(QBrush(score_qcolor(score)))
+        it = self.item
+        it.setBrush(QBrush(score_qcolor(score)))
         chosen_pen = QPen(QColor(colours()["chosen"]), 3.5)
-        self.setPen(chosen_pen if chosen else QPen(score_qcolor(score, strong=True), 1.2))
-        self.setOpacity(0.4 if pruned else 1.0)
-        self.setZValue(2 if chosen else 1)
-        compact = self.rect().width() < NODE_W
+        it.setPen(chosen_pen if chosen else QPen(score_qcolor(score, strong=True), 1.2))
+        it.setOpacity(0.4 if pruned else 1.0)
+        it.setZValue(2 if chosen else 1)
+        compact = it.rect().width() < NODE_W
         score_text = f"{score:.2f}" if score is not None else "…"
         self.head.setText(
             (f"{score_text}" if compact else f"#{self.nid}  {score_text if score is not None else ''}")
@@ -112,27 +129,18 @@ class NodeItem(QGraphicsRectItem):
         else:
             self.body.setText(elide(text))
         tip = f"#{self.nid}" + (f" · score {score:.3f}" if score is not None else "") + "\n\n" + text[:800]
-        self.setToolTip(tip)
-
-    def mousePressEvent(self, event: Any) -> None:  # noqa: N802 - Qt's name
-        self.view.node_clicked.emit(self.nid)
-        super().mousePressEvent(event)
+        it.setToolTip(tip)
 
 
-class StubItem(QGraphicsRectItem):
+class StubItem(_Card):
     """A round's pruned candidates: "+12 pruned · best 0.61"; a click shows or hides them."""
 
     def __init__(self, view: TraceView, rnd: int):
-        super().__init__(0, 0, STUB_W, CARD_H)
-        self.view = view
+        super().__init__("stub", rnd, (STUB_W, CARD_H))
         self.round = rnd
-        self.look: tuple | None = None
-        self.setCursor(Qt.CursorShape.PointingHandCursor)
-        self.setBrush(QBrush(QColor(GREY)))
-        self.label = QGraphicsSimpleTextItem("", self)
-        self.label.setFont(_font())
-        self.label.setBrush(QBrush(QColor("#333")))
-        self.label.setPos(6, 3)
+        self.item.setBrush(QBrush(QColor(GREY)))
+        self.item.setPen(QPen(QColor("#888"), 1.2, Qt.PenStyle.DashLine))
+        self.label = self._text(6, 3, colour="#333")
 
     def set_look(self, stub: Stub) -> None:
         look = (len(stub.nodes), stub.best, stub.expanded)
@@ -141,20 +149,12 @@ class StubItem(QGraphicsRectItem):
         self.look = look
         n = len(stub.nodes)
         best = f"best {stub.best:.2f}" if stub.best is not None else "unscored"
-        if stub.expanded:
-            self.label.setText(f"− hide {n} pruned\n{best}")
-        else:
-            self.label.setText(f"+{n} pruned\n{best}")
-        self.setPen(QPen(QColor("#888"), 1.2, Qt.PenStyle.DashLine))
-        self.setOpacity(0.75 if stub.expanded else 0.55)
-        self.setToolTip(
+        self.label.setText(f"− hide {n} pruned\n{best}" if stub.expanded else f"+{n} pruned\n{best}")
+        self.item.setOpacity(0.75 if stub.expanded else 0.55)
+        self.item.setToolTip(
             f"Round {stub.round + 1}: {n} candidate{'s' * (n != 1)} pruned ({best}). Click to "
             + ("hide them." if stub.expanded else "show them.")
         )
-
-    def mousePressEvent(self, event: Any) -> None:  # noqa: N802 - Qt's name
-        self.view.toggle_round(self.round)
-        event.accept()
 
 
 class TraceView(QGraphicsView):
@@ -227,15 +227,15 @@ class TraceView(QGraphicsView):
             notes = tree_notes(trace, answers=lay.size[0] >= NODE_W) if lay.joined else {}
         w, h = lay.size
         for nid in [i for i in self.items_by_node if i not in lay.pos]:  # collapsed since
-            scene.removeItem(self.items_by_node.pop(nid))
+            scene.removeItem(self.items_by_node.pop(nid).item)
         for nid, (x, y) in lay.pos.items():
             n = trace.nodes[nid]
             item = self.items_by_node.get(nid)
             if item is None or item.rect().width() != w:
                 if item is not None:
-                    scene.removeItem(item)
+                    scene.removeItem(item.item)
                 item = NodeItem(self, nid, lay.size)
-                scene.addItem(item)
+                scene.addItem(item.item)
                 self.items_by_node[nid] = item
                 self.builds += 1
             item.set_look(
@@ -250,12 +250,12 @@ class TraceView(QGraphicsView):
                 item.setPos(x, y)
         # stubs
         for rnd in [r for r in self.stubs if r not in lay.stubs]:
-            scene.removeItem(self.stubs.pop(rnd))
+            scene.removeItem(self.stubs.pop(rnd).item)
         for rnd, stub in lay.stubs.items():
             s_item = self.stubs.get(rnd)
             if s_item is None:
                 s_item = StubItem(self, rnd)
-                scene.addItem(s_item)
+                scene.addItem(s_item.item)
                 self.stubs[rnd] = s_item
                 self.builds += 1
             s_item.set_look(stub)
@@ -392,6 +392,18 @@ class TraceView(QGraphicsView):
             focus = self.items_by_node.get(self._focus) if self._focus is not None else None
             x = focus.sceneBoundingRect().center().x() if focus is not None else rect.center().x()
             self.centerOn(x, rect.top() + self.viewport().height() / (2 * MIN_FIT_SCALE))
+
+    def mousePressEvent(self, event: Any) -> None:  # noqa: N802 - Qt's name
+        """A click on a card shows its node; on a stub, shows or hides the round's pruned cards."""
+        hit = self.itemAt(event.position().toPoint())
+        what = hit.topLevelItem().data(0) if hit is not None else None
+        if isinstance(what, tuple) and what[0] == "stub":
+            self.toggle_round(what[1])
+            event.accept()
+            return
+        if isinstance(what, tuple) and what[0] == "node":
+            self.node_clicked.emit(what[1])
+        super().mousePressEvent(event)
 
     def wheelEvent(self, event: Any) -> None:  # noqa: N802 - Qt's name
         self._auto_fit = False

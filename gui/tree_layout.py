@@ -126,7 +126,11 @@ def fitting_per_line(
     view of this size (wide rows wrap in a tall, narrow panel; never more than the widest row)."""
     widest = max((len(r) for r in _rows(trace).values()), default=1) + 1
     best, best_k = lo, -1.0
-    for n in range(lo, max(lo, widest) + 1):
+    # A handful of widths, not every one: the layout is redone each time the trace grows.
+    tries = sorted(
+        {n for n in (lo, 4, 5, 6, 7, 8, 10, 12, 16, 20, 24, 32, 48, 64, 96, 128) if lo <= n < widest}
+    )
+    for n in [*tries, max(lo, widest)]:
         w, h = extent(round_layout(trace, expanded, n))
         k = min(width / max(w, 1.0), height / max(h, 1.0), 1.0)
         if k > best_k + 1e-6:
