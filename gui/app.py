@@ -380,6 +380,7 @@ class MainWindow(QMainWindow):
             self._shown = len(events)
         else:
             self.problem_bar.set_problem(s.problem, s.reference)
+            self.controls.show_settings(s.settings or {})
             self._groups = [None]
             self.area.make_panels([(None, [r.strategy for r in s.runs])])
             self._shown = 0

@@ -282,6 +282,30 @@ class StrategyControls(QWidget):
     def prm(self) -> str:
         return self.prm_combo.currentData() or self.prm_combo.currentText()
 
+    def show_settings(self, settings: dict[str, Any]) -> None:
+        """An opened session's settings in the form (strategies, budget, PRM, tokens, seeds), so
+        that Run runs it again as it was; what a session does not say is left as it is."""
+        names = settings.get("strategies")
+        if isinstance(names, list) and names:
+            for name, box in self.strategy_boxes.items():
+                box.setChecked(name in names)
+        if settings.get("budget_tokens"):
+            self.budget_kind.setCurrentIndex(self.budget_kind.findData("tokens"))
+            self.budget_spin.setValue(int(settings["budget_tokens"]))
+        elif isinstance(settings.get("budget"), int):
+            self.budget_kind.setCurrentIndex(self.budget_kind.findData("generations"))
+            self.budget_spin.setValue(int(settings["budget"]))
+        if isinstance(settings.get("max_tokens"), int):
+            self.tokens_spin.setValue(int(settings["max_tokens"]))
+        if isinstance(settings.get("seed"), int):
+            self.seed_spin.setValue(int(settings["seed"]))
+        i = self.seeds_combo.findData(settings.get("seeds"))
+        if i >= 0:
+            self.seeds_combo.setCurrentIndex(i)
+        i = self.prm_combo.findData(settings.get("prm"))
+        if i >= 0:
+            self.prm_combo.setCurrentIndex(i)
+
     def set_running(self, running: bool) -> None:
         self.run_button.setEnabled(not running)
         self.cancel_button.setEnabled(running)

@@ -140,7 +140,7 @@ class StubItem(_Card):
         self.round = rnd
         self.item.setBrush(QBrush(QColor(GREY)))
         self.item.setPen(QPen(QColor("#888"), 1.2, Qt.PenStyle.DashLine))
-        self.label = self._text(6, 3, colour="#333")
+        self.label = self._text(6, 3, colour="#3a3a3a")
 
     def set_look(self, stub: Stub) -> None:
         look = (len(stub.nodes), stub.best, stub.expanded)
@@ -150,7 +150,7 @@ class StubItem(_Card):
         n = len(stub.nodes)
         best = f"best {stub.best:.2f}" if stub.best is not None else "unscored"
         self.label.setText(f"− hide {n} pruned\n{best}" if stub.expanded else f"+{n} pruned\n{best}")
-        self.item.setOpacity(0.75 if stub.expanded else 0.55)
+        self.item.setOpacity(0.9 if stub.expanded else 0.8)  # faded by its dashed edge and grey, text legible
         self.item.setToolTip(
             f"Round {stub.round + 1}: {n} candidate{'s' * (n != 1)} pruned ({best}). Click to "
             + ("hide them." if stub.expanded else "show them.")

@@ -133,8 +133,8 @@ def fitting_per_line(
     for n in [*tries, max(lo, widest)]:
         w, h = extent(round_layout(trace, expanded, n))
         k = min(width / max(w, 1.0), height / max(h, 1.0), 1.0)
-        if k > best_k + 1e-6:
-            best, best_k = n, k
+        if k >= best_k - 1e-6:  # on a tie the wider rows: fewer lines to a round
+            best, best_k = n, max(k, best_k)
     return best
 
 

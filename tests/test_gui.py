@@ -128,9 +128,13 @@ def test_a_saved_session_reopens_and_replays_to_the_same_trees(window, qtbot, db
     live = {s: p.trace for s, p in window.panels.items()}
     settle(qtbot, window)
     window.session_list.setCurrentRow(0)
+    window.budget_spin.setValue(3)  # the form then shows the session's settings again
+    window.strategy_boxes["dvts"].setChecked(True)
     window.open_selected()
     settle(qtbot, window)
     assert window.session_id == sig.args[0]
+    assert window.budget_spin.value() == 2 and window.tokens_spin.value() == 40
+    assert [k for k, b in window.strategy_boxes.items() if b.isChecked()] == list(window.panels)
     assert {s: p.trace for s, p in window.panels.items()} == live
     # Replay: back to the start, then step to the end.
     window.timeline.setValue(0)
