@@ -140,6 +140,7 @@ class StubItem(_Card):
         self.round = rnd
         self.item.setBrush(QBrush(QColor(GREY)))
         self.item.setPen(QPen(QColor("#888"), 1.2, Qt.PenStyle.DashLine))
+        self.item.setZValue(1)  # over the edges, as the cards
         self.label = self._text(6, 3, colour="#3a3a3a")
 
     def set_look(self, stub: Stub) -> None:
@@ -303,8 +304,8 @@ class TraceView(QGraphicsView):
                 or line.line().y2() != y2
             ):
                 line.setLine(x1, y1, x2, y2)
-            if line.data(0) != style:
-                line.setData(0, style)
+            if line.data(1) != style:
+                line.setData(1, style)
                 if style == "chosen":
                     line.setPen(QPen(QColor(colours()["chosen"]), 3.5))
                     line.setZValue(0)
@@ -393,10 +394,17 @@ class TraceView(QGraphicsView):
             x = focus.sceneBoundingRect().center().x() if focus is not None else rect.center().x()
             self.centerOn(x, rect.top() + self.viewport().height() / (2 * MIN_FIT_SCALE))
 
+    def _hit(self, event: Any) -> Any:
+        """("node", id) or ("stub", round) of the card under the mouse (edges may lie over it)."""
+        for hit in self.items(event.position().toPoint()):
+            what = hit.topLevelItem().data(0)
+            if isinstance(what, tuple):
+                return what
+        return None
+
     def mousePressEvent(self, event: Any) -> None:  # noqa: N802 - Qt's name
         """A click on a card shows its node; on a stub, shows or hides the round's pruned cards."""
-        hit = self.itemAt(event.position().toPoint())
-        what = hit.topLevelItem().data(0) if hit is not None else None
+        what = self._hit(event)
         if isinstance(what, tuple) and what[0] == "stub":
             self.toggle_round(what[1])
             event.accept()
@@ -411,6 +419,11 @@ class TraceView(QGraphicsView):
         self.scale(factor, factor)
 
     def mouseDoubleClickEvent(self, event: Any) -> None:  # noqa: N802 - Qt's name
+        what = self._hit(event)
+        if isinstance(what, tuple) and what[0] == "stub":  # a second quick click on a stub: a click
+            self.toggle_round(what[1])
+            event.accept()
+            return
         self._auto_fit = True
         self.fit()
 

@@ -73,3 +73,36 @@ def test_an_unreachable_server_is_said_in_the_dialog_and_adds_nothing(qtbot, db)
     qtbot.waitUntil(lambda: "cannot connect" in dlg.status.text(), timeout=30_000)
     assert w.model_combo.count() == n and dlg.connect_button.isEnabled()
     w.close()
+
+
+def test_a_gguf_and_a_server_model_run_side_by_side(qtbot, db, model_path, tmp_path):
+    """The second model may be a server's: the same strategies run in process and on the server,
+    the panels grouped by model, each run saved with its own backend."""
+    from tests.small_models import drop_layers
+
+    small = drop_layers(model_path, tmp_path / "smollm2-8-layers.gguf", 8)
+    with LlamaServer(model_path, parallel=2, ctx=4096) as srv:
+        w = MainWindow(db=db)
+        qtbot.addWidget(w)
+        w.show()
+        dlg = ServerDialog(w)
+        dlg.url.setText(srv.url)
+        dlg.try_connect()
+        entry = {"url": srv.url, "model": Path(model_path).name}
+        qtbot.waitUntil(lambda: w.model_combo.currentData() == entry, timeout=30_000)
+        w.add_model_path(str(small))  # the in-process model; the server's is the second
+        qtbot.waitUntil(lambda: w.offload.pending == 0, timeout=30_000)
+        w.second_combo.setCurrentIndex(w.second_combo.findData(entry))
+        for name, box in w.strategy_boxes.items():
+            box.setChecked(name == "best_of_n")
+        w.budget_spin.setValue(2)
+        w.tokens_spin.setValue(24)
+        w.prm_combo.setCurrentText("arithmetic")
+        w.start()
+        qtbot.waitUntil(lambda: w.controls.run_button.isEnabled(), timeout=180_000)
+        assert len(w.panels) == 2 and all(p.trace.finished is not None for p in w.panels.values())
+        assert any(srv.url in key for key in w.panels)  # the server model's group is named by its URL
+        with Store.open(db, readonly=True) as store:
+            kinds = sorted(store.session(s.id).settings["backend"]["kind"] for s in store.list_sessions())
+        assert kinds == ["llama.cpp", "server"], kinds
+        w.close()

@@ -413,8 +413,12 @@ def test_the_app_draws_resampling_weights_copies_and_deaths(qtbot, tmp_path):
     panel.redraw()
     notes = tree_notes(panel.trace)
     assert notes[0].startswith("w 1.00 ×4") and notes[1].startswith("w 0.00 ×0")
-    assert len(panel.view.items_by_node) == len(panel.trace.nodes) == 8
-    assert panel.view.items_by_node[1].opacity() < 1  # a particle no one continues is faded
+    folded = {i for st in panel.view.layout.stubs.values() for i in st.nodes}
+    assert 1 in folded  # a particle no one continues is folded into its round's stub...
+    assert len(panel.view.items_by_node) + len(folded) == len(panel.trace.nodes) == 8
+    panel.view.toggle_round(0)
+    assert len(panel.view.items_by_node) == 8
+    assert panel.view.items_by_node[1].opacity() < 1  # ...and faded when it is shown
     w.show_node(panel, 0)
     assert "copied to 4 particles" in w.detail.toPlainText()
     w.show_node(panel, 2)
