@@ -1,13 +1,14 @@
-"""The sweep charts in the app: the very images ``ponder sweep`` writes (``engine.plots``, matplotlib's
-Agg backend), shown scaled to the widget. The chart is drawn when the summary changes, not on every
-paint; resizing rescales the image."""
+"""The sweep charts in the app: the charts ``ponder sweep`` writes (``engine.plots``, matplotlib's
+Agg backend), drawn for the widget's own size and shape — off the GUI thread, when the data changes
+and a moment after the widget is resized (meanwhile the last image is shown scaled)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from PySide6.QtCore import QSize, Qt
+from PySide6.QtCore import QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QPainter, QPixmap
 from PySide6.QtWidgets import QDialog, QSizePolicy, QSplitter, QTextBrowser, QVBoxLayout, QWidget
 
@@ -15,16 +16,24 @@ from engine.plots import CHARTS, png_bytes
 
 
 class FigureView(QWidget):
-    """A chart of ``engine.plots`` (``make(data)`` gives the figure), drawn once per data and shown
-    scaled to the widget."""
+    """A chart of ``engine.plots`` (``make(data)`` gives the figure), drawn off the GUI thread at the
+    widget's size whenever the data or the size changes."""
 
     empty_text = "Nothing to draw yet."
+    rendered = Signal()  # a new image is shown
+    _done = Signal(int, bytes)
+    DPI = 100
+    _pool: ThreadPoolExecutor | None = None  # one drawing thread for all charts
 
     def __init__(self, make: Callable[[dict[str, Any]], Any], parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.make = make
         self.data: dict[str, Any] | None = None
         self.pixmap = QPixmap()
+        self.pending = 0  # drawings asked for and not back yet
+        self._gen = 0
+        self._done.connect(self._show)
+        self._resize_timer = QTimer(self, singleShot=True, interval=150, timeout=self._render)
         self.setMinimumSize(480, 300)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
 
@@ -33,17 +42,57 @@ class FigureView(QWidget):
 
     def set_data(self, data: dict[str, Any] | None) -> None:
         self.data = data
-        self.pixmap = QPixmap()
-        if data is not None and self.drawable(data):
-            self.pixmap.loadFromData(png_bytes(self.make(data), dpi=110), "PNG")
+        self._render()
+
+    def _render(self) -> None:
+        self._gen += 1
+        gen, data, make, dpi = self._gen, self.data, self.make, self.DPI
+        if data is None or not self.drawable(data):
+            self.pixmap = QPixmap()
+            self.update()
+            return
+        w, h = max(self.width(), self.minimumWidth()), max(self.height(), self.minimumHeight())
+
+        def draw() -> bytes:
+            fig = make(data)
+            fig.set_size_inches(w / dpi, h / dpi)  # the widget's shape: its labels at their own size
+            return png_bytes(fig, dpi=dpi)
+
+        def back(fut: Any) -> None:
+            try:
+                self._done.emit(gen, fut.result() if fut.exception() is None else b"")
+            except RuntimeError:  # the widget is gone
+                pass
+
+        if FigureView._pool is None:
+            FigureView._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ponder-charts")
+        self.pending += 1
+        FigureView._pool.submit(draw).add_done_callback(back)
+
+    def _show(self, gen: int, png: bytes) -> None:
+        self.pending -= 1
+        if gen != self._gen:
+            return  # a newer drawing is on its way
+        pixmap = QPixmap()
+        if png:
+            pixmap.loadFromData(png, "PNG")
+        self.pixmap = pixmap
         self.update()
+        self.rendered.emit()
+
+    def resizeEvent(self, event: Any) -> None:  # noqa: N802 - Qt's name
+        super().resizeEvent(event)
+        if self.data is not None:
+            self._resize_timer.start()
 
     def paintEvent(self, _ev: Any) -> None:  # noqa: N802 - Qt's name
         p = QPainter(self)
         p.fillRect(self.rect(), QColor("white"))
         if self.pixmap.isNull():
             p.setPen(QColor("#666666"))
-            p.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, self.empty_text)
+            p.drawText(
+                self.rect(), Qt.AlignmentFlag.AlignCenter, "drawing…" if self.pending else self.empty_text
+            )
         else:
             p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, True)
             img = self.pixmap.scaled(

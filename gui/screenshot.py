@@ -101,7 +101,13 @@ def main(argv: Sequence[str]) -> int:
         win.sweeps_tab.open_sweep(sweep_id)
 
         deadline = time.monotonic() + 120
-        while win.sweeps_tab.analysing and time.monotonic() < deadline:
+        charts = (win.sweeps_tab.accuracy_chart, win.sweeps_tab.difficulty_chart)
+        while (win.sweeps_tab.analysing or any(c.pending for c in charts)) and time.monotonic() < deadline:
+            app.processEvents()
+            time.sleep(0.05)
+        for c in charts:  # drawn again at the size the window gave them
+            c._render()
+        while any(c.pending for c in charts) and time.monotonic() < deadline:
             app.processEvents()
             time.sleep(0.05)
     if args.run_until is not None:

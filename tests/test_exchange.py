@@ -110,7 +110,8 @@ def test_the_exchange_report_renders_as_files_and_in_the_app(exchange_run, qtbot
     w = MainWindow(db=str(tmp_path / "gui.db"))
     qtbot.addWidget(w)
     view = w.sweeps_tab.open_exchange(str(out / "exchange.json"))
-    assert view is not None and not view.chart.pixmap.isNull()
+    assert view is not None
+    qtbot.waitUntil(lambda: view.chart.pending == 0 and not view.chart.pixmap.isNull(), timeout=60_000)
     assert "smollm2-12-layers" in view.text.toPlainText() and "bin 1" in view.text.toPlainText()
     view.grab().save(str(tmp_path / "exchange_view.png"))
     bad = tmp_path / "not.json"

@@ -513,7 +513,14 @@ def test_the_sweeps_tab_runs_a_sweep_stops_it_and_resumes_it(window, qtbot, db, 
         "summary.json",
         "summary.md",
     ]
-    assert not tab.accuracy_chart.pixmap.isNull()  # the app shows the image the files hold
+    charts = (tab.accuracy_chart, tab.difficulty_chart)
+    qtbot.waitUntil(lambda: all(c.pending == 0 and not c.pixmap.isNull() for c in charts), timeout=60_000)
+    # drawn off the GUI thread for the widget's own shape (a wide, low pane gets a wide, low chart
+    # with its labels at their size, not the file's picture shrunk), again when it is resized
+    chart = tab.difficulty_chart
+    chart.resize(1000, 320)
+    qtbot.waitUntil(lambda: chart.pending == 0 and chart.pixmap.width() == 1000, timeout=60_000)
+    assert (chart.pixmap.width(), chart.pixmap.height()) == (1000, 320)
     tab.accuracy_chart.resize(900, 560)
     tab.grab().save(str(tmp_path / "sweeps_tab.png"))
     # a stored sweep reopens with its settings in the form
