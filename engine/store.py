@@ -824,6 +824,22 @@ class Store:
             for r in rows
         }
 
+    def drop_orphan_sweep_sessions(self, sweep_id: str) -> int:
+        """Delete the sessions a sweep made that no cell points at: a run killed between saving its
+        session and linking it to its cell (two transactions) left one behind. Called when the
+        sweep starts or resumes, before any cell runs; returns how many were deleted."""
+        self._guard()
+        linked = select(SweepCellRow.session_id).where(
+            (SweepCellRow.sweep_id == sweep_id) & SweepCellRow.session_id.is_not(None)
+        )
+        with self.engine.begin() as conn:
+            gone = conn.execute(
+                delete(SessionRow).where(
+                    cast(SessionRow.tags, Text).like(f'%"sweep:{sweep_id}"%') & SessionRow.id.not_in(linked)
+                )
+            )
+            return int(gone.rowcount or 0)
+
     def set_sweep_cell(self, sweep_id: str, index: int, strategy: str, budget: int, session_id: str) -> None:
         """Point a cell at the session that ran it; the session it pointed at before (a cancelled or
         interrupted attempt) is deleted, so a cell has one result."""

@@ -279,6 +279,7 @@ def run_sweep(
     key, settings = sweep_key(pset, backend.model_record(), spec)
     sweep_id = store.open_sweep(key, sweep_name(settings), settings)
     store.update_sweep(sweep_id, spec=dataclasses.asdict(spec))  # what the app reopens it with
+    store.drop_orphan_sweep_sessions(sweep_id)  # a killed attempt's session that no cell points at
     cells = plan_cells(spec, indices)
     have = store.sweep_cells(sweep_id)
     done = {k for k, r in have.items() if r is not None and r.status == "done"}

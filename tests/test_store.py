@@ -308,6 +308,22 @@ def test_a_sweep_cell_run_again_replaces_its_old_session_and_deleting_the_sweep_
     assert [s.id for s in store.list_sessions()] == [keep]
 
 
+def test_a_sweep_session_no_cell_points_at_is_dropped_when_the_sweep_resumes(store):
+    """A sweep killed between saving a cell's session and linking it to the cell (two transactions)
+    left the session behind; reopening the sweep drops it, and nothing else."""
+    w = store.open_sweep("key", "arith", {})
+    other = store.open_sweep("key2", "arith", {})
+    linked = store.create_session(PROBLEM, "5", tags=("sweep", f"sweep:{w}"))
+    store.set_sweep_cell(w, 0, "beam_search", 2, linked)
+    orphan = store.create_session(PROBLEM, "5", tags=("sweep", f"sweep:{w}"))  # killed before its link
+    elsewhere = store.create_session(PROBLEM, "5", tags=("sweep", f"sweep:{other}"))
+    mine = record(store, beam_events("r9"))  # a session outside any sweep
+    assert store.drop_orphan_sweep_sessions(w) == 1
+    ids = {s.id for s in store.list_sessions(sweeps=True)}
+    assert orphan not in ids and {linked, elsewhere, mine} <= ids
+    assert store.drop_orphan_sweep_sessions(w) == 0
+
+
 def test_the_default_database_is_in_the_user_data_folder(monkeypatch, tmp_path):
     from engine.store import default_db_path
 
