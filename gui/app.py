@@ -60,7 +60,7 @@ class MainWindow(QMainWindow):
         self._runs: dict[str, Any] = {}  # the opened session's runs (RunInfo by id), for footers
         self._shown = 0  # how many of the opened session's events the panels show
         self._dirty: set[str] = set()
-        self._pending: list[tuple[EngineBridge, str | None, Any]] = []  # compares still to run
+        self._pending: list[tuple[EngineBridge, Any]] = []  # compares still to run (engine, form)
         self._results: list[tuple[int, str, list]] = []
         self._groups: list[str | None] = [None]  # the panels' model groups of the current compare
         self._redraw_timer = QTimer(self, singleShot=True, interval=REDRAW_MS, timeout=self._redraw)
@@ -227,18 +227,15 @@ class MainWindow(QMainWindow):
         second = self._second_bridge()
         self.area.clear_replay()
         self._replay, self._runs, self._shown = [], {}, 0  # the timeline is an opened session's
-        first_label = self.model_bar.current_label() if second is not None else None
-        groups: list[tuple[str | None, list[str]]] = [(first_label, form.strategies)]
-        self._pending = [(self.bridge, first_label, form)]
+        labels: list[str | None] = [None]
+        bridges = [self.bridge]
         if second is not None:
-            label = self.model_bar.second()["label"]  # type: ignore[index]
-            if label == first_label:  # two files of one model (say, two quantizations)
-                first_label = f"{first_label} [{os.path.basename(self.bridge.model_path)}]"
-                label = f"{label} [{os.path.basename(second.model_path)}]"
-                groups = [(first_label, form.strategies)]
-                self._pending = [(self.bridge, first_label, form)]
-            groups.append((label, form.strategies))
-            self._pending.append((second, label, form))
+            labels = [self.model_bar.current_label(), self.model_bar.second()["label"]]  # type: ignore[index]
+            if labels[0] == labels[1]:  # two files of one model (say, two quantizations)
+                labels = [f"{labels[0]} [{os.path.basename(b.model_path)}]" for b in (self.bridge, second)]
+            bridges.append(second)
+        groups = [(label, form.strategies) for label in labels]
+        self._pending = [(b, form) for b in bridges]
         self._groups = [g for g, _ in groups]
         self.area.make_panels(groups)
         self._results = []
@@ -252,7 +249,7 @@ class MainWindow(QMainWindow):
     def _next_compare(self) -> None:
         """Two models run one after the other (each owns its engine thread; at once they would
         halve each other's speed and muddle their timings)."""
-        bridge, _label, form = self._pending.pop(0)
+        bridge, form = self._pending.pop(0)
         bridge.compare(
             self.db,
             form.problem_text(),

@@ -429,9 +429,8 @@ class TraceView(QGraphicsView):
 
     def resizeEvent(self, event: Any) -> None:  # noqa: N802 - Qt's name
         super().resizeEvent(event)
-        if self._last is not None and self.layout is not None and self.layout.stubs is not None:
-            if drawn_as(self._last[1]) == "tree":
-                self.show_trace(*self._last)  # rows wrap at the new width
-                return
+        if self._last is not None and drawn_as(self._last[1]) == "tree":
+            self.show_trace(*self._last)  # rows wrap at the new width
+            return
         if self._auto_fit:
             self.fit()

@@ -21,16 +21,22 @@ def db(tmp_path):
     return str(tmp_path / "gui.db")
 
 
+def window_on_server(qtbot, db, srv, model_path):
+    """A window that connected to ``srv`` through the Server dialog, its model chosen."""
+    w = MainWindow(db=db)
+    qtbot.addWidget(w)
+    w.show()
+    dlg = ServerDialog(w)
+    dlg.url.setText(srv.url)
+    dlg.try_connect()
+    entry = {"url": srv.url, "model": Path(model_path).name}
+    qtbot.waitUntil(lambda: w.model_combo.currentData() == entry, timeout=30_000)
+    return w, entry
+
+
 def test_a_server_joins_the_model_list_runs_a_compare_and_is_remembered(qtbot, db, model_path, tmp_path):
     with LlamaServer(model_path, parallel=2, ctx=4096) as srv:
-        w = MainWindow(db=db)
-        qtbot.addWidget(w)
-        w.show()
-        dlg = ServerDialog(w)
-        dlg.url.setText(srv.url)
-        dlg.try_connect()
-        entry = {"url": srv.url, "model": Path(model_path).name}
-        qtbot.waitUntil(lambda: w.model_combo.currentData() == entry, timeout=30_000)
+        w, entry = window_on_server(qtbot, db, srv, model_path)
         assert "2 slots" in w.model_combo.currentText()
         assert not w.ngl_slider.isEnabled() and not w.ctx_spin.isEnabled()
         assert "llama-server" in w.model_label.text() and "2 slots" in w.model_label.text()
@@ -82,14 +88,7 @@ def test_a_gguf_and_a_server_model_run_side_by_side(qtbot, db, model_path, tmp_p
 
     small = drop_layers(model_path, tmp_path / "smollm2-8-layers.gguf", 8)
     with LlamaServer(model_path, parallel=2, ctx=4096) as srv:
-        w = MainWindow(db=db)
-        qtbot.addWidget(w)
-        w.show()
-        dlg = ServerDialog(w)
-        dlg.url.setText(srv.url)
-        dlg.try_connect()
-        entry = {"url": srv.url, "model": Path(model_path).name}
-        qtbot.waitUntil(lambda: w.model_combo.currentData() == entry, timeout=30_000)
+        w, entry = window_on_server(qtbot, db, srv, model_path)
         w.add_model_path(str(small))  # the in-process model; the server's is the second
         qtbot.waitUntil(lambda: w.offload.pending == 0, timeout=30_000)
         w.second_combo.setCurrentIndex(w.second_combo.findData(entry))
