@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.ponder-installed
 NPROC  := $(shell nproc 2>/dev/null || echo 2)
 export CMAKE_ARGS
 
-.PHONY: run test bench lint clean server
+.PHONY: run test test-fast bench lint clean server
 
 $(STAMP): pyproject.toml Makefile
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Ponder needs Python >= 3.11; set PYTHON=python3.11 (or newer)")'
@@ -33,11 +33,15 @@ server: $(STAMP)
 test: $(STAMP) server
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest
 
+# The quick inner loop: the unit tests (tests/unit), no model loaded and no server built.
+test-fast: $(STAMP)
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -m unit tests/unit
+
 bench: $(STAMP)
 	$(VENV)/bin/ponder bench
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check engine gui tests
+	$(VENV)/bin/ruff check engine gui bench tests
 	$(VENV)/bin/lint-imports
 
 clean:

@@ -145,7 +145,8 @@ def answers_equal(a: str | None, b: str | None) -> bool:
 
 
 def is_correct(answer: str | None, reference: str | None) -> bool | None:
-    """True/False against a reference answer; None when there is no reference."""
+    """True/False against a reference answer; None when there is no reference (None or blank).
+    The one verdict: the store's recorded ``correct`` and the compare summary both come from here."""
     if reference is None or not str(reference).strip():
         return None
     ref = extract_answer(reference) if "####" in reference or "\\boxed" in reference else reference

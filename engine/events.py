@@ -225,15 +225,6 @@ class TraceNode:
         return next(iter(self.step_scores.values()), None)
 
 
-def answer_is_path(strategy: str) -> bool:
-    """Whether a strategy's chosen answer is the text of a path of nodes (steps, segments); asked of
-    the strategy registry, which imports the strategies, hence not at import time."""
-    from engine.search.registry import find
-
-    s = find(strategy)
-    return s is not None and s.answer_is_path
-
-
 @dataclass
 class Trace:
     """What a run looks like after the events seen so far. ``apply`` is the only way to change it,
@@ -305,13 +296,14 @@ class Trace:
             elif isinstance(ev, RunFinished):
                 self.finished = ev
 
-    def chosen(self) -> set[int]:
-        """The nodes the selection picked: a tree's whole path, elsewhere (samples, attempts) the one
-        node; empty before the selection."""
+    def chosen(self, answer_is_path: bool) -> set[int]:
+        """The nodes the selection picked: with ``answer_is_path`` (the strategy's registry entry
+        says its answer is a path of steps or segments) the whole path, elsewhere (samples,
+        attempts) the one node; empty before the selection."""
         sel = self.selected
         if sel is None or sel.node_id is None or sel.node_id not in self.nodes:
             return set()
-        if self.started is not None and answer_is_path(self.started.strategy):
+        if answer_is_path:
             return set(self.path_to(sel.node_id))
         return {sel.node_id}
 

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import collections
 import ctypes
+import dataclasses
 import os
 import pathlib
 import sys
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 import llama_cpp
 
@@ -176,3 +178,14 @@ def build_info() -> BuildInfo:
         system_info=llama_cpp.llama_print_system_info().decode(errors="replace").strip(),
         devices=tuple(devices()),
     )
+
+
+def build_snapshot() -> dict[str, Any]:
+    """What a saved session records about the llama.cpp build that ran it (a rerun compares)."""
+    b = build_info()
+    return {
+        "llama_cpp_python": b.llama_cpp_python,
+        "system_info": b.system_info,
+        "gpu_offload": b.gpu_offload,
+        "devices": [dataclasses.asdict(d) for d in b.devices],
+    }

@@ -1,21 +1,20 @@
 """One thread owns the llama.cpp context; everyone else sends it work.
 
-Like llama.cpp's server loop: a queue of tasks, one loop that owns the model. The GUI (through a thin
-QObject) and the CLI submit callables that receive the :class:`~engine.backends.llama_cpp.Backend` and get a
-``concurrent.futures.Future`` back. Cancellation is a :class:`CancelToken` that long work polls
-between tokens.
+Like llama.cpp's server loop: a queue of tasks, one loop that owns the model. The worker's
+``factory`` makes what it owns, in its thread (:mod:`engine.run.executors` opens an executor, in
+process or on servers); the GUI (through a thin QObject) and the CLI submit callables that receive
+it and get a ``concurrent.futures.Future`` back. Cancellation is a :class:`CancelToken` that long
+work polls between tokens. This module knows no backend.
 """
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
-from engine.backends.llama_cpp import Backend, BackendConfig
 from engine.errors import PonderError
 
 T = TypeVar("T")
@@ -46,26 +45,10 @@ _STOP = object()
 
 
 class BackendWorker:
-    """Loads a model in its own thread and runs submitted work there, one task at a time.
+    """Makes what it owns with ``factory`` in its own thread (loads a model, connects to servers)
+    and runs submitted work there, one task at a time; what it made is closed there too."""
 
-    ``factory`` makes what the work receives instead of a llama.cpp backend (the app and the CLI
-    pass one that connects to inference servers: a ``ServerExecutor``); it runs in the worker's
-    thread, and what it makes is closed there too."""
-
-    def __init__(
-        self,
-        model_path: str | os.PathLike[str] | None = None,
-        config: BackendConfig | None = None,
-        factory: Callable[[], Any] | None = None,
-    ) -> None:
-        if factory is None:
-            if model_path is None:
-                raise ValueError("BackendWorker needs a model path or a factory")
-            path = str(model_path)
-
-            def factory() -> Any:
-                return Backend(path, config)
-
+    def __init__(self, factory: Callable[[], Any]) -> None:
         self._q: queue.Queue[Any] = queue.Queue()
         self._loaded: Future[Any] = Future()
         self._closed = False

@@ -220,9 +220,9 @@ class MainWindow(QMainWindow):
                 self.status.showMessage("A sweep is running on this model; stop it in the Sweeps tab first.")
             return
         form = self.controls.form(self.problem_bar)
-        problem = form.check()
-        if problem is not None:
-            QMessageBox.information(self, "Ponder", problem)
+        request, problem = form.checked()
+        if request is None:
+            QMessageBox.information(self, "Ponder", problem or "This compare cannot run.")
             return
         second = self._second_bridge()
         self.area.clear_replay()
@@ -235,7 +235,7 @@ class MainWindow(QMainWindow):
                 labels = [f"{labels[0]} [{os.path.basename(b.model_path)}]" for b in (self.bridge, second)]
             bridges.append(second)
         groups = [(label, form.strategies) for label in labels]
-        self._pending = [(b, form) for b in bridges]
+        self._pending = [(b, request) for b in bridges]
         self._groups = [g for g, _ in groups]
         self.area.make_panels(groups)
         self._results = []
@@ -249,20 +249,8 @@ class MainWindow(QMainWindow):
     def _next_compare(self) -> None:
         """Two models run one after the other (each owns its engine thread; at once they would
         halve each other's speed and muddle their timings)."""
-        bridge, form = self._pending.pop(0)
-        bridge.compare(
-            self.db,
-            form.problem_text(),
-            form.strategies,
-            form.budget,
-            form.prm,
-            form.reference,
-            form.seed,
-            form.max_tokens,
-            form.overrides,
-            seeds=form.seeds,
-            budget_tokens=form.budget_tokens,
-        )
+        bridge, request = self._pending.pop(0)
+        bridge.compare(self.db, request)
 
     def cancel(self) -> None:
         if self._busy():

@@ -15,6 +15,11 @@ from PySide6.QtCore import QObject, Signal
 from engine.backends.llama_cpp import BackendConfig
 from engine.errors import PonderError
 from engine.events import TextDelta
+from engine.run.compare import run_compare
+from engine.run.executors import ServerTarget, open_worker
+from engine.run.request import CompareRequest
+from engine.store import Store
+from engine.sweeps import analyse, run_sweep
 from engine.worker import BackendWorker, CancelToken
 
 
@@ -44,18 +49,11 @@ class EngineBridge(QObject):
     def _ensure_worker(self) -> BackendWorker:
         if self._worker is None:
             if self.server is not None:
-                srv = dict(self.server)
-
-                def connect() -> Any:
-                    from engine.backends.server.executor import ServerExecutor
-                    from engine.backends.server.pool import ServerPool
-
-                    pool = ServerPool.connect(srv["urls"], srv.get("api_key"), model=srv.get("model"))
-                    return ServerExecutor(pool)
-
-                self._worker = BackendWorker(factory=connect)
+                srv = self.server
+                target = ServerTarget(tuple(srv["urls"]), srv.get("api_key"), model=srv.get("model"))
+                self._worker = open_worker(servers=target)
             else:
-                self._worker = BackendWorker(self.model_path, self.config)
+                self._worker = open_worker(self.model_path, self.config)
             self._worker.submit(_describe).add_done_callback(self._on_loaded)
         return self._worker
 
@@ -65,22 +63,9 @@ class EngineBridge(QObject):
         if fut.exception() is None:
             self.loaded.emit(fut.result())
 
-    def compare(
-        self,
-        store_path: str | None,
-        problem: str,
-        strategies: list[str],
-        budget: int,
-        prm: str,
-        reference: str | None,
-        seed: int,
-        max_tokens: int,
-        overrides: dict[str, dict[str, Any]] | None = None,
-        seeds: str = "independent",
-        budget_tokens: int | None = None,
-    ) -> None:
-        """Run the strategies side by side, recorded into the session store; events reach the
-        window in batches (at most ~20 a second; streamed text is coalesced to the latest)."""
+    def compare(self, store_path: str | None, request: CompareRequest) -> None:
+        """Run the request's strategies side by side, recorded into the session store; events reach
+        the window in batches (at most ~20 a second; streamed text is coalesced to the latest)."""
         if self.busy:
             return
         self.busy = True
@@ -94,7 +79,7 @@ class EngineBridge(QObject):
                 pending.clear()
             last[0] = time.monotonic()
 
-        def on_event(run: Any, ev: Any) -> None:
+        def sink(run: Any, ev: Any) -> None:
             if isinstance(ev, TextDelta) and pending and isinstance(pending[-1][2], TextDelta):
                 if pending[-1][2].node_id == ev.node_id and pending[-1][0] == run.run_id:
                     prev = pending.pop()[2]
@@ -103,38 +88,7 @@ class EngineBridge(QObject):
             if time.monotonic() - last[0] >= 0.05:
                 flush()
 
-        def work(backend: Any) -> tuple[str, list[dict[str, Any]]]:
-            from engine.compare import summarize
-            from engine.sessions import recorded_compare
-            from engine.store import Store
-
-            store = Store.open(store_path)
-            try:
-                sid, runs, err = recorded_compare(
-                    backend,
-                    store,
-                    problem,
-                    strategies,
-                    budget=budget,
-                    prm=prm,
-                    reference=reference,
-                    seed=seed,
-                    max_tokens=max_tokens,
-                    overrides=overrides,
-                    seeds=seeds,
-                    budget_tokens=budget_tokens,
-                    on_event=on_event,
-                    cancel=cancel,
-                    stream_text=True,
-                )
-            finally:
-                store.close()
-            flush()
-            if err:
-                raise PonderError(err)
-            return sid, [summarize(r).as_dict() for r in runs]
-
-        self._submit(work, lambda r: self.compared.emit(*r))
+        self._submit(_recorded, lambda r: self.compared.emit(*r), store_path, request, sink, cancel, flush)
 
     def sweep(self, store_path: str | None, spec: Any, difficulty: str = "pass1") -> None:
         """Run (or resume) a sweep on the loaded model; ``sweep_progress`` carries each
@@ -144,25 +98,22 @@ class EngineBridge(QObject):
         self.busy = True
         self._cancel = cancel = CancelToken()
 
-        def work(backend: Any) -> tuple[Any, dict[str, Any]]:
-            from engine.store import Store
-            from engine.sweep import analyse, run_sweep
+        self._submit(
+            _swept,
+            lambda r: self.swept.emit(*r),
+            store_path,
+            spec,
+            self.sweep_progress.emit,
+            cancel,
+            difficulty,
+        )
 
-            store = Store.open(store_path)
-            try:
-                result = run_sweep(backend, store, spec, on_progress=self.sweep_progress.emit, cancel=cancel)
-                return result, analyse(store, result.sweep_id, spec, difficulty=difficulty)
-            finally:
-                store.close()
-
-        self._submit(work, lambda r: self.swept.emit(*r))
-
-    def _submit(self, work: Any, on_result: Any) -> None:
-        """Run ``work(backend)`` on the worker thread; its result goes to ``on_result``, an error
-        to ``failed``. A model that failed to load is dropped, so the next call tries again."""
+    def _submit(self, work: Any, on_result: Any, *args: Any) -> None:
+        """Run ``work(executor, *args)`` on the worker thread; its result goes to ``on_result``, an
+        error to ``failed``. A model that failed to load is dropped, so the next call tries again."""
         try:
             worker = self._ensure_worker()
-            fut = worker.submit(work)
+            fut = worker.submit(work, *args)
         except PonderError as e:
             self.busy = False
             self.failed.emit(str(e))
@@ -192,11 +143,36 @@ class EngineBridge(QObject):
             self._worker = None
 
 
-def _describe(backend: Any) -> dict[str, Any]:
-    """What the status bar says once the model is ready: a llama.cpp model or a server executor."""
-    if hasattr(backend, "model_record"):
-        return backend.model_record()
-    return backend.info.as_dict()
+def _describe(executor: Any) -> dict[str, Any]:
+    """What the status bar says once the model is ready."""
+    return executor.describe()
+
+
+def _recorded(
+    executor: Any, store_path: str | None, request: CompareRequest, sink: Any, cancel: Any, flush: Any
+) -> tuple[str, list[dict[str, Any]]]:
+    """On the worker thread: the compare recorded into the store at ``store_path``."""
+    store = Store.open(store_path)
+    try:
+        result = run_compare(executor, request, sink, cancel, store)
+    finally:
+        store.close()
+    flush()
+    if result.error:
+        raise PonderError(result.error)
+    return str(result.session_id), [s.as_dict() for s in result.summaries]
+
+
+def _swept(
+    executor: Any, store_path: str | None, spec: Any, on_progress: Any, cancel: Any, difficulty: str
+) -> tuple[Any, dict[str, Any]]:
+    """On the worker thread: the sweep run (or resumed), then its analysis."""
+    store = Store.open(store_path)
+    try:
+        result = run_sweep(executor, store, spec, on_progress=on_progress, cancel=cancel)
+        return result, analyse(store, result.sweep_id, spec, difficulty=difficulty)
+    finally:
+        store.close()
 
 
 def _message(err: BaseException) -> str:

@@ -1,4 +1,4 @@
-"""The sweep charts in the app: the charts ``ponder sweep`` writes (``engine.plots``, matplotlib's
+"""The sweep charts in the app: the charts ``ponder sweep`` writes (``engine.sweeps.plots``, matplotlib's
 Agg backend), drawn for the widget's own size and shape — off the GUI thread, when the data changes
 and a moment after the widget is resized (meanwhile the last image is shown scaled)."""
 
@@ -12,11 +12,11 @@ from PySide6.QtCore import QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QPainter, QPixmap
 from PySide6.QtWidgets import QDialog, QSizePolicy, QSplitter, QTextBrowser, QVBoxLayout, QWidget
 
-from engine.plots import CHARTS, png_bytes
+from engine.sweeps.plots import CHARTS, png_bytes
 
 
 class FigureView(QWidget):
-    """A chart of ``engine.plots`` (``make(data)`` gives the figure), drawn off the GUI thread at the
+    """A chart of ``engine.sweeps.plots`` (``make(data)`` gives the figure), drawn off the GUI thread at the
     widget's size whenever the data or the size changes."""
 
     empty_text = "Nothing to draw yet."
@@ -129,8 +129,8 @@ class ExchangeView(QDialog):
     """A two-model exchange report (``ponder sweep --models``'s exchange.json): its chart and table."""
 
     def __init__(self, report: dict[str, Any], parent: QWidget | None = None) -> None:
-        from engine.exchange import exchange_markdown
-        from engine.plots import exchange
+        from engine.sweeps.exchange import exchange_markdown
+        from engine.sweeps.plots import exchange
 
         super().__init__(parent)
         self.setWindowTitle(f"Test-time compute against parameters: {report['small']['label']} vs "

@@ -9,7 +9,7 @@ import math
 from PySide6.QtGui import QColor
 
 from engine.events import Trace
-from engine.report import scored_steps
+from engine.run.export import scored_steps
 from engine.search import registry
 from gui.theme import ON_TINT
 from gui.trace_view import score_qcolor

@@ -6,6 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.errors import PonderError
+from engine.run.request import CompareRequest
+
 
 @dataclass
 class CompareForm:
@@ -27,20 +30,36 @@ class CompareForm:
     def problem_text(self) -> str:
         return self.problem.strip()
 
-    def check(self) -> str | None:
-        """What stops this form from running, said to the user; None when it can run. A budget a
-        strategy cannot spend is refused here, before anything changes."""
-        if not self.problem_text():
-            return "Type a problem first."
-        if not self.strategies:
-            return "Choose at least one strategy."
-        if self.prm == "reference" and not self.reference:
-            return "The reference PRM needs a reference answer."
-        from engine.compare import strategy_params
-        from engine.errors import PonderError
+    def request(self) -> CompareRequest:
+        """The compare this form asks for (unchecked): the one value the engine runs."""
+        return CompareRequest(
+            problem=self.problem_text(),
+            strategies=tuple(self.strategies),
+            budget=self.budget,
+            budget_tokens=self.budget_tokens,
+            overrides=self.overrides,
+            prm=self.prm,
+            reference=self.reference,
+            seed=self.seed,
+            seeds=self.seeds,
+            max_tokens=self.max_tokens,
+            stream_text=True,
+        )
 
+    def checked(self) -> tuple[CompareRequest | None, str | None]:
+        """(the checked request, None), or (None, what stops this form from running, said to the
+        user). A budget a strategy cannot spend is refused here, before anything changes."""
+        if not self.problem_text():
+            return None, "Type a problem first."
+        if not self.strategies:
+            return None, "Choose at least one strategy."
+        if self.prm == "reference" and not self.reference:
+            return None, "The reference PRM needs a reference answer."
         try:
-            strategy_params(self.strategies, self.budget, self.overrides, self.budget_tokens, self.max_tokens)
+            return self.request().checked(), None
         except PonderError as e:
-            return str(e)
-        return None
+            return None, str(e)
+
+    def check(self) -> str | None:
+        """What stops this form from running, said to the user; None when it can run."""
+        return self.checked()[1]

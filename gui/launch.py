@@ -1,6 +1,7 @@
 """The `ponder` console script: no arguments opens the app, a subcommand runs the CLI.
 
-It lives in gui/ because the engine may not import the GUI; the CLI path imports no Qt at all.
+It lives in gui/ because the engine may not import the GUI; the CLI path imports no Qt at all (the
+commands that draw with Qt, ``bench --pan``/``--gui`` and ``screenshot``, import it when they run).
 """
 
 from __future__ import annotations
@@ -16,18 +17,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         from gui.app import run
 
         return run(args)
-    if args[0] == "bench" and "--pan" in args:  # draws with Qt, so not in the engine's CLI
-        from gui.bench import main as pan_bench
-
-        return pan_bench(args[1:])
-    if args[0] == "bench" and "--gui" in args:  # the real window, offscreen
-        from gui.bench_gui import main as gui_bench
-
-        return gui_bench(args[1:])
-    if args[0] == "screenshot":  # needs Qt, so it is not part of the engine's CLI
-        from gui.screenshot import main as shot
-
-        return shot(args[1:])
     from engine.cli import main as cli_main
 
     return cli_main(args)

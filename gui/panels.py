@@ -21,8 +21,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.compare import human_flops
 from engine.events import Event, NodeAdded, TextDelta, Trace
+from engine.present import human_flops
 from engine.search import registry
 from gui.detail import node_html
 from gui.offload import Offload

@@ -164,12 +164,13 @@ class SessionsDock(QDockWidget):
 
     def export_session(self, session_id: str, path: str) -> None:
         """HTML, JSON or JSONL by the file's extension; a failure is a message, the old file stays."""
-        from engine.store import Store, export_text, write_export
+        from engine.run.export import export_session
+        from engine.store import Store, write_export
 
         ext = os.path.splitext(path)[1].lower().lstrip(".")
         try:
             with Store.open(self.db, readonly=True) as store:
-                text = export_text(store, session_id, ext if ext in ("html", "jsonl") else "json")
+                text = export_session(store, session_id, ext if ext in ("html", "jsonl") else "json")
             out = write_export(path, text)
         except PonderError as e:
             QMessageBox.warning(self, "Ponder", f"Export failed: {e}")

@@ -64,6 +64,31 @@ class SweepsTab(QWidget):
         self._refresh_timer = QTimer(self, singleShot=True, interval=3000, timeout=self._refresh_running)
         self._running_spec: Any = None
 
+        left = self._build_left()
+        charts = self._build_charts()
+
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.addWidget(left)
+        split.addWidget(charts)
+        split.setStretchFactor(0, 0)
+        split.setStretchFactor(1, 1)
+        split.setSizes([430, 1000])
+        root = QVBoxLayout(self)
+        root.setContentsMargins(8, 8, 8, 8)
+        root.addWidget(split)
+
+        self.set_combo.activated.connect(self._set_chosen)
+        self.run_button.clicked.connect(self.start)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.export_button.clicked.connect(self.export)
+        self.exchange_button.clicked.connect(self._choose_exchange)
+        self.sweep_list.currentItemChanged.connect(lambda *_: self.open_selected())
+        self.difficulty_combo.currentIndexChanged.connect(lambda *_: self._reanalyse())
+
+    # --- building the tab -----------------------------------------------------------------------------
+
+    def _build_left(self) -> QWidget:
+        """The left column: saved sweeps, the settings, the buttons, progress and the table."""
         left = QWidget()
         form_col = QVBoxLayout(left)
         form_col.setContentsMargins(0, 0, 6, 0)
@@ -72,6 +97,23 @@ class SweepsTab(QWidget):
         self.sweep_list.setWordWrap(True)
         self.sweep_list.setMaximumHeight(110)
         form_col.addWidget(self.sweep_list)
+        form_col.addLayout(self._build_form())
+        form_col.addLayout(self._build_buttons())
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.progress.setValue(0)
+        self.progress.setFormat("")
+        form_col.addWidget(self.progress)
+        self.progress_label = QLabel("")
+        self.progress_label.setWordWrap(True)
+        form_col.addWidget(self.progress_label)
+        self.table = QTextBrowser()
+        self.table.setPlaceholderText("The accuracy table appears here.")
+        form_col.addWidget(self.table, 1)
+        return left
+
+    def _build_form(self) -> QFormLayout:
+        """The sweep's settings."""
         form = QFormLayout()
         self.set_combo = QComboBox()
         self.set_combo.addItems(list(SETS))
@@ -116,7 +158,10 @@ class SweepsTab(QWidget):
         self.difficulty_combo.addItem("the model's pass@1", "pass1")
         self.difficulty_combo.addItem("the PRM's mean score", "prm")
         form.addRow("Difficulty by", self.difficulty_combo)
-        form_col.addLayout(form)
+        return form
+
+    def _build_buttons(self) -> QHBoxLayout:
+        """Run / resume, Stop, Export and the exchange report."""
         buttons = QHBoxLayout()
         self.run_button = QPushButton("Run / resume")
         self.run_button.setToolTip("Runs what the store lacks for these settings; a stopped sweep resumes")
@@ -133,19 +178,10 @@ class SweepsTab(QWidget):
             "against FLOPs, small model with search against the large one"
         )
         buttons.addWidget(self.exchange_button)
-        form_col.addLayout(buttons)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1000)
-        self.progress.setValue(0)
-        self.progress.setFormat("")
-        form_col.addWidget(self.progress)
-        self.progress_label = QLabel("")
-        self.progress_label.setWordWrap(True)
-        form_col.addWidget(self.progress_label)
-        self.table = QTextBrowser()
-        self.table.setPlaceholderText("The accuracy table appears here.")
-        form_col.addWidget(self.table, 1)
+        return buttons
 
+    def _build_charts(self) -> QWidget:
+        """The accuracy and difficulty charts."""
         charts = QWidget()
         cl = QVBoxLayout(charts)
         cl.setContentsMargins(0, 0, 0, 0)
@@ -153,24 +189,7 @@ class SweepsTab(QWidget):
         self.difficulty_chart = SweepChart("by_difficulty.png")
         cl.addWidget(self.accuracy_chart, 3)
         cl.addWidget(self.difficulty_chart, 2)
-
-        split = QSplitter(Qt.Orientation.Horizontal)
-        split.addWidget(left)
-        split.addWidget(charts)
-        split.setStretchFactor(0, 0)
-        split.setStretchFactor(1, 1)
-        split.setSizes([430, 1000])
-        root = QVBoxLayout(self)
-        root.setContentsMargins(8, 8, 8, 8)
-        root.addWidget(split)
-
-        self.set_combo.activated.connect(self._set_chosen)
-        self.run_button.clicked.connect(self.start)
-        self.cancel_button.clicked.connect(self.cancel)
-        self.export_button.clicked.connect(self.export)
-        self.exchange_button.clicked.connect(self._choose_exchange)
-        self.sweep_list.currentItemChanged.connect(lambda *_: self.open_selected())
-        self.difficulty_combo.currentIndexChanged.connect(lambda *_: self._reanalyse())
+        return charts
 
     # --- the form -------------------------------------------------------------------------------------
 
@@ -193,7 +212,7 @@ class SweepsTab(QWidget):
     def spec(self) -> Any:
         """The form as a SweepSpec; a PonderError says what is wrong."""
         from engine.errors import InvalidRequestError
-        from engine.sweep import SweepSpec
+        from engine.sweeps import SweepSpec
 
         kind = SETS[self.set_combo.currentText()]
         problem_set = self._file if kind == "file" else kind
@@ -261,7 +280,7 @@ class SweepsTab(QWidget):
 
     def open_sweep(self, sweep_id: str) -> None:
         """Show a stored sweep: its settings in the form, its charts and table."""
-        from engine.sweep import spec_of
+        from engine.sweeps import spec_of
 
         try:
             with _open_store(self.host.db) as store:
@@ -286,7 +305,7 @@ class SweepsTab(QWidget):
 
         def work() -> None:
             from engine.store import Store
-            from engine.sweep import analyse
+            from engine.sweeps import analyse
 
             try:
                 with Store.open(db, readonly=True) as store:
@@ -317,7 +336,7 @@ class SweepsTab(QWidget):
             self.open_sweep(self.sweep_id)
 
     def show_summary(self, summary: dict[str, Any]) -> None:
-        from engine.sweep import markdown_table
+        from engine.sweeps import markdown_table
 
         self.summary = summary
         self.sweep_id = summary["sweep"]["id"]
@@ -359,7 +378,7 @@ class SweepsTab(QWidget):
             self.progress_label.setText("Stopping after the current token… what is done stays saved.")
 
     def on_progress(self, p: Any) -> None:
-        from engine.sweep import hms
+        from engine.sweeps import hms
 
         if not self.busy:
             return
@@ -416,7 +435,7 @@ class SweepsTab(QWidget):
 
     def open_exchange(self, path: str) -> Any:
         """Show an exchange report (``ponder sweep --models``); a file that is not one says so."""
-        from engine.sweep import load_summary
+        from engine.sweeps import load_summary
         from gui.charts import ExchangeView
 
         try:
@@ -441,7 +460,7 @@ class SweepsTab(QWidget):
             self.export_to(folder)
 
     def export_to(self, folder: str) -> list[Path]:
-        from engine.sweep import write_outputs
+        from engine.sweeps import write_outputs
 
         try:
             files = write_outputs(self.summary, folder)  # type: ignore[arg-type]

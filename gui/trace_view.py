@@ -27,7 +27,8 @@ from PySide6.QtWidgets import (
 )
 
 from engine.events import Trace
-from engine.report import GREY, GREY_STRONG, score_hsl
+from engine.present import GREY, GREY_STRONG, score_hsl
+from engine.search.registry import answer_is_path
 from gui.theme import colours
 from gui.tree_layout import (  # noqa: F401 - the layout and notes are re-exported for callers
     CARD_GAP,
@@ -56,7 +57,7 @@ FONT_PT = 8.5
 
 
 def score_qcolor(score: float | None, strong: bool = False) -> QColor:
-    """The app's one score scale (:func:`engine.report.score_hsl`) as a QColor."""
+    """The app's one score scale (:func:`engine.present.score_hsl`) as a QColor."""
     if score is None:
         return QColor(GREY_STRONG if strong else GREY)
     h, sat, light = score_hsl(score, strong)
@@ -222,7 +223,7 @@ class TraceView(QGraphicsView):
         scene = self.scene()
         lay = layout(trace, strategy, self.expanded, self.per_line(trace, strategy))
         self.layout = lay
-        chosen = trace.chosen()
+        chosen = trace.chosen(answer_is_path(strategy))
         self._focus = trace.selected.node_id if chosen and trace.selected is not None else None
         if notes is None:
             notes = tree_notes(trace, answers=lay.size[0] >= NODE_W) if lay.joined else {}

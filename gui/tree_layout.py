@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from engine.events import Trace
+from engine.search.registry import drawn_as
 
 NODE_W, NODE_H = 190.0, 54.0  # cards with text: best-of-N samples, revision attempts
 GAP_X, GAP_Y = 14.0, 30.0
@@ -14,13 +15,6 @@ CARD_W, CARD_H = 112.0, 34.0  # a search's step cards: score, note, answer or th
 CARD_GAP = 8.0
 ROW_GAP = 18.0
 STUB_W = 84.0
-
-
-def drawn_as(strategy: str) -> str:
-    from engine.search.registry import find
-
-    s = find(strategy)
-    return s.drawn_as if s is not None else "column"
 
 
 def drawn_as_tree(strategy: str) -> bool:

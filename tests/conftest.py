@@ -9,6 +9,19 @@ import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
+_TESTS = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test's folder says what kind it is: tests/unit are quick (``make test-fast`` runs
+    ``-m unit``); integration, servers and gui are slow."""
+    for item in items:
+        try:
+            folder = Path(item.fspath).resolve().relative_to(_TESTS).parts[0]
+        except ValueError:
+            continue
+        item.add_marker(pytest.mark.unit if folder == "unit" else pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def model_path() -> str:

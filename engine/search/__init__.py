@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from engine.protocol import RunContext, StrategyGen
 from engine.search import registry
-from engine.search.protocol import RunContext, StrategyGen
 
 
 def default_strategies() -> tuple[str, ...]:

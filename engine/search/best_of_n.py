@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from engine.protocol import Generate, GenItem, Release, RunContext, StrategyGen
 from engine.search.common import added, choose, finished_event, score, scored_event, started
-from engine.search.protocol import Generate, GenItem, Release, RunContext, StrategyGen
 from engine.search.registry import Strategy, register, selection_param
 
 

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field, replace
 
 from engine.answers import extract_answer
 from engine.prm import aggregate, split_steps
+from engine.protocol import Generate, Generated, GenItem, Release, RunContext, StrategyGen
 from engine.search.common import Scored, added, choose, finished_event, score, scored_event, started
-from engine.search.protocol import Generate, Generated, GenItem, Release, RunContext, StrategyGen
 from engine.search.registry import BudgetError, Param, Strategy, multiple_of, register, selection_param
 
 THINK_END = "</think>"

@@ -9,7 +9,7 @@ from typing import Any
 from engine.answers import extract_answer
 from engine.events import NodeAdded, NodeFinished, NodeScored, RunStarted, Selected
 from engine.prm import aggregate, split_steps
-from engine.search.protocol import Generated, RunContext, Score
+from engine.protocol import Generated, RunContext, Score
 from engine.search.selection import select
 
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from engine.events import NodePruned
+from engine.protocol import Generate, Generated, GenItem, Release, RunContext, StrategyGen
 from engine.search.common import added, choose, finished_event, is_done, score, scored_event, started
-from engine.search.protocol import Generate, Generated, GenItem, Release, RunContext, StrategyGen
 from engine.search.registry import Param, Strategy, multiple_of, register, selection_param
 
 

@@ -21,15 +21,16 @@ weights and which node each new particle was copied from; nodes that died are pr
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
 from engine.events import NodePruned, Resampled
+from engine.protocol import Generate, GenItem, Release, RunContext, StrategyGen
 from engine.sampling import derive_seed
 from engine.search.common import added, choose, finished_event, is_done, score, scored_event, started
-from engine.search.protocol import Generate, GenItem, Release, RunContext, StrategyGen
 from engine.search.registry import Param, Strategy, register, selection_param
 
 RESAMPLING = ("systematic", "multinomial")
@@ -144,29 +145,47 @@ def particle_filtering(
             yield Release(tuple(i for i in ended if i is not None))  # an ended particle grows no more
         if all(p.done for p in particles):
             break
-        # Resample over every particle (an ended one keeps its final score and may be copied).
-        nodes = sorted({p.node_id for p in particles if p.node_id is not None})
-        w = weights([p.score for p in particles], temperature)
-        node_w = {i: 0.0 for i in nodes}
-        for p, wk in zip(particles, w, strict=True):
-            node_w[p.node_id] += wk  # type: ignore[index]
-        picks = resample(w, n, resampling, rng)
-        new = [particles[j] for j in picks]
-        yield Resampled(
-            ctx.run_id,
-            it,
-            nodes,
-            [node_w[i] for i in nodes],
-            [p.node_id for p in new],  # type: ignore[misc]
-        )
-        kept = {p.node_id for p in new}
-        dead = [i for i in nodes if i not in kept]
-        for i in dead:
-            yield NodePruned(ctx.run_id, i, it)
-        live_dead = [p.node_id for p in particles if p.node_id in dead and not p.done]
-        if live_dead:
-            yield Release(tuple(sorted(set(live_dead))))  # type: ignore[arg-type]
-        particles = new
+        particles = yield from _resample_round(ctx, particles, it, n, temperature, resampling, rng)
+    yield from _finish(ctx, particles, selection)
+
+
+def _resample_round(
+    ctx: RunContext,
+    particles: list[Particle],
+    it: int,
+    n: int,
+    temperature: float,
+    resampling: str,
+    rng: np.random.Generator,
+) -> Generator[Any, Any, list[Particle]]:
+    """Round ``it``'s resampling over every particle (an ended one keeps its final score and may be
+    copied): the ``n`` new particles, after the Resampled event, the dead nodes pruned and released."""
+    nodes = sorted({p.node_id for p in particles if p.node_id is not None})
+    w = weights([p.score for p in particles], temperature)
+    node_w = {i: 0.0 for i in nodes}
+    for p, wk in zip(particles, w, strict=True):
+        node_w[p.node_id] += wk  # type: ignore[index]
+    picks = resample(w, n, resampling, rng)
+    new = [particles[j] for j in picks]
+    yield Resampled(
+        ctx.run_id,
+        it,
+        nodes,
+        [node_w[i] for i in nodes],
+        [p.node_id for p in new],  # type: ignore[misc]
+    )
+    kept = {p.node_id for p in new}
+    dead = [i for i in nodes if i not in kept]
+    for i in dead:
+        yield NodePruned(ctx.run_id, i, it)
+    live_dead = [p.node_id for p in particles if p.node_id in dead and not p.done]
+    if live_dead:
+        yield Release(tuple(sorted(set(live_dead))))  # type: ignore[arg-type]
+    return new
+
+
+def _finish(ctx: RunContext, particles: list[Particle], selection: str) -> Generator[Any, Any, None]:
+    """Each final particle's node finished once, then the answer chosen over every copy."""
     final = [p for p in particles if p.node_id is not None]
     seen = set()
     for p in final:

@@ -254,11 +254,9 @@ def _load_file(path: Path) -> None:
 def load(extra: Iterable[str] | None = None) -> None:
     """Import every strategy module of this package, then the modules (or .py files) named in
     ``PONDER_STRATEGIES`` (comma-separated) and ``extra``. Each registers itself."""
-    import engine.search as pkg
-
     if "" not in _loaded:
         _loaded.add("")
-        for m in pkgutil.iter_modules(pkg.__path__):
+        for m in pkgutil.iter_modules([str(Path(__file__).parent)]):  # this package's modules
             if not m.ispkg:
                 importlib.import_module(f"engine.search.{m.name}")
     wanted = [s.strip() for s in os.environ.get("PONDER_STRATEGIES", "").split(",") if s.strip()]
@@ -315,8 +313,24 @@ def title(name: str) -> str:
     return s.title if s is not None else name
 
 
+def drawn_as(name: str) -> str:
+    """How a strategy's trace is drawn ("tree", "chain" or "column"); a ranked column for a name no
+    module registers. The app's layout and the HTML export both ask here."""
+    s = find(name)
+    return s.drawn_as if s is not None else "column"
+
+
+def answer_is_path(name: str) -> bool:
+    """Whether the strategy's chosen answer is the text of a path of nodes (what
+    :meth:`engine.events.Trace.chosen` is told)."""
+    s = find(name)
+    return s is not None and s.answer_is_path
+
+
 __all__ = [
     "BudgetError",
+    "answer_is_path",
+    "drawn_as",
     "Param",
     "SELECTIONS",
     "Strategy",

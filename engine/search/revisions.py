@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from engine.answers import extract_answer, group_answers
 from engine.errors import InvalidRequestError
 from engine.events import Selected
+from engine.protocol import Generate, GenItem, Messages, Release, RunContext, StrategyGen
 from engine.search.common import added, finished_event, score, scored_event, started
-from engine.search.protocol import Generate, GenItem, Messages, Release, RunContext, StrategyGen
 from engine.search.registry import Param, Strategy, divisor_at_most, multiple_of, register, selection_param
 from engine.search.selection import select
 

@@ -3,7 +3,7 @@
 :class:`Backend` is one model with one batched context (see ``backend.py``), built from pieces with
 one job each: ``vocab`` (text in and out), ``branches`` (the KV sequences), ``decoding`` (one decode
 for every live branch, then sampling), ``reading`` (logprobs without sampling). ``executor.py`` puts
-it under the scheduler as the :class:`~engine.backends.base.Executor` for in-process runs.
+it under the scheduler as the :class:`~engine.executor.Executor` for in-process runs.
 """
 
 from engine.backends.llama_cpp.backend import Backend

@@ -109,3 +109,16 @@ class ModelInfo:
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+def config_dict(config: BackendConfig) -> dict[str, Any]:
+    """What a saved session records of the context it ran in (a rerun loads the same)."""
+    return {
+        "n_ctx": config.n_ctx,
+        "n_seq_max": config.n_seq_max,
+        "n_batch": config.n_batch,
+        "n_ubatch": config.n_ubatch,
+        "n_gpu_layers": config.n_gpu_layers,
+        "threads": config.threads,
+        "flash_attn": config.flash_attn,
+    }

@@ -1,4 +1,4 @@
-"""The in-process :class:`~engine.backends.base.Executor`: requests of many runs as branches of one
+"""The in-process :class:`~engine.executor.Executor`: requests of many runs as branches of one
 llama.cpp context.
 
 Like llama.cpp's server loop: Generate items become branches (a chat prompt is decoded once and
@@ -18,7 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.backends.base import (
+from engine.backends.llama_cpp.backend import Backend
+from engine.backends.llama_cpp.branch import Branch, TokenEvent
+from engine.backends.llama_cpp.config import config_dict
+from engine.errors import InvalidRequestError, KVCacheFullError, PonderError
+from engine.executor import (
+    PRM,
     Delta,
     Executor,
     GenDone,
@@ -28,10 +33,7 @@ from engine.backends.base import (
     pooled,
     split_scores,
 )
-from engine.backends.llama_cpp.backend import Backend
-from engine.backends.llama_cpp.branch import Branch, TokenEvent
-from engine.errors import InvalidRequestError, KVCacheFullError, PonderError
-from engine.search.protocol import Generated, GenItem
+from engine.protocol import Generated, GenItem
 
 JUDGE_SEQUENCES = 3  # a judge in the same context reads with a chain and a verdict branch at least
 MARGIN_CELLS = 16  # KV cells kept free beyond what admitted branches may still fill
@@ -78,8 +80,10 @@ class _ScoreJob:
 class LlamaCppExecutor(Executor):
     kind = "llama.cpp"
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, owns_backend: bool = False) -> None:
+        """``owns_backend``: :meth:`close` closes the backend too (an executor a worker opened)."""
         self.backend = backend
+        self.owns_backend = owns_backend
         self._runs: dict[str, _RunState] = {}
         self._roots: dict[tuple, Branch] = {}
         self._queue: deque[tuple[str, int]] = deque()  # (run, item index) waiting to start
@@ -98,9 +102,10 @@ class LlamaCppExecutor(Executor):
         info = self.backend.info.as_dict()
         return {"backend": self.kind, **{k: v for k, v in info.items() if k in MODEL_FIELDS}}
 
-    def session_settings(self) -> dict[str, Any]:
-        from engine.sessions import config_dict
+    def describe(self) -> dict[str, Any]:
+        return self.backend.info.as_dict()
 
+    def session_settings(self) -> dict[str, Any]:
         return {
             "backend": {"kind": self.kind},
             "model_path": str(self.backend.info.path),
@@ -138,6 +143,10 @@ class LlamaCppExecutor(Executor):
         self._prm_backends[id(prm)] = [prm_backend]
         return prm
 
+    def close(self) -> None:
+        if self.owns_backend:
+            self.backend.close()
+
     def close_prm(self, prm: Any) -> None:
         if prm is self._judge:
             self._judge, self.reserve = None, 0
@@ -151,7 +160,14 @@ class LlamaCppExecutor(Executor):
         return "</think>" in (self.backend.chat_template or "")
 
     def prompt_fit(self, messages: tuple[tuple[str, str], ...]) -> tuple[int, int] | None:
-        tokens = self.backend.chat_tokens([{"role": role, "content": text} for role, text in messages])
+        # Rendered and tokenized once: the runs' first generations start from these same tokens.
+        key = tuple(messages)
+        text = self._rendered.get(key)
+        if text is None:
+            text = self._rendered[key] = self.backend.render_chat([{"role": r, "content": t} for r, t in key])
+        tokens = self._tokens.get(key)
+        if tokens is None:
+            tokens = self._tokens[key] = self.backend.prompt_tokens(text)
         return len(tokens), self.backend.n_ctx
 
     def _state(self, run_id: str) -> _RunState:
@@ -202,10 +218,10 @@ class LlamaCppExecutor(Executor):
         if not root.freed:
             self.backend.free(root)
 
-    def score(self, prm: Any, question: str, asks: Sequence[ScoreAsk]) -> ScoreDone | None:
+    def score(self, prm: PRM, question: str, asks: Sequence[ScoreAsk]) -> ScoreDone | None:
         cands, finished = pooled(asks)
         job = _ScoreJob(list(asks), cands, getattr(prm, "tokens_used", 0), time.perf_counter(), prm)
-        if hasattr(prm, "score_gen"):
+        if prm.mode == "stepped":
             job.usage = [0]
             job.gen = prm.score_gen(question, cands, finished, cancel=self.cancel, usage=job.usage)
             if any(j.prm is prm for j in self._jobs):

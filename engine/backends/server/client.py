@@ -15,6 +15,9 @@ Every call has a timeout; connection failures, timeouts, HTTP 429 and 5xx are re
 exponential backoff (honouring ``Retry-After``), then reported as a :class:`ServerError` that names
 the server. The API key goes only into the ``Authorization`` header: it is never part of a URL,
 message or record this module makes.
+
+What travels (requests, answers, :class:`ServerError`) is in ``wire.py``; the dialects' request
+bodies and the reading of their answers in ``dialects.py``; this module does the I/O.
 """
 
 from __future__ import annotations
@@ -24,90 +27,23 @@ import codecs
 import email.utils
 import json
 import time
-from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from engine.errors import PonderError
+from engine.backends.server.dialects import llama_body, openai_body, parse_llama, parse_openai, spread
+from engine.backends.server.wire import (
+    Completion,
+    CompletionRequest,
+    ServerError,
+    ServerInfo,
+    split_url,
+    to_int,
+)
+from engine.chat import render_chat
 
 TRANSIENT_STATUS = (408, 429, 500, 502, 503, 504)
 DEFAULT_SLOTS = 16  # an OpenAI-compatible server that does not say (vLLM batches far more)
-
-
-class ServerError(PonderError):
-    """A server refused, failed or answered nonsense. ``dead``: it cannot be reached at all."""
-
-    def __init__(self, server: str, message: str, *, dead: bool = False, transient: bool = False) -> None:
-        super().__init__(f"{server}: {message}")
-        self.server = server
-        self.dead = dead
-        self.transient = transient
-
-
-def split_url(url: str) -> tuple[str, str | None]:
-    """(the URL without credentials, query or trailing slash; the password it carried, if any)."""
-    raw = url.strip()
-    if "://" not in raw:
-        raw = "http://" + raw
-    parts = urlsplit(raw)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise PonderError(f"{url!r} is not a server address: use http://HOST:PORT or https://HOST")
-    host = parts.hostname
-    if ":" in host:  # IPv6
-        host = f"[{host}]"
-    netloc = host + (f":{parts.port}" if parts.port else "")
-    path = parts.path.rstrip("/")
-    if path.endswith("/v1"):
-        path = path[:-3]
-    return urlunsplit((parts.scheme, netloc, path, "", "")), parts.password or None
-
-
-@dataclass
-class ServerInfo:
-    url: str  # without credentials
-    dialect: str  # "llama-server" | "openai"
-    model: str  # the model id requests name
-    models: list[str]
-    slots: int
-    n_ctx: int | None = None
-    n_params: int | None = None
-    n_vocab: int | None = None
-    build: str = ""  # llama-server build_info, or what the server says of its version
-    model_path: str = ""  # llama-server: the GGUF it serves (a path on the server's machine)
-    chat_template: str | None = None
-    bos_token: str = ""
-    eos_token: str = ""
-    owned_by: str = ""
-    server_slots: int | None = None  # what the server itself has (llama-server's total_slots)
-
-
-@dataclass(frozen=True)
-class CompletionRequest:
-    prompt: tuple[int, ...]
-    max_tokens: int
-    temperature: float = 0.8
-    top_p: float = 1.0
-    top_k: int = 0
-    min_p: float = 0.0
-    seed: int = 0
-    stop: tuple[str, ...] = ()
-    ignore_eos: bool = False
-    n_probs: int = 1  # top logprobs per generated token (1: the sampled token's own logprob)
-    n: int = 1  # completions of this prompt (llama-server: decoded once, copied to n slots; seeds seed+i)
-
-
-@dataclass
-class Completion:
-    ids: list[int]
-    text: str
-    pieces: list[str]
-    logprobs: list[float]
-    finish: str  # eos | stop | length
-    prompt_n: int = 0  # prompt tokens the server evaluated
-    cached_n: int = 0  # prompt tokens its cache already held
-    top: list[tuple[int | None, str, float]] = field(default_factory=list)  # first position's top logprobs
 
 
 def _error_text(resp: httpx.Response) -> str:
@@ -351,16 +287,16 @@ class ServerClient:
                 model=chosen,
                 models=ids,
                 slots=self.parallel or int(props.get("total_slots") or 1),
-                n_ctx=_int(gen.get("n_ctx")) or _int(meta.get("n_ctx")),
-                n_params=_int(meta.get("n_params")),
-                n_vocab=_int(meta.get("n_vocab")),
+                n_ctx=to_int(gen.get("n_ctx")) or to_int(meta.get("n_ctx")),
+                n_params=to_int(meta.get("n_params")),
+                n_vocab=to_int(meta.get("n_vocab")),
                 build=str(props.get("build_info") or ""),
                 model_path=str(props.get("model_path") or ""),
                 chat_template=props.get("chat_template") or None,
                 bos_token=str(props.get("bos_token") or ""),
                 eos_token=str(props.get("eos_token") or ""),
                 owned_by=str(entry.get("owned_by") or "llamacpp"),
-                server_slots=_int(props.get("total_slots")),
+                server_slots=to_int(props.get("total_slots")),
             )
         else:
             version = ""
@@ -375,7 +311,7 @@ class ServerClient:
                 model=chosen,
                 models=ids,
                 slots=self.parallel or DEFAULT_SLOTS,
-                n_ctx=_int(entry.get("max_model_len")),
+                n_ctx=to_int(entry.get("max_model_len")),
                 build=(f"{entry.get('owned_by', '')} {version}").strip(),
                 owned_by=str(entry.get("owned_by") or ""),
             )
@@ -444,8 +380,6 @@ class ServerClient:
         the model has no template."""
         info = self.info
         if info is not None and (info.chat_template is not None or info.dialect == "llama-server"):
-            from engine.chat import render_chat
-
             text, warning = render_chat(
                 info.chat_template,
                 messages,
@@ -502,34 +436,8 @@ class ServerClient:
         return [await self._complete_openai(req)]
 
     def llama_body(self, req: CompletionRequest) -> dict[str, Any]:
-        """The /completion request body: plain temperature sampling (every other sampler of
-        llama-server's chain set to do nothing), token ids in and out, the prefix cache on."""
-        body: dict[str, Any] = {
-            "prompt": list(req.prompt),
-            "n_predict": req.max_tokens,
-            "temperature": req.temperature,
-            "top_p": req.top_p,
-            "top_k": req.top_k,
-            "min_p": req.min_p,
-            "typical_p": 1.0,
-            "repeat_penalty": 1.0,
-            "presence_penalty": 0.0,
-            "frequency_penalty": 0.0,
-            "dry_multiplier": 0.0,
-            "xtc_probability": 0.0,
-            "seed": req.seed,
-            "stop": list(req.stop),
-            "ignore_eos": req.ignore_eos,
-            "n_probs": req.n_probs,
-            "return_tokens": True,
-            "cache_prompt": True,
-            "stream": False,
-        }
-        if req.n > 1:
-            body["n_cmpl"] = req.n
-        if self.info and self.info.model:
-            body["model"] = self.info.model
-        return body
+        """The /completion request body (see :func:`~engine.backends.server.dialects.llama_body`)."""
+        return llama_body(req, self.info.model if self.info else "")
 
     async def _complete_llama(self, req: CompletionRequest) -> list[Completion]:
         body = self.llama_body(req)
@@ -537,85 +445,17 @@ class ServerClient:
         results = r if isinstance(r, list) else [r]
         if len(results) != req.n or not all(isinstance(x, dict) for x in results):
             raise ServerError(self.url, f"answered {len(results)} completions for {req.n} asked")
-        results = sorted(results, key=lambda x: _int(x.get("index")) or 0)
+        results = sorted(results, key=lambda x: to_int(x.get("index")) or 0)
         return [await self._parse_llama(x) for x in results]
 
     async def _parse_llama(self, r: dict[str, Any]) -> Completion:
-        try:
-            ids = [int(t) for t in r["tokens"]]
-            probs = r.get("completion_probabilities") or []
-            stop_type = str(r.get("stop_type", ""))
-            timings = r.get("timings") or {}
-        except (KeyError, TypeError, ValueError):
-            raise ServerError(self.url, f"answered /completion without tokens: {str(r)[:160]}") from None
-        finish = {"eos": "eos", "word": "stop", "limit": "length"}.get(stop_type, "length")
-        # Logprobs and bytes come per token, in order; the server leaves out the tokens of a stop
-        # word (and a token ending inside a UTF-8 character): match them up by id.
-        lps: list[float | None] = [None] * len(ids)
-        first_top: list[tuple[int | None, str, float]] = []
-        j = 0
-        for entry in probs:
-            if not isinstance(entry, dict):
-                continue
-            tid = entry.get("id")
-            while j < len(ids) and ids[j] != tid:
-                j += 1
-            if j >= len(ids):
-                break
-            lps[j] = _float(entry.get("logprob"))
-            raw = entry.get("bytes")
-            if isinstance(raw, list) and ids[j] not in self._pieces:
-                self._pieces[ids[j]] = bytes(int(b) & 0xFF for b in raw)
-            if j == 0:
-                top = entry.get("top_logprobs") or []
-                first_top = [
-                    (t.get("id"), str(t.get("token", "")), _float(t.get("logprob")) or -1e30)
-                    for t in top
-                    if isinstance(t, dict)
-                ]
-            j += 1
-        text, pieces = await self._assemble(ids)
-        prompt_n = _int(timings.get("prompt_n"))
-        cached_n = _int(timings.get("cache_n"))
-        if prompt_n is None:
-            prompt_n = max(0, (_int(r.get("tokens_evaluated")) or 0) - (cached_n or 0))
-        return Completion(
-            ids=ids,
-            text=text,
-            pieces=pieces,
-            logprobs=[0.0 if lp is None else lp for lp in lps],
-            finish=finish,
-            prompt_n=prompt_n,
-            cached_n=cached_n or 0,
-            top=first_top,
-        )
+        done = parse_llama(self.url, r, self._pieces)
+        done.text, done.pieces = await self._assemble(done.ids)
+        return done
 
     def openai_body(self, req: CompletionRequest) -> dict[str, Any]:
-        """The /v1/completions request body, with the extensions vLLM and SGLang read to return
-        token ids and keep the stop string (others ignore them)."""
-        body: dict[str, Any] = {
-            "model": self.info.model if self.info else "",
-            "prompt": list(req.prompt),
-            "max_tokens": req.max_tokens,
-            "temperature": req.temperature,
-            "top_p": req.top_p,
-            "seed": req.seed,
-            "stop": list(req.stop) or None,
-            "logprobs": max(1, req.n_probs),
-            "n": 1,
-            "stream": False,
-            "ignore_eos": req.ignore_eos,
-            # vLLM: token ids in the logprobs, the stop string kept; SGLang: the stop string kept.
-            "return_tokens_as_token_ids": True,
-            "include_stop_str_in_output": True,
-            "no_stop_trim": True,
-            "skip_special_tokens": False,
-            "min_p": req.min_p,
-            "cache_prompt": True,
-        }
-        if req.top_k > 0:
-            body["top_k"] = req.top_k
-        return body
+        """The /v1/completions request body (see :func:`~engine.backends.server.dialects.openai_body`)."""
+        return openai_body(req, self.info.model if self.info else "")
 
     def request(self, req: CompletionRequest) -> tuple[str, dict[str, Any]]:
         """(path, body) of a completion in this server's dialect (the bench's minimal client sends
@@ -625,61 +465,10 @@ class ServerClient:
         return "/v1/completions", self.openai_body(req)
 
     async def _complete_openai(self, req: CompletionRequest) -> Completion:
-        body = self.openai_body(req)
-        r = await self.call("POST", "/v1/completions", body)
-        try:
-            choice = r["choices"][0]
-            text = str(choice.get("text") or "")
-            reason = choice.get("finish_reason")
-            usage = r.get("usage") or {}
-        except (KeyError, IndexError, TypeError, AttributeError):
-            raise ServerError(
-                self.url, f"answered /v1/completions without a choice: {str(r)[:160]}"
-            ) from None
-        lp = choice.get("logprobs") or {}
-        ids: list[int] = []
-        lps: list[float] = []
-        top: list[tuple[int | None, str, float]] = []
-        if isinstance(lp, dict) and isinstance(lp.get("content"), list):  # llama-server, newer OpenAI
-            for k, e in enumerate(lp["content"]):
-                if isinstance(e, dict) and isinstance(e.get("id"), int):
-                    ids.append(int(e["id"]))
-                    lps.append(_float(e.get("logprob")) or 0.0)
-                    if k == 0:
-                        top = [
-                            (t.get("id"), str(t.get("token", "")), _float(t.get("logprob")) or -1e30)
-                            for t in e.get("top_logprobs") or []
-                            if isinstance(t, dict)
-                        ]
-        elif isinstance(lp, dict) and isinstance(lp.get("tokens"), list):  # vLLM, SGLang (legacy)
-            for k, (tok, value) in enumerate(zip(lp["tokens"], lp.get("token_logprobs") or [], strict=False)):
-                tid = _token_id(tok)
-                if tid is None:
-                    ids = []
-                    break
-                ids.append(tid)
-                lps.append(_float(value) or 0.0)
-                if k == 0 and lp.get("top_logprobs"):
-                    first = lp["top_logprobs"][0] or {}
-                    top = [(_token_id(t), str(t), _float(v) or -1e30) for t, v in first.items()]
-        n_done = _int(usage.get("completion_tokens")) or len(ids)
-        # Why it ended: vLLM says stop_reason (None: EOS; the stop string), SGLang matched_stop;
-        # llama-server's OpenAI path says neither, and leaves the stop word out of text and logprobs.
-        said = "stop_reason" in choice or "matched_stop" in choice
-        stop_reason = choice.get("stop_reason", choice.get("matched_stop"))
-        if reason != "stop":
-            finish = "length"
-        elif isinstance(stop_reason, str):
-            finish = "stop"
-        elif said:
-            finish = "eos"
-        elif req.stop and (n_done > len(ids) or any(text.endswith(x) for x in req.stop)):
-            finish = "stop"
-        else:
-            finish = "eos"
-        if finish == "stop" and req.stop and not any(text.endswith(x) for x in req.stop):
-            text += stop_reason if isinstance(stop_reason, str) else req.stop[0]  # a step keeps its delimiter
-        if not ids or len(ids) < (_int(usage.get("completion_tokens")) or 0):
+        r = await self.call("POST", "/v1/completions", self.openai_body(req))
+        done, n_counted = parse_openai(self.url, r, req)
+        ids, lps, text = done.ids, done.logprobs, done.text
+        if not ids or len(ids) < n_counted:
             # Ids the server did not give: from the text (exact for what the model would read back).
             known = b"".join([await self.piece(t) for t in ids]).decode("utf-8", errors="replace")
             rest = text[len(known) :] if text.startswith(known) else text
@@ -692,19 +481,9 @@ class ServerClient:
             lps += [0.0] * (len(ids) - len(lps))
         _text, pieces = await self._assemble(ids)
         if "".join(pieces) != text:  # keep the server's text; spread it over the pieces we have
-            pieces = _spread(text, len(ids))
-        details = usage.get("prompt_tokens_details") or {}
-        cached = _int(details.get("cached_tokens")) or 0
-        return Completion(
-            ids=ids,
-            text=text,
-            pieces=pieces,
-            logprobs=lps[: len(ids)],
-            finish=finish,
-            prompt_n=max(0, (_int(usage.get("prompt_tokens")) or len(req.prompt)) - cached),
-            cached_n=cached,
-            top=top,
-        )
+            pieces = spread(text, len(ids))
+        done.ids, done.logprobs, done.pieces = ids, lps[: len(ids)], pieces
+        return done
 
     async def _assemble(self, ids: list[int]) -> tuple[str, list[str]]:
         """Text and per-token pieces as the in-process path makes them: every token's bytes (special
@@ -715,37 +494,6 @@ class ServerClient:
         dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
         pieces = [dec.decode(self._pieces.get(t, b"")) for t in ids]
         return "".join(pieces), pieces
-
-
-def _spread(text: str, n: int) -> list[str]:
-    if n <= 0:
-        return []
-    return [""] * (n - 1) + [text]
-
-
-def _token_id(tok: Any) -> int | None:
-    if isinstance(tok, int):
-        return tok
-    if isinstance(tok, str) and tok.startswith("token_id:"):
-        try:
-            return int(tok[9:])
-        except ValueError:
-            return None
-    return None
-
-
-def _int(v: Any) -> int | None:
-    try:
-        return int(v) if v is not None else None
-    except (TypeError, ValueError):
-        return None
-
-
-def _float(v: Any) -> float | None:
-    try:
-        return float(v) if v is not None else None
-    except (TypeError, ValueError):
-        return None
 
 
 def _short(e: BaseException) -> str:

@@ -1,4 +1,4 @@
-"""The :class:`~engine.backends.base.Executor` for inference servers.
+"""The :class:`~engine.executor.Executor` for inference servers.
 
 Every Generate item is one completion request; all requests of all runs are in flight at once (the
 pool bounds each server to its slots and queues the rest), and :meth:`ServerExecutor.poll` returns
@@ -18,7 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.backends.base import (
+from engine.backends.server.client import Completion, CompletionRequest, ServerClient
+from engine.backends.server.pool import ServerPool
+from engine.backends.server.prm import ServerVerdictPRM
+from engine.errors import Cancelled, InvalidRequestError, PonderError
+from engine.executor import (
+    PRM,
     Delta,
     Executor,
     GenDone,
@@ -29,11 +34,7 @@ from engine.backends.base import (
     pooled,
     split_scores,
 )
-from engine.backends.server.client import Completion, CompletionRequest, ServerClient
-from engine.backends.server.pool import ServerPool
-from engine.backends.server.prm import ServerVerdictPRM
-from engine.errors import Cancelled, InvalidRequestError, PonderError
-from engine.search.protocol import Generated, GenItem
+from engine.protocol import Generated, GenItem
 
 POLL_S = 0.1  # how often a waiting poll looks at the cancel flag
 
@@ -258,10 +259,10 @@ class ServerExecutor(Executor):
     def thinking(self) -> bool:
         return "</think>" in (self.pool.info.chat_template or "")
 
-    def score(self, prm: Any, question: str, asks: Sequence[ScoreAsk]) -> ScoreDone | None:
+    def score(self, prm: PRM, question: str, asks: Sequence[ScoreAsk]) -> ScoreDone | None:
         cands, finished = pooled(asks)
         t0 = time.perf_counter()
-        if not isinstance(prm, ServerVerdictPRM):  # arithmetic, reference: no model needed
+        if prm.mode != "async":  # arithmetic, reference: no model needed
             scores = prm.score(question, cands, finished)
             return split_scores(asks, cands, scores, 0, time.perf_counter() - t0)
         meta = (list(asks), cands, t0)

@@ -41,15 +41,15 @@ class LlamaServer:
         threads: int | None = None,
         api_key: str | None = None,
         extra: tuple[str, ...] = (),
-        binary: str | os.PathLike[str] | None = None,
-        log_path: str | os.PathLike[str] | None = None,
     ) -> None:
+        """The process is started by :meth:`start` (or ``with``); the binary is the one built from the
+        pinned llama.cpp source, its log a temporary file (``log_path``)."""
         from engine.backends.server.build import server_binary
 
         self.model = Path(model)
         if not self.model.is_file():
             raise PonderError(f"No model file at {self.model}.")
-        self.binary = Path(binary) if binary else server_binary()
+        self.binary = server_binary()
         self.host = host
         self.port = port or free_port(host)
         self.parallel = parallel
@@ -59,9 +59,7 @@ class LlamaServer:
         self.threads = threads
         self.api_key = api_key
         self.extra = extra
-        self._log_path = (
-            Path(log_path) if log_path else Path(tempfile.mkstemp(prefix="llama-server-", suffix=".log")[1])
-        )
+        self._log_path = Path(tempfile.mkstemp(prefix="llama-server-", suffix=".log")[1])
         self.proc: subprocess.Popen | None = None
 
     @property

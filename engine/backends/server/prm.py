@@ -22,10 +22,12 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from engine.backends.server.client import CompletionRequest
 from engine.backends.server.pool import ServerPool
+from engine.backends.server.wire import CompletionRequest
 from engine.errors import PonderError
-from engine.prm import JUDGE_QUESTION, NEUTRAL, PRM_FORMATS, _check_candidates
+from engine.executor import PRMMode
+from engine.prm import JUDGE_QUESTION, NEUTRAL, PRM_FORMATS, check_candidates
+from engine.protocol import SYSTEM_PROMPT
 
 # Top logprobs asked for at a verdict: llama-server gives as many as asked (a partial sort), OpenAI
 # and vLLM cap them at 20 by default. A verdict token outside them counts as probability 0.
@@ -34,6 +36,9 @@ TOP = {"llama-server": 100, "openai": 20}
 
 class ServerVerdictPRM:
     """A PRM on a :class:`ServerPool` (the policy's servers or a PRM server of its own)."""
+
+    mode: PRMMode = "async"
+    n_params: int = 0  # set by the executor that makes it
 
     def __init__(
         self,
@@ -45,8 +50,6 @@ class ServerVerdictPRM:
         good_token: str = "+",
         bad_token: str = "-",
     ) -> None:
-        from engine.search.protocol import SYSTEM_PROMPT
-
         if kind != "judge" and kind not in PRM_FORMATS:
             raise PonderError(f"Unknown PRM kind {kind!r}")
         self.pool = pool
@@ -145,7 +148,7 @@ class ServerVerdictPRM:
     ) -> tuple[list[list[float]], int]:
         """Step scores of every candidate, and the PRM tokens spent (prompt tokens the servers
         evaluated plus the verdict tokens)."""
-        _check_candidates(candidates)
+        check_candidates(candidates)
         await self._prepare()
         out = [[0.0] * len(c) for c in candidates]
         todo: dict[tuple[str, tuple[str, ...]], list[tuple[int, int]]] = {}

@@ -1,0 +1,226 @@
+"""``run_compare(executor, request)``: strategies side by side at a matched budget.
+
+One path serves a plain compare, a recorded one (``store``), a sweep's cells (which
+:func:`prepare` each and feed them to one scheduler) and a rerun: :func:`prepare` checks the request
+against the executor, saves its session, makes its runs and its PRM; a
+:class:`~engine.run.scheduler.Scheduler` runs them; :meth:`Prepared.close` ends the recording.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.answers import is_correct
+from engine.errors import InvalidRequestError, PromptTooLongError
+from engine.events import Event
+from engine.executor import PRM, Executor
+from engine.llama_lib import build_snapshot
+from engine.protocol import SYSTEM_PROMPT
+from engine.run.request import CompareRequest
+from engine.run.scheduler import EventSink, Run, Scheduler, StrategySpec, make_runs
+
+
+@dataclass
+class RunSummary:
+    strategy: str
+    run_id: str
+    status: str
+    answer: str | None
+    correct: bool | None
+    tally: dict[str, float]
+    generated_tokens: int
+    prompt_tokens: int
+    prm_tokens: int
+    seconds: float
+    prm_seconds: float
+    message: str = ""
+    cached_tokens: int = 0  # of the prompt tokens, served from KV already held (shared or reused)
+    policy_flops: float = 0.0
+    prm_flops: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def summarize(run: Run) -> RunSummary:
+    sel = run.selected
+    answer = sel.answer if sel else None
+    return RunSummary(
+        strategy=run.spec.name,
+        run_id=run.run_id,
+        status=run.status,
+        answer=answer,
+        correct=is_correct(answer, run.ctx.reference) if run.ctx.reference else None,
+        tally=dict(sel.tally) if sel else {},
+        generated_tokens=run.generated_tokens,
+        prompt_tokens=run.prompt_tokens,
+        prm_tokens=run.prm_tokens,
+        seconds=round(run.wall_s, 3),
+        prm_seconds=round(run.prm_s, 3),
+        message=run.message,
+        cached_tokens=run.cached_tokens,
+        policy_flops=run.policy_flops,
+        prm_flops=run.prm_flops,
+    )
+
+
+def prm_record(scorer: PRM, spec: str) -> dict[str, Any]:
+    """What a run records about its PRM: name, spec, its model where it has one, and the parameters
+    its FLOPs are counted with (0 for a PRM that runs no model)."""
+    info: dict[str, Any] = {"name": getattr(scorer, "name", spec), "spec": spec}
+    if getattr(scorer, "model_record", None):
+        info["model"] = scorer.model_record
+    info["n_params"] = int(getattr(scorer, "n_params", 0) or 0)
+    return info
+
+
+def check_prompt(executor: Executor, problem: str, max_tokens: int) -> None:
+    """The problem as a chat prompt fits the context with room for a solution (where the backend
+    can tell before running)."""
+    fit = executor.prompt_fit((("system", SYSTEM_PROMPT), ("user", problem.strip())))
+    if fit is None:
+        return
+    n_prompt, n_ctx = fit
+    if n_prompt >= n_ctx:
+        raise PromptTooLongError(n_prompt, n_ctx)
+    if n_prompt + 1 + min(max_tokens, 16) > n_ctx:
+        raise InvalidRequestError(
+            f"The problem takes {n_prompt} of the context's {n_ctx} tokens, leaving no room for a "
+            "solution. Shorten the problem or raise the context size (--ctx)."
+        )
+
+
+def check_compare(executor: Executor, request: CompareRequest) -> CompareRequest:
+    """What can be known before anything runs, said in the user's terms (budget, tokens, context):
+    the request checked, and its problem fits the executor's context with room for a solution. Any
+    budget runs: generations beyond the sequences decoded at once wait for one to finish."""
+    request = request.checked()
+    check_prompt(executor, request.problem, request.max_tokens)
+    return request
+
+
+@dataclass
+class CompareResult:
+    session_id: str | None  # None when nothing was recorded (no store)
+    runs: list[Run]
+    error: str | None = None  # the recording error when the disk refused writes midway
+    summaries: list[RunSummary] = field(default_factory=list)
+
+
+@dataclass
+class Prepared:
+    """A checked request on an executor: its runs and PRM, and its session and recorder when it is
+    recorded. ``sink`` records each event and passes it on."""
+
+    request: CompareRequest
+    executor: Executor
+    runs: list[Run]
+    prm: PRM
+    own_prm: bool
+    session_id: str | None = None
+    recorder: Any = None
+    forward: EventSink | None = None
+
+    def sink(self, run: Run, ev: Event) -> None:
+        if self.recorder is not None:
+            self.recorder.record(ev)
+        if self.forward is not None:
+            self.forward(run, ev)
+
+    def close(self, store: Any = None, ok: bool = True) -> None:
+        """Recording ended, the PRM closed when it is the request's own; a session in which no run
+        started (a request refused midway) is deleted."""
+        try:
+            if self.recorder is not None:
+                self.recorder.close()
+                if not ok and store is not None and store.session(self.session_id).runs == []:
+                    store.delete_session(self.session_id)
+        finally:
+            if self.own_prm:
+                self.executor.close_prm(self.prm)
+
+    def result(self) -> CompareResult:
+        error = self.recorder.error if self.recorder is not None else None
+        return CompareResult(self.session_id, self.runs, error, [summarize(r) for r in self.runs])
+
+
+def prepare(
+    executor: Executor,
+    request: CompareRequest,
+    sink: EventSink | None = None,
+    store: Any = None,
+    *,
+    prm: PRM | None = None,
+    share: Any = None,
+    on_session: Callable[[str], None] | None = None,
+) -> Prepared:
+    """Check ``request`` on ``executor`` (refused before a session is saved for it), save its
+    session in ``store`` (``on_session`` hears its id at once: a sweep links its cell then), make
+    its runs and its PRM (``prm``: one the caller shares among requests), and record into the
+    session (``share``: another recorder's connection, for cells that run together)."""
+    request = check_compare(executor, request)
+    scorer = prm if prm is not None else executor.make_prm(request.prm, request.reference)
+    try:
+        sid = rec = None
+        if store is not None:
+            sid = store.create_session(
+                request.problem,
+                request.reference,
+                title=request.title,
+                tags=list(request.tags),
+                settings={**request.settings(), **executor.session_settings()},
+                build=build_snapshot(),
+                rerun_of=request.rerun_of,
+            )
+            if on_session is not None:
+                on_session(sid)
+            rec = store.recorder(sid, share=share)
+        specs = [StrategySpec(name, dict(request.params[name])) for name in request.strategies]
+        runs = make_runs(
+            request.problem,
+            specs,
+            seed=request.seed,
+            reference=request.reference,
+            model=executor.record(),
+            prm=prm_record(scorer, request.prm),
+            max_tokens=request.max_tokens,
+            seeds=request.seeds,
+            token_budget=request.budget_tokens or 0,
+            **({} if request.temperature is None else {"temperature": request.temperature}),
+        )
+    except BaseException:
+        if rec is not None:
+            rec.close()
+            store.delete_session(sid)
+        if prm is None:
+            executor.close_prm(scorer)
+        raise
+    for run in runs:
+        run.prm = scorer
+    return Prepared(request, executor, runs, scorer, prm is None, sid, rec, sink)
+
+
+def run_compare(
+    executor: Executor,
+    request: CompareRequest,
+    sink: EventSink | None = None,
+    cancel: Callable[[], bool] | None = None,
+    store: Any = None,
+    on_session: Callable[[str], None] | None = None,
+) -> CompareResult:
+    """Run ``request``'s strategies on ``executor`` side by side (or one after another), in the
+    calling thread (the one that owns the executor), every event to ``sink`` and, with ``store``,
+    recorded into a new session."""
+    prepared = prepare(executor, request, sink, store, on_session=on_session)
+    ok = False
+    try:
+        scheduler = Scheduler(
+            executor, prepared.prm, on_event=prepared.sink, cancel=cancel, stream_text=request.stream_text
+        )
+        scheduler.run(prepared.runs, prepared.request.concurrent)
+        ok = True
+    finally:
+        prepared.close(store, ok)
+    return prepared.result()
