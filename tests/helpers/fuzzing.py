@@ -385,7 +385,8 @@ def run_problems(seed: int, work: Path, n: int) -> None:
     from engine.backends.llama_cpp import Backend, BackendConfig
     from engine.errors import PonderError
     from engine.problems import clean_text
-    from engine.store import Store, export_text, import_session
+    from engine.run.export import export_session
+    from engine.store import Store, import_session
 
     # The embedded model cut to 2 of its 30 blocks (tests/small_models.py): the same tokenizer and
     # chat template, so every text meets what it would meet, at a fifteenth of the prefill time.
@@ -410,9 +411,9 @@ def run_problems(seed: int, work: Path, n: int) -> None:
         if code == 0:
             try:
                 exp = work / "p.json"
-                exp.write_text(export_text(store, sid, "json"), encoding="utf-8")
-                export_text(store, sid, "html")
-                export_text(store, sid, "jsonl")
+                exp.write_text(export_session(store, sid, "json"), encoding="utf-8")
+                export_session(store, sid, "html")
+                export_session(store, sid, "jsonl")
                 back = import_session(again, exp)
                 extra.update(
                     stored_ok=store.session(sid).problem == clean_text(text).strip(),

@@ -163,6 +163,8 @@ def test_each_run_is_charged_its_own_tokens_and_flops_counted_by_hand():
 
 
 def test_a_sweep_runs_cells_together_and_records_each_as_its_own_session(model_path, tmp_path):
+    from comparing import executor_of
+
     from engine.backends.llama_cpp import Backend, BackendConfig
     from engine.store import Store
     from engine.sweeps import SweepSpec, run_sweep
@@ -176,7 +178,7 @@ def test_a_sweep_runs_cells_together_and_records_each_as_its_own_session(model_p
         Backend(model_path, BackendConfig(n_ctx=8192, n_seq_max=32)) as b,
         Store.open(tmp_path / "s.db") as st,
     ):
-        res = run_sweep(b, st, spec, on_progress=lambda p: seen.append(p.current), batch=16)
+        res = run_sweep(executor_of(b), st, spec, on_progress=lambda p: seen.append(p.current), batch=16)
         assert res.ran == 9 and res.failed == 0
         running = [int(c.split(" cells running")[0]) for c in seen if " cells running" in c]
         assert max(running) >= 3  # several cells were in flight at once
@@ -212,6 +214,8 @@ def test_budgets_far_beyond_the_sequences_decoded_at_once_complete(model_path, n
 def test_a_rerun_of_a_cell_that_shared_its_batches_says_so(model_path, tmp_path):
     """A sweep cell run beside other cells is rerun alone: its texts may differ, and the report
     names that condition."""
+    from comparing import executor_of
+
     from engine.backends.llama_cpp import Backend, BackendConfig
     from engine.run.rerun import rerun
     from engine.store import Store
@@ -223,7 +227,7 @@ def test_a_rerun_of_a_cell_that_shared_its_batches_says_so(model_path, tmp_path)
 
     with Store.open(tmp_path / "s.db") as st:
         with Backend(model_path, BackendConfig(n_ctx=4096, n_seq_max=16)) as b:
-            res = run_sweep(b, st, spec, batch=16)
+            res = run_sweep(executor_of(b), st, spec, batch=16)
         sid = st.sweep_cells(res.sweep_id)[(0, "best_of_n", 2)].session_id
         report = rerun(st, sid)
     assert any(c.startswith("batches: shared with other cells vs its own") for c in report.conditions)
