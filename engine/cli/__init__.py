@@ -79,7 +79,7 @@ def command_module(name: str) -> ModuleType:
     try:
         return importlib.import_module(path)
     except ModuleNotFoundError as e:
-        if e.name is not None and path.startswith(e.name):
+        if e.name is not None and (path == e.name or path.startswith(e.name + ".")):
             raise PonderError(
                 f"`ponder {name}` needs the {path.split('.')[0]} package, which this installation lacks "
                 "(run it from a Ponder checkout: make run)."
@@ -112,7 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         name = _command_in(argv)
-        args = build_parser(only=name if name in COMMANDS else None).parse_args(argv)
+        # one command's module imported, or none (`--help`, an unknown command: the table's lines suffice)
+        args = build_parser(only=name if name in COMMANDS else "").parse_args(argv)
         if args.command is None:
             build_parser(only="").print_help()
             return EXIT_OK

@@ -157,13 +157,13 @@ def _replay_line(trace: Trace, ev: Event) -> str:
         return f"started {ev.strategy} seed {ev.seed}"
     if isinstance(ev, NodeAdded) and node is not None:
         text = node.text.strip().replace("\n", " ")
-        return f"+ node {node.node_id} ({node.role}, parent {node.parent_id}) {text[:70]}"
+        return f"+ node {node.id} ({node.role}, parent {node.parent_id}) {text[:70]}"
     if isinstance(ev, NodeScored):
         return f"  node {ev.node_id} scored {ev.score:.2f}"
     if isinstance(ev, NodePruned) and node is not None:
-        return f"  node {node.node_id} pruned (round {node.pruned_at})"
+        return f"  node {node.id} pruned (round {node.pruned_at})"
     if isinstance(ev, NodeFinished) and node is not None:
-        return f"  node {node.node_id} finished ({node.finish_reason}) answer {node.answer}"
+        return f"  node {node.id} finished ({node.finish_reason}) answer {node.answer}"
     if isinstance(ev, Selected) and trace.selected is not None:
         return f"selected {trace.selected.answer} ({trace.selected.method})"
     if isinstance(ev, RunFinished) and trace.finished is not None:
