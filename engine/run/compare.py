@@ -120,6 +120,7 @@ class Prepared:
     prm: PRM
     own_prm: bool
     session_id: str | None = None
+    store: Any = None
     recorder: Any = None
     forward: EventSink | None = None
 
@@ -129,14 +130,14 @@ class Prepared:
         if self.forward is not None:
             self.forward(run, ev)
 
-    def close(self, store: Any = None, ok: bool = True) -> None:
-        """Recording ended, the PRM closed when it is the request's own; a session in which no run
-        started (a request refused midway) is deleted."""
+    def close(self, ok: bool = True) -> None:
+        """Recording ended, the PRM closed when it is the request's own; after a failure, a
+        session in which no run started (a request refused midway) is deleted."""
         try:
             if self.recorder is not None:
                 self.recorder.close()
-                if not ok and store is not None and store.session(self.session_id).runs == []:
-                    store.delete_session(self.session_id)
+                if not ok and self.store.session(self.session_id).runs == []:
+                    self.store.delete_session(self.session_id)
         finally:
             if self.own_prm:
                 self.executor.close_prm(self.prm)
@@ -193,13 +194,14 @@ def prepare(
     except BaseException:
         if rec is not None:
             rec.close()
+        if sid is not None:
             store.delete_session(sid)
         if prm is None:
             executor.close_prm(scorer)
         raise
     for run in runs:
         run.prm = scorer
-    return Prepared(request, executor, runs, scorer, prm is None, sid, rec, sink)
+    return Prepared(request, executor, runs, scorer, prm is None, sid, store, rec, sink)
 
 
 def run_compare(
@@ -222,5 +224,5 @@ def run_compare(
         scheduler.run(prepared.runs, prepared.request.concurrent)
         ok = True
     finally:
-        prepared.close(store, ok)
+        prepared.close(ok)
     return prepared.result()

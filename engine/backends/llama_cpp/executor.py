@@ -162,13 +162,7 @@ class LlamaCppExecutor(Executor):
     def prompt_fit(self, messages: tuple[tuple[str, str], ...]) -> tuple[int, int] | None:
         # Rendered and tokenized once: the runs' first generations start from these same tokens.
         key = tuple(messages)
-        text = self._rendered.get(key)
-        if text is None:
-            text = self._rendered[key] = self.backend.render_chat([{"role": r, "content": t} for r, t in key])
-        tokens = self._tokens.get(key)
-        if tokens is None:
-            tokens = self._tokens[key] = self.backend.prompt_tokens(text)
-        return len(tokens), self.backend.n_ctx
+        return len(self._chat_tokens(key, key)), self.backend.n_ctx
 
     def _state(self, run_id: str) -> _RunState:
         st = self._runs.get(run_id)
@@ -276,10 +270,13 @@ class LlamaCppExecutor(Executor):
     # --- admission: items start as sequences and KV cells allow (continuous batching) ------------
 
     def _prompt_tokens_of(self, item: GenItem) -> list[int]:
-        key = item.prompt_key
-        toks = self._tokens.get(key)  # type: ignore[arg-type]
+        return self._chat_tokens(item.prompt_key, item.messages or (), item.template)  # type: ignore[arg-type]
+
+    def _chat_tokens(self, key: tuple, messages: tuple, template: tuple = ()) -> list[int]:
+        """A chat prompt's tokens, cached by its key while its items wait."""
+        toks = self._tokens.get(key)
         if toks is None:
-            toks = self._tokens[key] = self.backend.prompt_tokens(self._render(item))  # type: ignore[index]
+            toks = self._tokens[key] = self.backend.prompt_tokens(self._render_chat(key, messages, template))
         return toks
 
     def _needs(self, st: _RunState, item: GenItem) -> tuple[int, int]:
@@ -402,14 +399,17 @@ class LlamaCppExecutor(Executor):
         return root  # type: ignore[return-value]
 
     def _render(self, item: GenItem) -> str:
-        key = item.prompt_key
-        text = self._rendered.get(key)  # type: ignore[arg-type]
+        return self._render_chat(item.prompt_key, item.messages or (), item.template)  # type: ignore[arg-type]
+
+    def _render_chat(self, key: tuple, messages: tuple, template: tuple = ()) -> str:
+        """A chat prompt rendered with the model's template, cached by its key."""
+        text = self._rendered.get(key)
         if text is None:
-            msgs = [{"role": r, "content": t} for r, t in item.messages or ()]
-            text = self.backend.render_chat(msgs, **dict(item.template))
+            msgs = [{"role": r, "content": t} for r, t in messages]
+            text = self.backend.render_chat(msgs, **dict(template))
             if len(self._rendered) > 256:
                 self._rendered.clear()
-            self._rendered[key] = text  # type: ignore[index]
+            self._rendered[key] = text
         return text
 
     def _chat_rest(self, st: _RunState, item: GenItem) -> str | None:
