@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bench.backend import bench_prompt_tokens
+from engine import children
 from engine.backends.llama_cpp import Backend, BackendConfig
 from engine.cpu_share import cpu_turn
 from engine.errors import PonderError
@@ -72,7 +73,7 @@ def _phase(
     env = dict(os.environ, PONDER_CPU_SHARE="1" if share else "0")
     cmd = [sys.executable, "-m", "bench.processes", model, str(n), str(max_tokens), str(threads or 0)]
     procs = [
-        subprocess.Popen(
+        children.start(
             cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
         )
         for _ in range(copies)

@@ -8,6 +8,12 @@ Extraction, in order (as search-and-learn and the MATH/GSM8K graders do):
 4. GSM8K's ``#### X``;
 5. the last number in the text.
 
+Every phrase is matched at word boundaries ("the answer isn't 654" says no answer), and numbers
+only where they stand alone ("x2" and "H2O" hold none). Where the problem's reference is a number
+(GSM8K, the arithmetic ladder: :func:`is_numeric`), extraction is ``numeric``: a rule whose answer
+holds no number gives way to the next one ("the answer is: answer", ``\\boxed{answer}``), and the
+phrase rules give the number they name ("the answer is therefore 1,250 dollars" -> 1250).
+
 Equivalence: identical after light normalisation, else equal as numbers, else ``math-verify``
 (parses LaTeX and plain forms and compares symbolically). math-verify's own timeouts use
 ``signal.alarm``, which only works on the main thread; elsewhere it runs without them.
@@ -22,11 +28,15 @@ from fractions import Fraction
 from functools import lru_cache
 
 _BOX = re.compile(r"\\(?:boxed|fbox)\s*\{")
-_FINAL_IS = re.compile(r"final answer is[:\s]*\$(?P<a>[^$]+)\$", re.IGNORECASE)
-_FINAL_IS_PLAIN = re.compile(r"final answer is[:\s]*(?P<a>[^\n]+)", re.IGNORECASE)
-_ANSWER_IS = re.compile(r"\banswer is[:\s]*(?P<a>[^\n]+)", re.IGNORECASE)
+# Phrases at word boundaries: "is" must end a word, so "the answer isn't" is no answer.
+_FINAL_IS = re.compile(r"\bfinal answer is\b[:\s]*\$(?P<a>[^$]+)\$", re.IGNORECASE)
+_FINAL_IS_PLAIN = re.compile(r"\bfinal answer is\b[:\s]*(?P<a>[^\n]+)", re.IGNORECASE)
+_ANSWER_IS = re.compile(r"\banswer is\b[:\s]*(?P<a>[^\n]+)", re.IGNORECASE)
 _GSM8K = re.compile(r"####\s*(?P<a>[^\n]+)")
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?|-?\.\d+")
+# A number stands alone: not the tail of a word or of another number ("x2", "H2O", "v1.5" hold none).
+_NUMBER = re.compile(r"(?<![\w.])(?:-?\d[\d,]*(?:\.\d+)?(?:/\d+)?|-?\.\d+)")
+_LEAD = re.compile(r"\$?\s*(-?(?:\d[\d,]*(?:\.\d+)?|\.\d+)(?:/\d+)?)(?![\w^])")
+_THOUSANDS = re.compile(r"-?\d{1,3}(,\d{3})+(\.\d+)?")
 
 
 def last_boxed(text: str) -> str | None:
@@ -58,29 +68,60 @@ def _clean_tail(ans: str) -> str:
     return ans
 
 
-def extract_answer(text: str | None) -> str | None:
-    """The final answer a solution gives, or None when it gives none."""
+def _plain_number(s: str) -> str:
+    """A number as written, without its thousands separators ("1,250" -> "1250"; "1,2,3" stays)."""
+    s = s.rstrip(",")
+    return s.replace(",", "") if _THOUSANDS.fullmatch(s) or "," not in s else s
+
+
+def _from_phrase(tail: str, numeric: bool) -> str | None:
+    """The answer a phrase rule ("the answer is ...") names, from the text after the phrase."""
+    ans = _clean_tail(tail)
+    inner = last_boxed(ans)
+    if inner:
+        return inner if not numeric or _has_digit(inner) else None
+    lead = _LEAD.match(ans)
+    if lead:  # "the answer is 38 apples" -> 38
+        return _plain_number(lead.group(1))
+    first = ans.split(". ")[0].strip()
+    if numeric:  # "the answer is therefore 42" -> 42; "the answer is: answer" -> the next rule
+        nums = _NUMBER.findall(first)
+        return _plain_number(nums[0]) if nums else None
+    return first or None
+
+
+def _has_digit(s: str) -> bool:
+    return any(c.isdigit() for c in s)
+
+
+def extract_answer(text: str | None, numeric: bool = False) -> str | None:
+    """The final answer a solution gives, or None when it gives none. ``numeric``: the answer is
+    known to be a number, so a rule that yields none gives way to the next (module docstring)."""
     if not text:
         return None
     boxed = last_boxed(text)
-    if boxed:
+    if boxed and (not numeric or _has_digit(boxed)):
         return boxed
     for pat in (_FINAL_IS, _FINAL_IS_PLAIN, _ANSWER_IS, _GSM8K):
         found = list(pat.finditer(text))
         if found:
-            ans = _clean_tail(found[-1].group("a"))
-            inner = last_boxed(ans)
-            if inner:
-                return inner
-            lead = re.match(r"\$?\s*(-?(?:\d[\d,]*(?:\.\d+)?|\.\d+)(?:/\d+)?)(?![\w^])", ans)
-            if lead:  # "the answer is 38 apples" -> 38
-                return lead.group(1)
+            ans = _from_phrase(found[-1].group("a"), numeric)
             if ans:
-                return ans.split(". ")[0].strip()
+                return ans
     nums = _NUMBER.findall(text)
     if nums:
         return nums[-1].replace(",", "")
     return None
+
+
+@lru_cache(maxsize=1024)
+def is_numeric(reference: str | None) -> bool:
+    """Whether a reference answer is a plain number (GSM8K's, the arithmetic ladder's): then the
+    answers to its problem are read with ``extract_answer(..., numeric=True)``."""
+    if reference is None or not reference.strip():
+        return False
+    ref = extract_answer(reference) if "####" in reference or "\\boxed" in reference else reference
+    return ref is not None and _as_number(ref) is not None
 
 
 def normalize(ans: str) -> str:

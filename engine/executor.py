@@ -251,4 +251,3 @@ class Executor(ABC):
 
     def close(self) -> None:  # noqa: B027
         """Release what the executor itself holds (not a backend it was given)."""
-

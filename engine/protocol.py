@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.answers import extract_answer, is_numeric
 from engine.events import Event
 from engine.sampling import SamplingParams, derive_seed
 
@@ -134,6 +135,11 @@ class RunContext:
         if self.token_budget <= 0:
             return want
         return max(1, min(want, (self.token_budget - spent) // max(1, n_items)))
+
+    def answer(self, text: str | None) -> str | None:
+        """The final answer ``text`` gives, read as a number where the reference is one (GSM8K,
+        the arithmetic ladder: a phrase that names no number gives way to the next rule)."""
+        return extract_answer(text, numeric=is_numeric(self.reference))
 
     def spent(self, spent: int) -> bool:
         """Whether a run with a token budget has spent it."""

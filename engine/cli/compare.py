@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.cli import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNS_FAILED
 from engine.cli.options import (
@@ -17,21 +17,28 @@ from engine.cli.options import (
     add_seeds_arg,
     add_strategies_arg,
     add_strategy_param_args,
+    add_yes_arg,
     backend_config,
+    check_cost,
     check_prm,
+    facts_in_process,
+    facts_of,
     in_process_parallel,
     names,
     overrides,
     print_json,
     run_in_worker,
+    server_target,
 )
 from engine.errors import InvalidRequestError
-from engine.events import Event, RunFinished, TextDelta
 from engine.present import human_flops
 from engine.problems import get_problem
-from engine.run.compare import CompareResult, RunSummary, run_compare
+from engine.run.cost import CostRefused, estimate
 from engine.run.request import CompareRequest
-from engine.store import Store
+
+if TYPE_CHECKING:  # imported where used: a budget over the ceiling is refused before they load
+    from engine.run.compare import CompareResult, RunSummary
+    from engine.store import Store
 from engine.worker import CancelToken
 
 
@@ -74,13 +81,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--title", default="", help="a title for the saved session")
     p.add_argument("--tag", action="append", default=[], help="tag the saved session (repeatable)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_yes_arg(p)
     add_model_args(p, servers=True)
     add_strategy_param_args(p)
 
 
-def request_of(args: argparse.Namespace) -> CompareRequest:
+def request_of(args: argparse.Namespace, store: Store | None = None) -> CompareRequest:
     """The compare the options ask for, checked: unknown strategies, budgets they cannot spend and a
-    PRM that cannot run fail here, before the model loads."""
+    PRM that cannot run fail here, before the model loads; with ``store``, in process, so does a
+    budget the cost estimate refuses (:mod:`engine.run.cost`)."""
+    return checked_request(args, draft_of(args), store)
+
+
+def draft_of(args: argparse.Namespace) -> CompareRequest:
+    """The compare the options ask for, not yet checked."""
     reference = args.reference
     if args.problem_set:
         prob = get_problem(args.problem_set, args.index)
@@ -91,7 +105,7 @@ def request_of(args: argparse.Namespace) -> CompareRequest:
     if not problem.strip():
         raise InvalidRequestError("The problem is empty: give the question, or --problem-set and --index.")
     strategies = names(args.strategies)
-    request = CompareRequest(
+    return CompareRequest(
         problem=problem,
         strategies=strategies,
         budget=args.budget,
@@ -107,7 +121,22 @@ def request_of(args: argparse.Namespace) -> CompareRequest:
         stream_text=True,
         title=args.title,
         tags=tuple(args.tag),
-    ).checked()
+    )
+
+
+def refuse_over_ceiling(args: argparse.Namespace, draft: CompareRequest) -> None:
+    """A budget over the ceiling, refused with its estimate before the store or llama.cpp is even
+    imported (so in well under a second); the estimate's rate is then the assumed one."""
+    if server_target(args) is None:
+        est = estimate([draft], facts_in_process(args), None)
+        if est.over_ceiling:
+            raise CostRefused(est.refusal() or "", est)
+
+
+def checked_request(args: argparse.Namespace, draft: CompareRequest, store: Store | None) -> CompareRequest:
+    if store is not None and server_target(args) is None:
+        check_cost(args, [draft], store, facts_in_process(args))
+    request = draft.checked()
     check_prm(args.prm, args)
     if args.prm == "reference" and not request.reference:
         raise InvalidRequestError("--prm reference needs a reference answer (--reference or --problem-set).")
@@ -115,23 +144,31 @@ def request_of(args: argparse.Namespace) -> CompareRequest:
 
 
 def run(args: argparse.Namespace) -> int:
-    request = request_of(args)
-    cancel = CancelToken()
+    draft = draft_of(args)
+    refuse_over_ceiling(args, draft)
+    from engine.cli.progress import Progress
+    from engine.store import Store
+
     store = Store.open(args.db)  # a bad database is reported before the model loads
-    config = backend_config(args, n_ctx=args.ctx or 16384, n_seq_max=in_process_parallel(args))
-    sink = _Progress(show=sys.stderr.isatty() and not args.json, quiet=args.json)
+    cancel = CancelToken()
     try:
-        result: CompareResult = run_in_worker(
-            args,
-            config,
-            run_compare,
-            cancel,
-            "Cancelled; the runs so far follow.",
-            request,
-            sink,
-            cancel,
-            store,
-        )
+        request = checked_request(args, draft, store)
+        config = backend_config(args, n_ctx=args.ctx or 16384, n_seq_max=in_process_parallel(args))
+        sink = Progress.for_compare(request, json=args.json)
+        on_server = server_target(args) is not None
+        with sink:
+            result: CompareResult = run_in_worker(
+                args,
+                config,
+                _compare,
+                cancel,
+                "Cancelled; the runs so far follow.",
+                args if on_server else None,
+                request,
+                sink,
+                cancel,
+                store,
+            )
     finally:
         store.close()
     if result.error:
@@ -161,23 +198,21 @@ def run(args: argparse.Namespace) -> int:
     return code
 
 
-class _Progress:
-    """The event sink: tokens per strategy on a terminal, a line when each run finishes."""
+def _compare(
+    executor: Any,
+    server_args: argparse.Namespace | None,
+    request: CompareRequest,
+    sink: Any,
+    cancel: Any,
+    store: Store,
+) -> CompareResult:
+    """On the worker thread: over servers, the cost check once the server has said what it serves
+    (in process it ran before the model loaded); then the compare."""
+    if server_args is not None:
+        check_cost(server_args, [request], store, facts_of(executor))
+    from engine.run.compare import run_compare
 
-    def __init__(self, show: bool, quiet: bool) -> None:
-        self.show, self.quiet = show, quiet
-        self.counts: dict[str, int] = {}
-
-    def __call__(self, run: Any, ev: Event) -> None:
-        if isinstance(ev, TextDelta):
-            self.counts[run.spec.name] = self.counts.get(run.spec.name, 0) + 1
-            if self.show:
-                line = " | ".join(f"{k}: {v}" for k, v in self.counts.items())
-                sys.stderr.write(f"\r{line} tokens")
-                sys.stderr.flush()
-        elif isinstance(ev, RunFinished) and not self.quiet:
-            said = f"{run.spec.name} {ev.status} in {ev.wall_s:.1f} s\n"
-            sys.stderr.write(f"\n{said}" if self.show else said)
+    return run_compare(executor, request, sink, cancel, store)
 
 
 def _print_table(request: CompareRequest, summaries: Sequence[RunSummary]) -> None:

@@ -13,18 +13,21 @@ import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from engine.backends.llama_cpp import BackendConfig
-from engine.backends.llama_cpp.config import max_parallel_sequences
-from engine.backends.server.executor import ServerExecutor
 from engine.errors import InvalidRequestError
+from engine.gguf_info import read_gguf
 from engine.models import default_model_path
 from engine.prm import check_prm_spec
+from engine.run.cost import ModelFacts, estimate, gate
 from engine.run.executors import ServerTarget, backend_worker, on_servers, open_worker
 from engine.run.request import SEED_MODES
 from engine.search import registry
 from engine.worker import BackendWorker
+
+if TYPE_CHECKING:  # imported where used: a command refused early never loads llama.cpp or httpx
+    from engine.backends.llama_cpp import BackendConfig
+    from engine.backends.server.executor import ServerExecutor
 
 IN_PROCESS_PARALLEL = 64  # sequences one llama.cpp context decodes at once, unless --parallel says
 DB_HELP = "session database (default: sessions.db in the user data folder)"
@@ -141,6 +144,8 @@ def model_path(args: argparse.Namespace) -> str:
 
 def backend_config(args: argparse.Namespace, **overrides: Any) -> BackendConfig:
     """The llama.cpp settings the model options give, ``overrides`` on top."""
+    from engine.backends.llama_cpp import BackendConfig
+
     kw: dict[str, Any] = dict(
         n_gpu_layers=args.n_gpu_layers, n_threads=args.threads, flash_attn=args.flash_attn
     )
@@ -151,6 +156,8 @@ def backend_config(args: argparse.Namespace, **overrides: Any) -> BackendConfig:
 
 
 def in_process_parallel(args: argparse.Namespace) -> int:
+    from engine.backends.llama_cpp.config import max_parallel_sequences
+
     n = getattr(args, "parallel", None) or IN_PROCESS_PARALLEL
     if not 1 <= n <= max_parallel_sequences():
         raise InvalidRequestError(
@@ -257,6 +264,44 @@ def overrides(args: argparse.Namespace, strategies: tuple[str, ...]) -> dict[str
             )
         out.setdefault(name, {})[param] = value
     return {name: registry.get(name).user_params(given) for name, given in out.items()}
+
+
+# --- what a run will cost --------------------------------------------------------------------------
+
+
+def add_yes_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--yes",
+        action="store_true",
+        help="run even when the estimate says it would take over an hour or fill the disk (a budget over "
+        "the ceiling of 4,096 generations per strategy is refused all the same)",
+    )
+
+
+def facts_in_process(args: argparse.Namespace) -> ModelFacts:
+    """What the cost estimate knows of the GGUF the options name, from its header (no load)."""
+    info = read_gguf(model_path(args))
+    return ModelFacts(
+        name=info.name, params=info.n_params, n_gpu_layers=args.n_gpu_layers, threads=args.threads
+    )
+
+
+def facts_of(executor: Any) -> ModelFacts:
+    """What the cost estimate knows of an executor's model (a server's: what it says of itself)."""
+    m = executor.model_record()
+    return ModelFacts(
+        name=str(m.get("name") or ""),
+        params=m.get("n_params") or None,
+        n_gpu_layers=int(m.get("n_gpu_layers_requested", 0) or 0),
+        on_server=m.get("backend") != "llama.cpp",
+    )
+
+
+def check_cost(
+    args: argparse.Namespace, requests: Any, store: Any, facts: ModelFacts, what: str = "this compare"
+) -> None:
+    """Refuse (exit 2, nothing saved) work the estimate says is too much, unless ``--yes``."""
+    gate(estimate(list(requests), facts, store, what), bool(getattr(args, "yes", False)))
 
 
 # --- running ---------------------------------------------------------------------------------------

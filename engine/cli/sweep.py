@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,9 +17,12 @@ from engine.cli.options import (
     add_model_args,
     add_seeds_arg,
     add_strategies_arg,
+    add_yes_arg,
     backend_config,
     check_prm,
     count,
+    facts_in_process,
+    facts_of,
     in_process_parallel,
     int_list,
     model_path,
@@ -31,17 +33,19 @@ from engine.cli.options import (
     servers,
     terminate_as_interrupt,
 )
+from engine.cli.progress import SweepBar
 from engine.errors import InvalidRequestError
 from engine.executor import Executor
+from engine.run.cost import gate, sweep_estimate
 from engine.store import Store
 from engine.sweeps import (
-    SweepProgress,
     SweepSpec,
     analyse,
     find_sweep,
-    format_progress,
     json_ready,
     markdown_table,
+    model_identity,
+    pending_requests,
     run_sweep,
     write_outputs,
 )
@@ -103,6 +107,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report-only", action="store_true", help="analyse what the database holds; run nothing")
     p.add_argument("--list", action="store_true", help="list the sweeps in the database")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_yes_arg(p)
     add_model_args(p, servers=True)
 
 
@@ -172,51 +177,46 @@ def _report_only(args: argparse.Namespace, spec: SweepSpec) -> dict[str, Any]:
         return analyse(store, find_sweep(store, spec, model), spec, difficulty=args.difficulty)
 
 
-class _Progress:
-    """The sweep's progress on stderr: one line redrawn on a terminal, a line per finished cell in
-    logs, every failed cell's error."""
-
-    def __init__(self) -> None:
-        self.tty = sys.stderr.isatty()
-        self.done = -1
-
-    def __call__(self, p: SweepProgress) -> None:
-        if self.tty:
-            sys.stderr.write("\r\x1b[K" + format_progress(p)[: shutil.get_terminal_size().columns - 1])
-            sys.stderr.flush()
-        elif p.done != self.done or p.last_error:
-            sys.stderr.write(format_progress(p) + "\n")
-        if p.last_error:
-            sys.stderr.write(("\n" if self.tty else "") + f"ponder: {p.last_error}\n")
-        self.done = p.done
-
-
 def _swept(
     executor: Executor,
     store: Store,
     spec: SweepSpec,
-    progress: _Progress,
+    progress: SweepBar,
     cancel: CancelToken,
     batch: int | None,
+    server_args: argparse.Namespace | None,
 ) -> tuple[Any, dict[str, Any]]:
-    """On the worker thread: the sweep run on ``executor``, and the model's record."""
+    """On the worker thread: over servers, the cost check once they have said what they serve (in
+    process it ran before the model loaded); the sweep run on ``executor``, and the model's record."""
     record = executor.record()
+    if server_args is not None:
+        _check_cost(server_args, store, spec, executor.model_record(), facts_of(executor))
     return run_sweep(executor, store, spec, on_progress=progress, cancel=cancel, batch=batch), record
+
+
+def _check_cost(
+    args: argparse.Namespace, store: Store, spec: SweepSpec, model: dict[str, Any], facts: Any
+) -> None:
+    """Refuse (exit 2, nothing saved) cells still to run that the estimate says are too much."""
+    pending = pending_requests(store, spec, model)
+    if pending:
+        gate(sweep_estimate(pending, facts, store), bool(args.yes))
 
 
 def _sweep_once(args: argparse.Namespace, spec: SweepSpec) -> tuple[Any, dict[str, Any], dict[str, Any]]:
     """Run (or resume) one sweep on ``args``' model and analyse it: (result, summary, model record)."""
     store = Store.open(args.db)
     cancel = CancelToken()
-    progress = _Progress()
-    terminate_as_interrupt()  # `kill PID` stops a (background) sweep as Ctrl+C does: cleanly
-    config = backend_config(args, n_ctx=args.ctx or 16384, n_seq_max=in_process_parallel(args))
+    on_server = bool(servers(args))
     try:
+        if not on_server:  # before the model loads: the cells still to run, from the file's identity
+            _check_cost(args, store, spec, model_identity(model_path(args)), facts_in_process(args))
+        terminate_as_interrupt()  # `kill PID` stops a (background) sweep as Ctrl+C does: cleanly
+        config = backend_config(args, n_ctx=args.ctx or 16384, n_seq_max=in_process_parallel(args))
         note = "Stopping after the current cell ..."
-        work_args = (store, spec, progress, cancel, args.batch)
-        result, record = run_in_worker(args, config, _swept, cancel, note, *work_args)
-        if progress.tty:
-            sys.stderr.write("\n")
+        with SweepBar(json=args.json) as progress:
+            work_args = (store, spec, progress, cancel, args.batch, args if on_server else None)
+            result, record = run_in_worker(args, config, _swept, cancel, note, *work_args)
         summary = analyse(store, result.sweep_id, spec, difficulty=args.difficulty)
     finally:
         store.close()

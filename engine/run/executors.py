@@ -10,14 +10,17 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from engine.backends.llama_cpp import Backend, BackendConfig
-from engine.backends.llama_cpp.executor import LlamaCppExecutor
-from engine.backends.server.executor import ServerExecutor
-from engine.backends.server.pool import ServerPool
 from engine.errors import InvalidRequestError
 from engine.executor import Executor
 from engine.worker import BackendWorker
+
+if TYPE_CHECKING:  # the backends load when an executor is made: a command refused before that
+    # (a budget over the ceiling, a bad option) answers without importing llama.cpp or httpx
+    from engine.backends.llama_cpp import BackendConfig
+    from engine.backends.llama_cpp.executor import LlamaCppExecutor
+    from engine.backends.server.executor import ServerExecutor
 
 
 @dataclass(frozen=True)
@@ -42,12 +45,18 @@ class ServerTarget:
 
 def in_process(model_path: str | os.PathLike[str], config: BackendConfig | None = None) -> LlamaCppExecutor:
     """The model loaded in this thread, in an executor that owns it (closing it frees the model)."""
+    from engine.backends.llama_cpp import Backend
+    from engine.backends.llama_cpp.executor import LlamaCppExecutor
+
     return LlamaCppExecutor(Backend(str(model_path), config), owns_backend=True)
 
 
 def on_servers(target: ServerTarget) -> ServerExecutor:
     """Connect to the servers (and PRM servers) and check them before anything runs: one clear
     error for an unreachable server, a refused key or a model it does not serve."""
+    from engine.backends.server.executor import ServerExecutor
+    from engine.backends.server.pool import ServerPool
+
     t = target.checked()
     pool = ServerPool.connect(list(t.urls), t.api_key, model=t.model, parallel=t.parallel, timeout=t.timeout)
     prm_pool = None
@@ -90,5 +99,7 @@ def open_worker(
 def backend_worker(model_path: str | os.PathLike[str], config: BackendConfig | None = None) -> BackendWorker:
     """A worker whose thread owns a bare llama.cpp :class:`Backend` (``ponder generate``: raw
     decoding with no strategy)."""
+    from engine.backends.llama_cpp import Backend
+
     path = str(model_path)
     return BackendWorker(lambda: Backend(path, config))

@@ -19,6 +19,9 @@ from engine.problems import clean_text
 from engine.search import budget_params, default_strategies, registry, token_params
 
 SEED_MODES = ("independent", "common")  # a stream per strategy, or common random numbers
+# The most generations one strategy of one compare may spend (README: Budgets). A typo such as
+# --budget 100000 would otherwise queue days of work; engine.run.cost refuses far less with an estimate.
+MAX_GENERATIONS = 4096
 
 
 def strategy_params(
@@ -97,6 +100,7 @@ class CompareRequest:
             raise InvalidRequestError("The temperature is between 0 (greedy) and 5.")
         if self.seeds not in SEED_MODES:
             raise InvalidRequestError(f"seeds is one of {', '.join(SEED_MODES)} (got {self.seeds!r}).")
+        self._check_ceiling(strategies)
         params = strategy_params(
             strategies, self.budget, self.overrides, self.budget_tokens, self.max_tokens, self.solution_tokens
         )
@@ -110,6 +114,20 @@ class CompareRequest:
             tags=tuple(clean_text(t) for t in self.tags),
             params=params,
         )
+
+    def _check_ceiling(self, strategies: Sequence[str]) -> None:
+        """Refuse a budget over :data:`MAX_GENERATIONS` generations per strategy, before any
+        parameters are worked out (a token budget by the generations it would buy)."""
+        if not self.budget_tokens:
+            most = self.budget if isinstance(self.budget, int) else 0
+        else:
+            per = max(1, min(self.max_tokens, self.solution_tokens or min(self.max_tokens, 256)))
+            most = self.budget_tokens // per
+        if most > MAX_GENERATIONS:
+            raise InvalidRequestError(
+                f"A budget of {most:,} generations per strategy is over Ponder's ceiling of "
+                f"{MAX_GENERATIONS:,} (README: Budgets)."
+            )
 
     # --- what a session keeps -----------------------------------------------------------------------
 

@@ -6,7 +6,6 @@ from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from engine.answers import extract_answer
 from engine.events import NodeAdded, NodeFinished, NodeScored, RunStarted, Selected
 from engine.prm import aggregate, split_steps
 from engine.protocol import Generated, RunContext, Score
@@ -69,13 +68,13 @@ def scored_event(ctx: RunContext, node_id: int, s: Scored) -> NodeScored:
 
 
 def finished_event(ctx: RunContext, node_id: int, text: str, reason: str) -> NodeFinished:
-    return NodeFinished(ctx.run_id, node_id, extract_answer(text), reason)
+    return NodeFinished(ctx.run_id, node_id, ctx.answer(text), reason)
 
 
 def choose(
     ctx: RunContext, node_ids: Sequence[int], texts: Sequence[str], scores: Sequence[float], method: str
 ) -> Selected:
-    answers = [extract_answer(t) for t in texts]
+    answers = [ctx.answer(t) for t in texts]
     sel = select(answers, scores, method)
     return Selected(
         ctx.run_id, sel.answer, node_ids[sel.index] if sel.index is not None else None, method, sel.tally

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.answers import extract_answer, group_answers
+from engine.answers import group_answers
 from engine.errors import InvalidRequestError
 from engine.events import Selected
 from engine.protocol import Generate, GenItem, Messages, Release, RunContext, StrategyGen
@@ -83,7 +83,7 @@ def revisions(
             texts[c].append(g.text)
             ids[c].append(g.node_id)
             scores[c].append(s.score)
-    pick = select_revisions([[extract_answer(t) for t in c] for c in texts], scores, selection)
+    pick = select_revisions([[ctx.answer(t) for t in c] for c in texts], scores, selection)
     node = ids[pick.chain][pick.attempt] if pick.chain is not None else None
     yield Selected(ctx.run_id, pick.answer, node, selection, pick.tally)
 

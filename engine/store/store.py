@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Text, cast, delete, func, insert, select, update
+from sqlalchemy import Text, cast, delete, func, insert, literal_column, select, update
 from sqlalchemy.exc import DatabaseError, OperationalError
 
 from engine.events import Event, event_from_dict
@@ -239,6 +239,75 @@ class Store:
         except (OperationalError, DatabaseError) as e:
             raise StoreError(f"Cannot read {self.path}: {sqlite_error_text(e)}.") from None
         return [session_info(s, runs[s.id]) for s in sessions]
+
+    @reads
+    def recorded_rates(self, model_name: str, n_gpu_layers: int, limit: int = 40) -> list[dict[str, Any]]:
+        """The latest ``limit`` finished sessions of ``model_name`` on this machine (as
+        :mod:`engine.run.cost` reads them): each a dict of its settings and its runs' strategy,
+        generated tokens and wall seconds. Bounded: one indexed query of at most ``limit`` sessions."""
+        with self.engine.connect() as conn:
+            picked = (
+                select(RunRow.session_id)
+                .where(
+                    RunRow.model_name == model_name,
+                    RunRow.host == self.host,
+                    RunRow.n_gpu_layers == n_gpu_layers,
+                    RunRow.status == "done",
+                    RunRow.generated_tokens > 0,
+                )
+                .distinct()
+                .subquery()
+            )
+            sessions = conn.execute(
+                select(SessionRow.id, SessionRow.settings)
+                .where(SessionRow.id.in_(select(picked.c.session_id)))
+                .order_by(SessionRow.created.desc())
+                .limit(limit)
+            ).all()
+            out = {s.id: {"settings": dict(s.settings or {}), "runs": []} for s in sessions}
+            if out:
+                for r in conn.execute(
+                    select(
+                        RunRow.session_id,
+                        RunRow.strategy,
+                        RunRow.generated_tokens,
+                        RunRow.wall_s,
+                        RunRow.status,
+                    ).where(RunRow.session_id.in_(list(out)))
+                ).all():
+                    out[r.session_id]["runs"].append(
+                        {
+                            "strategy": r.strategy,
+                            "tokens": r.generated_tokens,
+                            "wall_s": r.wall_s,
+                            "status": r.status,
+                        }
+                    )
+        return list(out.values())
+
+    @reads
+    def footprint(self, runs: int = 20) -> tuple[int, int]:
+        """(bytes, generated tokens) of the latest ``runs`` finished runs, events and nodes: what the
+        store grows by per token here. Bounded: it reads those runs only, however big the store."""
+        with self.engine.connect() as conn:
+            latest = (
+                select(RunRow.id, RunRow.generated_tokens)
+                .where(RunRow.status == "done", RunRow.generated_tokens > 0)
+                .order_by(literal_column("runs.rowid").desc())  # the latest written
+                .limit(runs)
+                .subquery()
+            )
+            tokens = conn.execute(select(func.coalesce(func.sum(latest.c.generated_tokens), 0))).scalar_one()
+            ids = select(latest.c.id)
+            events = conn.execute(
+                select(func.coalesce(func.sum(func.length(cast(EventRow.payload, Text))), 0)).where(
+                    EventRow.run_id.in_(ids)
+                )
+            ).scalar_one()
+            nodes = conn.execute(
+                select(func.coalesce(func.sum(func.length(NodeRow.text)), 0)).where(NodeRow.run_id.in_(ids))
+            ).scalar_one()
+        return int(events) + int(nodes), int(tokens)
 
     def _run_columns(self) -> list[Any]:
         """The runs table's columns this database has (a read-only store of an older version is not

@@ -36,6 +36,7 @@ from engine.sweeps.runner import (
     cell_request,
     format_progress,
     hms,
+    pending_requests,
     run_sweep,
 )
 
@@ -63,6 +64,7 @@ __all__ = [
     "plan_cells",
     "problem_indices",
     "run_budgets",
+    "pending_requests",
     "run_sweep",
     "source_budget",
     "spec_of",

@@ -120,6 +120,20 @@ class _Tally:
         self.report(label)
 
 
+def pending_requests(store: Store, spec: SweepSpec, model: dict[str, Any]) -> list[CompareRequest]:
+    """The compares the cells of ``spec`` the store lacks would run (``model``: the executor's model
+    record, or :func:`~engine.sweeps.plan.model_identity` of a GGUF before it loads), for the cost
+    estimate; writes nothing."""
+    spec.check()
+    pset = resolve_problem_set(spec.problem_set)
+    key, _ = sweep_key(pset, model, spec)
+    sweep_id = next((w.id for w in store.list_sweeps() if w.key == key), None)
+    have = store.sweep_cells(sweep_id) if sweep_id else {}
+    done = {k for k, r in have.items() if r is not None and r.status == "done"}
+    cells = [c for c in plan_cells(spec, problem_indices(spec, pset)) if c.key not in done]
+    return [cell_request(spec, pset.problems[c.index], c, sweep_id or "") for c in cells]
+
+
 def run_sweep(
     executor: Executor,
     store: Store,

@@ -7,6 +7,8 @@ import subprocess
 import sys
 import textwrap
 
+from engine import children
+
 WORKER = textwrap.dedent(
     """
     import json, sys, time
@@ -34,7 +36,7 @@ def test_two_processes_never_decode_at_once_and_take_turns_fairly(tmp_path):
 
     start = time.time() + 1.0
     procs = [
-        subprocess.Popen(
+        children.start(
             [sys.executable, "-c", WORKER, str(tmp_path), str(start)], stdout=subprocess.PIPE, text=True
         )
         for _ in range(2)
@@ -56,7 +58,7 @@ def test_two_processes_never_decode_at_once_and_take_turns_fairly(tmp_path):
 def test_a_killed_holder_does_not_block_the_others(tmp_path):
     from engine.cpu_share import CpuTurn
 
-    holder = subprocess.Popen(
+    holder = children.start(
         [
             sys.executable,
             "-c",

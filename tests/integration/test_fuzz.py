@@ -17,6 +17,8 @@ from pathlib import Path
 import fuzzing
 import pytest
 
+from engine import children
+
 SEED = int(os.environ.get("PONDER_FUZZ_SEED", "20261201"))
 COUNTS = {"gguf": 200, "problems": 200, "db": 50, "exports": 50}
 WALL_LIMIT_S = 1200
@@ -51,7 +53,7 @@ def results(tmp_path_factory, model_path):
     for group, n in COUNTS.items():
         work = base / group
         work.mkdir()
-        procs[group] = subprocess.Popen(
+        procs[group] = children.start(
             [sys.executable, str(script), group, str(SEED), str(work), str(n), *extra.get(group, [])],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -13,6 +13,7 @@ import time
 import pytest
 from comparing import recorded_compare
 
+from engine import children
 from engine.events import NodeAdded, RunFinished, TextDelta, fold
 from engine.store import Store
 
@@ -115,7 +116,7 @@ def _committed_events(db: str) -> int:
 
 def test_a_kill_mid_run_keeps_every_committed_event(tmp_path):
     db = str(tmp_path / "killed.db")
-    proc = subprocess.Popen(
+    proc = children.start(
         [
             sys.executable,
             "-m",

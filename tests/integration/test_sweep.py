@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from engine import children
 from engine.answers import is_correct
 from engine.problems import resolve_problem_set
 from engine.store import Store
@@ -41,7 +42,7 @@ def _default_sigint() -> None:
 
 
 def start(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
+    return children.start(
         [sys.executable, "-m", "gui.launch", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

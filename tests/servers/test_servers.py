@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from comparing import compare, recorded_compare
 
+from engine import children
 from engine.backends.server.executor import ServerExecutor
 from engine.backends.server.launch import LlamaServer
 from engine.backends.server.pool import ServerPool
@@ -295,11 +296,72 @@ def test_the_api_key_reaches_the_server_and_nothing_else(model_path, tmp_path):
     assert key not in exported.stdout
 
 
+def _pid_alive(pid: int) -> bool:
+    """Running, not a zombie left for a reaper (a container's PID 1 may never reap it)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+def _children_of(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        out += [int(x) for x in text]
+    return out
+
+
+@pytest.mark.skipif(not children.dies_with_parent(), reason="PR_SET_PDEATHSIG is Linux's")
+def test_ponder_serve_killed_hard_takes_its_llama_server_along(model_path):
+    """SIGKILL (or the out-of-memory killer) on ``ponder serve`` runs none of its clean-up: the
+    llama-server must still end within a few seconds and free the port."""
+    from engine.backends.server.launch import free_port
+
+    port = free_port()
+    p = subprocess.Popen(  # the test's own process: it is the one killed
+        [
+            sys.executable,
+            "-m",
+            "engine.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--parallel",
+            "1",
+            "--ctx",
+            "1024",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        url = p.stdout.readline().strip()
+        assert url == f"http://127.0.0.1:{port}"
+        (server_pid,) = _children_of(p.pid)
+        assert _pid_alive(server_pid)
+        p.send_signal(signal.SIGKILL)
+        p.wait(10)
+        deadline = time.monotonic() + 5
+        while _pid_alive(server_pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _pid_alive(server_pid), "llama-server outlived ponder serve"
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))  # the port is free again
+    finally:
+        if p.poll() is None:
+            p.kill()
+
+
 def test_ponder_serve_prints_its_url_and_stops_on_ctrl_c(model_path):
     from engine.backends.server.launch import free_port
 
     port = free_port()
-    p = subprocess.Popen(
+    p = children.start(
         [
             sys.executable,
             "-m",
@@ -354,7 +416,7 @@ def test_a_sweep_over_a_server_resumes_without_redoing_finished_cells(server, tm
         "--server",
         server.url,
     ]
-    p = subprocess.Popen(
+    p = children.start(
         [sys.executable, "-m", "engine.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     # Wait for two finished cells, then kill the sweep outright.

@@ -17,6 +17,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from engine import children
 from engine.errors import PonderError
 
 
@@ -102,7 +103,7 @@ class LlamaServer:
         if self.api_key:
             env["LLAMA_API_KEY"] = self.api_key
         try:
-            self.proc = subprocess.Popen(
+            self.proc = children.start(  # ends with Ponder, even when Ponder is killed hard
                 self.command(),
                 stdout=log,
                 stderr=subprocess.STDOUT,
