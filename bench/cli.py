@@ -129,7 +129,10 @@ def _add_figures(p: argparse.ArgumentParser) -> None:
 
 
 def _progress(args: argparse.Namespace) -> Callable[[str], None] | None:
-    """Progress lines on stderr, none with --json (stdout then holds only the JSON)."""
+    """Progress on stderr (engine.cli.progress.Phases); stdout holds only the result."""
+    phases = getattr(args, "phases", None)
+    if phases is not None:
+        return phases
     return None if args.json else (lambda s: print(s, file=sys.stderr, flush=True))
 
 
@@ -317,4 +320,10 @@ def chosen_mode(args: argparse.Namespace) -> Callable[[argparse.Namespace], int]
 
 
 def run(args: argparse.Namespace) -> int:
-    return chosen_mode(args)(args)
+    from engine.cli.progress import Phases
+
+    # a live line per phase on a terminal (also with --json: it goes to stderr); plain lines in
+    # a log, none there with --json
+    with Phases(show_plain=not args.json) as phases:
+        args.phases = phases
+        return chosen_mode(args)(args)

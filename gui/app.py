@@ -61,6 +61,7 @@ class MainWindow(QMainWindow):
         self._shown = 0  # how many of the opened session's events the panels show
         self._dirty: set[str] = set()
         self._pending: list[tuple[EngineBridge, Any]] = []  # compares still to run (engine, form)
+        self._yes = False  # the user accepted the running compare's cost estimate
         self._results: list[tuple[int, str, list]] = []
         self._groups: list[str | None] = [None]  # the panels' model groups of the current compare
         self._redraw_timer = QTimer(self, singleShot=True, interval=REDRAW_MS, timeout=self._redraw)
@@ -189,6 +190,7 @@ class MainWindow(QMainWindow):
         bridge.events.connect(lambda batch: self._on_events(group, batch))
         bridge.compared.connect(lambda sid, summaries: self._on_compared(group, sid, summaries))
         bridge.failed.connect(self._on_failed)
+        bridge.costly.connect(self._on_costly)
 
     def _second_bridge(self) -> EngineBridge | None:
         choice = self.model_bar.second()
@@ -212,7 +214,8 @@ class MainWindow(QMainWindow):
 
     # --- running ------------------------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, yes: bool = False) -> None:
+        """Run the form's compare; ``yes``: the user has accepted its cost estimate."""
         if self.bridge is None:
             return
         if self._busy():
@@ -236,6 +239,7 @@ class MainWindow(QMainWindow):
             bridges.append(second)
         groups = [(label, form.strategies) for label in labels]
         self._pending = [(b, request) for b in bridges]
+        self._yes = yes
         self._groups = [g for g, _ in groups]
         self.area.make_panels(groups)
         self._results = []
@@ -250,7 +254,7 @@ class MainWindow(QMainWindow):
         """Two models run one after the other (each owns its engine thread; at once they would
         halve each other's speed and muddle their timings)."""
         bridge, request = self._pending.pop(0)
-        bridge.compare(self.db, request)
+        bridge.compare(self.db, request, yes=getattr(self, "_yes", False))
 
     def cancel(self) -> None:
         if self._busy():
@@ -329,6 +333,29 @@ class MainWindow(QMainWindow):
         self.status.showMessage("Failed")
         self.refresh_sessions()
         QMessageBox.warning(self, "Ponder", message)
+
+    def _on_costly(self, message: str) -> None:
+        """A compare or sweep its estimate says would take over an hour (or fill the disk), refused
+        before anything was saved: say so, and run it only if the user says yes."""
+        was_sweep = self.sweeps_tab.busy
+        self._pending = []
+        self.sweeps_tab.on_failed("Not started: " + message)
+        self.controls.set_running(False)
+        self.model_bar.setEnabled(True)
+        self.status.showMessage("Not started: the estimate asks first")
+        answer = QMessageBox.question(
+            self,
+            "Ponder: a long run",
+            f"{message.replace(' Run it anyway with --yes (the app asks).', '')}\n\nRun it anyway?",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.No,
+        )
+        if answer != QMessageBox.StandardButton.Yes:
+            return
+        if was_sweep:
+            self.sweeps_tab.start(yes=True)
+        else:
+            self.start(yes=True)
 
     def show_node(self, panel: RunPanel, nid: int) -> None:
         self.area.show_node(panel, nid)

@@ -16,10 +16,11 @@ from engine.backends.llama_cpp import BackendConfig
 from engine.errors import PonderError
 from engine.events import TextDelta
 from engine.run.compare import run_compare
+from engine.run.cost import CostRefused, estimate, facts_of_executor, gate, sweep_estimate
 from engine.run.executors import ServerTarget, open_worker
 from engine.run.request import CompareRequest
 from engine.store import Store
-from engine.sweeps import analyse, run_sweep
+from engine.sweeps import analyse, pending_requests, run_sweep
 from engine.worker import BackendWorker, CancelToken
 
 
@@ -32,6 +33,9 @@ class EngineBridge(QObject):
     # sweep: each SweepProgress; then (SweepResult, summary dict)
     sweep_progress = Signal(object)
     swept = Signal(object, object)
+    # a compare or sweep refused by its cost estimate (over an hour, or more than the disk holds):
+    # the estimate's words; the window asks, and runs it again with yes=True
+    costly = Signal(str)
 
     def __init__(
         self, model_path: str, config: BackendConfig | None = None, server: dict[str, Any] | None = None
@@ -63,7 +67,7 @@ class EngineBridge(QObject):
         if fut.exception() is None:
             self.loaded.emit(fut.result())
 
-    def compare(self, store_path: str | None, request: CompareRequest) -> None:
+    def compare(self, store_path: str | None, request: CompareRequest, yes: bool = False) -> None:
         """Run the request's strategies side by side, recorded into the session store; events reach
         the window in batches (at most ~20 a second; streamed text is coalesced to the latest)."""
         if self.busy:
@@ -88,9 +92,11 @@ class EngineBridge(QObject):
             if time.monotonic() - last[0] >= 0.05:
                 flush()
 
-        self._submit(_recorded, lambda r: self.compared.emit(*r), store_path, request, sink, cancel, flush)
+        self._submit(
+            _recorded, lambda r: self.compared.emit(*r), store_path, request, sink, cancel, flush, yes
+        )
 
-    def sweep(self, store_path: str | None, spec: Any, difficulty: str = "pass1") -> None:
+    def sweep(self, store_path: str | None, spec: Any, difficulty: str = "pass1", yes: bool = False) -> None:
         """Run (or resume) a sweep on the loaded model; ``sweep_progress`` carries each
         ``SweepProgress``, ``swept`` the result and the summary of what the store then holds."""
         if self.busy:
@@ -106,6 +112,7 @@ class EngineBridge(QObject):
             self.sweep_progress.emit,
             cancel,
             difficulty,
+            yes,
         )
 
     def _submit(self, work: Any, on_result: Any, *args: Any) -> None:
@@ -125,7 +132,9 @@ class EngineBridge(QObject):
                 worker.close()
             self.busy = False
             err = f.exception()
-            if err is not None:
+            if isinstance(err, CostRefused) and err.estimate is not None and not err.estimate.over_ceiling:
+                self.costly.emit(str(err))
+            elif err is not None:
                 self.failed.emit(_message(err))
             else:
                 on_result(f.result())
@@ -149,11 +158,19 @@ def _describe(executor: Any) -> dict[str, Any]:
 
 
 def _recorded(
-    executor: Any, store_path: str | None, request: CompareRequest, sink: Any, cancel: Any, flush: Any
+    executor: Any,
+    store_path: str | None,
+    request: CompareRequest,
+    sink: Any,
+    cancel: Any,
+    flush: Any,
+    yes: bool = False,
 ) -> tuple[str, list[dict[str, Any]]]:
-    """On the worker thread: the compare recorded into the store at ``store_path``."""
+    """On the worker thread: the cost checked (unless ``yes``), then the compare recorded into the
+    store at ``store_path``."""
     store = Store.open(store_path)
     try:
+        gate(estimate([request], facts_of_executor(executor), store), yes)
         result = run_compare(executor, request, sink, cancel, store)
     finally:
         store.close()
@@ -164,11 +181,21 @@ def _recorded(
 
 
 def _swept(
-    executor: Any, store_path: str | None, spec: Any, on_progress: Any, cancel: Any, difficulty: str
+    executor: Any,
+    store_path: str | None,
+    spec: Any,
+    on_progress: Any,
+    cancel: Any,
+    difficulty: str,
+    yes: bool = False,
 ) -> tuple[Any, dict[str, Any]]:
-    """On the worker thread: the sweep run (or resumed), then its analysis."""
+    """On the worker thread: the cost of the cells still to run checked (unless ``yes``), the sweep
+    run (or resumed), then its analysis."""
     store = Store.open(store_path)
     try:
+        pending = pending_requests(store, spec, executor.model_record())
+        if pending:
+            gate(sweep_estimate(pending, facts_of_executor(executor), store), yes)
         result = run_sweep(executor, store, spec, on_progress=on_progress, cancel=cancel)
         return result, analyse(store, result.sweep_id, spec, difficulty=difficulty)
     finally:

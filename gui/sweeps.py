@@ -78,7 +78,7 @@ class SweepsTab(QWidget):
         root.addWidget(split)
 
         self.set_combo.activated.connect(self._set_chosen)
-        self.run_button.clicked.connect(self.start)
+        self.run_button.clicked.connect(lambda: self.start())  # clicked(bool) is not a yes
         self.cancel_button.clicked.connect(self.cancel)
         self.export_button.clicked.connect(self.export)
         self.exchange_button.clicked.connect(self._choose_exchange)
@@ -351,7 +351,8 @@ class SweepsTab(QWidget):
     def busy(self) -> bool:
         return self._running_spec is not None
 
-    def start(self) -> None:
+    def start(self, yes: bool = False) -> None:
+        """Run or resume the sweep; ``yes``: the user has accepted its cost estimate."""
         bridge = self.host.bridge
         if bridge is None or self.busy:
             return
@@ -370,7 +371,7 @@ class SweepsTab(QWidget):
         self.progress.setValue(0)
         self.progress.setFormat("loading the model…")
         self.progress_label.setText("")
-        bridge.sweep(self.host.db, spec, self.difficulty_combo.currentData())
+        bridge.sweep(self.host.db, spec, self.difficulty_combo.currentData(), yes=yes)
 
     def cancel(self) -> None:
         if self.busy and self.host.bridge is not None:

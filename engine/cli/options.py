@@ -16,10 +16,9 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import InvalidRequestError
-from engine.gguf_info import read_gguf
 from engine.models import default_model_path
 from engine.prm import check_prm_spec
-from engine.run.cost import ModelFacts, estimate, gate
+from engine.run.cost import ModelFacts, estimate, facts_of_executor, facts_of_file, gate
 from engine.run.executors import ServerTarget, backend_worker, on_servers, open_worker
 from engine.run.request import SEED_MODES
 from engine.search import registry
@@ -280,21 +279,11 @@ def add_yes_arg(p: argparse.ArgumentParser) -> None:
 
 def facts_in_process(args: argparse.Namespace) -> ModelFacts:
     """What the cost estimate knows of the GGUF the options name, from its header (no load)."""
-    info = read_gguf(model_path(args))
-    return ModelFacts(
-        name=info.name, params=info.n_params, n_gpu_layers=args.n_gpu_layers, threads=args.threads
-    )
+    return facts_of_file(model_path(args), args.n_gpu_layers, args.threads)
 
 
 def facts_of(executor: Any) -> ModelFacts:
-    """What the cost estimate knows of an executor's model (a server's: what it says of itself)."""
-    m = executor.model_record()
-    return ModelFacts(
-        name=str(m.get("name") or ""),
-        params=m.get("n_params") or None,
-        n_gpu_layers=int(m.get("n_gpu_layers_requested", 0) or 0),
-        on_server=m.get("backend") != "llama.cpp",
-    )
+    return facts_of_executor(executor)
 
 
 def check_cost(

@@ -163,7 +163,7 @@ class Progress:
             return
         self._bar.update(
             task,
-            completed=min(s.finished, s.expected),
+            completed=s.expected if s.status == "done" else min(s.finished, s.expected),
             gens=f"{s.finished}/{s.expected}",
             tokens=f"{s.shown_tokens:,}",
             rate=f"{s.rate():.1f}",
@@ -193,7 +193,6 @@ class Progress:
             elif isinstance(ev, RunFinished):
                 s.streaming.clear()
                 s.tokens = max(s.tokens, ev.generated_tokens)
-                s.finished = max(s.finished, s.expected) if ev.status == "done" else s.finished
                 s.status = ev.status
                 if self.plain:
                     self._write(
@@ -276,8 +275,8 @@ class SweepBar:
 
 
 class Phases:
-    """bench's progress: one line per phase; on a terminal the current one is live (a spinner and
-    its elapsed time), finished ones stay above it."""
+    """bench's progress: one line per finished phase; on a terminal a live line below them (a
+    spinner and the time since the last one) shows it is still working."""
 
     def __init__(self, show_plain: bool, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stderr
@@ -309,7 +308,7 @@ class Phases:
             if self._task is not None:
                 self._bar.remove_task(self._task)
             self._bar.console.print(text, markup=False, highlight=False)
-            self._task = self._bar.add_task(text)
+            self._task = self._bar.add_task("working on the next step")  # its elapsed time ticks
         elif self.show_plain:
             self.stream.write(text + "\n")
             self.stream.flush()

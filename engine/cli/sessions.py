@@ -245,8 +245,13 @@ def _sessions_rerun(store: Store, args: argparse.Namespace) -> int:
             f"Session {session.id} ran in process; rerun it without --server "
             "(a rerun keeps the backend kind)."
         )
+    from engine.cli.progress import Progress
+    from engine.run.request import CompareRequest
+
+    shown = Progress.for_compare(CompareRequest.from_session(session).checked(), json=args.json)
     try:
-        report = rerun(store, args.id, threads=args.threads, cancel=cancel, executor=executor)
+        with shown:
+            report = rerun(store, args.id, threads=args.threads, cancel=cancel, executor=executor, sink=shown)
     except KeyboardInterrupt:
         cancel.cancel()
         raise

@@ -38,7 +38,7 @@ ASSUMED_FLOPS_PER_THREAD = 10e9  # useful FLOP/s one CPU thread gives batched de
 ASSUMED_GPU_SPEEDUP = 10.0  # with layers offloaded and nothing recorded: a guess, said as one
 ASSUMED_BYTES_PER_TOKEN = 80  # text, per-token log-probabilities and texts, events and nodes
 PRM_SHARE = {"judge": 0.5, "model": 0.3}  # extra time the PRM takes, as a share of generation
-MIN_RECORDED_S = 2.0  # sessions shorter than this say little about a rate
+MIN_RECORDED_S = 0.5  # sessions shorter than this say little about a rate
 
 
 class CostRefused(InvalidRequestError):
@@ -155,6 +155,25 @@ def _bytes(n: int) -> str:
         if n >= size:
             return f"{n / size:.1f} {unit}"
     return f"{n} bytes"
+
+
+def facts_of_file(path: str, n_gpu_layers: int = 0, threads: int | None = None) -> ModelFacts:
+    """What the estimate knows of a GGUF before it loads, from its header."""
+    from engine.gguf_info import read_gguf
+
+    info = read_gguf(path)
+    return ModelFacts(name=info.name, params=info.n_params, n_gpu_layers=n_gpu_layers, threads=threads)
+
+
+def facts_of_executor(executor: Any) -> ModelFacts:
+    """What the estimate knows of an executor's model (a server's: what it says of itself)."""
+    m = executor.model_record()
+    return ModelFacts(
+        name=str(m.get("name") or ""),
+        params=m.get("n_params") or None,
+        n_gpu_layers=int(m.get("n_gpu_layers_requested", 0) or 0),
+        on_server=m.get("backend") != "llama.cpp",
+    )
 
 
 # --- the parts -------------------------------------------------------------------------------------

@@ -568,3 +568,32 @@ def test_a_budget_a_strategy_cannot_spend_is_refused_on_run_naming_budgets_it_ca
     assert shown and "DVTS cannot spend a budget of 6" in shown[0] and "4 and 8" in shown[0]
     assert window.run_button.isEnabled()
     assert not Path(db).exists()  # nothing was saved for a run that never started
+
+
+def test_a_compare_its_estimate_calls_long_asks_first_and_runs_only_on_yes(window, qtbot, db, monkeypatch):
+    """The app's side of the cost estimate (engine.run.cost): a compare over the limit is refused
+    before anything is saved, the user is asked, and Yes runs it as asked."""
+    import engine.run.cost as cost
+
+    monkeypatch.setattr(cost, "REASONABLE_S", 0.5)  # this small compare then counts as "too long"
+    asked: list[str] = []
+    answers = [QMessageBox.StandardButton.No, QMessageBox.StandardButton.Yes]
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: (asked.append(a[2]), answers.pop(0))[1])
+    warned: list[str] = []
+    monkeypatch.setattr(QMessageBox, "warning", lambda *a, **k: warned.append(a[2]))
+    small_run(window)
+    window.start()
+    qtbot.waitUntil(lambda: len(asked) == 1, timeout=120_000)
+    assert "This compare would take about" in asked[0] and "tokens/s" in asked[0]
+    assert "--yes" not in asked[0]  # the CLI's words are not the app's
+    assert window.run_button.isEnabled() and not warned
+    with Store.open(db, readonly=True) as store:
+        assert store.list_sessions() == []  # No: nothing saved
+    window.start()
+    qtbot.waitUntil(lambda: len(asked) == 2, timeout=60_000)
+    with qtbot.waitSignal(window.bridge.compared, timeout=180_000) as sig:
+        pass
+    sid, summaries = sig.args
+    assert [s["status"] for s in summaries] == ["done"] * len(summaries) and not warned
+    with Store.open(db, readonly=True) as store:
+        assert [s.id for s in store.list_sessions()] == [sid]

@@ -11,7 +11,6 @@ import select
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from engine import children
 
@@ -138,12 +137,19 @@ def test_a_compare_on_a_terminal_shows_live_progress_and_json_stays_clean(tmp_pa
     assert "2/2 gen" in final and "done" in final
 
 
-def test_a_compare_off_a_terminal_writes_plain_lines(tmp_path):
+def test_a_compare_off_a_terminal_writes_plain_lines_and_its_rate_is_recorded(tmp_path):
+    db = str(tmp_path / "s.db")
     r = ponder(
-        "compare", "What is 2 + 3?", "--budget", "1", "--strategies", "best_of_n", "--max-tokens", "32",
-        "--prm", "arithmetic", "--db", str(tmp_path / "s.db"),
+        "compare", "What is 2 + 3?", "--budget", "2", "--strategies", "best_of_n", "--max-tokens", "96",
+        "--prm", "arithmetic", "--db", db,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert "\x1b[" not in r.stderr  # no escape codes in a log
-    assert re.search(r"best_of_n done in [\d.]+ s: 1 generations, [\d,]+ tokens", r.stderr), r.stderr
-    assert Path(tmp_path / "s.db").exists()
+    m = re.search(r"best_of_n done in ([\d.]+) s: 2 generations, ([\d,]+) tokens", r.stderr)
+    assert m, r.stderr
+    # the next estimate on this store uses what this machine did, not the assumed rate
+    r = ponder(
+        "compare", "1+1?", "--budget", "4096", "--strategies", "best_of_n", "--prm", "arithmetic", "--db", db
+    )
+    assert r.returncode == 2
+    assert "recorded on this machine: 1 session of" in r.stderr, r.stderr

@@ -298,11 +298,19 @@ def test_the_api_key_reaches_the_server_and_nothing_else(model_path, tmp_path):
 
 def _pid_alive(pid: int) -> bool:
     """Running, not a zombie left for a reaper (a container's PID 1 may never reap it)."""
+    # every thread of it: the main thread shows Z while the others are still being torn down
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
     except OSError:
         return False
-    return state not in ("Z", "X")
+    for task in tasks:
+        try:
+            state = (task / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state not in ("Z", "X"):
+            return True
+    return False
 
 
 def _children_of(pid: int) -> list[int]:
@@ -350,8 +358,12 @@ def test_ponder_serve_killed_hard_takes_its_llama_server_along(model_path):
         assert not _pid_alive(server_pid), "llama-server outlived ponder serve"
         import socket
 
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", port))  # the port is free again
+        with pytest.raises(ConnectionRefusedError):  # nobody listens there any more
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        with socket.socket() as s:  # and a new server can take the port (as llama-server binds it)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", port))
+            s.listen()
     finally:
         if p.poll() is None:
             p.kill()
