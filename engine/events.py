@@ -158,6 +158,24 @@ class TextDelta(Event):
     text: str
 
 
+@dataclass(frozen=True)
+class NodeValued(Event):
+    """Monte Carlo tree search backed a value up through node ``node_id`` in ``iteration``: it has
+    now been visited ``visits`` times with mean value ``value`` (its PRM values and its
+    descendants'). Replayed in order, these grow the search iteration by iteration."""
+
+    kind: ClassVar[str] = "node_valued"
+    node_id: int
+    visits: int
+    value: float
+    iteration: int
+
+    def __post_init__(self) -> None:
+        _require(self.visits >= 1, "a valued node has been visited")
+        _require(math.isfinite(self.value), "the value must be finite")
+        _require(self.iteration >= 0, "iterations count from 0")
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.kind: cls
     for cls in (
@@ -170,6 +188,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         RunFinished,
         TextDelta,
         Resampled,
+        NodeValued,
     )
 }
 
@@ -213,6 +232,8 @@ class TraceNode:
     live_text: str = ""
     weight: float | None = None  # particle filtering: its normalised weight when last resampled
     copies: int | None = None  # ... and how many particles of the next round continue it (0: died)
+    visits: int | None = None  # Monte Carlo tree search: times the search went through it
+    value: float | None = None  # ... and the mean value backed up through it
 
     @property
     def score(self) -> float | None:
@@ -237,6 +258,7 @@ class Trace:
     selected: Selected | None = None
     finished: RunFinished | None = None
     resamplings: list[Resampled] = field(default_factory=list)
+    iterations: int = 0  # Monte Carlo tree search: iterations backed up so far
     n_events: int = 0
 
     def apply(self, ev: Event) -> None:
@@ -288,6 +310,11 @@ class Trace:
                     self.nodes[i].weight = w
                     self.nodes[i].copies = ev.sources.count(i)
                 self.resamplings.append(ev)
+            elif isinstance(ev, NodeValued):
+                _require(node is not None, f"a value for unknown node {node_id}")
+                node.visits = ev.visits
+                node.value = ev.value
+                self.iterations = max(self.iterations, ev.iteration + 1)
             elif isinstance(ev, Selected):
                 _require(
                     ev.node_id is None or ev.node_id in self.nodes, f"selected unknown node {ev.node_id}"

@@ -222,8 +222,8 @@ def _print_table(request: CompareRequest, summaries: Sequence[RunSummary]) -> No
         print(f"Reference: {request.reference}")
     width = max(12, *(len(s.strategy) for s in summaries))
     head = (
-        f"{'strategy':<{width}} {'answer':<14} {'correct':<8} {'gen tok':>8} {'prompt':>8} {'PRM tok':>8} "
-        f"{'FLOPs':>12} {'seconds':>8}"
+        f"{'strategy':<{width}} {'answer':<14} {'correct':<8} {'gens':>7} {'gen tok':>8} {'prompt':>8} "
+        f"{'PRM tok':>8} {'FLOPs':>12} {'seconds':>8}"
     )
     print(f"\n{head}  tally")
     for s in summaries:
@@ -231,12 +231,17 @@ def _print_table(request: CompareRequest, summaries: Sequence[RunSummary]) -> No
         tally = ", ".join(f"{a}: {v:.2f}" for a, v in sorted(s.tally.items(), key=lambda kv: -kv[1])[:3])
         ans = (s.answer or "-")[:14]
         cols = (
-            f"{s.strategy:<{width}} {ans:<14} {mark:<8} {s.generated_tokens:>8} {s.prompt_tokens:>8} "
-            f"{s.prm_tokens:>8} {human_flops(s.policy_flops + s.prm_flops):>12}"
+            f"{s.strategy:<{width}} {ans:<14} {mark:<8} {_gens(s):>7} {s.generated_tokens:>8} "
+            f"{s.prompt_tokens:>8} {s.prm_tokens:>8} {human_flops(s.policy_flops + s.prm_flops):>12}"
         )
         print(f"{cols} {s.seconds:>8.1f}  {tally}")
         if s.status != "done":
             print(f"    {s.status}: {s.message}")
+
+
+def _gens(s: RunSummary) -> str:
+    """Generations spent: "8/16" where the strategy stopped before its budget (a maximum)."""
+    return f"{s.generations}/{s.budget}" if s.generations != s.budget else str(s.generations)
 
 
 def runs_exit_code(summaries: Sequence[Any], cancelled: bool, unsaved: bool) -> int:

@@ -20,6 +20,7 @@ from engine.llama_lib import build_snapshot
 from engine.protocol import SYSTEM_PROMPT
 from engine.run.request import CompareRequest
 from engine.run.scheduler import EventSink, Run, Scheduler, StrategySpec, make_runs
+from engine.search import registry
 
 
 @dataclass
@@ -39,6 +40,8 @@ class RunSummary:
     cached_tokens: int = 0  # of the prompt tokens, served from KV already held (shared or reused)
     policy_flops: float = 0.0
     prm_flops: float = 0.0
+    generations: int = 0  # generations spent (the budget, except where it is a maximum: adaptive best-of-N)
+    budget: int = 0  # generations the budget allowed
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -63,7 +66,24 @@ def summarize(run: Run) -> RunSummary:
         cached_tokens=run.cached_tokens,
         policy_flops=run.policy_flops,
         prm_flops=run.prm_flops,
+        generations=_spent(run),
+        budget=_budget(run),
     )
+
+
+def _budget(run: Run) -> int:
+    strat = registry.find(run.spec.name)
+    try:
+        return int(strat.cost(dict(run.spec.params))) if strat is not None else 0
+    except (KeyError, TypeError, ValueError):
+        return 0
+
+
+def _spent(run: Run) -> int:
+    strat = registry.find(run.spec.name)
+    if strat is None or strat.spent is None:
+        return _budget(run)
+    return int(strat.spent(run.trace()))
 
 
 def prm_record(scorer: PRM, spec: str) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import InvalidRequestError
+from engine.events import Trace
 
 SELECTIONS = ("weighted", "majority", "naive")
 
@@ -116,6 +117,15 @@ class Strategy:
     short: str = ""  # for charts and tables: "best-of-N" (default: the label, lower case)
     order: int = 100  # place in lists
     default: bool = False  # in the default selection
+    budget_is_maximum: bool = False  # it may stop early (adaptive best-of-N): the budget is a ceiling
+    spent: Callable[[Trace], int] | None = None  # generations a finished run spent (None: its budget)
+
+    def generations_spent(self, trace: Trace, params: dict[str, Any]) -> int:
+        """Generations a run spent: the strategy's own count where its budget is a maximum, else
+        what its parameters cost."""
+        if self.spent is not None:
+            return int(self.spent(trace))
+        return int(self.cost(params))
 
     @property
     def title(self) -> str:

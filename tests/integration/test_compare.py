@@ -151,7 +151,7 @@ def test_cli_compare_json_on_a_shipped_problem():
     [
         (("compare", "  "), "The problem is empty"),
         (("compare", "1+1?", "--budget", "0"), "budget must be a whole number of generations >= 1"),
-        (("compare", "1+1?", "--strategies", "best_of_n,mcts"), "Unknown strategy 'mcts'"),
+        (("compare", "1+1?", "--strategies", "best_of_n,nope"), "Unknown strategy 'nope'"),
         (("compare", "1+1?", "--prm", "oracle"), "--prm must be judge, arithmetic, reference"),
         (("compare", "1+1?", "--prm", "reference"), "needs a reference answer"),
         (("compare", "--problem-set", "gsm8k", "--index", "5000"), "there is no #5000"),
@@ -182,3 +182,42 @@ def test_token_prm_gguf_without_the_step_tag_is_a_clear_error(tmp_path, model_pa
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert "cannot be used as a token PRM" in r.stderr and "'ки'" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_mcts_and_adaptive_best_of_n_beside_the_others_on_the_real_model(tmp_path):
+    """``ponder compare --strategies mcts,adaptive_best_of_n,beam_search,best_of_n --budget 16``:
+    four complete event streams, MCTS's values backed up iteration by iteration, adaptive
+    best-of-N's spent generations said, and the session replaying to the same trees."""
+    from engine.events import NodeValued, fold
+    from engine.store import Store
+
+    db = tmp_path / "s.db"
+    r = ponder(
+        "compare", "--problem-set", "gsm8k", "--index", "0", "--budget", "16", "--max-tokens", "256",
+        "--strategies", "mcts,adaptive_best_of_n,beam_search,best_of_n", "--prm", "arithmetic",
+        "--json", "--db", str(db),
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    runs = {x["strategy"]: x for x in out["runs"]}
+    assert set(runs) == {"mcts", "adaptive_best_of_n", "beam_search", "best_of_n"}
+    assert all(x["status"] == "done" and x["answer"] is not None for x in runs.values())
+    assert runs["best_of_n"]["generations"] == runs["best_of_n"]["budget"] == 16
+    assert 4 <= runs["adaptive_best_of_n"]["generations"] <= 16 and runs["adaptive_best_of_n"]["budget"] == 16
+    with Store.open(db, readonly=True) as store:
+        s = store.session(out["session_id"])
+        by = {run.strategy: run for run in s.runs}
+        events = store.events(by["mcts"].id)
+        trace = fold(events)
+        valued = [e for e in events if isinstance(e, NodeValued)]
+        assert valued and trace.iterations == valued[-1].iteration + 1
+        assert [e.iteration for e in valued] == sorted(e.iteration for e in valued)  # in order
+        for node in trace.nodes.values():  # one visit of its own, one per visit of a child
+            if node.visits is not None and node.children and node.role == "step":
+                kids = [trace.nodes[c].visits or 0 for c in node.children if trace.nodes[c].role == "step"]
+                assert node.visits == sum(kids) + 1
+        finished = [n for n in trace.nodes.values() if n.finish_reason is not None]
+        assert 16 <= len(finished) <= 16 + 3  # its budget of whole solutions (an expansion may end 3)
+        assert trace.selected is not None and trace.selected.node_id in trace.nodes
+        adaptive = fold(store.events(by["adaptive_best_of_n"].id))
+        assert len(adaptive.roots) == runs["adaptive_best_of_n"]["generations"]

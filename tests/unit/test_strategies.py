@@ -104,8 +104,8 @@ def test_lookahead_is_paid_from_the_budget():
         budget_params("beam_search", 9, lookahead=1)
     with pytest.raises(InvalidRequestError, match="budget"):
         budget_params("best_of_n", 0)
-    with pytest.raises(InvalidRequestError, match="Unknown strategy 'mcts'"):
-        get_strategy("mcts")
+    with pytest.raises(InvalidRequestError, match="Unknown strategy 'no_such_strategy'"):
+        get_strategy("no_such_strategy")
 
 
 # --- best-of-N ------------------------------------------------------------------------------------
@@ -209,10 +209,10 @@ def test_dvts_subtrees_stay_independent():
             owner[it.node_id] = it.node_id // 4  # 4 children per subtree in round 1 (ids 0-3, 4-7)
         else:
             owner[it.node_id] = owner[it.parent]
-        return f"x{it.node_id}\n\n", "stop"
+        return f"x {it.node_id}\n\n", "stop"  # a number standing alone: each path has an answer
 
     def score(steps, finished):
-        nid = int(steps[-1].strip()[1:])
+        nid = int(steps[-1].split()[-1])
         return [1.0 / (1 + nid % 4)]  # the first child of each expansion is best
 
     s = Script(text, score).run(get_strategy("dvts")(ctx(), n=8, beam_width=4, iterations=3))

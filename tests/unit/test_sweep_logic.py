@@ -94,7 +94,7 @@ def test_best_of_n_and_revisions_run_once_at_the_top_budget_unless_a_budget_cann
     with pytest.raises(InvalidRequestError):
         SweepSpec("arith", budgets=(0, 2)).check()
     with pytest.raises(InvalidRequestError):
-        SweepSpec("arith", strategies=("best_of_n", "mcts")).check()
+        SweepSpec("arith", strategies=("best_of_n", "no_such_strategy")).check()
 
 
 def flat(answers, scores, correct) -> _Candidates:
