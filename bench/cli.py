@@ -23,6 +23,7 @@ from engine.cli.options import (
     int_list,
     int_list_zero,
     model_path,
+    names,
     print_json,
 )
 from engine.errors import InvalidRequestError
@@ -94,6 +95,11 @@ def _add_figures(p: argparse.ArgumentParser) -> None:
         help="with --compare, --revisions: tokens per solution (default 256); with --sweep, --gui: 128",
     )
     p.add_argument("--prm", default="judge", choices=["judge", "arithmetic"], help="with --compare: the PRM")
+    p.add_argument(
+        "--strategies",
+        help="with --compare: comma-separated strategies (default: the default ones; e.g. "
+        "mcts,adaptive_best_of_n,beam_search,best_of_n)",
+    )
     p.add_argument(
         "--problems", type=int_list_zero, default=[0], help="with --compare: GSM8K indices (0,1,...)"
     )
@@ -292,7 +298,7 @@ def bench_compare(args: argparse.Namespace) -> int:
         raise InvalidRequestError("--max-tokens must be >= 1")
     result = run_compare_bench(
         model_path(args), max_tokens=max_tokens, config=_in_process(args), progress=_progress(args),
-        prm=args.prm, problems=args.problems,
+        prm=args.prm, problems=args.problems, strategies=names(args.strategies) if args.strategies else None,
     )  # fmt: skip
     return _show(args, result, format_compare_bench)
 

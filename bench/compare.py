@@ -45,13 +45,19 @@ def _default_config(config: BackendConfig | None) -> BackendConfig:
 
 
 def timed_compare(
-    executor: Executor, idx: int, budget: int, prm: str, max_tokens: int, concurrent: bool
+    executor: Executor,
+    idx: int,
+    budget: int,
+    prm: str,
+    max_tokens: int,
+    concurrent: bool,
+    strategies: Sequence[str] | None = None,
 ) -> tuple[float, list[Any]]:
-    """The default strategies on GSM8K problem ``idx`` (seeded by it): (seconds, runs)."""
+    """The strategies (default: the default ones) on GSM8K problem ``idx`` (seeded by it): (seconds, runs)."""
     p = get_problem("gsm8k", idx)
     request = CompareRequest(
-        p.question, tuple(default_strategies()), budget=budget, prm=prm, reference=p.reference, seed=idx,
-        max_tokens=max_tokens, concurrent=concurrent,
+        p.question, tuple(strategies or default_strategies()), budget=budget, prm=prm,
+        reference=p.reference, seed=idx, max_tokens=max_tokens, concurrent=concurrent,
     )  # fmt: skip
     t0 = time.perf_counter()
     runs = run_compare(executor, request).runs
@@ -69,13 +75,16 @@ def run_compare_bench(
     prm: str = "judge",
     config: BackendConfig | None = None,
     progress: Callable[[str], None] | None = None,
+    strategies: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """The default strategies at ``budget`` on GSM8K problems, side by side and then one after
+    """The strategies (default: the default ones; any registered, MCTS and adaptive best-of-N
+    among them) at ``budget`` on GSM8K problems, side by side and then one after
     another, same seeds. Reports the wall times, their ratio, the tokens each mode generated (the
     texts can differ a little between the modes: batch composition moves float sums), and the PRM's
     share of beam search's time (measured when it runs alone)."""
     say = progress or _quiet
     out: dict[str, Any] = {"budget": budget, "max_tokens": max_tokens, "prm": prm, "problems": list(problems)}
+    out["strategies"] = list(strategies or default_strategies())
     totals = {"side_by_side_s": 0.0, "sequential_s": 0.0}
     tokens = {"side_by_side": 0, "sequential": 0}
     beam = {"prm_s": 0.0, "wall_s": 0.0}
@@ -86,7 +95,7 @@ def run_compare_bench(
         for idx in problems:
             row: dict[str, Any] = {"index": idx}
             for mode, concurrent in (("side_by_side", True), ("sequential", False)):
-                dt, runs = timed_compare(executor, idx, budget, prm, max_tokens, concurrent)
+                dt, runs = timed_compare(executor, idx, budget, prm, max_tokens, concurrent, strategies)
                 totals[f"{mode}_s"] += dt
                 work = sum(r.generated_tokens + r.prm_tokens for r in runs)
                 tokens[mode] += work
@@ -96,8 +105,8 @@ def run_compare_bench(
                     "runs": {r.spec.name: round(r.wall_s, 3) for r in runs},
                 }
                 say(f"gsm8k #{idx} {mode:<12} {dt:7.1f} s  ({work} tokens generated + scored)")
-                if not concurrent:
-                    b = next(r for r in runs if r.spec.name == "beam_search")
+                b = next((r for r in runs if r.spec.name == "beam_search"), None)
+                if not concurrent and b is not None:
                     beam["prm_s"] += b.prm_s
                     beam["wall_s"] += b.wall_s
             per_problem.append(row)
@@ -132,12 +141,15 @@ def _compare_figures(
 def format_compare_bench(r: dict[str, Any]) -> str:
     return "\n".join(
         [
-            f"budget {r['budget']} per strategy, up to {r['max_tokens']} tokens per solution, "
-            f"PRM {r['prm']}, GSM8K problems {r['problems']}, {r['accelerator']}",
+            f"{', '.join(r.get('strategies') or [])} at budget {r['budget']} per strategy, up to "
+            f"{r['max_tokens']} tokens per solution, PRM {r['prm']}, GSM8K problems {r['problems']}, "
+            f"{r['accelerator']}",
             f"side by side : {r['side_by_side_s']:8.1f} s  ({r['tokens']['side_by_side']} tokens)",
             f"one by one   : {r['sequential_s']:8.1f} s  ({r['tokens']['sequential']} tokens)",
             f"ratio        : {r['ratio']:.3f}  (per token of work: {r['ratio_per_token']:.3f})",
-            f"PRM share of beam search's time: {r['prm_share_beam']:.0%}",
+            f"PRM share of beam search's time: {r['prm_share_beam']:.0%}"
+            if r["prm_share_beam"] is not None
+            else "PRM share of beam search's time: - (beam search did not run)",
         ]
     )
 

@@ -121,9 +121,22 @@ class RunPanel(QFrame):
             rate = fin.generated_tokens / fin.wall_s if fin.wall_s > 0 else 0.0
             self.footer.setText(
                 f"{fin.status}: answer <b>{answer}</b> · {fin.generated_tokens} tok · {fin.wall_s:.1f} s · "
-                f"{rate:.0f} tok/s · {human_flops(fin.policy_flops + fin.prm_flops)}"
+                f"{rate:.0f} tok/s · {human_flops(fin.policy_flops + fin.prm_flops)}{self._spent_note()}"
             )
         self._show_progress()
+
+    def _spent_note(self) -> str:
+        """ " · spent 8 of 16 generations" for a strategy whose budget is a maximum (adaptive
+        best-of-N stops when its vote is settled); "" for the others, which spend their budget."""
+        strat = registry.find(self.strategy)
+        st = self.trace.started
+        if strat is None or st is None or not strat.budget_is_maximum:
+            return ""
+        try:
+            budget = int(strat.cost(st.params))
+        except (KeyError, TypeError, ValueError):
+            return ""
+        return f" · spent {strat.generations_spent(self.trace, st.params)} of {budget} generations"
 
     def _show_progress(self) -> None:
         """Finished candidates of the ones the run will make (N solutions, N beams, chains x
@@ -165,6 +178,7 @@ class RunPanel(QFrame):
         text += f" · {tokens} tok · {seconds:.1f} s · {rate:.0f} tok/s"
         if flops:
             text += f" · {human_flops(flops)}"
+        text += self._spent_note()
         if status != "done":
             text += f" · <i>{status}</i>"
         self.footer.setText(text)

@@ -272,7 +272,8 @@ class TraceView(QGraphicsView):
             self.fit()
 
     def _sync_edges(self, trace: Trace, lay: Layout, chosen: set[int]) -> None:
-        want: dict[tuple[int, Any], tuple[float, float, float, float, str]] = {}
+        want: dict[tuple[int, Any], tuple[float, float, float, float, str, float]] = {}
+        most = max((n.visits or 0 for n in trace.nodes.values()), default=0)  # MCTS: edges by visits
         if lay.joined:
             w, h = lay.size
             for nid, (x, y) in lay.pos.items():
@@ -287,12 +288,19 @@ class TraceView(QGraphicsView):
                     if trace.nodes[nid].pruned_at is not None
                     else "kept"
                 )
-                want[(p, nid)] = (px + w / 2, py + h, x + w / 2, y, style)
+                want[(p, nid)] = (
+                    px + w / 2,
+                    py + h,
+                    x + w / 2,
+                    y,
+                    style,
+                    _visit_width(trace.nodes[nid].visits, most),
+                )
         scene = self.scene()
         for k in [k for k in self.edges if k not in want]:
             scene.removeItem(self.edges.pop(k))
         grey = QColor("#9a9a9a")
-        for k, (x1, y1, x2, y2, style) in want.items():
+        for k, (x1, y1, x2, y2, style, weight) in want.items():
             line = self.edges.get(k)
             if line is None:
                 line = scene.addLine(x1, y1, x2, y2)
@@ -305,14 +313,16 @@ class TraceView(QGraphicsView):
                 or line.line().y2() != y2
             ):
                 line.setLine(x1, y1, x2, y2)
-            if line.data(1) != style:
-                line.setData(1, style)
+            if line.data(1) != (style, weight):
+                line.setData(1, (style, weight))
                 if style == "chosen":
-                    line.setPen(QPen(QColor(colours()["chosen"]), 3.5))
+                    line.setPen(QPen(QColor(colours()["chosen"]), max(3.5, weight)))
                     line.setZValue(0)
                 else:
                     line.setPen(
-                        QPen(grey, 1.2, Qt.PenStyle.DashLine if style == "pruned" else Qt.PenStyle.SolidLine)
+                        QPen(
+                            grey, weight, Qt.PenStyle.DashLine if style == "pruned" else Qt.PenStyle.SolidLine
+                        ),
                     )
                     line.setZValue(-1)
                 line.setOpacity(0.45 if style == "pruned" else 1.0)
@@ -435,3 +445,11 @@ class TraceView(QGraphicsView):
             return
         if self._auto_fit:
             self.fit()
+
+
+def _visit_width(visits: int | None, most: int) -> float:
+    """An edge's pen width: 1.2, or for a search that counts visits (MCTS) from 1.2 to 6 by the
+    square root of its child's share of the most visits any node has (``most``)."""
+    if not visits or not most:
+        return 1.2
+    return round(1.2 + 4.8 * (visits / most) ** 0.5, 1)

@@ -198,13 +198,16 @@ def exact_groups(answers: list[str]) -> list[int]:
 
 
 def tree_notes(trace: Trace, answers: bool = True) -> dict[int, str]:
-    """What a step card says beside its score: a particle's weight and copies when it was resampled
+    """What a step card says beside its score: MCTS's visits and mean value ("N 5 · V .62"), a
+    particle's weight and copies when it was resampled
     ("w .42 ×3"; ×0: it died), a forced continuation ("Wait") or answer, and an ended node's answer
     (unless ``answers`` is False: a search's card shows the answer on its second line)."""
     out = {}
     wait = str((trace.started.params if trace.started else {}).get("wait") or "Wait")
     for nid, n in trace.nodes.items():
         bits = []
+        if n.visits is not None and n.value is not None:  # MCTS: visits and mean value
+            bits.append(f"N {n.visits} · V {n.value:.2f}".replace("V 0.", "V ."))
         if n.weight is not None:
             bits.append(f"w {n.weight:.2f} ×{n.copies}")
         if n.role == "continuation":  # made to go on ("Wait"), or cut short and going on

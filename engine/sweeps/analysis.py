@@ -237,6 +237,9 @@ def _problem_row(
             acc = _accuracy(s, b, cand, samples, rng, spec.tokens)
             for m, v in acc.items():
                 row["accuracy"].setdefault(s, {}).setdefault(m, {})[b] = v
+            # generations spent: the budget, or (a budget that is a maximum) the candidates it made
+            spent = sum(len(ch) for ch in cand.answers) if registry.get(s).budget_is_maximum else b
+            row.setdefault("spent", {}).setdefault(s, {})[b] = spent
     pool = [cands[("best_of_n", max(budgets))]] if "best_of_n" in spec.strategies else list(cands.values())
     flat_c = [c for cd in pool for ch in cd.correct for c in ch]
     flat_s = [x for cd in pool for ch in cd.scores for x in ch]
@@ -257,6 +260,17 @@ def _mean_acc(
                 for b in budgets
             }
     return out
+
+
+def _mean_spent(
+    per_problem: dict[int, dict[str, Any]], strategies: Sequence[str], budgets: list[int], idx: Sequence[int]
+) -> dict[str, dict[int, float]]:
+    """Mean generations spent per problem: the budget, except where it is a maximum (adaptive
+    best-of-N stops when its vote is settled)."""
+    return {
+        s: {b: (sum(per_problem[i]["spent"][s][b] for i in idx) / len(idx)) if idx else 0.0 for b in budgets}
+        for s in strategies
+    }
 
 
 def _pick(acc: Acc, b: int, strategies: Sequence[str]) -> tuple[float, str, str]:
@@ -302,6 +316,7 @@ def _bin(
         "problems": members,
         "difficulty_range": [min(vals), max(vals)],
         "accuracy": acc,
+        "spent": _mean_spent(per_problem, strategies, budgets, members),
         "best_per_budget": per_budget,
         "best": {
             "strategy": overall[2],
@@ -415,6 +430,7 @@ def summarise(
             "compute_optimal_held_out picks on one half of each bin and scores on the other (2-fold).",
         },
         "accuracy": _mean_acc(per_problem, spec.strategies, budgets, rows.complete),
+        "spent": _mean_spent(per_problem, spec.strategies, budgets, rows.complete),
         # 95% percentile-bootstrap intervals over problems (what a sweep of this many problems can tell)
         "intervals": _intervals(per_problem, spec.strategies, budgets, spec.seed),
         "flops_per_problem": flops,

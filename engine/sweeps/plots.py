@@ -67,14 +67,32 @@ def _subtitle(summary: dict[str, Any]) -> str:
     )
 
 
+def _at(
+    iv: dict[Any, list[float]] | None, budgets: list[int], xs: list[float]
+) -> dict[Any, list[float]] | None:
+    """Intervals keyed by budget, re-keyed by where they are drawn."""
+    if not iv:
+        return None
+    return {x: iv[b] for b, x in zip(budgets, xs, strict=True) if b in iv}
+
+
 def accuracy_vs_budget(summary: dict[str, Any]) -> Any:
     fig = _figure(8.0, 5.0)
     ax = fig.add_subplot()
     budgets = summary["spec"]["budgets"]
     tokens = summary["spec"].get("budget_kind") == "tokens"
     acc, iv = summary["accuracy"], summary.get("intervals", {})
+    spent = summary.get("spent") or {}
     for s in summary["spec"]["strategies"]:
         c = _colour(s)
+        strat = registry.find(s)
+        if strat is not None and strat.budget_is_maximum and s in spent:
+            # its budget is a maximum: drawn at the generations it spent, not those it was allowed
+            xs = [spent[s][b] for b in budgets]
+            _band(ax, xs, _at(iv.get(s, {}).get("weighted"), budgets, xs), c)
+            ax.plot(xs, [acc[s]["weighted"][b] for b in budgets], color=c, lw=2.2, marker="D", ms=4,
+                    label=f"{registry.title(s)} (weighted; at generations spent)")  # fmt: skip
+            continue
         _band(ax, budgets, iv.get(s, {}).get("weighted"), c)
         ax.plot(budgets, [acc[s]["weighted"][b] for b in budgets], color=c, lw=2.2, marker="o", ms=4,
                 label=f"{registry.title(s)} (weighted)")  # fmt: skip

@@ -45,6 +45,7 @@ def markdown_table(summary: dict[str, Any], title: bool = True) -> str:
             + " | ".join(f"{100 * ho[b]:.1f}%" for b in budgets)
             + " |"
         )
+    lines += _spent_lines(summary, budgets, mark)
     diff = "pass@1" if summary["method"]["difficulty"] == "pass1" else "mean PRM score"
     lines += [
         "",
@@ -85,6 +86,31 @@ def markdown_table(summary: dict[str, Any], title: bool = True) -> str:
             lines.append(f"| {lv} | {row['problems']} | {100 * row['pass1']:.0f}% | {accs} |")
     lines += ["", summary["method"]["note"], ""]
     return "\n".join(lines)
+
+
+def _spent_lines(summary: dict[str, Any], budgets: list[int], mark: str) -> list[str]:
+    """Generations spent per problem by the strategies whose budget is a maximum, overall and per
+    difficulty bin (1 = easiest): what stopping early saved."""
+    spent = summary.get("spent") or {}
+    names = [s for s in spent if (st := registry.find(s)) is not None and st.budget_is_maximum]
+    if not names:
+        return []
+    out = [
+        "",
+        "## Generations spent (the budget a maximum: mean per problem)",
+        "",
+        "| strategy | bin | " + " | ".join(f"{mark}{b}" for b in budgets) + " |",
+        "|---|---|" + "---:|" * len(budgets),
+    ]
+    for s in names:
+        out.append(
+            f"| {registry.title(s)} | all | " + " | ".join(f"{spent[s][b]:.1f}" for b in budgets) + " |"
+        )
+        for bn in summary.get("bins", []):
+            row = bn.get("spent", {}).get(s)
+            if row:
+                out.append(f"| | {bn['bin']} | " + " | ".join(f"{row[b]:.1f}" for b in budgets) + " |")
+    return out
 
 
 def json_ready(summary: dict[str, Any]) -> dict[str, Any]:

@@ -142,3 +142,56 @@ def test_the_view_expands_a_stub_on_click_outlines_the_chosen_path_and_redraws_i
     k = view.transform().m11()
     assert 0.6 <= k <= 1.0
     assert view.mapFromScene(QPointF(0, CARD_H)).y() - view.mapFromScene(QPointF(0, 0)).y() >= 0.6 * CARD_H
+
+
+def _mcts_events(n: int = 8) -> list:
+    """A real MCTS run (engine.search.mcts) driven by a scripted executor: steps end their solution
+    every third generation; the PRM favours longer paths."""
+    import itertools
+
+    from engine.events import Event
+    from engine.protocol import Generate, Generated, RunContext, Score
+    from engine.search import get_strategy
+
+    k = itertools.count(1)
+    gen = get_strategy("mcts")(RunContext("r", "What is 6 * 7?", prm={"name": "scripted"}), n=n, children=2)
+    events, value = [], None
+    while True:
+        try:
+            item = gen.send(value)
+        except StopIteration:
+            return events
+        value = None
+        if isinstance(item, Event):
+            events.append(item)
+        elif isinstance(item, Generate):
+            out = []
+            for it in item.items:
+                i = next(k)
+                text, why = (f"So it is {40 + i % 3}.", "eos") if i % 3 == 0 else (f"step {i}\n\n", "stop")
+                out.append(Generated(it.node_id, text, 4, (-0.1,), why))
+            value = out
+        elif isinstance(item, Score):
+            value = [[min(1.0, 0.2 * len(c))] * len(c) for c in item.candidates]
+
+
+def test_an_mcts_tree_shows_visits_and_values_on_its_cards_and_edges_by_visits(qtbot):
+    from gui.trace_view import TraceView
+
+    t = fold(_mcts_events())
+    view = TraceView()
+    qtbot.addWidget(view)
+    view.resize(900, 700)
+    view.show()
+    view.show_trace(t, "mcts")
+    valued = [i for i, n in t.nodes.items() if n.visits]
+    assert valued and set(valued) <= set(view.items_by_node)
+    for i in valued:
+        head = view.items_by_node[i].head.text()
+        assert f"N {t.nodes[i].visits}" in head, head
+    # the most visited edge is drawn thickest, a once-visited one thinnest
+    edges = {(p, c): e.pen().widthF() for (p, c), e in view.edges.items() if t.nodes[c].visits}
+    most = max(edges, key=lambda pc: t.nodes[pc[1]].visits)
+    least = min(edges, key=lambda pc: t.nodes[pc[1]].visits)
+    assert t.nodes[most[1]].visits > t.nodes[least[1]].visits
+    assert edges[most] > edges[least] >= 1.2
