@@ -14,6 +14,7 @@ from PySide6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
+    QGridLayout,
     QHBoxLayout,
     QLabel,
     QLineEdit,
@@ -79,6 +80,9 @@ def widget_value(w: QWidget) -> Any:
     if isinstance(w, QLineEdit):
         return w.text()
     return w.value()  # type: ignore[attr-defined]
+
+
+STRATEGIES_PER_ROW = 5  # checkboxes in a row of the strategy picker
 
 
 class ProblemBar(QWidget):
@@ -151,20 +155,27 @@ class StrategyControls(QWidget):
         super().__init__()
         col = QVBoxLayout(self)
         col.setContentsMargins(0, 0, 0, 0)
-        picks = QHBoxLayout()
-        picks.setSpacing(4)
-        picks.addWidget(QLabel("Strategies"))
+        # the strategies in rows of STRATEGIES_PER_ROW (a checkbox and its ⚙ each), so that more
+        # strategies add a row, not width: the window still fits a 1600-pixel screen (and less)
+        picks = QGridLayout()
+        picks.setHorizontalSpacing(4)
+        picks.setVerticalSpacing(2)
+        picks.addWidget(QLabel("Strategies"), 0, 0)
         self.strategy_boxes: dict[str, QCheckBox] = {}
         self.strategy_params: dict[str, dict[str, Any]] = {}
-        for strat in registry.strategies():
+        for k, strat in enumerate(registry.strategies()):
             box = QCheckBox(strat.label)
             box.setChecked(strat.default)
             box.setToolTip(strat.summary)
             self.strategy_boxes[strat.name] = box
-            picks.addSpacing(10)
-            picks.addWidget(box)
-            picks.addWidget(self._params_button(strat))
-        picks.addStretch(1)
+            cell = QHBoxLayout()
+            cell.setSpacing(4)
+            cell.setContentsMargins(10, 0, 0, 0)
+            cell.addWidget(box)
+            cell.addWidget(self._params_button(strat))
+            cell.addStretch(1)
+            picks.addLayout(cell, k // STRATEGIES_PER_ROW, 1 + k % STRATEGIES_PER_ROW)
+        picks.setColumnStretch(STRATEGIES_PER_ROW + 1, 1)
         col.addLayout(picks)
         controls = QHBoxLayout()
         controls.addWidget(QLabel("Budget"))

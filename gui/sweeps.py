@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
     QComboBox,
     QFileDialog,
     QFormLayout,
+    QGridLayout,
     QHBoxLayout,
     QLabel,
     QLineEdit,
@@ -128,14 +129,15 @@ class SweepsTab(QWidget):
         form.addRow("", self.file_label)
         form.addRow("Problems", self.limit_spin)
         form.addRow("From index", self.offset_spin)
-        boxes = QHBoxLayout()
+        boxes = QGridLayout()  # rows of four: more strategies add a row, not width
+        boxes.setHorizontalSpacing(10)
         self.strategy_boxes: dict[str, QCheckBox] = {}
-        for strat in registry.strategies():
+        for k, strat in enumerate(registry.strategies()):
             box = QCheckBox(strat.label)
             box.setChecked(strat.default)
             box.setToolTip(strat.summary)
             self.strategy_boxes[strat.name] = box
-            boxes.addWidget(box)
+            boxes.addWidget(box, k // 4, k % 4)
         form.addRow("Strategies", boxes)
         self.budgets_edit = QLineEdit("1,2,4,8")
         self.budgets_edit.setToolTip("Generation budgets, comma-separated (as Snell et al. count them)")
