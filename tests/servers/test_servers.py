@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from comparing import compare, recorded_compare
+from processes import children_of, pid_alive
 
 from engine import children
 from engine.backends.server.executor import ServerExecutor
@@ -296,31 +297,6 @@ def test_the_api_key_reaches_the_server_and_nothing_else(model_path, tmp_path):
     assert key not in exported.stdout
 
 
-def _pid_alive(pid: int) -> bool:
-    """Running, not a zombie left for a reaper (a container's PID 1 may never reap it)."""
-    # every thread of it: the main thread shows Z while the others are still being torn down
-    try:
-        tasks = list(Path(f"/proc/{pid}/task").iterdir())
-    except OSError:
-        return False
-    for task in tasks:
-        try:
-            state = (task / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state not in ("Z", "X"):
-            return True
-    return False
-
-
-def _children_of(pid: int) -> list[int]:
-    out = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        text = (task / "children").read_text().split()
-        out += [int(x) for x in text]
-    return out
-
-
 @pytest.mark.skipif(not children.dies_with_parent(), reason="PR_SET_PDEATHSIG is Linux's")
 def test_ponder_serve_killed_hard_takes_its_llama_server_along(model_path):
     """SIGKILL (or the out-of-memory killer) on ``ponder serve`` runs none of its clean-up: the
@@ -348,14 +324,14 @@ def test_ponder_serve_killed_hard_takes_its_llama_server_along(model_path):
     try:
         url = p.stdout.readline().strip()
         assert url == f"http://127.0.0.1:{port}"
-        (server_pid,) = _children_of(p.pid)
-        assert _pid_alive(server_pid)
+        (server_pid,) = children_of(p.pid)
+        assert pid_alive(server_pid)
         p.send_signal(signal.SIGKILL)
         p.wait(10)
         deadline = time.monotonic() + 5
-        while _pid_alive(server_pid) and time.monotonic() < deadline:
+        while pid_alive(server_pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not _pid_alive(server_pid), "llama-server outlived ponder serve"
+        assert not pid_alive(server_pid), "llama-server outlived ponder serve"
         import socket
 
         with pytest.raises(ConnectionRefusedError):  # nobody listens there any more

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from processes import pid_alive
 
 from engine import children
 
@@ -31,23 +32,6 @@ PARENT = textwrap.dedent(
 )
 
 
-def alive(pid: int) -> bool:
-    """Running, not a zombie waiting for a reaper (a container's PID 1 may never reap)."""
-    # every thread of it: the main thread shows Z while the others are still being torn down
-    try:
-        tasks = list(Path(f"/proc/{pid}/task").iterdir())
-    except OSError:
-        return False
-    for task in tasks:
-        try:
-            state = (task / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state not in ("Z", "X"):
-            return True
-    return False
-
-
 @pytest.mark.skipif(not children.dies_with_parent(), reason="PR_SET_PDEATHSIG is Linux's")
 def test_a_child_dies_with_its_parent_killed_hard_and_not_with_the_thread_that_started_it():
     root = str(Path(__file__).resolve().parents[2])
@@ -60,13 +44,13 @@ def test_a_child_dies_with_its_parent_killed_hard_and_not_with_the_thread_that_s
     try:
         child = int(parent.stdout.readline())
         time.sleep(0.5)
-        assert alive(child), "the child ended with the thread that started it"
+        assert pid_alive(child), "the child ended with the thread that started it"
         parent.send_signal(signal.SIGKILL)
         parent.wait(10)
         deadline = time.monotonic() + 5
-        while alive(child) and time.monotonic() < deadline:
+        while pid_alive(child) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not alive(child), "the child outlived its parent's SIGKILL"
+        assert not pid_alive(child), "the child outlived its parent's SIGKILL"
     finally:
         if parent.poll() is None:
             parent.kill()

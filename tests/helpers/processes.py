@@ -1,0 +1,30 @@
+"""Processes as the tests see them from outside: alive or not, and whose children they have."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def pid_alive(pid: int) -> bool:
+    """Running: some thread of it not a zombie (the main thread shows Z while the others are still
+    being torn down, and a container's PID 1 may never reap it)."""
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return False
+    for task in tasks:
+        try:
+            state = (task / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state not in ("Z", "X"):
+            return True
+    return False
+
+
+def children_of(pid: int) -> list[int]:
+    """The pids of a process's children, from every thread of it."""
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        out += [int(x) for x in (task / "children").read_text().split()]
+    return out
