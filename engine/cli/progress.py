@@ -13,7 +13,6 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections.abc import Callable
 from typing import Any, TextIO
 
 from rich.console import Console
@@ -223,11 +222,9 @@ class SweepBar:
     def __init__(self, json: bool = False, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stderr
         self.tty = is_terminal(self.stream)
-        self.plain = not self.tty
         self.done = -1
         self._bar: RichProgress | None = None
         self._task: TaskID | None = None
-        self._format: Callable[[Any], str] | None = None
 
     def __enter__(self) -> SweepBar:
         if self.tty:

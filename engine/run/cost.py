@@ -21,6 +21,7 @@ budget over :data:`MAX_GENERATIONS` generations per strategy is refused outright
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from collections.abc import Mapping, Sequence
@@ -322,7 +323,7 @@ def _with_fit(est: Estimate, requests: Sequence[CompareRequest]) -> Estimate:
     linear = int(est.budget * REASONABLE_S / s)
     for b in range(min(linear, MAX_GENERATIONS), 0, -1):
         if all(_accepts(n, b, first.overrides.get(n)) for n in est.strategies):
-            return Estimate(**{**est.__dict__, "fits_hour": b})
+            return dataclasses.replace(est, fits_hour=b)
     return est
 
 
@@ -349,7 +350,7 @@ def sweep_estimate(pending: Sequence[CompareRequest], facts: ModelFacts, store: 
             if fit >= 1
             else f"One problem takes about {s / problems / 3600:.1f} hours at these budgets: choose smaller."
         )
-        est = Estimate(**{**est.__dict__, "advice": advice})
+        est = dataclasses.replace(est, advice=advice)
     return est
 
 
