@@ -194,49 +194,58 @@ def read_gguf(path: str | os.PathLike[str]) -> GGUFInfo:
     except OSError as e:
         raise ModelLoadError(str(p), f"cannot open: {e.strerror or e}") from e
     with f:
-        head = f.read(4)
-        if head != GGUF_MAGIC:
-            what = "empty file" if not head else f"starts with {head!r}"
-            raise NotAGGUFError(str(p), f"not a GGUF file ({what}; a GGUF starts with b'GGUF')")
-        r = _Reader(f, str(p), size)
-        version = r.unpack("<I")
-        if version not in (2, 3):
-            raise ModelLoadError(str(p), f"unsupported GGUF version {version}")
-        n_tensors = r.unpack("<Q")
-        n_kv = r.unpack("<Q")
-        if n_tensors > 1_000_000 or n_kv > 1_000_000:
-            raise ModelLoadError(str(p), "corrupt GGUF header (absurd tensor or key count)")
-        metadata: dict[str, Any] = {}
-        arrays: dict[str, int] = {}
-        spans: dict[str, tuple[int, int, int]] = {}
-        for _ in range(n_kv):
-            key = r.string()
-            vtype = r.unpack("<I")
-            start = f.tell()
-            val, n = r.value(vtype)
-            if n is not None:
-                arrays[key] = n
-                if val is None:  # skipped: (item type, first item, end)
-                    spans[key] = (struct.unpack("<I", _peek(f, start, 4))[0], start + 12, f.tell())
-            if val is not None:
-                metadata[key] = val
-        alignment = int(metadata.get("general.alignment", 32) or 32)
-        tensors = []
-        for _ in range(n_tensors):
-            name = r.string()
-            n_dims = r.unpack("<I")
-            if n_dims > 8:
-                raise ModelLoadError(str(p), f"corrupt tensor table ({_shown(name)}: {n_dims} dimensions)")
-            dims = [r.unpack("<Q") for _ in range(n_dims)]
-            ttype = r.unpack("<I")
-            offset = r.unpack("<Q")
-            tensors.append((name, dims, ttype, offset))
-        header_end = f.tell()
+        return read_gguf_header(f, str(p), size, stem=p.stem)
+
+
+def read_gguf_header(f: BinaryIO, name: str, size: int, stem: str | None = None) -> GGUFInfo:
+    """Parse a GGUF header from ``f``, a file of ``size`` bytes: a file on disk, or the first
+    megabytes of a remote one (``engine.hub`` reads a model's header from the Hub this way before
+    it is downloaded; a prefix that ends inside the header raises :class:`TruncatedGGUFError`, and
+    the caller asks for more)."""
+    stem = stem if stem is not None else Path(name).stem
+    head = f.read(4)
+    if head != GGUF_MAGIC:
+        what = "empty file" if not head else f"starts with {head!r}"
+        raise NotAGGUFError(name, f"not a GGUF file ({what}; a GGUF starts with b'GGUF')")
+    r = _Reader(f, name, size)
+    version = r.unpack("<I")
+    if version not in (2, 3):
+        raise ModelLoadError(name, f"unsupported GGUF version {version}")
+    n_tensors = r.unpack("<Q")
+    n_kv = r.unpack("<Q")
+    if n_tensors > 1_000_000 or n_kv > 1_000_000:
+        raise ModelLoadError(name, "corrupt GGUF header (absurd tensor or key count)")
+    metadata: dict[str, Any] = {}
+    arrays: dict[str, int] = {}
+    spans: dict[str, tuple[int, int, int]] = {}
+    for _ in range(n_kv):
+        key = r.string()
+        vtype = r.unpack("<I")
+        start = f.tell()
+        val, n = r.value(vtype)
+        if n is not None:
+            arrays[key] = n
+            if val is None:  # skipped: (item type, first item, end)
+                spans[key] = (struct.unpack("<I", _peek(f, start, 4))[0], start + 12, f.tell())
+        if val is not None:
+            metadata[key] = val
+    alignment = int(metadata.get("general.alignment", 32) or 32)
+    tensors = []
+    for _ in range(n_tensors):
+        tname = r.string()
+        n_dims = r.unpack("<I")
+        if n_dims > 8:
+            raise ModelLoadError(name, f"corrupt tensor table ({_shown(tname)}: {n_dims} dimensions)")
+        dims = [r.unpack("<Q") for _ in range(n_dims)]
+        ttype = r.unpack("<I")
+        offset = r.unpack("<Q")
+        tensors.append((tname, dims, ttype, offset))
+    header_end = f.tell()
     data_start = (header_end + alignment - 1) // alignment * alignment
     n_params = 0
     data_end = data_start
     type_elems: dict[int, int] = {}
-    for name, dims, ttype, offset in tensors:
+    for tname, dims, ttype, offset in tensors:
         n = 1
         for d in dims:
             n *= d
@@ -245,13 +254,13 @@ def read_gguf(path: str | os.PathLike[str]) -> GGUFInfo:
         try:
             block, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(ttype)]
         except (ValueError, KeyError):
-            raise ModelLoadError(str(p), f"tensor {_shown(name)} has an unknown type {ttype}") from None
+            raise ModelLoadError(name, f"tensor {_shown(tname)} has an unknown type {ttype}") from None
         nbytes = n // block * type_size
         data_end = max(data_end, data_start + offset + nbytes)
     if data_end > size:
         missing = data_end - size
         raise TruncatedGGUFError(
-            str(p),
+            name,
             f"the file is truncated: its tensors need {data_end:,} bytes but it has {size:,} "
             f"({missing:,} missing; an incomplete download?)",
         )
@@ -263,11 +272,11 @@ def read_gguf(path: str | os.PathLike[str]) -> GGUFInfo:
     ctx = arch_key("context_length")
     n_layer = arch_key("block_count")
     return GGUFInfo(
-        path=str(p),
+        path=name,
         file_size=size,
         version=version,
         architecture=arch,
-        name=str(metadata.get("general.name", "") or p.stem),
+        name=str(metadata.get("general.name", "") or stem),
         n_params=n_params,
         n_tensors=n_tensors,
         quantization=_quant_name(metadata, type_elems),

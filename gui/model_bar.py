@@ -72,6 +72,11 @@ class ModelBar(QWidget):
         self.model_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.model_combo.setMinimumContentsLength(22)
         mbar.addWidget(self.model_combo)
+        self.get_models_button = QPushButton("Get models…")
+        self.get_models_button.setToolTip(
+            "Policies and PRMs from the Hugging Face Hub, with their size and fit on this machine"
+        )
+        mbar.addWidget(self.get_models_button)
         self.add_model_button = QPushButton("Add GGUF…")
         mbar.addWidget(self.add_model_button)
         self.server_button = QPushButton("Server…")
@@ -126,6 +131,7 @@ class ModelBar(QWidget):
         self.server_button.clicked.connect(lambda: ServerDialog(self).exec())
         self.add_model_button.clicked.connect(self.add_model)
         self.folders_button.clicked.connect(self.edit_folders)
+        self.get_models_button.clicked.connect(self.get_models)
         self.model_combo.currentIndexChanged.connect(self._model_changed)
         self.ngl_slider.valueChanged.connect(self._model_changed)
         self.ctx_spin.editingFinished.connect(self._model_changed)
@@ -325,6 +331,15 @@ class ModelBar(QWidget):
         self.chosen.emit(self._server_choice(entry))
 
     # --- GGUFs ------------------------------------------------------------------------------------
+
+    def get_models(self) -> Any:
+        """The Get models… dialog (modeless: the window stays usable while a model downloads)."""
+        from gui.get_models import GetModelsDialog
+
+        dialog = GetModelsDialog(self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.show()
+        return dialog
 
     def edit_folders(self) -> None:
         from gui.folders import FoldersDialog

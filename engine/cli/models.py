@@ -1,12 +1,22 @@
-"""``ponder models``: the GGUF models Ponder can see, and the folders and files it remembers."""
+"""``ponder models``: the GGUF models Ponder can see, the folders and files it remembers, and models
+to get from the Hugging Face Hub (``--catalog`` lists what the catalog offers with its size and fit
+on this machine; ``--get REPO`` downloads one into the Hub's cache, where discovery lists it)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+import threading
+import time
+from typing import Any, TextIO
 
 from engine.cli.options import print_json
+from engine.errors import PonderError
 from engine.gguf_info import human_params, human_size
 from engine.models import add_model, discover, remove_model_dir, remove_model_file
+
+DEFAULT_CTX = 16384  # the context the memory estimate counts a KV cache for (the app's default)
+PLAIN_EVERY_S = 2.0  # off a terminal: a progress line this often
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -16,10 +26,39 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--remove", metavar="PATH", help="forget an added folder or file (nothing is deleted)")
     p.add_argument("--only", action="store_true", help="scan only --dir folders (and the embedded model)")
+    hub = p.add_argument_group(
+        "getting models from the Hugging Face Hub (HF_ENDPOINT and HF_TOKEN are honoured; nothing is stored)"
+    )
+    hub.add_argument(
+        "--catalog",
+        action="store_true",
+        help="list the policies and PRMs the catalog offers, with size, role and fit on this machine",
+    )
+    hub.add_argument(
+        "--get",
+        metavar="REPO",
+        help="download a GGUF from this Hub repository into the Hub's cache (resumes a partial download)",
+    )
+    hub.add_argument("--file", metavar="NAME", help="with --get: the file to download")
+    hub.add_argument("--quant", metavar="Q", help="with --get: the quantization to download, e.g. Q4_K_M")
+    hub.add_argument("--revision", metavar="REV", help="with --get: a branch, tag or commit (default main)")
+    hub.add_argument(
+        "--ctx",
+        type=int,
+        default=DEFAULT_CTX,
+        metavar="N",
+        help=f"context whose KV cache the memory estimate counts (default {DEFAULT_CTX})",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def run(args: argparse.Namespace) -> int:
+    if (args.file or args.quant or args.revision) and not args.get:
+        raise PonderError("--file, --quant and --revision go with --get REPO.")
+    if args.get:
+        return _get(args)
+    if args.catalog:
+        return _catalog(args)
     if args.add:
         kind, p = add_model(args.add)
         if not args.json:
@@ -52,3 +91,180 @@ def run(args: argparse.Namespace) -> int:
     broken = sum(not e.ok for e in entries)
     print(f"\n{len(entries)} model file(s), {broken} unreadable.")
     return 0
+
+
+# --- the Hub ----------------------------------------------------------------------------------------
+
+
+def _get(args: argparse.Namespace) -> int:
+    from engine import hub
+
+    repo = hub.check_repo_id(args.get)
+    listing = hub.list_repo(repo, args.revision)
+    offer = hub.find_offer(repo)
+    if args.file or args.quant:
+        model = hub.pick(listing, file=args.file, quant=args.quant)
+    elif offer is not None:  # a catalog repository: its default quantization
+        model = hub.pick(listing, file=offer.file)
+    else:
+        model = hub.pick(listing)
+    if listing.gated and not hub.has_token():
+        raise PonderError(hub.gated_line(repo))
+    have = hub.partial_bytes(model)
+    size = human_size(model.size) if model.size is not None else "size unknown"
+    parts = f" in {len(model.parts)} parts" if len(model.parts) > 1 else ""
+    if hub.cached(model) is None:
+        resumed = f", resuming at {human_size(have)}" if have else ""
+        print(
+            f"Downloading {repo}/{model.file} ({size}{parts}{resumed}) into {hub.hf_cache_dir()}",
+            file=sys.stderr,
+        )
+    bar = _DownloadBar(model.name, sys.stderr)
+    try:
+        with bar:
+            path = hub.download(model, on_progress=bar.update)
+    except KeyboardInterrupt:
+        print(
+            f"\nponder: stopped; {human_size(hub.partial_bytes(model))} kept, run it again to resume",
+            file=sys.stderr,
+        )
+        return 130
+    roles = _roles_of(path)
+    if args.json:
+        print_json({"path": str(path), "repo": repo, "file": model.file, "size": model.size, "roles": roles})
+    else:
+        print(
+            f"{path}\n    {size}, sha256 checked; roles: {', '.join(roles) or 'policy'}. "
+            "`ponder models` lists it."
+        )
+    return 0
+
+
+def _roles_of(path: Any) -> list[str]:
+    from engine.models import describe, load_catalog
+
+    return list(describe(path, "huggingface", load_catalog()).roles)
+
+
+class _DownloadBar:
+    """Bytes, rate and time left: rich's bar on a terminal, a plain line every few seconds off one."""
+
+    def __init__(self, name: str, stream: TextIO) -> None:
+        from engine.cli.progress import is_terminal
+
+        self.name, self.stream = name, stream
+        self.tty = is_terminal(stream)
+        self._bar: Any = None
+        self._task: Any = None
+        self._last = 0.0
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> _DownloadBar:
+        if self.tty:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+                TransferSpeedColumn,
+            )
+
+            self._bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                TimeRemainingColumn(),
+                console=Console(file=self.stream, highlight=False),
+                refresh_per_second=4,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task(self.name, total=None)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def update(self, p: Any) -> None:
+        if self._bar is not None:
+            self._bar.update(
+                self._task, completed=p.done, total=p.total, description=f"{self.name} ({p.phase})"
+            )
+            return
+        now = time.monotonic()
+        with self._lock:
+            if p.phase == "downloading" and now - self._last < PLAIN_EVERY_S and p.done != p.total:
+                return
+            self._last = now
+        share = f" ({100 * p.done / p.total:.0f}%)" if p.total else ""
+        of = f" of {human_size(p.total)}" if p.total else ""
+        eta = f", {p.eta:.0f} s left" if p.eta is not None and p.phase == "downloading" else ""
+        self.stream.write(
+            f"{self.name}: {p.phase}, {human_size(p.done)}{of}{share}, {human_size(int(p.rate))}/s{eta}\n"
+        )
+        self.stream.flush()
+
+
+def _catalog(args: argparse.Namespace) -> int:
+    """Each catalog entry with a Hub source: its file at the default quantization, size from the
+    Hub's listing (or 'offline'), role, and whether it fits here (file size alone; with ``--ctx`` and
+    a header read after download, the model bar gives the full estimate)."""
+    from engine import hub
+    from engine.gguf_info import read_gguf
+    from engine.models import default_model_path
+
+    machine = hub.this_machine()
+    try:
+        policy = read_gguf(default_model_path())
+    except PonderError:
+        policy = None
+    from concurrent.futures import ThreadPoolExecutor
+
+    def row_of(o: Any) -> dict[str, Any]:
+        row: dict[str, Any] = {
+            "id": o.entry.id,
+            "role": o.role,
+            "repo": o.repo,
+            "file": o.file,
+            "quants": list(o.quants),
+            "size": None,
+            "fit": None,
+            "downloaded": False,
+        }
+        try:
+            model = hub.pick(hub.list_repo(o.repo), file=o.file)
+            row["size"] = model.size
+            row["downloaded"] = hub.cached(model) is not None
+            need = hub.need_bytes(model.size, None, args.ctx, policy if o.role == "PRM" else None)
+            row["fit"] = hub.fit(need, machine) if need is not None else None
+        except PonderError as e:
+            row["error"] = str(e)
+        return row
+
+    with ThreadPoolExecutor(max_workers=6) as pool:  # one listing per repository, several at once
+        rows = list(pool.map(row_of, hub.catalog_offers()))
+    if not args.json:
+        for row in rows:
+            _print_offer(row)
+    if args.json:
+        print_json({"catalog": rows, "ram_available": machine.ram_available, "gpu_free": machine.gpu_free})
+    else:
+        print(
+            f"\n{len(rows)} models. Memory here: {human_size(machine.ram_available)} RAM available"
+            + (f", {human_size(machine.gpu_free)} GPU free" if machine.gpu_free else ", no GPU offload")
+            + ". Get one with: ponder models --get REPO [--quant Q]"
+        )
+    return 0
+
+
+def _print_offer(row: dict[str, Any]) -> None:
+    size = human_size(row["size"]) if row["size"] is not None else "?"
+    state = "downloaded" if row["downloaded"] else (row["fit"] or "")
+    print(
+        f"{row['id']:<34} {row['role']:<9} {size:>9}  {state:<18} {row['repo']}  ({', '.join(row['quants'])})"
+    )
+    if row.get("error"):
+        print(f"    {row['error']}")
