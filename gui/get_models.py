@@ -11,6 +11,7 @@ results come back through queued signals. The engine's ``engine.hub`` does the w
 
 from __future__ import annotations
 
+import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -36,7 +37,7 @@ from engine.errors import PonderError
 from engine.gguf_info import human_params, human_size
 
 COLUMNS = ("Model", "Role", "Quantization", "Size", "Fit here", "Status")
-FIT_COLOURS = {"fits": "#2e7d32", "needs GPU offload": "#b26a00", "too big": "#c0392b"}
+FIT_KEYS = {"fits": "ok", "needs GPU offload": "warn", "too big": "bad"}  # gui.theme.colours()
 
 
 class _Relay(QObject):
@@ -73,8 +74,8 @@ class _Row:
 
     @property
     def title(self) -> str:
-        if self.offer is not None:
-            return self.offer.entry.description.split(":")[0].split(",")[0]
+        if self.offer is not None:  # the description's first words: "Qwen2.5-3B-Instruct (its …" -> the name
+            return re.split(r" \(|[:,]", self.offer.entry.description, maxsplit=1)[0].strip()
         return self.model.name if self.model is not None else self.repo
 
 
@@ -96,6 +97,7 @@ class GetModelsDialog(QDialog):
         self._machine = hub.this_machine()
         self.rows: list[_Row] = []
         self.last_path: str | None = None
+        self._headers: dict[str, Any] = {}  # local PRM GGUFs' headers, read once
 
         lay = QVBoxLayout(self)
         self.intro = QLabel()
@@ -160,21 +162,15 @@ class GetModelsDialog(QDialog):
 
     def _say_intro(self) -> None:
         m = self._machine
-        gpu = f", {human_size(m.gpu_free)} GPU free" if m.gpu_free else " (no GPU offload in this build)"
+        gpu = f" and {human_size(m.gpu_free)} of GPU" if m.gpu_free else " (this build has no GPU offload)"
         self.intro.setText(
-            "Policies, process reward models (PRMs) and thinking models from the Hugging Face Hub, "
-            f"downloaded into its cache ({_html(str(hub.hf_cache_dir()))}) where Ponder lists them. "
-            f"<b>Fit here</b> counts the model with the {self._partner_text()} at context "
-            f"{self._ctx():,}, against {human_size(m.ram_available)} of memory available{gpu}. "
-            f"Hub: {_html(hub.endpoint())}; a gated model needs HF_TOKEN (never stored by Ponder)."
-        )
-
-    def _partner_text(self) -> str:
-        prm = getattr(self.bar, "prm_path", None)
-        return (
-            "chosen policy (beside a PRM) or the chosen PRM GGUF (beside a policy)"
-            if prm
-            else ("chosen policy beside a PRM")
+            "Policies, process reward models (PRMs) and thinking models from the Hugging Face Hub "
+            f"({_html(hub.endpoint())}), downloaded into its cache, {_html(str(hub.hf_cache_dir()))}, "
+            "where Ponder lists them. A gated model needs HF_TOKEN set (Ponder never stores it).<br>"
+            f"<b>Fit here</b>: what the model needs at context {self._ctx():,}, a PRM counted with the "
+            "policy chosen in the model bar and a policy with the PRM GGUF chosen (if any), against "
+            f"{human_size(m.ram_available)} of memory available{gpu}. Select a model to read its header "
+            "for its KV cache."
         )
 
     def _ctx(self) -> int:
@@ -312,7 +308,7 @@ class GetModelsDialog(QDialog):
         need = hub.need_bytes(row.model.size, row.header, self._ctx(), self._partner(row))
         verdict = hub.fit(need, self._machine) if need is not None else ""
         fit_item.setText(verdict)
-        fit_item.setForeground(_colour(FIT_COLOURS.get(verdict, "#555555")))
+        fit_item.setForeground(_colour(verdict))
         fit_item.setToolTip(
             f"needs about {human_size(need)}"
             + (
@@ -338,14 +334,16 @@ class GetModelsDialog(QDialog):
         if row.role == "PRM":
             return getattr(self.bar, "_policy_info", None)
         prm = getattr(self.bar, "prm_path", None)
-        if prm:
+        if not prm:
+            return None
+        if prm not in self._headers:  # read once: the table asks for every row
             from engine.gguf_info import read_gguf
 
             try:
-                return read_gguf(prm)
+                self._headers[prm] = read_gguf(prm)
             except PonderError:
-                return None
-        return None
+                self._headers[prm] = None
+        return self._headers[prm]
 
     def _current(self) -> _Row | None:
         i = self.table.currentRow()
@@ -385,7 +383,7 @@ class GetModelsDialog(QDialog):
         where = f"{row.repo}/{row.model.file}" if row.model is not None else row.repo
         parts.append(f"<span style='color:gray'>{_html(where)}</span>")
         if row.error:
-            parts.append(f"<span style='color:#c0392b'>{_html(row.error)}</span>")
+            parts.append(f"<span style='color:{_colour('too big').name()}'>{_html(row.error)}</span>")
         h = row.header
         if h is not None:
             ctx = f"{h.context_length:,}" if h.context_length else "?"
@@ -403,7 +401,9 @@ class GetModelsDialog(QDialog):
                 if isinstance(info, str):
                     if self._current() is row:
                         self._show_detail(
-                            row, f"<span style='color:#b26a00'>Header not read: {_html(info)}</span>"
+                            row,
+                            f"<span style='color:{_colour('needs GPU offload').name()}'>"
+                            f"Header not read: {_html(info)}</span>",
                         )
                     continue
                 row.header = info
@@ -507,10 +507,14 @@ def _role_by_name(name: str, default: str) -> str:
     return default
 
 
-def _colour(hex_colour: str) -> Any:
+def _colour(verdict: str) -> Any:
+    """The verdict's colour, legible on the light and the dark theme."""
     from PySide6.QtGui import QColor
 
-    return QColor(hex_colour)
+    from gui.theme import colours, is_dark
+
+    c = {**colours(), "warn": "#e0a030" if is_dark() else "#9a5a00"}
+    return QColor(c[FIT_KEYS.get(verdict, "muted")])
 
 
 def _html(text: str) -> str:

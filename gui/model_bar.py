@@ -70,7 +70,7 @@ class ModelBar(QWidget):
         self.model_combo = QComboBox()
         self.model_combo.setMinimumWidth(200)
         self.model_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.model_combo.setMinimumContentsLength(22)
+        self.model_combo.setMinimumContentsLength(20)
         mbar.addWidget(self.model_combo)
         self.get_models_button = QPushButton("Get models…")
         self.get_models_button.setToolTip(
@@ -441,6 +441,11 @@ class ModelBar(QWidget):
         n_gpu_layers = min(max(n_gpu_layers, 0), n_layer) if n_layer else 0
         self.ngl_value.setText(f"{n_gpu_layers}/{n_layer}")
         self.backend_label.setText(accelerator_text())
+        self.backend_label.setToolTip(
+            "This llama.cpp build has no GPU offload (see README: GPU offload)"
+            if accelerator_text() == "CPU build"
+            else "GPU offload: set the layers to offload with the slider"
+        )
         self._policy_info, self._policy_ngl = info, n_gpu_layers
         self.update_memory()
         self.settings.setValue("model", path)
@@ -460,7 +465,7 @@ def accelerator_text() -> str:
     b = build_info()
     gpus = [d for d in b.devices if d.type in ("GPU", "iGPU")]
     if not b.gpu_offload or not gpus:
-        return "CPU build (no GPU offload)"
+        return "CPU build"  # (no GPU offload: the label's tooltip says so)
     d = gpus[0]
     return f"{b.accelerator}: {d.description} ({human_size(d.memory_free)} free)"
 

@@ -29,7 +29,6 @@ from engine.hub.catalog import (
     offer,
     this_machine,
 )
-from engine.hub.download import Progress, cached, download, partial_bytes, remove_partial, snapshot_path
 from engine.hub.listing import (
     DownloadCancelled,
     HubError,
@@ -45,6 +44,7 @@ from engine.hub.listing import (
     quant_of,
     remote_header,
 )
+from engine.hub.transfer import Progress, cached, download, partial_bytes, remove_partial, snapshot_path
 from engine.models import hf_cache_dir
 
 __all__ = [

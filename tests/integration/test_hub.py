@@ -270,3 +270,49 @@ def test_a_disk_that_fills_midway_keeps_the_bytes_and_the_download_resumes_once_
     # the blobs folder holds the whole file under its sha256, no partial left
     listing = out.split("rc=0", 1)[1]
     assert re.search(r"^[0-9a-f]{64}$", listing, re.M) and ".incomplete" not in listing, out
+
+
+def test_the_catalog_lists_size_fit_and_role_from_the_hubs_listing(env, fixture, model_path):
+    """A catalog repository the fixture serves: its size from the listing, its fit; the others say
+    why they could not be listed, each once per row, and the command still succeeds."""
+    fixture.repos["bartowski/SmolLM2-360M-Instruct-GGUF"] = FixtureRepo(
+        files={"SmolLM2-360M-Instruct-Q4_K_M.gguf": Path(model_path)}
+    )
+    r = ponder("models", "--catalog", "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    rows = {row["id"]: row for row in out["catalog"]}
+    smol = rows["smollm2-360m-instruct"]
+    assert smol["size"] == Path(model_path).stat().st_size and smol["fit"] == "fits"
+    assert smol["role"] == "policy" and not smol["downloaded"] and "error" not in smol
+    assert rows["math-shepherd-mistral-7b-prm"]["role"] == "PRM" and rows["qwen3-1.7b"]["role"] == "thinking"
+    assert "No repository" in rows["qwen2.5-1.5b-instruct"]["error"]
+    assert out["ram_available"] > 0
+    ponder("models", "--get", "bartowski/SmolLM2-360M-Instruct-GGUF", env=env)  # its default quant
+    r = ponder("models", "--catalog", "--json", env=env)
+    rows = {row["id"]: row for row in json.loads(r.stdout)["catalog"]}
+    assert rows["smollm2-360m-instruct"]["downloaded"]
+
+
+def test_a_models_header_is_read_from_the_hub_before_its_download(env, fixture, model_path):
+    from engine.gguf_info import read_gguf
+
+    model = hub.pick(hub.list_repo("fixture/smol"), file=SMOL)
+    info = hub.remote_header(model)
+    local = read_gguf(model_path)
+    assert (info.n_params, info.n_layer, info.metadata) == (local.n_params, local.n_layer, local.metadata)
+    got = [r for r in fixture.ranges(SMOL)]
+    assert got == ["bytes=0-4194303"], "one 4 MB range, not the file"
+    assert hub.cached(model) is None  # nothing was downloaded
+
+
+def test_two_downloads_of_one_file_at_once_the_second_says_so(env, fixture):
+    from filelock import FileLock
+
+    model = hub.pick(hub.list_repo("fixture/smol"), file=SMOL)
+    storage = _cache() / "models--fixture--smol"
+    lock_dir = _cache() / ".locks" / storage.name
+    lock_dir.mkdir(parents=True)
+    with FileLock(str(lock_dir / f"{model.parts[0].sha256}.lock")):  # another program holds it
+        r = ponder("models", "--get", "fixture/smol", env=env)
+    assert r.returncode == 2 and "is being downloaded by another program right now" in r.stderr, r.stderr
