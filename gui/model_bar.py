@@ -336,9 +336,18 @@ class ModelBar(QWidget):
         """The Get models… dialog (modeless: the window stays usable while a model downloads)."""
         from gui.get_models import GetModelsDialog
 
+        open_one = getattr(self, "_get_models_dialog", None)
+        try:
+            if open_one is not None and open_one.isVisible():  # one dialog: a second click raises it
+                open_one.raise_()
+                open_one.activateWindow()
+                return open_one
+        except RuntimeError:  # closed and deleted
+            pass
         dialog = GetModelsDialog(self)
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         dialog.show()
+        self._get_models_dialog = dialog
         return dialog
 
     def edit_folders(self) -> None:

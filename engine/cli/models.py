@@ -181,7 +181,7 @@ class _DownloadBar:
                 refresh_per_second=4,
             )
             self._bar.start()
-            self._task = self._bar.add_task(self.name, total=None)
+            self._task = self._bar.add_task("downloading", total=None)
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -190,9 +190,8 @@ class _DownloadBar:
 
     def update(self, p: Any) -> None:
         if self._bar is not None:
-            self._bar.update(
-                self._task, completed=p.done, total=p.total, description=f"{self.name} ({p.phase})"
-            )
+            # the file's name is on the line above: the bar keeps to what changes, 80 columns wide
+            self._bar.update(self._task, completed=p.done, total=p.total, description=f"{p.phase:<11}")
             return
         now = time.monotonic()
         with self._lock:

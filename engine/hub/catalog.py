@@ -123,9 +123,9 @@ def need_bytes(
 ) -> int | None:
     """What a model needs loaded (weights and an f16 KV cache of ``n_ctx`` from its header, else its
     file size alone), plus ``partner``'s (the policy beside a PRM, or the PRM beside a policy)."""
-    if info is not None:
+    if info is not None:  # (the header is the first part's: a split model weighs all its parts)
         m = estimate_memory(info, n_ctx, 0)
-        own = m["weights"] + m["kv_cache"]
+        own = (size if size is not None else m["weights"]) + m["kv_cache"]
     elif size is not None:
         own = size
     else:

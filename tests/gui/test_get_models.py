@@ -123,6 +123,7 @@ def test_a_repository_looked_up_by_id_lists_its_ggufs_and_errors_are_one_line(qt
     qtbot.addWidget(w)
     settle(qtbot, w)
     dialog = w.model_bar.get_models()
+    assert w.model_bar.get_models() is dialog  # a second click raises the one open
     dialog.repo_edit.setText("fixture/smol")
     dialog.look_up()
     qtbot.waitUntil(lambda: "fixture/smol: 1 GGUF model" in dialog.status.text(), timeout=30_000)
@@ -136,5 +137,23 @@ def test_a_repository_looked_up_by_id_lists_its_ggufs_and_errors_are_one_line(qt
     assert "not a Hub repository id" in dialog.status.text()
     dialog.catalog_button.click()
     qtbot.waitUntil(lambda: _listed(dialog) and len(dialog.rows) > 10, timeout=30_000)
+    dialog.close()
+    w.close()
+
+
+def test_without_the_network_the_dialog_says_so_once_and_still_lists_the_catalog(
+    qtbot, tmp_path, hubfix, monkeypatch
+):
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    w = MainWindow(db=str(tmp_path / "s.db"))
+    qtbot.addWidget(w)
+    settle(qtbot, w)
+    dialog = w.model_bar.get_models()
+    qtbot.waitUntil(lambda: _listed(dialog), timeout=60_000)
+    assert len(dialog.rows) >= 15 and all(_cells(dialog, r)[5] == "cannot list" for r in dialog.rows)
+    assert dialog.status.text().startswith("Cannot reach the Hugging Face Hub at http://127.0.0.1:9")
+    dialog.select(lambda r: True)
+    dialog.download()  # nothing to download: the reason, no crash
+    assert "Cannot reach" in dialog.status.text() and dialog.download_button.isEnabled()
     dialog.close()
     w.close()

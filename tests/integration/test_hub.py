@@ -316,3 +316,41 @@ def test_two_downloads_of_one_file_at_once_the_second_says_so(env, fixture):
     with FileLock(str(lock_dir / f"{model.parts[0].sha256}.lock")):  # another program holds it
         r = ponder("models", "--get", "fixture/smol", env=env)
     assert r.returncode == 2 and "is being downloaded by another program right now" in r.stderr, r.stderr
+
+
+def test_on_a_terminal_the_download_is_a_progress_bar_with_bytes_and_rate(env, fixture, model_path):
+    """stderr a pseudo-terminal: rich's bar (bytes of the total, the rate) redrawn while it downloads;
+    stdout, a pipe, holds the path alone."""
+    import pty
+    import select
+
+    fixture.rate = 24 << 20  # about 4 s
+    master, slave = pty.openpty()
+    os.set_blocking(master, False)
+    cmd = [sys.executable, "-m", "engine.cli", "models", "--get", "fixture/smol", "--file", SMOL]
+    proc = children.start(cmd, stdout=subprocess.PIPE, stderr=slave, stdin=subprocess.DEVNULL, env=env)
+    os.close(slave)
+    screen = b""
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.1)
+            if ready:
+                try:
+                    screen += os.read(master, 65536)
+                except OSError:
+                    break
+            elif proc.poll() is not None:
+                break
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0
+    assert Path(out.decode().splitlines()[0]).name == SMOL
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.decode("utf-8", "replace"))
+    total = f"{Path(model_path).stat().st_size / 1e6:.1f}"  # rich counts in decimal MB
+    frames = re.findall(r"([\d.]+)/" + re.escape(total) + r" MB", text)
+    assert len(set(frames)) >= 3, text[-2000:]  # the bar moved
+    assert re.search(r"\d+(\.\d+)? MB/s", text), text[-2000:]

@@ -8,12 +8,19 @@ same ``CMAKE_ARGS`` as llama-cpp-python (``-DGGML_CUDA=on``, ``-DGGML_METAL=on``
 The binary is kept in the user cache folder, one per llama-cpp-python version and ``CMAKE_ARGS``
 (like pip's wheel cache), so a fresh clone does not build it again. ``PONDER_LLAMA_SERVER`` points at
 a binary of the user's own instead.
+
+``--llama-cpp-python VERSION`` builds llama-cpp-python's wheel the same way (what ``make`` installs):
+once per version, ``CMAKE_ARGS`` and :func:`native_cflags`, kept beside the server. pip's own wheel
+cache cannot be used for it: it keys a built wheel by its source alone, so a wheel built with other
+flags (or for another GPU) would come back.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
+import platform
 import shlex
 import shutil
 import subprocess
@@ -42,8 +49,52 @@ BASE_ARGS = (
 )
 
 
+NO_AMX = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+
+
 class ServerBuildError(PonderError):
     pass
+
+
+@functools.lru_cache(maxsize=1)
+def native_cflags() -> str:
+    """C and C++ flags every native build here adds, llama-cpp-python's and llama-server's: on x86-64
+    Linux, AMX left out of ggml.
+
+    ggml built with ``-march=native`` compiles its AMX kernels when the compiler sees AMX. On the
+    2-core development VM of 2026-12-06 (an Intel Xeon under Firecracker, kernel 6.18, whose
+    /proc/cpuinfo lists amx_tile, amx_int8 and amx_bf16) those kernels die with SIGILL on the first
+    matrix product, in process and in llama-server alike (``ponder generate`` exit 132; dmesg "trap
+    invalid opcode ... in libggml-cpu.so" at ``tilezero``), though a small C program that asks the
+    kernel for AMX and runs the same instructions on two threads succeeds: nothing Ponder can read
+    says in advance which machines fail. AMX speeds up prompt processing on server CPUs, which are not
+    where Ponder's users run it; a crash on the first run costs them everything. ``PONDER_NATIVE_CFLAGS``
+    overrides (set it empty to keep AMX).
+    """
+    env = os.environ.get("PONDER_NATIVE_CFLAGS")
+    if env is not None:
+        return env.strip()
+    if platform.system() != "Linux" or platform.machine().lower() not in ("x86_64", "amd64"):
+        return ""
+    try:
+        cc = os.environ.get("CC") or "cc"
+        r = subprocess.run(
+            [cc, "-march=native", "-dM", "-E", "-"], input="", capture_output=True, text=True, timeout=60
+        )
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return NO_AMX if "__AMX_TILE__" in r.stdout else ""
+
+
+def _flag_args() -> list[str]:
+    flags = native_cflags()
+    return [f"-DCMAKE_C_FLAGS={flags}", f"-DCMAKE_CXX_FLAGS={flags}"] if flags else []
+
+
+def _tag(cmake_args: str) -> str:
+    """What makes one build differ from another: CMAKE_ARGS, Ponder's own arguments, the CPU flags."""
+    key = cmake_args.strip() + "\n" + " ".join(BASE_ARGS) + "\n" + " ".join(_flag_args())
+    return hashlib.sha256(key.encode()).hexdigest()[:10]
 
 
 def llama_cpp_python_version() -> str:
@@ -67,8 +118,7 @@ def build_dir(version: str | None = None, cmake_args: str | None = None) -> Path
     version = version or llama_cpp_python_version()
     args = os.environ.get("CMAKE_ARGS", "") if cmake_args is None else cmake_args
     # A change to how Ponder configures the build makes a new binary too.
-    tag = hashlib.sha256((args.strip() + "\n" + " ".join(BASE_ARGS)).encode()).hexdigest()[:10]
-    return cache_root() / f"llama-server-{version}-{tag}"
+    return cache_root() / f"llama-server-{version}-{_tag(args)}"
 
 
 def server_binary(must_exist: bool = True) -> Path:
@@ -88,9 +138,9 @@ def server_binary(must_exist: bool = True) -> Path:
     return p
 
 
-def _run(cmd: list[str], cwd: Path | None = None, log=None) -> None:
+def _run(cmd: list[str], cwd: Path | None = None, log=None, env: dict[str, str] | None = None) -> None:
     print("+ " + " ".join(shlex.quote(c) for c in cmd), file=log or sys.stderr, flush=True)
-    r = subprocess.run(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT if log else None)
+    r = subprocess.run(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT if log else None, env=env)
     if r.returncode != 0:
         raise ServerBuildError(f"{cmd[0]} failed with status {r.returncode}")
 
@@ -140,7 +190,7 @@ def build(jobs: int | None = None, force: bool = False) -> Path:
         # The source has no git history: name the build after the release it came from, so the
         # server's /props build_info (recorded with every session) says which llama.cpp it is.
         ident = f"-DLLAMA_BUILD_COMMIT=llama-cpp-python-{version}"
-        _run(["cmake", "-S", str(src), "-B", str(bld), *BASE_ARGS, ident, *extra])
+        _run(["cmake", "-S", str(src), "-B", str(bld), *BASE_ARGS, *_flag_args(), ident, *extra])
         _run(["cmake", "--build", str(bld), "--target", "llama-server", "-j", str(jobs)])
         built = next(iter(bld.rglob("llama-server")), None)
         if built is None or not built.is_file():
@@ -153,6 +203,33 @@ def build(jobs: int | None = None, force: bool = False) -> Path:
     return binary
 
 
+def llama_wheel(version: str, force: bool = False) -> Path:
+    """llama-cpp-python ``version`` built from source here, once per version, ``CMAKE_ARGS`` and
+    :func:`native_cflags`; the wheel's path (``make`` installs it)."""
+    out = cache_root() / f"llama-cpp-python-{version}-{_tag(os.environ.get('CMAKE_ARGS', ''))}"
+    found = sorted(out.glob("llama_cpp_python-*.whl"))
+    if found and not force:
+        return found[0]
+    env = dict(os.environ)
+    flags = native_cflags()
+    if flags:
+        for var in ("CFLAGS", "CXXFLAGS"):
+            env[var] = f"{flags} {env.get(var, '')}".strip()
+    with tempfile.TemporaryDirectory(prefix="ponder-llama-wheel-") as tmp:
+        pip = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-cache-dir"]
+        what = ["--no-binary", "llama-cpp-python", f"llama-cpp-python=={version}", "-w", tmp]
+        _run([*pip, *what], log=sys.stderr, env=env)
+        built = next(Path(tmp).glob("llama_cpp_python-*.whl"), None)
+        if built is None:
+            raise ServerBuildError(f"pip built no llama-cpp-python {version} wheel")
+        out.mkdir(parents=True, exist_ok=True)
+        part = out / f".{built.name}.part"
+        shutil.copy2(built, part)
+        os.replace(part, out / built.name)  # a killed build leaves no half wheel to install
+        (out / "CMAKE_ARGS").write_text(os.environ.get("CMAKE_ARGS", "") + "\nCFLAGS: " + flags + "\n")
+    return out / built.name
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
@@ -162,8 +239,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--force", action="store_true", help="build again even if a binary is cached")
     ap.add_argument("--print-path", action="store_true", help="print where the binary is (or will be)")
     ap.add_argument("-j", "--jobs", type=int, default=None)
+    ap.add_argument(
+        "--llama-cpp-python",
+        metavar="VERSION",
+        help="build (once) and print the path of llama-cpp-python's wheel instead of the server",
+    )
     args = ap.parse_args(argv)
     try:
+        if args.llama_cpp_python:
+            print(llama_wheel(args.llama_cpp_python, args.force))
+            return 0
         if args.print_path:
             print(server_binary(must_exist=False))
             return 0
