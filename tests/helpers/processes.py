@@ -1,7 +1,12 @@
-"""Processes as the tests see them from outside: alive or not, and whose children they have."""
+"""Processes as the tests see them from outside: alive or not, whose children they have, and what
+they show on a pseudo-terminal."""
 
 from __future__ import annotations
 
+import os
+import select
+import subprocess
+import time
 from pathlib import Path
 
 
@@ -28,3 +33,22 @@ def children_of(pid: int) -> list[int]:
     for task in Path(f"/proc/{pid}/task").iterdir():
         out += [int(x) for x in (task / "children").read_text().split()]
     return out
+
+
+def read_pty(fd: int, proc: subprocess.Popen, timeout: float) -> list[tuple[float, str]]:
+    """(time, text) of every chunk the pseudo-terminal shows until the process ends."""
+    chunks = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.1)
+        if ready:
+            try:
+                data = os.read(fd, 65536)
+            except OSError:  # the other end closed
+                break
+            if not data:
+                break
+            chunks.append((time.monotonic(), data.decode("utf-8", "replace")))
+        elif proc.poll() is not None:
+            break
+    return chunks

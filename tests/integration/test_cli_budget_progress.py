@@ -7,10 +7,11 @@ import json
 import os
 import pty
 import re
-import select
 import subprocess
 import sys
 import time
+
+from processes import read_pty
 
 from engine import children
 
@@ -82,25 +83,6 @@ def test_a_sweep_over_an_hour_is_refused_with_its_cells_and_nothing_saved(tmp_pa
         assert store.list_sweeps() == [] and store.list_sessions() == []
 
 
-def _read_pty(fd: int, proc: subprocess.Popen, timeout: float) -> list[tuple[float, str]]:
-    """(time, text) of every chunk the pseudo-terminal shows until the process ends."""
-    chunks = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([fd], [], [], 0.1)
-        if ready:
-            try:
-                data = os.read(fd, 65536)
-            except OSError:  # the other end closed
-                break
-            if not data:
-                break
-            chunks.append((time.monotonic(), data.decode("utf-8", "replace")))
-        elif proc.poll() is not None:
-            break
-    return chunks
-
-
 def test_a_compare_on_a_terminal_shows_live_progress_and_json_stays_clean(tmp_path):
     """stderr a pseudo-terminal, stdout a pipe (``ponder compare --json | jq``): the terminal shows
     a line per strategy that moves while it runs; stdout holds one JSON value and nothing else."""
@@ -112,7 +94,7 @@ def test_a_compare_on_a_terminal_shows_live_progress_and_json_stays_clean(tmp_pa
     proc = children.start(cmd, stdout=subprocess.PIPE, stderr=slave, stdin=subprocess.DEVNULL)
     os.close(slave)
     try:
-        chunks = _read_pty(master, proc, timeout=280)
+        chunks = read_pty(master, proc, timeout=280)
         out, _ = proc.communicate(timeout=30)
     finally:
         os.close(master)

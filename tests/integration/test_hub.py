@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from hub_fixture import FixtureRepo, HubFixture, smol_repo, tiny_gguf
+from processes import read_pty
 
 from engine import children, hub
 from engine.gguf_info import human_size
@@ -322,7 +323,6 @@ def test_on_a_terminal_the_download_is_a_progress_bar_with_bytes_and_rate(env, f
     """stderr a pseudo-terminal: rich's bar (bytes of the total, the rate) redrawn while it downloads;
     stdout, a pipe, holds the path alone."""
     import pty
-    import select
 
     fixture.rate = 24 << 20  # about 4 s
     master, slave = pty.openpty()
@@ -330,18 +330,8 @@ def test_on_a_terminal_the_download_is_a_progress_bar_with_bytes_and_rate(env, f
     cmd = [sys.executable, "-m", "engine.cli", "models", "--get", "fixture/smol", "--file", SMOL]
     proc = children.start(cmd, stdout=subprocess.PIPE, stderr=slave, stdin=subprocess.DEVNULL, env=env)
     os.close(slave)
-    screen = b""
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 0.1)
-            if ready:
-                try:
-                    screen += os.read(master, 65536)
-                except OSError:
-                    break
-            elif proc.poll() is not None:
-                break
+        chunks = read_pty(master, proc, timeout=120)
         out, _ = proc.communicate(timeout=30)
     finally:
         os.close(master)
@@ -349,7 +339,7 @@ def test_on_a_terminal_the_download_is_a_progress_bar_with_bytes_and_rate(env, f
             proc.kill()
     assert proc.returncode == 0
     assert Path(out.decode().splitlines()[0]).name == SMOL
-    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.decode("utf-8", "replace"))
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", "".join(c for _, c in chunks))
     total = f"{Path(model_path).stat().st_size / 1e6:.1f}"  # rich counts in decimal MB
     frames = re.findall(r"([\d.]+)/" + re.escape(total) + r" MB", text)
     assert len(set(frames)) >= 3, text[-2000:]  # the bar moved
