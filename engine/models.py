@@ -118,6 +118,11 @@ def load_catalog(path: Path = CATALOG_PATH) -> list[CatalogEntry]:
     return out
 
 
+def catalog_entry(path: Path, catalog: list[CatalogEntry]) -> CatalogEntry | None:
+    """The first catalog entry whose globs match the file's name."""
+    return next((c for c in catalog if c.matches(path)), None)
+
+
 # --- user folders ----------------------------------------------------------------------------------
 
 
@@ -323,11 +328,10 @@ def describe(path: Path, source: str, catalog: list[CatalogEntry]) -> ModelEntry
         entry.error = e.reason
     except OSError as e:  # permissions, a broken symlink
         entry.error = e.strerror or str(e)
-    for c in catalog:
-        if c.matches(path):
-            entry.catalog_id = c.id
-            entry.roles = c.roles
-            break
+    known = catalog_entry(path, catalog)
+    if known is not None:
+        entry.catalog_id = known.id
+        entry.roles = known.roles
     else:
         entry.roles = ("policy",) if entry.ok else ()
     return entry

@@ -27,6 +27,8 @@ from engine.hub.catalog import (
     hub_spec,
     need_bytes,
     offer,
+    role_of,
+    role_of_file,
     this_machine,
 )
 from engine.hub.listing import (
@@ -44,7 +46,7 @@ from engine.hub.listing import (
     quant_of,
     remote_header,
 )
-from engine.hub.transfer import Progress, cached, download, partial_bytes, remove_partial, snapshot_path
+from engine.hub.transfer import Progress, cached, download, partial_bytes, snapshot_path
 from engine.models import hf_cache_dir
 
 __all__ = [
@@ -74,7 +76,8 @@ __all__ = [
     "pick",
     "quant_of",
     "remote_header",
-    "remove_partial",
+    "role_of",
+    "role_of_file",
     "snapshot_path",
     "this_machine",
 ]

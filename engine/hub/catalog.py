@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from engine.gguf_info import GGUFInfo
 from engine.hub.listing import HubError
-from engine.models import CatalogEntry, estimate_memory, load_catalog
+from engine.models import CatalogEntry, catalog_entry, estimate_memory, load_catalog
 
 # --- the catalog's offers ---------------------------------------------------------------------------
 
@@ -25,15 +26,22 @@ class Offer:
     quants: tuple[str, ...]
 
     @property
-    def roles(self) -> tuple[str, ...]:
-        return self.entry.roles
-
-    @property
     def role(self) -> str:
-        """What a user picks it for: policy, PRM, or thinking (a reasoning model for budget forcing)."""
-        if "prm" in self.entry.roles:
-            return "PRM"
-        return "thinking" if self.entry.settings.get("thinking") else "policy"
+        return role_of(self.entry)
+
+
+def role_of(entry: CatalogEntry) -> str:
+    """What a user picks a model for: policy, PRM, or thinking (a reasoning model for budget forcing)."""
+    if "prm" in entry.roles:
+        return "PRM"
+    return "thinking" if entry.settings.get("thinking") else "policy"
+
+
+def role_of_file(name: str, catalog: list[CatalogEntry] | None = None) -> str | None:
+    """The role of a file by the catalog's file-name globs (a file of a repository the user looked
+    up), or None when no entry knows it."""
+    entry = catalog_entry(Path(name), load_catalog() if catalog is None else catalog)
+    return role_of(entry) if entry is not None else None
 
 
 def hub_spec(entry: CatalogEntry) -> dict[str, Any] | None:

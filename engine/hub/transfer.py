@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import itertools
 import os
 import shutil
 import threading
@@ -64,7 +65,7 @@ class _Meter:
     samples: deque = field(default_factory=lambda: deque(maxlen=64))
     last: float = 0.0
 
-    def add(self, n: int, force: bool = False) -> None:
+    def add(self, n: int) -> None:
         p = self.progress
         p.done += n
         now = time.monotonic()
@@ -74,7 +75,7 @@ class _Meter:
         t0, b0 = self.samples[0]
         if now > t0:
             p.rate = (p.done - b0) / (now - t0)
-        if self.on_progress is not None and (force or now - self.last >= 0.1):
+        if self.on_progress is not None and now - self.last >= 0.1:
             self.last = now
             self.on_progress(p)
 
@@ -176,12 +177,7 @@ def _download_part(
     try:
         with FileLock(str(locks / f"{key}.lock"), timeout=0):
             partial = blob.with_name(f"{key}.incomplete")
-            try:
-                _fetch(model, part, client, partial, meter, cancel)
-            except HubError as e:
-                if "not a usable GGUF" in str(e):
-                    partial.unlink(missing_ok=True)
-                raise
+            _fetch(model, part, client, partial, meter, cancel)
             _verify(model, part, partial, meter)
             os.replace(partial, blob)
     except Timeout:
@@ -241,19 +237,23 @@ def _fetch(
                 if have and r.status_code == 200:  # the server ignored the range: start over
                     meter.skip(-have)
                     have, mode = 0, "wb"
+                chunks = r.iter_bytes(CHUNK)
+                if have == 0:  # a file that does not start as a GGUF is refused before a byte is kept
+                    first = next(chunks, b"")
+                    if first and not first.startswith(b"GGUF"[: len(first)]):
+                        partial.unlink(missing_ok=True)
+                        raise HubError(
+                            f"{model.repo}/{part.path} is not a usable GGUF (not a GGUF file: it "
+                            f"starts with {first[:4]!r}); nothing was kept."
+                        )
+                    chunks = itertools.chain([first], chunks)
                 try:
                     with open(partial, mode) as f:
-                        for chunk in r.iter_bytes(CHUNK):
-                            if have == 0 and chunk and not chunk.startswith(b"GGUF"[: len(chunk)]):
-                                raise HubError(
-                                    f"{model.repo}/{part.path} is not a usable GGUF (not a GGUF file: it "
-                                    f"starts with {chunk[:4]!r}); nothing was kept."
-                                )
+                        for chunk in chunks:
                             if cancel is not None and cancel.is_set():
-                                f.flush()
                                 raise DownloadCancelled(
                                     f"Stopped {model.name} at {human_size(have)}; "
-                                "it resumes from there next time."
+                                    "it resumes from there next time."
                                 )
                             f.write(chunk)
                             have += len(chunk)
@@ -327,14 +327,3 @@ def _link(storage: Path, model: HubModel, part: RemoteFile, blob: Path, pointer:
         refs.parent.mkdir(parents=True, exist_ok=True)
         refs.write_text(model.commit, encoding="ascii")
 
-
-def remove_partial(model: HubModel) -> int:
-    """Delete the model's partial files (a download the user gave up on); the bytes freed."""
-    freed = 0
-    for part in model.parts:
-        if part.sha256:
-            p = _storage(model.repo) / "blobs" / f"{part.sha256}.incomplete"
-            if p.is_file():
-                freed += p.stat().st_size
-                p.unlink()
-    return freed
