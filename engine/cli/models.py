@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-import threading
-import time
-from typing import Any, TextIO
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from engine.cli.options import print_json
 from engine.errors import PonderError
@@ -16,7 +15,6 @@ from engine.gguf_info import human_params, human_size
 from engine.models import add_model, discover, remove_model_dir, remove_model_file
 
 DEFAULT_CTX = 16384  # the context the memory estimate counts a KV cache for (the app's default)
-PLAIN_EVERY_S = 2.0  # off a terminal: a progress line this often
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -119,7 +117,9 @@ def _get(args: argparse.Namespace) -> int:
             f"Downloading {repo}/{model.file} ({size}{parts}{resumed}) into {hub.hf_cache_dir()}",
             file=sys.stderr,
         )
-    bar = _DownloadBar(model.name, sys.stderr)
+    from engine.cli.progress import DownloadBar
+
+    bar = DownloadBar(model.name, sys.stderr)
     try:
         with bar:
             path = hub.download(model, on_progress=bar.update)
@@ -146,67 +146,6 @@ def _roles_of(path: Any) -> list[str]:
     return list(describe(path, "huggingface", load_catalog()).roles)
 
 
-class _DownloadBar:
-    """Bytes, rate and time left: rich's bar on a terminal, a plain line every few seconds off one."""
-
-    def __init__(self, name: str, stream: TextIO) -> None:
-        from engine.cli.progress import is_terminal
-
-        self.name, self.stream = name, stream
-        self.tty = is_terminal(stream)
-        self._bar: Any = None
-        self._task: Any = None
-        self._last = 0.0
-        self._lock = threading.Lock()
-
-    def __enter__(self) -> _DownloadBar:
-        if self.tty:
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                DownloadColumn,
-                Progress,
-                TextColumn,
-                TimeRemainingColumn,
-                TransferSpeedColumn,
-            )
-
-            self._bar = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                DownloadColumn(),
-                TransferSpeedColumn(),
-                TimeRemainingColumn(),
-                console=Console(file=self.stream, highlight=False),
-                refresh_per_second=4,
-            )
-            self._bar.start()
-            self._task = self._bar.add_task("downloading", total=None)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-
-    def update(self, p: Any) -> None:
-        if self._bar is not None:
-            # the file's name is on the line above: the bar keeps to what changes, 80 columns wide
-            self._bar.update(self._task, completed=p.done, total=p.total, description=f"{p.phase:<11}")
-            return
-        now = time.monotonic()
-        with self._lock:
-            if p.phase == "downloading" and now - self._last < PLAIN_EVERY_S and p.done != p.total:
-                return
-            self._last = now
-        share = f" ({100 * p.done / p.total:.0f}%)" if p.total else ""
-        of = f" of {human_size(p.total)}" if p.total else ""
-        eta = f", {p.eta:.0f} s left" if p.eta is not None and p.phase == "downloading" else ""
-        self.stream.write(
-            f"{self.name}: {p.phase}, {human_size(p.done)}{of}{share}, {human_size(int(p.rate))}/s{eta}\n"
-        )
-        self.stream.flush()
-
-
 def _catalog(args: argparse.Namespace) -> int:
     """Each catalog entry with a Hub source: its file at the default quantization, size from the
     Hub's listing (or 'offline'), role, and whether it fits here (file size alone; with ``--ctx`` and
@@ -220,7 +159,6 @@ def _catalog(args: argparse.Namespace) -> int:
         policy = read_gguf(default_model_path())
     except PonderError:
         policy = None
-    from concurrent.futures import ThreadPoolExecutor
 
     def row_of(o: Any) -> dict[str, Any]:
         row: dict[str, Any] = {

@@ -1,4 +1,4 @@
-"""Live progress on stderr for the long commands (compare, sweep, bench, sessions rerun).
+"""Live progress on stderr for the long commands (compare, sweep, bench, sessions rerun, models --get).
 
 On a terminal, a line per strategy redrawn by rich (generations finished of those expected, tokens,
 tokens/s, elapsed, an estimate of what is left); a sweep's line shows cells done of total; bench a
@@ -18,22 +18,26 @@ from typing import Any, TextIO
 from rich.console import Console
 from rich.progress import (
     BarColumn,
+    DownloadColumn,
     SpinnerColumn,
     TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
+    TransferSpeedColumn,
 )
 from rich.progress import (
     Progress as RichProgress,
 )
 
 from engine.events import Event, NodeAdded, NodeFinished, RunFinished, RunStarted, TextDelta
+from engine.gguf_info import human_size
 from engine.run.request import CompareRequest
 from engine.search import registry
 
 REFRESH_PER_S = 4  # redraws a second on a terminal: the line moves within a second of any change
 PLAIN_EVERY_S = 30.0  # off a terminal: a status line this often while runs go on
+DOWNLOAD_PLAIN_EVERY_S = 2.0  # off a terminal: a download's line this often
 CHARS_PER_TOKEN = 4.0  # for text still streaming (its exact count arrives with its node)
 
 
@@ -47,6 +51,25 @@ def is_terminal(stream: TextIO | None = None) -> bool:
         return bool(s.isatty())
     except (AttributeError, ValueError):
         return False
+
+
+class _Live:
+    """What the live displays share: rich's progress on the stream's console, redrawn
+    :data:`REFRESH_PER_S` times a second, stopped when the ``with`` block ends."""
+
+    stream: TextIO
+    _bar: RichProgress | None = None
+
+    def _open(self, *columns: Any, **options: Any) -> RichProgress:
+        self._bar = RichProgress(
+            *columns, console=_console(self.stream), refresh_per_second=REFRESH_PER_S, **options
+        )
+        return self._bar
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
 
 
 class _Strategy:
@@ -99,7 +122,7 @@ def expected_candidates(name: str, params: dict[str, Any], budget: int) -> int:
     return budget
 
 
-class Progress:
+class Progress(_Live):
     """The compare's event sink and its live display: ``with Progress.for_compare(req) as sink:``."""
 
     def __init__(
@@ -110,7 +133,6 @@ class Progress:
         self.strategies = {n: _Strategy(n, e) for n, e in expected.items()}
         self._lock = threading.Lock()
         self._last_plain = time.monotonic()
-        self._bar: RichProgress | None = None
         self._tasks: dict[str, TaskID] = {}
 
     @classmethod
@@ -131,15 +153,13 @@ class Progress:
     def __enter__(self) -> Progress:
         if self.live:
             width = max(len(n) for n in self.strategies) if self.strategies else 8
-            self._bar = RichProgress(
+            self._open(
                 SpinnerColumn(finished_text="✓"),
                 TextColumn(f"{{task.description:<{width}}}"),
                 BarColumn(bar_width=10),
                 TextColumn("{task.fields[gens]} gen  {task.fields[tokens]} tok  {task.fields[rate]} tok/s"),
                 TimeElapsedColumn(),
                 TextColumn("{task.fields[left]}"),
-                console=_console(self.stream),
-                refresh_per_second=REFRESH_PER_S,
                 transient=False,
             )
             for name, s in self.strategies.items():
@@ -148,11 +168,6 @@ class Progress:
                 )
             self._bar.start()
         return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-            self._bar = None
 
     def _show(self, s: _Strategy) -> None:
         if self._bar is None:
@@ -215,7 +230,7 @@ class Progress:
         self.stream.flush()
 
 
-class SweepBar:
+class SweepBar(_Live):
     """A sweep's progress: cells done of total (and generations), elapsed and what is left; the
     callback of :func:`engine.sweeps.run_sweep`."""
 
@@ -223,12 +238,11 @@ class SweepBar:
         self.stream = stream or sys.stderr
         self.tty = is_terminal(self.stream)
         self.done = -1
-        self._bar: RichProgress | None = None
         self._task: TaskID | None = None
 
     def __enter__(self) -> SweepBar:
         if self.tty:
-            self._bar = RichProgress(
+            self._open(
                 SpinnerColumn(),
                 TextColumn("sweep"),
                 BarColumn(bar_width=24),
@@ -237,17 +251,10 @@ class SweepBar:
                 TextColumn("left"),
                 TimeRemainingColumn(),
                 TextColumn("{task.fields[current]}"),
-                console=_console(self.stream),
-                refresh_per_second=REFRESH_PER_S,
             )
             self._task = self._bar.add_task("sweep", total=None, cells="-", current="")
             self._bar.start()
         return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-            self._bar = None
 
     def __call__(self, p: Any) -> None:
         from engine.sweeps import format_progress
@@ -271,7 +278,7 @@ class SweepBar:
         self.done = p.done
 
 
-class Phases:
+class Phases(_Live):
     """bench's progress: one line per finished phase; on a terminal a live line below them (a
     spinner and the time since the last one) shows it is still working."""
 
@@ -279,26 +286,14 @@ class Phases:
         self.stream = stream or sys.stderr
         self.tty = is_terminal(self.stream)
         self.show_plain = show_plain
-        self._bar: RichProgress | None = None
         self._task: TaskID | None = None
 
     def __enter__(self) -> Phases:
         if self.tty:
-            self._bar = RichProgress(
-                SpinnerColumn(),
-                TextColumn("{task.description}"),
-                TimeElapsedColumn(),
-                console=_console(self.stream),
-                refresh_per_second=REFRESH_PER_S,
-                transient=True,
-            )
-            self._bar.start()
+            self._open(
+                SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), transient=True
+            ).start()
         return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-            self._bar = None
 
     def __call__(self, text: str) -> None:
         if self._bar is not None:
@@ -309,3 +304,46 @@ class Phases:
         elif self.show_plain:
             self.stream.write(text + "\n")
             self.stream.flush()
+
+
+class DownloadBar(_Live):
+    """``ponder models --get``: bytes of the total, rate and time left; on a terminal rich's bar (the
+    file's name is on the line above it: the bar keeps to what changes, within 80 columns), off one a
+    plain line every :data:`DOWNLOAD_PLAIN_EVERY_S` seconds and at each phase. ``update`` is the
+    download's ``on_progress``."""
+
+    def __init__(self, name: str, stream: TextIO | None = None) -> None:
+        self.name = name
+        self.stream = stream or sys.stderr
+        self.tty = is_terminal(self.stream)
+        self._task: TaskID | None = None
+        self._last = 0.0
+
+    def __enter__(self) -> DownloadBar:
+        if self.tty:
+            bar = self._open(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                TimeRemainingColumn(),
+            )
+            bar.start()
+            self._task = bar.add_task("downloading", total=None)
+        return self
+
+    def update(self, p: Any) -> None:
+        if self._bar is not None and self._task is not None:
+            self._bar.update(self._task, completed=p.done, total=p.total, description=f"{p.phase:<11}")
+            return
+        now = time.monotonic()
+        if p.phase == "downloading" and now - self._last < DOWNLOAD_PLAIN_EVERY_S and p.done != p.total:
+            return
+        self._last = now
+        share = f" ({100 * p.done / p.total:.0f}%)" if p.total else ""
+        of = f" of {human_size(p.total)}" if p.total else ""
+        eta = f", {p.eta:.0f} s left" if p.eta is not None and p.phase == "downloading" else ""
+        self.stream.write(
+            f"{self.name}: {p.phase}, {human_size(p.done)}{of}{share}, {human_size(int(p.rate))}/s{eta}\n"
+        )
+        self.stream.flush()
