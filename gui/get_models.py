@@ -4,19 +4,19 @@ Hub repository id lists that repository's GGUFs. A download shows bytes, rate an
 cancelled (its bytes kept: the next one resumes), and once its sha256 is checked the model bar lists
 the file with its role.
 
-All Hub traffic runs off the GUI thread: listings on a small pool (one request per repository),
-the selected model's header (a few MB, for its KV cache) and the download on threads of their own;
-results come back through queued signals. The engine's ``engine.hub`` does the work.
+All Hub traffic runs off the GUI thread through :class:`gui.offload.Offload`: listings and the
+selected model's header (a few MB, for its KV cache) on a pool of six (one request per repository),
+the download on a thread of its own, so it starts at once; its progress comes back through a queued
+signal. The engine's ``engine.hub`` does the work.
 """
 
 from __future__ import annotations
 
 import re
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from PySide6.QtCore import QObject, Qt, Signal
+from PySide6.QtCore import QCoreApplication, QObject, Qt, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -35,25 +35,28 @@ from PySide6.QtWidgets import (
 from engine import hub
 from engine.errors import PonderError
 from engine.gguf_info import human_params, human_size
+from gui.offload import Offload
 
 COLUMNS = ("Model", "Role", "Quantization", "Size", "Fit here", "Status")
 FIT_KEYS = {"fits": "ok", "needs GPU offload": "warn", "too big": "bad"}  # gui.theme.colours()
 
 
 class _Relay(QObject):
-    """Worker threads' results, delivered on the GUI thread (queued signals). ``send`` drops a
-    result whose dialog is gone (closed while a listing or a download was under way)."""
+    """A download's progress, from its thread to the GUI thread (a queued signal). ``send`` drops
+    what arrives after the dialog is gone (closed while the download stopped)."""
 
-    def send(self, name: str, *args: Any) -> None:
+    progress = Signal(object)  # hub.Progress
+
+    def send(self, p: Any) -> None:
         try:
-            getattr(self, name).emit(*args)
+            self.progress.emit(p)
         except RuntimeError:
             pass
 
-    listed = Signal(object, object, object)  # (row key, Listing | None, error str | None)
-    header = Signal(object, object)  # (HubModel, GGUFInfo | error str)
-    progress = Signal(object)  # hub.Progress
-    finished = Signal(object, object)  # (path | None, error str | None)
+
+def _line(result: BaseException) -> str:
+    """An exception a worker returned, as the one line the dialog shows."""
+    return str(result) if isinstance(result, PonderError) else f"{type(result).__name__}: {result}"
 
 
 class _Row:
@@ -87,11 +90,13 @@ class GetModelsDialog(QDialog):
         self.setWindowTitle("Get models")
         self.resize(1040, 560)
         self._relay = _Relay(self)
-        self._relay.listed.connect(self._listed)
-        self._relay.header.connect(self._header_read)
         self._relay.progress.connect(self._progress)
-        self._relay.finished.connect(self._finished)
-        self._pool = ThreadPoolExecutor(max_workers=6, thread_name_prefix="ponder-hub")
+        self._hub = Offload(self, "ponder-hub", workers=6)
+        self._downloads = Offload(self, "ponder-download")
+        # Quitting with the dialog open stops a download too (the interpreter waits for its thread).
+        app = QCoreApplication.instance()
+        if app is not None:
+            app.aboutToQuit.connect(self._stop)
         self._cancel: threading.Event | None = None
         self._downloading: _Row | None = None
         self._machine = hub.this_machine()
@@ -199,30 +204,19 @@ class GetModelsDialog(QDialog):
         self._list_async(None, repo)
 
     def _list_async(self, row: _Row | None, repo: str) -> None:
-        def work() -> None:
-            try:
-                listing = hub.list_repo(repo)
-            except PonderError as e:
-                self._relay.send("listed", row, None, str(e))
-                return
-            except Exception as e:  # noqa: BLE001 - one line, never a traceback
-                self._relay.send("listed", row, None, f"{type(e).__name__}: {e}")
-                return
-            self._relay.send("listed", row, listing, None)
+        self._hub.submit(lambda: hub.list_repo(repo), lambda result: self._listed(row, result))
 
-        self._pool.submit(work)
-
-    def _listed(self, row: _Row | None, listing: hub.Listing | None, error: str | None) -> None:
+    def _listed(self, row: _Row | None, result: Any) -> None:
+        listing, error = (None, _line(result)) if isinstance(result, BaseException) else (result, None)
         if row is None:  # a repository the user looked up: its GGUFs become the rows
             if listing is None:
                 self.status.setText(error or "")
                 return
-            catalog = {o.repo.lower(): o for o in hub.catalog_offers()}
-            o = catalog.get(listing.repo.lower())
+            o = hub.find_offer(listing.repo)
             role = o.role if o is not None else "policy"
             self.rows = []
             for m in listing.ggufs():
-                r = _Row(None, m, role=_role_by_name(m.name, role))
+                r = _Row(None, m, role=hub.role_of_file(m.name) or role)
                 r.listing = listing
                 self.rows.append(r)
             self._fill()
@@ -323,16 +317,15 @@ class GetModelsDialog(QDialog):
             status.setText("downloading")
         elif hub.cached(row.model) is not None:
             status.setText("downloaded")
-        elif hub.partial_bytes(row.model):
-            status.setText(f"{human_size(hub.partial_bytes(row.model))} kept: resumes")
         else:
-            status.setText("")
+            kept = hub.partial_bytes(row.model)
+            status.setText(f"{human_size(kept)} kept: resumes" if kept else "")
 
     def _partner(self, row: _Row) -> Any:
         """The model the fit counts beside this one: the chosen policy beside a PRM, the chosen PRM
         GGUF beside a policy."""
         if row.role == "PRM":
-            return getattr(self.bar, "_policy_info", None)
+            return self.bar.policy_info
         prm = getattr(self.bar, "prm_path", None)
         if not prm:
             return None
@@ -365,16 +358,7 @@ class GetModelsDialog(QDialog):
         self._show_detail(row)
         if row.model is not None and row.header is None and not row.error:
             model = row.model
-
-            def work() -> None:
-                try:
-                    self._relay.send("header", model, hub.remote_header(model))
-                except PonderError as e:
-                    self._relay.send("header", model, str(e))
-                except Exception as e:  # noqa: BLE001
-                    self._relay.send("header", model, f"{type(e).__name__}: {e}")
-
-            self._pool.submit(work)
+            self._hub.submit(lambda: hub.remote_header(model), lambda info: self._header_read(model, info))
 
     def _show_detail(self, row: _Row, note: str = "") -> None:
         parts = []
@@ -398,12 +382,12 @@ class GetModelsDialog(QDialog):
     def _header_read(self, model: hub.HubModel, info: Any) -> None:
         for row in self.rows:
             if row.model == model:
-                if isinstance(info, str):
+                if isinstance(info, BaseException):
                     if self._current() is row:
                         self._show_detail(
                             row,
                             f"<span style='color:{_colour('needs GPU offload').name()}'>"
-                            f"Header not read: {_html(info)}</span>",
+                            f"Header not read: {_html(_line(info))}</span>",
                         )
                     continue
                 row.header = info
@@ -435,18 +419,7 @@ class GetModelsDialog(QDialog):
         self.status.setText(f"Downloading {model.name}…")
         self._update(row)
 
-        def work() -> None:
-            try:
-                path = hub.download(model, lambda p: self._relay.send("progress", p), cancel)
-            except PonderError as e:
-                self._relay.send("finished", None, str(e))
-                return
-            except Exception as e:  # noqa: BLE001
-                self._relay.send("finished", None, f"{type(e).__name__}: {e}")
-                return
-            self._relay.send("finished", str(path), None)
-
-        threading.Thread(target=work, name="ponder-download", daemon=True).start()
+        self._downloads.submit(lambda: hub.download(model, self._relay.send, cancel), self._finished)
 
     def cancel(self) -> None:
         if self._cancel is not None:
@@ -463,7 +436,7 @@ class GetModelsDialog(QDialog):
             f"{p.file}: {phase} · {human_size(p.done)}{of} · {human_size(int(p.rate))}/s{eta}"
         )
 
-    def _finished(self, path: str | None, error: str | None) -> None:
+    def _finished(self, result: Any) -> None:
         row = self._downloading
         self._downloading = None
         self._cancel = None
@@ -471,9 +444,10 @@ class GetModelsDialog(QDialog):
         self.cancel_button.setEnabled(False)
         if row is not None:
             self._update(row)
-        if error:
-            self.status.setText(error)
+        if isinstance(result, BaseException):
+            self.status.setText(_line(result))
             return
+        path = str(result)
         self.bar_progress.setValue(1000)
         self.last_path = path
         where = "the PRM list" if row is not None and row.role == "PRM" else "the model list"
@@ -484,7 +458,8 @@ class GetModelsDialog(QDialog):
         """Closing stops a download (its bytes are kept for the next one) and the listings."""
         if self._cancel is not None:
             self._cancel.set()
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._hub.shutdown()
+        self._downloads.shutdown()
 
     def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt's name
         self._stop()
@@ -493,18 +468,6 @@ class GetModelsDialog(QDialog):
     def reject(self) -> None:  # Esc
         self._stop()
         super().reject()
-
-
-def _role_by_name(name: str, default: str) -> str:
-    """A file from a looked-up repository: its role by the catalog's file-name globs."""
-    from pathlib import Path
-
-    from engine.models import load_catalog
-
-    for e in load_catalog():
-        if e.matches(Path(name)):
-            return "PRM" if "prm" in e.roles else ("thinking" if e.settings.get("thinking") else "policy")
-    return default
 
 
 def _colour(verdict: str) -> Any:

@@ -405,6 +405,11 @@ class ModelBar(QWidget):
         self.settings.setValue("model_server", "")
         self._set_model(data, self.ngl_slider.value())
 
+    @property
+    def policy_info(self) -> Any:
+        """The chosen GGUF's header (None for a server model): what a PRM's memory is counted beside."""
+        return self._policy_info
+
     def set_prm(self, path: str | None) -> None:
         self.prm_path = path if path and path.lower().endswith(".gguf") else None
         self.update_memory()

@@ -15,9 +15,9 @@ from PySide6.QtCore import QObject, Signal
 class Offload(QObject):
     _done = Signal(object, object)  # (callback, result)
 
-    def __init__(self, parent: QObject | None = None, name: str = "ponder-offload") -> None:
+    def __init__(self, parent: QObject | None = None, name: str = "ponder-offload", workers: int = 1) -> None:
         super().__init__(parent)
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
         self._latest: dict[str, int] = {}
         self._done.connect(self._deliver)
         self.pending = 0
