@@ -52,3 +52,27 @@ def read_pty(fd: int, proc: subprocess.Popen, timeout: float) -> list[tuple[floa
         elif proc.poll() is not None:
             break
     return chunks
+
+
+def run_on_pty(
+    cmd: list[str], timeout: float, env: dict[str, str] | None = None
+) -> tuple[int, bytes, list[tuple[float, str]]]:
+    """Run ``cmd`` (a child of this process, ended with it) with stderr on a pseudo-terminal and
+    stdout on a pipe, as ``ponder … | jq`` runs it: (exit status, stdout, what the terminal showed
+    as :func:`read_pty` gives it)."""
+    import pty
+
+    from engine import children
+
+    master, slave = pty.openpty()
+    os.set_blocking(master, False)
+    proc = children.start(cmd, stdout=subprocess.PIPE, stderr=slave, stdin=subprocess.DEVNULL, env=env)
+    os.close(slave)
+    try:
+        chunks = read_pty(master, proc, timeout=timeout)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode, out, chunks

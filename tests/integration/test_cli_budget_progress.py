@@ -4,16 +4,12 @@ refused at once with its estimate, and a compare on a terminal shows live progre
 from __future__ import annotations
 
 import json
-import os
-import pty
 import re
 import subprocess
 import sys
 import time
 
-from processes import read_pty
-
-from engine import children
+from processes import run_on_pty
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
@@ -86,21 +82,11 @@ def test_a_sweep_over_an_hour_is_refused_with_its_cells_and_nothing_saved(tmp_pa
 def test_a_compare_on_a_terminal_shows_live_progress_and_json_stays_clean(tmp_path):
     """stderr a pseudo-terminal, stdout a pipe (``ponder compare --json | jq``): the terminal shows
     a line per strategy that moves while it runs; stdout holds one JSON value and nothing else."""
-    master, slave = pty.openpty()
-    os.set_blocking(master, False)
     cmd = [sys.executable, "-m", "engine.cli", "compare", "What is 2 + 3?", "--budget", "2"]
     cmd += ["--strategies", "best_of_n,beam_search", "--max-tokens", "48", "--prm", "arithmetic"]
     cmd += ["--json", "--db", str(tmp_path / "s.db")]
-    proc = children.start(cmd, stdout=subprocess.PIPE, stderr=slave, stdin=subprocess.DEVNULL)
-    os.close(slave)
-    try:
-        chunks = read_pty(master, proc, timeout=280)
-        out, _ = proc.communicate(timeout=30)
-    finally:
-        os.close(master)
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0
+    returncode, out, chunks = run_on_pty(cmd, timeout=280)
+    assert returncode == 0
     doc = json.loads(out)  # one JSON value: no progress on stdout
     assert [r["strategy"] for r in doc["runs"]] == ["best_of_n", "beam_search"]
     text = [(t, ANSI.sub("", c)) for t, c in chunks]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from hub_fixture import FixtureRepo, HubFixture, smol_repo, tiny_gguf
-from processes import read_pty
+from processes import run_on_pty
 
 from engine import children, hub
 from engine.gguf_info import human_size
@@ -322,22 +322,10 @@ def test_two_downloads_of_one_file_at_once_the_second_says_so(env, fixture):
 def test_on_a_terminal_the_download_is_a_progress_bar_with_bytes_and_rate(env, fixture, model_path):
     """stderr a pseudo-terminal: rich's bar (bytes of the total, the rate) redrawn while it downloads;
     stdout, a pipe, holds the path alone."""
-    import pty
-
     fixture.rate = 24 << 20  # about 4 s
-    master, slave = pty.openpty()
-    os.set_blocking(master, False)
     cmd = [sys.executable, "-m", "engine.cli", "models", "--get", "fixture/smol", "--file", SMOL]
-    proc = children.start(cmd, stdout=subprocess.PIPE, stderr=slave, stdin=subprocess.DEVNULL, env=env)
-    os.close(slave)
-    try:
-        chunks = read_pty(master, proc, timeout=120)
-        out, _ = proc.communicate(timeout=30)
-    finally:
-        os.close(master)
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0
+    returncode, out, chunks = run_on_pty(cmd, timeout=120, env=env)
+    assert returncode == 0
     assert Path(out.decode().splitlines()[0]).name == SMOL
     text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", "".join(c for _, c in chunks))
     total = f"{Path(model_path).stat().st_size / 1e6:.1f}"  # rich counts in decimal MB
