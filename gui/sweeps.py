@@ -160,6 +160,12 @@ class SweepsTab(QWidget):
         self.difficulty_combo.addItem("the model's pass@1", "pass1")
         self.difficulty_combo.addItem("the PRM's mean score", "prm")
         form.addRow("Difficulty by", self.difficulty_combo)
+        # Strategy parameters a sweep was run with (``ponder sweep --adaptive-best-of-n-threshold 0.8``):
+        # kept from the sweep shown, so Run / resume continues that sweep, not one with the defaults.
+        self._params: dict[str, dict[str, Any]] = {}
+        self.params_label = QLabel("")
+        self.params_label.setWordWrap(True)
+        form.addRow("", self.params_label)
         return form
 
     def _build_buttons(self) -> QHBoxLayout:
@@ -235,6 +241,7 @@ class SweepsTab(QWidget):
             prm=self.prm_combo.currentText(),
             seed=self.seed_spin.value(),
             max_tokens=self.tokens_spin.value(),
+            params={k: v for k, v in self._params.items() if self.strategy_boxes[k].isChecked()},
         )
         spec.check()
         return spec
@@ -255,6 +262,14 @@ class SweepsTab(QWidget):
         self.prm_combo.setCurrentText(spec.prm)
         self.tokens_spin.setValue(spec.max_tokens)
         self.seed_spin.setValue(spec.seed)
+        from engine.sweeps import describe_params
+
+        self._params = {k: dict(v) for k, v in spec.params.items() if v and k in self.strategy_boxes}
+        self.params_label.setText(
+            "Strategy settings: " + "; ".join(describe_params(k, v) for k, v in self._params.items())
+            if self._params
+            else ""
+        )
 
     # --- stored sweeps ------------------------------------------------------------------------------------
 

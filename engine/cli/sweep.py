@@ -17,6 +17,7 @@ from engine.cli.options import (
     add_model_args,
     add_seeds_arg,
     add_strategies_arg,
+    add_strategy_param_args,
     add_yes_arg,
     backend_config,
     check_prm,
@@ -27,6 +28,7 @@ from engine.cli.options import (
     int_list,
     model_path,
     names,
+    overrides,
     print_json,
     run_in_worker,
     server_executor,
@@ -109,6 +111,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     add_yes_arg(p)
     add_model_args(p, servers=True)
+    add_strategy_param_args(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -148,17 +151,19 @@ def _spec(args: argparse.Namespace) -> SweepSpec:
         raise InvalidRequestError("Name the problem set: --set gsm8k | math500 | arith | FILE.jsonl")
     if args.batch is not None and args.batch < 1:
         raise InvalidRequestError("--batch is at least 1 (1: one cell at a time).")
+    strategies = names(args.strategies)
     spec = SweepSpec(
         args.problem_set,
         limit=args.limit,
         offset=args.offset,
-        strategies=names(args.strategies),
+        strategies=strategies,
         budgets=tuple(args.budget_tokens or args.budgets),
         prm=args.prm,
         seed=args.seed,
         max_tokens=args.max_tokens,
         seeds=args.seeds,
         budget_kind="tokens" if args.budget_tokens else "generations",
+        params=overrides(args, strategies),
     )
     spec.check()
     check_prm(args.prm, args)

@@ -162,7 +162,13 @@ def _subsets(n: int, k: int, samples: int, rng: random.Random) -> list[tuple[int
 
 
 def _accuracy(
-    strategy: str, budget: int, cand: _Candidates, samples: int, rng: random.Random, tokens: bool = False
+    strategy: str,
+    budget: int,
+    cand: _Candidates,
+    samples: int,
+    rng: random.Random,
+    tokens: bool = False,
+    given: dict[str, Any] | None = None,
 ) -> dict[str, float]:
     """Expected accuracy of each selection method at ``budget`` from one run's candidates (a run
     at a token budget is read whole)."""
@@ -174,7 +180,7 @@ def _accuracy(
         p = (
             {"chains": len(cand.answers), "length": max((len(c) for c in cand.answers), default=0)}
             if tokens
-            else budget_params(strategy, budget)
+            else budget_params(strategy, budget, **(given or {}))
         )
         subs = _subsets(len(cand.answers), p["chains"], samples, rng)
         for sub in subs:
@@ -225,7 +231,7 @@ def _problem_row(
     cands: dict[tuple[str, int], _Candidates] = {}
     row: dict[str, Any] = {"index": i, "accuracy": {}, "tokens": {}}
     for s in spec.strategies:
-        for rb in run_budgets(s, budgets, spec.tokens):
+        for rb in run_budgets(s, budgets, spec.tokens, spec.given(s)):
             run = rows.have[(i, s, rb)]
             assert run is not None
             cands[(s, rb)] = _candidates(rows.nodes[run.id], s, p.reference, memo)
@@ -233,8 +239,8 @@ def _problem_row(
             row.setdefault("flops", {})[f"{s}@{rb}"] = run.flops
         for b in budgets:
             rng = random.Random(f"{spec.seed}-{i}-{s}-{b}")
-            cand = cands[(s, source_budget(s, b, budgets, spec.tokens))]
-            acc = _accuracy(s, b, cand, samples, rng, spec.tokens)
+            cand = cands[(s, source_budget(s, b, budgets, spec.tokens, spec.given(s)))]
+            acc = _accuracy(s, b, cand, samples, rng, spec.tokens, spec.given(s))
             for m, v in acc.items():
                 row["accuracy"].setdefault(s, {}).setdefault(m, {})[b] = v
             # generations spent: the budget, or (a budget that is a maximum) the candidates it made
@@ -363,11 +369,11 @@ def _per_run_costs(
     tokens: dict[str, dict[int, float]] = {}
     flops: dict[str, dict[int, float]] = {}
     for s in spec.strategies:
-        for rb in run_budgets(s, budgets, spec.tokens):
+        for rb in run_budgets(s, budgets, spec.tokens, spec.given(s)):
             vals = [r["tokens"][f"{s}@{rb}"] for r in rows]
             tokens.setdefault(s, {})[rb] = sum(vals) / len(vals) if vals else 0.0
         for b in budgets:
-            src = source_budget(s, b, budgets, spec.tokens)
+            src = source_budget(s, b, budgets, spec.tokens, spec.given(s))
             vals = [r["flops"][f"{s}@{src}"] * (b / src) for r in rows]
             flops.setdefault(s, {})[b] = sum(vals) / len(vals) if vals else 0.0
     return tokens, flops
@@ -411,6 +417,7 @@ def summarise(
             "seeds": spec.seeds,
             "max_tokens": spec.max_tokens,
             "budget_kind": spec.budget_kind,
+            "params": {k: dict(v) for k, v in spec.params.items() if v},
         },
         "problems": {
             "requested": len(rows.indices),

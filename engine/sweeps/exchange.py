@@ -45,10 +45,17 @@ from engine.sweeps.report import json_ready, write_outputs
 PAPER_R = (0.16, 0.79, 22.0)  # the ratios of inference to pretraining tokens Snell et al. plot
 
 
-def _flops_at(row: dict[str, Any], strategy: str, b: int, budgets: Sequence[int], tokens: bool) -> float:
+def _flops_at(
+    row: dict[str, Any],
+    strategy: str,
+    b: int,
+    budgets: Sequence[int],
+    tokens: bool,
+    given: dict[str, Any] | None = None,
+) -> float:
     """A problem's FLOPs for ``strategy`` at budget ``b``: its run's own, or the share b / B of the
     larger run it was read from."""
-    src = source_budget(strategy, b, budgets, tokens)
+    src = source_budget(strategy, b, budgets, tokens, given)
     return float(row["flops"][f"{strategy}@{src}"]) * b / src
 
 
@@ -71,7 +78,8 @@ def _points(
     out = []
     for b in budgets:
         accs = [rows[i]["accuracy"][strategy]["weighted"][b] for i in members]
-        fl = [_flops_at(rows[i], strategy, b, budgets, tokens) for i in members]
+        given = (spec.get("params") or {}).get(strategy)
+        fl = [_flops_at(rows[i], strategy, b, budgets, tokens, given) for i in members]
         mean, lo, hi = _mean_ci(accs, seed + b)
         out.append({"budget": b, "accuracy": mean, "low": lo, "high": hi, "flops": sum(fl) / len(fl)})
     return out

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,10 +42,18 @@ class SweepSpec:
     seeds: str = "independent"  # independent streams per strategy, or common random numbers
     budget_kind: str = "generations"  # generations (as Snell counts them) | tokens (generated tokens)
     temperature: float = 0.8  # 0: greedy (the large model's budget-1 answer in an exchange report)
+    # Strategy parameters set by the user (``--adaptive-best-of-n-threshold 0.8``: {"adaptive_best_of_n":
+    # {"threshold": 0.8}}); the budget still sets N, chains x length... A sweep with any is a sweep of
+    # its own (its cells are not the defaults' cells).
+    params: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
 
     @property
     def tokens(self) -> bool:
         return self.budget_kind == "tokens"
+
+    def given(self, strategy: str) -> dict[str, Any]:
+        """The parameters the user set for ``strategy`` (none: {})."""
+        return dict(self.params.get(strategy) or {})
 
     def check(self) -> None:
         if self.limit < 1:
@@ -66,12 +74,19 @@ class SweepSpec:
             )
         if self.max_tokens < 16:
             raise InvalidRequestError("--max-tokens must be at least 16.")
+        for s in self.params:
+            if s not in self.strategies:
+                raise InvalidRequestError(
+                    f"Parameters are set for {registry.label(s)}, which the sweep's strategies do "
+                    "not include."
+                )
+            registry.get(s).user_params(dict(self.params[s]))  # unknown names and bad values refused
         for s in self.strategies:
             for b in self.budgets:
                 if self.tokens:
-                    token_params(s, b, self.max_tokens)
+                    token_params(s, b, self.max_tokens, **self.given(s))
                 else:
-                    budget_params(s, b)
+                    budget_params(s, b, **self.given(s))
         problem_indices(self, resolve_problem_set(self.problem_set))  # the set, its file, the offset
 
 
@@ -86,28 +101,38 @@ class Cell:
         return (self.index, self.strategy, self.budget)
 
 
-def _fits(strategy: str, budget: int, run_budget: int) -> bool:
+def _fits(strategy: str, budget: int, run_budget: int, given: Mapping[str, Any] | None = None) -> bool:
     """Can ``strategy`` at ``budget`` be read from a run at ``run_budget`` by subsampling?"""
     reads = registry.get(strategy).sweep_reads
     if reads == "subsets":
         return budget <= run_budget
     if reads == "chains":
-        small, big = budget_params(strategy, budget), budget_params(strategy, run_budget)
+        small = budget_params(strategy, budget, **(given or {}))
+        big = budget_params(strategy, run_budget, **(given or {}))
         return small["chains"] <= big["chains"] and small["length"] <= big["length"]
     return budget == run_budget
 
 
-def run_budgets(strategy: str, budgets: Sequence[int], tokens: bool = False) -> list[int]:
-    """The budgets a strategy is actually run at to answer for ``budgets`` (token budgets: each)."""
+def run_budgets(
+    strategy: str, budgets: Sequence[int], tokens: bool = False, given: Mapping[str, Any] | None = None
+) -> list[int]:
+    """The budgets a strategy is actually run at to answer for ``budgets`` (token budgets: each;
+    ``given``: the strategy's parameters set by the user)."""
     top = max(budgets)
     if tokens or not subsampled(strategy):
         return sorted(set(budgets))
-    return sorted({top} | {b for b in budgets if not _fits(strategy, b, top)})
+    return sorted({top} | {b for b in budgets if not _fits(strategy, b, top, given)})
 
 
-def source_budget(strategy: str, budget: int, budgets: Sequence[int], tokens: bool = False) -> int:
+def source_budget(
+    strategy: str,
+    budget: int,
+    budgets: Sequence[int],
+    tokens: bool = False,
+    given: Mapping[str, Any] | None = None,
+) -> int:
     """Which run answers for ``strategy`` at ``budget``."""
-    runs = run_budgets(strategy, budgets, tokens)
+    runs = run_budgets(strategy, budgets, tokens, given)
     return budget if budget in runs else max(runs)
 
 
@@ -115,7 +140,11 @@ def plan_cells(spec: SweepSpec, indices: Sequence[int]) -> list[Cell]:
     """Problem by problem (so a stopped sweep leaves whole problems), cheap cells first."""
     out = []
     for i in indices:
-        cells = [Cell(i, s, b) for s in spec.strategies for b in run_budgets(s, spec.budgets, spec.tokens)]
+        cells = [
+            Cell(i, s, b)
+            for s in spec.strategies
+            for b in run_budgets(s, spec.budgets, spec.tokens, spec.given(s))
+        ]
         out += sorted(cells, key=lambda c: (c.budget, spec.strategies.index(c.strategy)))
     return out
 
@@ -147,6 +176,9 @@ def sweep_key(pset: ProblemSet, model: dict[str, Any], spec: SweepSpec) -> tuple
         ident["seeds"] = spec.seeds
     if spec.temperature != 0.8:  # sweeps saved before the choice sampled at 0.8
         ident["temperature"] = spec.temperature
+    params = {s: dict(sorted(p.items())) for s, p in sorted(spec.params.items()) if p}
+    if params:  # sweeps saved before strategy parameters ran the defaults
+        ident["params"] = params
     key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]
     return key, {**ident, "model_path": model.get("path", "")}
 
@@ -176,6 +208,7 @@ def spec_of(info: Any, cells: Sequence[tuple[int, str, int]] = ()) -> SweepSpec:
         seeds=info.settings.get("seeds") or "common",
         budget_kind=info.settings.get("budget_kind") or "generations",
         temperature=info.settings.get("temperature", 0.8),
+        params=info.settings.get("params") or {},
     )
     d["strategies"] = tuple(d.get("strategies") or default_strategies())
     d["budgets"] = tuple(d.get("budgets") or DEFAULT_BUDGETS)
@@ -183,10 +216,17 @@ def spec_of(info: Any, cells: Sequence[tuple[int, str, int]] = ()) -> SweepSpec:
 
 
 def sweep_name(settings: dict[str, Any]) -> str:
-    return (
+    name = (
         f"{settings['problem_set_name']} · {settings['model_name']} · PRM {settings['prm']} · "
         f"{settings['max_tokens']} tokens · seed {settings['seed']}"
     )
+    return name + "".join(f" · {describe_params(s, p)}" for s, p in (settings.get("params") or {}).items())
+
+
+def describe_params(strategy: str, given: Mapping[str, Any]) -> str:
+    """``adaptive best-of-N threshold 0.8, round_size 2``: a strategy's parameters set by the user."""
+    vals = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in given.items())
+    return f"{registry.get(strategy).title} {vals}"
 
 
 def model_identity(path: str) -> dict[str, Any]:

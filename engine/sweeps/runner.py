@@ -68,6 +68,7 @@ def cell_request(spec: SweepSpec, p: Problem, c: Cell, sweep_id: str, shared: bo
         strategies=(c.strategy,),
         budget=c.budget,
         budget_tokens=c.budget if spec.tokens else None,
+        overrides={c.strategy: spec.given(c.strategy)} if spec.given(c.strategy) else {},
         prm=spec.prm,
         reference=p.reference,
         seed=spec.seed,

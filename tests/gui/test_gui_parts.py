@@ -172,3 +172,31 @@ def test_the_missing_libraries_are_read_from_ldd_and_named_with_their_packages()
     apt, dnf = install_commands(missing)
     assert apt.endswith("sudo apt install libxcb-icccm4 libxcb-keysyms1")
     assert dnf.endswith("sudo dnf install xcb-util-wm xcb-util-keysyms")
+
+
+def test_a_reopened_sweep_keeps_its_strategy_parameters_so_run_resumes_it(qtbot, tmp_path):
+    """A sweep run with ``--adaptive-best-of-n-threshold 0.8`` shown in the Sweeps tab: the form says
+    so, and Run / resume asks for that sweep (not one with the defaults) while adaptive best-of-N is
+    ticked; untick it and the parameters go with it."""
+    from types import SimpleNamespace
+
+    from engine.sweeps import SweepSpec
+    from gui.sweeps import SweepsTab
+
+    tab = SweepsTab(SimpleNamespace(db=str(tmp_path / "s.db"), bridge=None))
+    qtbot.addWidget(tab)
+    shown = SweepSpec(
+        "arith",
+        limit=3,
+        strategies=("best_of_n", "adaptive_best_of_n"),
+        budgets=(4, 16),
+        prm="arithmetic",
+        params={"adaptive_best_of_n": {"threshold": 0.8}},
+    )
+    tab.show_spec(shown)
+    assert tab.params_label.text() == "Strategy settings: adaptive best-of-N threshold 0.8"
+    assert tab.spec().params == {"adaptive_best_of_n": {"threshold": 0.8}}
+    tab.strategy_boxes["adaptive_best_of_n"].setChecked(False)
+    assert tab.spec().params == {}
+    tab.show_spec(SweepSpec("arith", strategies=("best_of_n",), budgets=(4,)))
+    assert tab.params_label.text() == "" and tab.spec().params == {}

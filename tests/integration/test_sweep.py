@@ -138,6 +138,43 @@ def test_a_small_gsm8k_sweep_finishes_and_its_summary_agrees_with_the_store(tmp_
     assert [(w["id"], w["n_cells"], w["settings"]["problem_set"]) for w in listed] == [(sweep.id, 9, "gsm8k")]
 
 
+def test_a_sweep_takes_strategy_parameters_and_keeps_them_apart_from_the_defaults(tmp_path):
+    """``ponder sweep --adaptive-best-of-n-threshold 0.6 --adaptive-best-of-n-round-size 2``: every
+    adaptive cell runs with them (recorded in its run), the summary and title name them, the report
+    alone finds the same sweep, and the same command without them is another sweep, not a resume."""
+    db, out = tmp_path / "s.db", tmp_path / "out"
+    base = [
+        "sweep", *("--set", "arith", "--limit", "2", "--max-tokens", "48", "--budgets", "4"),
+        *("--strategies", "best_of_n,adaptive_best_of_n", "--prm", "arithmetic", "--db", str(db)),
+    ]  # fmt: skip
+    tuned = ["--adaptive-best-of-n-threshold", "0.6", "--adaptive-best-of-n-round-size", "2"]
+    r = ponder(*base, *tuned, "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    summary = load_summary((out / "summary.json").read_text())
+    assert summary["spec"]["params"] == {"adaptive_best_of_n": {"threshold": 0.6, "round_size": 2}}
+    assert "adaptive best-of-N round_size 2, threshold 0.6" in (out / "summary.md").read_text()
+    with Store.open(db, readonly=True) as s:
+        (sweep,) = s.list_sweeps()
+        cells = s.sweep_cells(sweep.id)
+        assert sorted(cells) == [(i, st, 4) for i in range(2) for st in ("adaptive_best_of_n", "best_of_n")]
+        for (_, st, _), run in cells.items():
+            assert run is not None and run.status == "done"
+            if st == "adaptive_best_of_n":
+                assert run.params["threshold"] == 0.6 and run.params["round_size"] == 2
+                assert len(s.nodes(run.id)) in (2, 4)  # it checks the vote after each round of 2
+            else:
+                assert "threshold" not in run.params
+    r = ponder(*base, *tuned, "--report-only", "--json")
+    assert r.returncode == 0, r.stderr
+    assert load_summary(r.stdout)["sweep"]["id"] == sweep.id
+    # without the parameters: nothing of the tuned sweep is reused
+    r = ponder(*base, "--report-only")
+    assert r.returncode != 0 and "No sweep of arith" in r.stderr
+    r = ponder(*base, "--mcts-children", "3")
+    assert r.returncode == 2 and "which --strategies does not include" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
 def test_a_killed_sweep_run_again_redoes_nothing_that_was_done(tmp_path):
     db, out = tmp_path / "s.db", tmp_path / "out"
     args = small("arith", 3, 48, db, out)

@@ -144,3 +144,83 @@ def test_revisions_are_read_by_whole_chains_cut_to_the_budgets_chain_length():
 def test_a_summary_survives_json_with_its_budget_keys():
     s = {"accuracy": {"best_of_n": {"weighted": {1: 0.5, 8: 0.75}}}, "spec": {"budgets": [1, 8]}}
     assert load_summary(json.dumps(json_ready(s))) == s
+
+
+def _pset_model():
+    return resolve_problem_set("arith"), {"name": "m", "sha256_1mb": "ab", "file_size": 1, "path": "/m.gguf"}
+
+
+def test_strategy_parameters_make_a_sweep_of_their_own_and_reach_every_cell():
+    """``ponder sweep --adaptive-best-of-n-threshold 0.8``: its own key (the defaults' cells are other
+    cells), the same key whatever order the parameters come in, stored and read back with the sweep,
+    named in its title, and carried by the cells of that strategy only."""
+    from engine.sweeps import cell_request, spec_of, sweep_key, sweep_name
+
+    pset, model = _pset_model()
+    plain = SweepSpec("arith", strategies=("best_of_n", "adaptive_best_of_n"), budgets=(4, 16))
+    tuned = SweepSpec(
+        "arith",
+        strategies=("best_of_n", "adaptive_best_of_n"),
+        budgets=(4, 16),
+        params={"adaptive_best_of_n": {"threshold": 0.8, "round_size": 2}},
+    )
+    tuned.check()
+    same = SweepSpec(
+        "arith",
+        strategies=("best_of_n", "adaptive_best_of_n"),
+        budgets=(4, 16),
+        params={"adaptive_best_of_n": {"round_size": 2, "threshold": 0.8}},
+    )
+    k_plain, _ = sweep_key(pset, model, plain)
+    k_tuned, settings = sweep_key(pset, model, tuned)
+    assert k_plain != k_tuned and sweep_key(pset, model, same)[0] == k_tuned
+    # a spec whose parameters are all empty is the defaults' sweep (sweeps saved before them keep their key)
+    assert (
+        sweep_key(pset, model, SweepSpec("arith", params={"best_of_n": {}}))[0]
+        == sweep_key(pset, model, SweepSpec("arith"))[0]
+    )
+    assert "adaptive best-of-N round_size 2, threshold 0.8" in sweep_name(settings)
+
+    class Info:
+        pass
+
+    info = Info()
+    info.settings = settings  # type: ignore[attr-defined]
+    assert spec_of(info).params == {"adaptive_best_of_n": {"round_size": 2, "threshold": 0.8}}
+
+    p = pset.problems[0]
+    cells = {c.strategy: c for c in plan_cells(tuned, [0])}
+    req = cell_request(tuned, p, cells["adaptive_best_of_n"], "w").checked()
+    assert req.params["adaptive_best_of_n"]["threshold"] == 0.8
+    assert req.params["adaptive_best_of_n"]["round_size"] == 2
+    assert req.params["adaptive_best_of_n"]["n"] == cells["adaptive_best_of_n"].budget
+    assert cell_request(tuned, p, cells["best_of_n"], "w").overrides == {}
+
+
+def test_a_parameter_that_changes_a_strategys_shape_changes_what_a_sweep_reads_from_a_larger_run():
+    """Revisions with one chain spend the budget as one chain of that length: budgets 2 and 4 are then
+    read from the chain of 8, and the analysis cuts that chain (not the default 2 x 4's)."""
+    spec = SweepSpec(
+        "arith", strategies=("revisions",), budgets=(2, 4, 8), params={"revisions": {"chains": 1}}
+    )
+    spec.check()
+    assert run_budgets("revisions", spec.budgets, False, spec.given("revisions")) == [8]
+    assert [c.budget for c in plan_cells(spec, [0])] == [8]
+    # 1 chain of 8 attempts, the last 4 right and scored higher: at budget 4 the chain is cut to its
+    # first 4 attempts (all wrong); at 8 every selection reaches a right one
+    cand = _Candidates([[str(k) for k in range(8)]], [[0.1] * 4 + [0.9] * 4], [[False] * 4 + [True] * 4])
+    acc = _accuracy("revisions", 4, cand, 32, random.Random(0), False, spec.given("revisions"))
+    assert all(v == 0.0 for v in acc.values())
+    acc = _accuracy("revisions", 8, cand, 32, random.Random(0), False, spec.given("revisions"))
+    assert acc["naive"] == 1.0 and acc["weighted"] == 1.0
+
+
+def test_strategy_parameters_a_sweep_cannot_use_are_refused_with_the_reason():
+    with pytest.raises(InvalidRequestError, match="do not include"):
+        SweepSpec("arith", strategies=("best_of_n",), params={"mcts": {"children": 3}}).check()
+    with pytest.raises(InvalidRequestError, match="no parameter 'nope'"):
+        SweepSpec("arith", strategies=("best_of_n",), params={"best_of_n": {"nope": 1}}).check()
+    with pytest.raises(InvalidRequestError):
+        SweepSpec(
+            "arith", strategies=("adaptive_best_of_n",), params={"adaptive_best_of_n": {"threshold": 2.0}}
+        ).check()
