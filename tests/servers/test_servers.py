@@ -215,6 +215,82 @@ def test_with_two_servers_a_killed_one_leaves_the_run_to_the_survivor(model_path
         b.stop()
 
 
+def _term_when(
+    server: LlamaServer, ready: threading.Event, at: list[float], delay: float = 0.0
+) -> threading.Thread:
+    """SIGTERM ``delay`` seconds after ``ready`` is set: llama-server then closes its port but keeps
+    the requests it holds unanswered, and its process alive (measured: refused from about 2 s on,
+    nothing answered in 60 s)."""
+
+    def go():
+        ready.wait(120)
+        time.sleep(delay)
+        at.append(time.monotonic())
+        server.proc.send_signal(signal.SIGTERM)
+
+    t = threading.Thread(target=go, daemon=True)
+    t.start()
+    return t
+
+
+def test_a_server_that_stops_answering_mid_run_is_noticed_in_seconds_not_at_the_timeout(model_path):
+    """SIGTERM mid-run: the health probe is refused within a few seconds and the runs fail naming
+    the server, long before the 600 s request timeout."""
+    srv = LlamaServer(model_path, parallel=2, ctx=4096).start()
+    ex = _executor([srv.url], retries=1, timeout=600)
+    first, at = threading.Event(), []
+    try:
+        term = _term_when(srv, first, at, delay=3.0)  # 16 solutions through 2 slots: mid-run
+        runs = compare(
+            ex,
+            PROBLEM,
+            ["best_of_n"],
+            budget=16,
+            prm="judge",
+            max_tokens=256,
+            on_event=lambda run, ev: first.set() if isinstance(ev, RunStarted) else None,
+        )
+        ended = time.monotonic()
+        term.join(5)
+        assert at, "the run ended before the server was stopped"
+        (run,) = runs
+        assert run.status == "failed"
+        assert srv.url in run.message and "stopped answering" in run.message, run.message
+        assert ended - at[0] < 30, f"noticed after {ended - at[0]:.1f} s"
+        assert ex.pool.clients[0].probes >= 1
+    finally:
+        ex.close()
+        srv.kill()  # after SIGTERM it would hold on to its requests
+
+
+def test_with_two_servers_one_that_stops_answering_leaves_its_work_to_the_other(model_path):
+    a = LlamaServer(model_path, **TWO).start()
+    b = LlamaServer(model_path, **TWO).start()
+    ex = _executor([a.url, b.url], retries=1, timeout=600)
+    first, at = threading.Event(), []
+    try:
+        term = _term_when(a, first, at)
+        t0 = time.monotonic()
+        runs = compare(
+            ex,
+            PROBLEM,
+            ["best_of_n", "beam_search"],
+            budget=4,
+            prm="judge",
+            max_tokens=64,
+            on_event=lambda run, ev: first.set() if isinstance(ev, NodeScored) else None,
+        )
+        term.join(5)
+        assert at, "the run ended before the server was stopped"
+        _check_complete(runs)
+        assert [c.alive for c in ex.pool.clients] == [False, True]
+        assert time.monotonic() - t0 < 300
+    finally:
+        ex.close()
+        a.kill()
+        b.stop()
+
+
 def test_cancel_stops_requests_in_flight_within_a_second(server):
     ex = _executor([server.url])
     cancel = threading.Event()

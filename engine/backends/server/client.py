@@ -13,7 +13,11 @@ Two dialects, found by asking the server (``/props`` answers only on llama-serve
 
 Every call has a timeout; connection failures, timeouts, HTTP 429 and 5xx are retried with
 exponential backoff (honouring ``Retry-After``), then reported as a :class:`ServerError` that names
-the server. The API key goes only into the ``Authorization`` header: it is never part of a URL,
+the server. While completions are in flight the server's health is probed every
+:data:`PROBE_EVERY` seconds (:meth:`ServerClient.watched`): a probe the server refuses ends them at
+once as a dropped connection, so a server that stops answering (llama-server given SIGTERM closes its
+port and never answers the requests it holds) is noticed in seconds, not at the request timeout.
+The API key goes only into the ``Authorization`` header: it is never part of a URL,
 message or record this module makes.
 
 What travels (requests, answers, :class:`ServerError`) is in ``wire.py``; the dialects' request
@@ -27,7 +31,8 @@ import codecs
 import email.utils
 import json
 import time
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 import httpx
 
@@ -43,6 +48,8 @@ from engine.backends.server.wire import (
 from engine.chat import render_chat
 
 TRANSIENT_STATUS = (408, 429, 500, 502, 503, 504)
+T = TypeVar("T")
+PROBE_EVERY = 3.0  # seconds between health probes while completions are in flight
 DEFAULT_SLOTS = 16  # an OpenAI-compatible server that does not say (vLLM batches far more)
 
 
@@ -128,6 +135,12 @@ class ServerClient:
         self.info: ServerInfo | None = None
         self.alive = True
         self.outstanding = 0  # requests sent or waiting for a slot
+        self.in_flight = 0  # requests sent and not yet answered (what the health watch guards)
+        self.probe_every = PROBE_EVERY
+        self.probes = 0  # health probes made while requests were in flight
+        self._watch: asyncio.Task[None] | None = None
+        self._gone: asyncio.Event | None = None
+        self._gone_why = ""
         self._sem: Slots | None = None
         self._http: httpx.AsyncClient | None = None
         self._pieces: dict[int, bytes] = {}
@@ -166,6 +179,9 @@ class ServerClient:
         return self._sem
 
     async def close(self) -> None:
+        if self._watch is not None and not self._watch.done():
+            self._watch.cancel()
+            await asyncio.gather(self._watch, return_exceptions=True)
         if self._http is not None:
             await self._http.aclose()
             self._http = None
@@ -327,6 +343,67 @@ class ServerClient:
             return True
         except ServerError:
             return False
+
+    async def refuses(self) -> str | None:
+        """Why the server cannot be reached now, or None: it answered, or is only slow (a busy server
+        whose probe times out is not taken for gone)."""
+        try:
+            await self.call(
+                "GET",
+                "/health" if self.dialect == "llama-server" else "/v1/models",
+                retries=0,
+                timeout=max(5.0, self.probe_every),
+            )
+        except ServerError as e:
+            return str(e).split(": ", 1)[-1] if e.dead else None
+        return None
+
+    async def watched(self, coro: Awaitable[T]) -> T:
+        """Await ``coro``, a request sent to this server, while its health is probed every
+        :attr:`probe_every` seconds (one probe loop for all its requests in flight). A refused probe
+        ends every request in flight on it with a :class:`ServerError` (``dead``), as a dropped
+        connection would."""
+        if self._gone is None:
+            self._gone = asyncio.Event()
+        task = asyncio.ensure_future(coro)
+        if self._gone.is_set():
+            task.cancel()
+            raise ServerError(self.url, f"stopped answering ({self._gone_why})", dead=True)
+        self.in_flight += 1
+        if self._watch is None or self._watch.done():
+            self._watch = asyncio.ensure_future(self._watch_health())
+        gone = asyncio.ensure_future(self._gone.wait())
+        try:
+            await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        finally:
+            gone.cancel()
+            self.in_flight -= 1
+        if task.done():
+            return task.result()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        raise ServerError(
+            self.url,
+            f"stopped answering: {self._gone_why} while a request was in flight; its connection "
+            "is taken as dropped",
+            dead=True,
+        )
+
+    async def _watch_health(self) -> None:
+        assert self._gone is not None
+        while self.in_flight > 0:
+            await asyncio.sleep(self.probe_every)
+            if self.in_flight <= 0:
+                return
+            self.probes += 1
+            why = await self.refuses()
+            if why is not None:
+                self._gone_why = f"its health probe was refused ({why})"
+                self._gone.set()
+                return
 
     @property
     def dialect(self) -> str:

@@ -10,7 +10,9 @@ a task there (no thread per request). :class:`ServerPool` chooses a server for e
 * at most ``slots`` requests are in flight on a server (its ``/props`` ``total_slots``, or
   ``--parallel``); the rest wait for a slot;
 * a server that cannot be reached is taken out and its requests go to the others; when none is
-  left, the request fails with what the last server said.
+  left, the request fails with what the last server said. While requests are in flight a server's
+  health is probed every few seconds, so one that stops answering without dropping its connections
+  (llama-server given SIGTERM) is taken out in seconds too (``ServerClient.watched``).
 """
 
 from __future__ import annotations
@@ -225,7 +227,7 @@ class ServerPool:
             try:
                 await c.slots_free.acquire(req.n)
                 try:
-                    outs = await c.complete_n(req)
+                    outs = await c.watched(c.complete_n(req))
                 finally:
                     c.slots_free.release(req.n)
             except ServerError as e:
