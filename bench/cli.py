@@ -74,6 +74,13 @@ def _add_modes(p: argparse.ArgumentParser) -> None:
         "strategy alone, with and without continuing each attempt's cells (ratio)",
     )
     p.add_argument(
+        "--limit",
+        action="store_true",
+        help="instead: the batched backend against llama.cpp's own llama-batched-bench (built by make "
+        "server) on the same model, threads, prompt and batch sizes (--n, --tokens), with a unified KV "
+        "cache and with a stream per sequence (ratio)",
+    )
+    p.add_argument(
         "--sweep",
         action="store_true",
         help="instead: a sweep's tokens/s (--sweep-problems arithmetic-ladder problems x best-of-N, beam "
@@ -263,6 +270,19 @@ def bench_store(args: argparse.Namespace) -> int:
     return _show(args, result, format_store_bench)
 
 
+def bench_limit(args: argparse.Namespace) -> int:
+    from bench.limit import format_limit, run_limit
+
+    if args.tokens < 1 or args.repeat < 1 or min(args.n) < 1:
+        raise InvalidRequestError("--n, --tokens and --repeat must be >= 1")
+    config = backend_config(args, n_ctx=1024, n_seq_max=1)  # the threads, offload and flash attention
+    result = run_limit(
+        model_path(args), ns=args.n, tokens=args.tokens, config=config, progress=_progress(args),
+        repeat=args.repeat,
+    )  # fmt: skip
+    return _show(args, result, format_limit)
+
+
 def bench_sweep(args: argparse.Namespace) -> int:
     from bench.compare import format_sweep_bench, run_sweep_bench
 
@@ -310,6 +330,7 @@ MODES: dict[str, Callable[[argparse.Namespace], int]] = {
     "server": bench_server,
     "processes": bench_processes,
     "store": bench_store,
+    "limit": bench_limit,
     "sweep": bench_sweep,
     "revisions": bench_revisions,
     "compare": bench_compare,

@@ -285,3 +285,84 @@ def test_pending_tokens_another_branch_holds_are_shared_not_decoded(fresh):
     # Total variation distance of the two distributions: 0.03-0.05 measured on the Intel machines of
     # earlier sessions, 0.053 on an AMD EPYC; cells read from the wrong place would give ~1.
     assert 0.5 * np.abs(p - q).sum() < 0.1
+
+
+# --- the two KV layouts (docs/batching.md) ------------------------------------------------------------
+
+
+def _tv(a, b) -> float:
+    p, q = np.exp(np.asarray(a)), np.exp(np.asarray(b))
+    return float(0.5 * np.abs(p - q).sum())
+
+
+def _layout_walk(model_path: str, unified: bool) -> dict:
+    """Best-of-N samples, a beam-style fork of one sample, and a rewind of another (budget forcing
+    drops the end and goes on): what each gives, in a context of one layout."""
+    from engine.backends.llama_cpp import Backend, BackendConfig
+
+    b = Backend(model_path, BackendConfig(n_ctx=9 * 768, n_seq_max=9, kv_unified=unified))
+    try:
+        every = list(range(b.n_vocab))
+        prompt = b.chat_tokens(POEM)
+        kids = b.sample_n(prompt, 4, SamplingParams(seed=21, max_tokens=24, temperature=0.8), keep=True)
+        out: dict = {"samples": texts(kids), "n_ctx_seq": b.n_ctx_seq}
+        # fork the first sample where it ended: the children read the same next token
+        forked = b.fork(kids[0], 2, SamplingParams(seed=40, max_tokens=6, temperature=0.8))
+        out["fork"] = b.logprobs_now([forked[0]], every)[0]
+        out["fork_tokens"] = list(forked[0].tokens)
+        b.free(forked[1])
+        # rewind the second by 8 tokens and go on with a forced word
+        b.rewind(kids[1], 8)
+        b.extend(kids[1], " Wait")
+        out["rewind"] = b.logprobs_now([kids[1]], every)[0]
+        out["rewind_tokens"] = list(kids[1].tokens)
+        out["streams_copied"] = b.stats.streams_copied
+        # a reader of text a live branch holds adopts its cells from position 0 in both layouts
+        held = list(kids[2].tokens[: kids[2].n_past])
+        reader = b.root(held + b.tokenize(" Is that good?", add_special=False))
+        adopted = b.stats.tokens_adopted
+        b.prefill([reader])
+        out["adopted"] = b.stats.tokens_adopted - adopted
+        out["reader"] = b.logprobs_now([reader], every)[0]
+        return out
+    finally:
+        b.close()
+
+
+def test_both_kv_layouts_give_the_same_samples_forks_and_rewinds(model_path):
+    """A unified KV cache and a stream per sequence: best-of-N's samples are the same texts; a fork
+    (whole-stream copy there), a rewind within a sequence and an adoption from position 0 read
+    next-token distributions within the tolerance the KV-adoption test uses."""
+    uni = _layout_walk(model_path, True)
+    streams = _layout_walk(model_path, False)
+    assert uni["samples"] == streams["samples"]
+    assert uni["n_ctx_seq"] == 9 * 768 and streams["n_ctx_seq"] == 768
+    assert uni["streams_copied"] == 0 and streams["streams_copied"] >= 5  # 4 children + the fork's 2
+    for key in ("fork", "rewind", "reader"):
+        assert uni[f"{key}_tokens" if key != "reader" else "samples"] == streams[
+            f"{key}_tokens" if key != "reader" else "samples"
+        ]
+        assert int(np.argmax(uni[key])) in np.argsort(streams[key])[-2:], key
+        assert _tv(uni[key], streams[key]) < 0.1, key
+    assert uni["adopted"] > 0 and streams["adopted"] == uni["adopted"]
+
+
+def test_a_stream_per_sequence_holds_its_share_of_the_context_and_says_so(model_path):
+    from engine.backends.llama_cpp import Backend, BackendConfig
+    from engine.errors import PromptTooLongError
+
+    with pytest.raises(InvalidRequestError, match="give n_ctx at least"):
+        BackendConfig(n_ctx=256, n_seq_max=8, kv_unified=False)
+    b = Backend(model_path, BackendConfig(n_ctx=4 * 256, n_seq_max=4, kv_unified=False))
+    try:
+        assert b.n_ctx_seq == 256
+        with pytest.raises(PromptTooLongError) as e:
+            b.root(list(range(10, 10 + 300)))
+        assert "256" in str(e.value)
+        # a branch stops at its stream's end, as at the context's end in a unified cache
+        (kid,) = b.sample_n(
+            b.chat_tokens(POEM), 1, SamplingParams(seed=1, max_tokens=1000, ignore_eos=True), keep=True
+        )
+        assert kid.finish_reason == FINISH_LENGTH and len(kid.tokens) == 256
+    finally:
+        b.close()

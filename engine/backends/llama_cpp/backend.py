@@ -66,7 +66,9 @@ class Backend(VocabMixin, BranchesMixin, DecodeMixin, ReadMixin):
             raise
         self._vocab = llama_cpp.llama_model_get_vocab(self._model)
         self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(self._vocab))
-        self.n_ctx = int(llama_cpp.llama_n_ctx(self._ctx))
+        self.n_ctx = int(llama_cpp.llama_n_ctx(self._ctx))  # cells in all
+        # the most tokens one branch may hold: all of them in a unified cache, its stream's otherwise
+        self.n_ctx_seq = int(llama_cpp.llama_n_ctx_seq(self._ctx))
         self._mem = llama_cpp.llama_get_memory(self._ctx)
         self._batch = llama_cpp.llama_batch_init(self.config.n_batch, 0, 1)
         self._free_seqs = list(range(self.config.n_seq_max - 1, -1, -1))  # pop() gives 0 first
@@ -153,7 +155,8 @@ class Backend(VocabMixin, BranchesMixin, DecodeMixin, ReadMixin):
         cp.n_seq_max = c.n_seq_max
         cp.n_threads = c.threads
         cp.n_threads_batch = c.threads_batch
-        cp.kv_unified = True  # seq_cp is metadata-only and any [p0, p1) fork works
+        # unified: seq_cp is metadata-only and any [p0, p1) fork works; streams: whole copies only
+        cp.kv_unified = c.kv_unified
         cp.swa_full = True  # sliding-window models keep every position, so mid-text forks work
         cp.flash_attn_type = _FLASH[c.flash_attn]
         cp.type_k = _KV_TYPES[c.type_k]

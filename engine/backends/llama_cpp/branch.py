@@ -81,5 +81,6 @@ class StepStats:
     tokens_sampled: int = 0
     tokens_adopted: int = 0  # pending tokens whose KV was shared from another branch, not decoded
     parked: int = 0  # finished branches set aside to free their sequence and cells
+    streams_copied: int = 0  # whole KV streams copied (forks and adoptions, a stream per sequence)
     decode_s: float = 0.0
     sample_s: float = 0.0

@@ -103,8 +103,8 @@ class BranchesMixin:
         tokens = self.tokenize(prompt) if isinstance(prompt, str) else [int(t) for t in prompt]
         if not tokens:
             raise InvalidRequestError("The prompt is empty.")
-        if len(tokens) >= self.n_ctx:
-            raise PromptTooLongError(len(tokens), self.n_ctx)
+        if len(tokens) >= self.n_ctx_seq:
+            raise PromptTooLongError(len(tokens), self.n_ctx_seq)
         bad = [t for t in tokens if not 0 <= t < self.n_vocab]
         if bad:
             raise InvalidRequestError(f"token id {bad[0]} is outside the vocabulary (0..{self.n_vocab - 1})")
@@ -116,8 +116,8 @@ class BranchesMixin:
         self._check_thread()
         self._check_live(branch)
         toks = self.tokenize(text, add_special=False) if isinstance(text, str) else [int(t) for t in text]
-        if len(branch.tokens) + len(toks) >= self.n_ctx:
-            raise PromptTooLongError(len(branch.tokens) + len(toks), self.n_ctx)
+        if len(branch.tokens) + len(toks) >= self.n_ctx_seq:
+            raise PromptTooLongError(len(branch.tokens) + len(toks), self.n_ctx_seq)
         branch.tokens.extend(toks)
         branch._logits = None
         self._restart_generation(branch)
@@ -185,12 +185,25 @@ class BranchesMixin:
             child = self._new_branch(p, list(parent.tokens), n_copy, parent.id)
             llama_cpp.llama_memory_seq_rm(self._mem, child.seq, -1, -1)
             if n_copy > 0:
-                llama_cpp.llama_memory_seq_cp(self._mem, parent.seq, child.seq, 0, n_copy)
+                self._copy_cells(parent, child, n_copy)
             child.base = n_copy
             if share_logits:
                 child._logits = parent._logits
             children.append(child)
         return children
+
+    def _copy_cells(self, src: Branch, dst: Branch, n: int) -> None:
+        """``dst`` (holding nothing) takes ``src``'s cells of positions [0, n). In a unified cache the
+        cells are tagged, not copied. With a stream per sequence llama.cpp copies only whole streams
+        (the data at the next decode, which runs before anything can overwrite the source): the
+        whole of ``src`` is copied and ``dst`` rewound to ``n`` within its own stream."""
+        if self.config.kv_unified:
+            llama_cpp.llama_memory_seq_cp(self._mem, src.seq, dst.seq, 0, n)
+            return
+        llama_cpp.llama_memory_seq_cp(self._mem, src.seq, dst.seq, -1, -1)
+        if n < src.n_past:
+            llama_cpp.llama_memory_seq_rm(self._mem, dst.seq, n, -1)
+        self.stats.streams_copied += 1
 
     def _fork_parked(self, parent: Branch, plist: list[SamplingParams]) -> list[Branch]:
         """Children of a parked branch: its tokens again, decoded with the next step (sharing the
@@ -283,8 +296,13 @@ class BranchesMixin:
                 best, best_k = o, k
         if best is None or best_k - base < self.ADOPT_MIN:
             return
-        llama_cpp.llama_memory_seq_rm(self._mem, b.seq, base, -1)
-        llama_cpp.llama_memory_seq_cp(self._mem, best.seq, b.seq, base, best_k)
+        if not self.config.kv_unified:
+            if base > 0:  # a stream takes another's cells whole or not at all: decode them instead
+                return
+            self._copy_cells(best, b, best_k)
+        else:
+            llama_cpp.llama_memory_seq_rm(self._mem, b.seq, base, -1)
+            llama_cpp.llama_memory_seq_cp(self._mem, best.seq, b.seq, base, best_k)
         b.n_past = best_k
         b._logits = None
         self.stats.tokens_adopted += best_k - base

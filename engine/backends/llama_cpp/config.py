@@ -47,6 +47,12 @@ class BackendConfig:
     type_k: str = "f16"
     type_v: str = "f16"
     use_mmap: bool = True
+    # The KV cache's layout. True: one unified buffer for every sequence (a fork tags the parent's
+    # cells, so children share the prompt; any [p0, p1) copy works; each query attends over every
+    # cell up to the highest in use). False: one stream per sequence (n_ctx / n_seq_max cells each;
+    # a query attends over its own stream only; a fork copies the parent's whole stream and a
+    # branch can only adopt another's cells from position 0). See docs/batching.md.
+    kv_unified: bool = True
 
     def __post_init__(self) -> None:
         max_seq = max_parallel_sequences()
@@ -69,6 +75,11 @@ class BackendConfig:
             (self.flash_attn in _FLASH, f"flash_attn must be one of {sorted(_FLASH)}"),
             (self.type_k in _KV_TYPES, f"type_k must be one of {sorted(_KV_TYPES)}"),
             (self.type_v in _KV_TYPES, f"type_v must be one of {sorted(_KV_TYPES)}"),
+            (
+                self.kv_unified or self.n_ctx // self.n_seq_max >= 64,
+                f"with a stream per sequence each of the {self.n_seq_max} sequences gets n_ctx / n_seq_max "
+                f"= {self.n_ctx // self.n_seq_max} cells; give n_ctx at least {64 * self.n_seq_max}",
+            ),
             (
                 self.type_v in ("f16", "f32") or self.flash_attn != "off",
                 "a quantized V cache needs flash attention (flash_attn 'auto' or 'on')",
@@ -121,4 +132,5 @@ def config_dict(config: BackendConfig) -> dict[str, Any]:
         "n_gpu_layers": config.n_gpu_layers,
         "threads": config.threads,
         "flash_attn": config.flash_attn,
+        "kv_layout": "unified" if config.kv_unified else "streams",
     }

@@ -190,7 +190,7 @@ class DecodeMixin:
                 for j, i in enumerate(chain):
                     lps[i] = float(sub[j, toks[i]] - lse[j])
         events = []
-        n_ctx = self.n_ctx
+        n_ctx = self.n_ctx_seq
         for b, tok, lp in zip(branches, toks, lps, strict=True):
             b._logits = None
             b.tokens.append(tok)

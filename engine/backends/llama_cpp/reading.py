@@ -138,8 +138,8 @@ class ReadMixin:
         tokens = [int(t) for t in tokens]
         if not 1 <= start <= len(tokens):
             raise InvalidRequestError("score_tokens needs 1 <= start <= len(tokens)")
-        if len(tokens) >= self.n_ctx:
-            raise PromptTooLongError(len(tokens), self.n_ctx)
+        if len(tokens) >= self.n_ctx_seq:
+            raise PromptTooLongError(len(tokens), self.n_ctx_seq)
         if start == len(tokens):
             return np.empty(0, dtype=np.float64)
         tmp = self.root(tokens, SamplingParams(temperature=0.0))

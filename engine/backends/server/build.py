@@ -1,8 +1,9 @@
 """Build llama-server from the llama.cpp source vendored in the pinned llama-cpp-python.
 
 ``python -m engine.backends.server.build`` (what the Makefile runs) fetches that exact sdist with
-pip, configures its ``vendor/llama.cpp`` with CMake and builds the ``llama-server`` target only, so
-the server runs the very llama.cpp commit the in-process path runs. GPU back ends come through the
+pip, configures its ``vendor/llama.cpp`` with CMake and builds the ``llama-server`` target and
+``llama-batched-bench`` (the engine's own batched-decoding limit, ``ponder bench --limit``) only, so
+both run the very llama.cpp commit the in-process path runs. GPU back ends come through the
 same ``CMAKE_ARGS`` as llama-cpp-python (``-DGGML_CUDA=on``, ``-DGGML_METAL=on``, ``-DGGML_VULKAN=on``).
 
 The binary is kept in the user cache folder, one per llama-cpp-python version and ``CMAKE_ARGS``
@@ -50,6 +51,11 @@ BASE_ARGS = (
 
 
 NO_AMX = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+
+
+# The binaries one build makes: the server the tests and `ponder serve` start, and llama.cpp's
+# batched-decoding benchmark `ponder bench --limit` compares the in-process backend with.
+TARGETS = ("llama-server", "llama-batched-bench")
 
 
 class ServerBuildError(PonderError):
@@ -138,6 +144,17 @@ def server_binary(must_exist: bool = True) -> Path:
     return p
 
 
+def tool_binary(name: str, must_exist: bool = True) -> Path:
+    """A binary of :data:`TARGETS` that this checkout's build made (``llama-batched-bench``)."""
+    p = build_dir() / "bin" / (f"{name}.exe" if os.name == "nt" else name)
+    if must_exist and not p.is_file():
+        raise ServerBuildError(
+            f"{name} is not built yet: run `make server` (or `make test`), which builds it beside "
+            "llama-server from the llama.cpp source of the pinned llama-cpp-python."
+        )
+    return p
+
+
 def _run(cmd: list[str], cwd: Path | None = None, log=None, env: dict[str, str] | None = None) -> None:
     print("+ " + " ".join(shlex.quote(c) for c in cmd), file=log or sys.stderr, flush=True)
     r = subprocess.run(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT if log else None, env=env)
@@ -174,11 +191,12 @@ def _fetch_source(version: str, work: Path) -> Path:
 
 
 def build(jobs: int | None = None, force: bool = False) -> Path:
-    """Build llama-server unless this version and CMAKE_ARGS already have one; returns its path."""
+    """Build llama-server and llama-batched-bench unless this version and CMAKE_ARGS already have
+    them; returns the server's path."""
     version = llama_cpp_python_version()
     out = build_dir(version)
     binary = out / "bin" / "llama-server"
-    if binary.is_file() and not force:
+    if all((out / "bin" / t).is_file() for t in TARGETS) and not force:
         return binary
     if shutil.which("cmake") is None:
         raise ServerBuildError("CMake is needed to build llama-server (it builds llama-cpp-python too).")
@@ -191,14 +209,15 @@ def build(jobs: int | None = None, force: bool = False) -> Path:
         # server's /props build_info (recorded with every session) says which llama.cpp it is.
         ident = f"-DLLAMA_BUILD_COMMIT=llama-cpp-python-{version}"
         _run(["cmake", "-S", str(src), "-B", str(bld), *BASE_ARGS, *_flag_args(), ident, *extra])
-        _run(["cmake", "--build", str(bld), "--target", "llama-server", "-j", str(jobs)])
-        built = next(iter(bld.rglob("llama-server")), None)
-        if built is None or not built.is_file():
-            raise ServerBuildError("the build finished without a llama-server binary")
+        _run(["cmake", "--build", str(bld), "--target", *TARGETS, "-j", str(jobs)])
         (out / "bin").mkdir(parents=True, exist_ok=True)
-        tmp_bin = out / "bin" / ".llama-server.tmp"
-        shutil.copy2(built, tmp_bin)
-        os.replace(tmp_bin, binary)  # a killed build never leaves half a binary behind
+        for target in TARGETS:
+            built = next((p for p in bld.rglob(target) if p.is_file()), None)
+            if built is None:
+                raise ServerBuildError(f"the build finished without a {target} binary")
+            tmp_bin = out / "bin" / f".{target}.tmp"
+            shutil.copy2(built, tmp_bin)
+            os.replace(tmp_bin, out / "bin" / target)  # a killed build never leaves half a binary
         (out / "CMAKE_ARGS").write_text(os.environ.get("CMAKE_ARGS", ""))
     return binary
 
