@@ -164,7 +164,7 @@ def test_a_sweep_takes_strategy_parameters_and_keeps_them_apart_from_the_default
                 assert len(s.nodes(run.id)) in (2, 4)  # it checks the vote after each round of 2
             else:
                 assert "threshold" not in run.params
-    r = ponder(*base, *tuned, "--report-only", "--json")
+    r = ponder(*base, *tuned, "--report-only", "--json", "--out", str(tmp_path / "again"))
     assert r.returncode == 0, r.stderr
     assert load_summary(r.stdout)["sweep"]["id"] == sweep.id
     # without the parameters: nothing of the tuned sweep is reused
