@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # imported where used: a command refused early never loads ll
     from engine.backends.llama_cpp import BackendConfig
     from engine.backends.server.executor import ServerExecutor
 
+STREAM_CTX = 2048  # tokens each sequence's KV stream holds with --kv-layout streams, unless --ctx says
 IN_PROCESS_PARALLEL = 64  # sequences one llama.cpp context decodes at once, unless --parallel says
 DB_HELP = "session database (default: sessions.db in the user data folder)"
 PRM_HELP = "judge | arithmetic | reference | PATH to a PRM GGUF"
@@ -90,6 +91,14 @@ def add_model_args(p: argparse.ArgumentParser, servers: bool = False, bench: boo
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores, up to 8)")
     p.add_argument("--ctx", type=int, default=None, help="context size in tokens")
     p.add_argument("--flash-attn", choices=["auto", "on", "off"], default="auto")
+    p.add_argument(
+        "--kv-layout",
+        choices=["unified", "streams"],
+        default="unified",
+        help="in process: one KV cache all sequences share (default: forks share the prompt's cells), "
+        "or a stream per sequence (each attends over its own cells only; forks copy; each of the "
+        f"--parallel sequences gets --ctx tokens, default {STREAM_CTX}, so memory grows with both)",
+    )
     if servers:
         add_server_args(p, bench=bench)
 
@@ -151,6 +160,9 @@ def backend_config(args: argparse.Namespace, **overrides: Any) -> BackendConfig:
     if args.ctx:
         kw["n_ctx"] = args.ctx
     kw.update(overrides)
+    if getattr(args, "kv_layout", "unified") == "streams":
+        kw["kv_unified"] = False
+        kw["n_ctx"] = (args.ctx or STREAM_CTX) * kw.get("n_seq_max", 64)  # --ctx is each stream's
     return BackendConfig(**kw)
 
 

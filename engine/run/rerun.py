@@ -155,8 +155,10 @@ def _conditions(old: Any, new: Any) -> list[str]:
         if ob.get("kind") == nb.get("kind") == "server":
             # Batching on a server depends on what else it serves: texts may differ run to run.
             out.append("server runs share the server's batches with whatever else it serves")
-    oc, nc = old.settings.get("config", {}), new.settings.get("config", {})
-    for k in ("threads", "n_batch", "n_ubatch", "n_ctx", "n_seq_max", "flash_attn"):
+    before = {"kv_layout": "unified"}  # sessions saved before the choice ran a unified cache
+    oc = {**before, **old.settings.get("config", {})}
+    nc = {**before, **new.settings.get("config", {})}
+    for k in ("threads", "n_batch", "n_ubatch", "n_ctx", "n_seq_max", "flash_attn", "kv_layout"):
         if oc.get(k) != nc.get(k):
             out.append(f"{k}: {oc.get(k)} vs {nc.get(k)}")
     if old.settings.get("concurrent") != new.settings.get("concurrent"):
@@ -201,6 +203,7 @@ def rerun(
     if executor is not None:
         return compare_sessions(store, s.id, again(executor))
     cfg = dict(st.get("config", {}))
+    cfg["kv_unified"] = cfg.pop("kv_layout", "unified") != "streams"  # sessions before it: unified
     recorded_threads = cfg.pop("threads", None)
     threads = threads or recorded_threads
     if n_gpu_layers is not None:

@@ -221,3 +221,37 @@ def test_mcts_and_adaptive_best_of_n_beside_the_others_on_the_real_model(tmp_pat
         assert trace.selected is not None and trace.selected.node_id in trace.nodes
         adaptive = fold(store.events(by["adaptive_best_of_n"].id))
         assert len(adaptive.roots) == runs["adaptive_best_of_n"]["generations"]
+
+
+def test_a_compare_in_either_kv_layout_completes_and_the_session_says_which(tmp_path):
+    """``--kv-layout streams``: best-of-N, beam search (forks) and budget forcing (a rewind) complete;
+    best-of-N's samples are the unified cache's; the session records the layout and a rerun of it
+    runs in the same layout."""
+    from engine.store import Store
+
+    db = tmp_path / "s.db"
+    base = (
+        "compare", "Tom has 3 apples and buys 5 more. How many apples does he have?", "--strategies",
+        "best_of_n,beam_search,budget_forcing", "--budget", "4", "--max-tokens", "40", "--prm",
+        "arithmetic", "--parallel", "9", "--ctx", "768", "--db", str(db), "--json",
+    )  # fmt: skip
+    out = {}
+    for layout in ("unified", "streams"):
+        r = ponder(*base, "--kv-layout", layout)
+        assert r.returncode == 0, r.stderr
+        out[layout] = json.loads(r.stdout)
+        assert {run["status"] for run in out[layout]["runs"]} == {"done"}
+    with Store.open(db, readonly=True) as s:
+        uni, streams = (s.session(out[k]["session_id"]) for k in ("unified", "streams"))
+        assert uni.settings["config"]["kv_layout"] == "unified"
+        assert streams.settings["config"]["kv_layout"] == "streams"
+        assert streams.settings["config"]["n_ctx"] == 9 * 768  # --ctx is each stream's
+
+        def samples(session):
+            run = next(r for r in session.runs if r.strategy == "best_of_n")
+            return [n["text"] for n in s.nodes(run.id)]
+
+        assert samples(uni) == samples(streams)
+    r = ponder("sessions", "rerun", out["streams"]["session_id"], "--db", str(db))
+    assert r.returncode == 0, r.stderr
+    assert "kv_layout" not in r.stdout  # the same layout again
