@@ -56,6 +56,8 @@ class BenchRow:
     tokens: int
     seconds: float
     runs: tuple[float, ...] = ()  # tok/s of every repeat; this row is the median one
+    decode_s: float = 0.0  # of ``seconds``: inside llama_decode (batched only)
+    sample_s: float = 0.0  # of ``seconds``: sampling (batched only)
 
     @property
     def decode_tok_s(self) -> float:
@@ -89,13 +91,15 @@ def run_batched(backend: Backend, prompt: Sequence[int], n: int, max_tokens: int
     backend.prefill([root])
     kids = backend.fork(root, n, params)
     backend.free(root)
+    d0, s0 = backend.stats.decode_s, backend.stats.sample_s
     t0 = time.perf_counter()
     backend.generate(kids)
     dt = time.perf_counter() - t0
     tokens = sum(k.n_generated for k in kids)
     for k in kids:
         backend.free(k)
-    return BenchRow("batched", n, tokens, dt)
+    decode_s, sample_s = backend.stats.decode_s - d0, backend.stats.sample_s - s0
+    return BenchRow("batched", n, tokens, dt, decode_s=decode_s, sample_s=sample_s)
 
 
 @contextlib.contextmanager

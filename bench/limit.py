@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from bench.backend import BenchRow, bench_prompt_tokens, median_row, run_batched
+from bench.backend import bench_prompt_tokens, median_row, run_batched
 from engine.backends.llama_cpp import Backend, BackendConfig
 from engine.errors import PonderError
-from engine.sampling import SamplingParams
 
 LAYOUTS = ("unified", "streams")
 PAD = 256  # cells of slack per sequence (llama.cpp pads a stream's size)
@@ -80,26 +78,6 @@ def engine_rows(
     return out
 
 
-def _timed_batch(
-    backend: Backend, prompt: Sequence[int], n: int, tokens: int
-) -> tuple[BenchRow, float, float]:
-    """:func:`bench.backend.run_batched`, with the seconds of its generation spent inside
-    ``llama_decode`` and sampling."""
-    params = SamplingParams(temperature=0.8, top_p=1.0, seed=0, max_tokens=tokens, ignore_eos=True)
-    root = backend.root(prompt, params)
-    backend.prefill([root])
-    kids = backend.fork(root, n, params)
-    backend.free(root)
-    d0, s0 = backend.stats.decode_s, backend.stats.sample_s
-    t0 = time.perf_counter()
-    backend.generate(kids)
-    dt = time.perf_counter() - t0
-    row = BenchRow("batched", n, sum(k.n_generated for k in kids), dt)
-    for k in kids:
-        backend.free(k)
-    return row, backend.stats.decode_s - d0, backend.stats.sample_s - s0
-
-
 def ponder_rows(
     model: str,
     layout: str,
@@ -128,9 +106,10 @@ def ponder_rows(
     try:
         run_batched(backend, prompt_tokens, 2, 8)  # page the weights in
         for n in ns:
-            runs = [_timed_batch(backend, prompt_tokens, n, tokens) for _ in range(repeat)]
-            mid = median_row([r[0] for r in runs])
-            row, decode_s, sample_s = next(r for r in runs if r[0].seconds == mid.seconds)
+            runs = [run_batched(backend, prompt_tokens, n, tokens) for _ in range(repeat)]
+            mid = median_row(runs)
+            row = next(r for r in runs if r.seconds == mid.seconds)
+            decode_s, sample_s = row.decode_s, row.sample_s
             out[n] = {
                 "tok_s": row.decode_tok_s,
                 # the first token of each sequence comes from the prompt's logits: the tool, too,
