@@ -225,8 +225,9 @@ def test_mcts_and_adaptive_best_of_n_beside_the_others_on_the_real_model(tmp_pat
 
 def test_a_compare_in_either_kv_layout_completes_and_the_session_says_which(tmp_path):
     """``--kv-layout streams``: best-of-N, beam search (forks) and budget forcing (a rewind) complete;
-    best-of-N's samples are the unified cache's; the session records the layout and a rerun of it
-    runs in the same layout."""
+    the session records the layout and a rerun of it runs in the same layout and reproduces it.
+    (Texts across the two layouts are not compared here: in the unified cache a sequence's logits move
+    with the cells its company holds, see docs/batching.md; test_backend compares them alone.)"""
     from engine.store import Store
 
     db = tmp_path / "s.db"
@@ -251,7 +252,10 @@ def test_a_compare_in_either_kv_layout_completes_and_the_session_says_which(tmp_
             run = next(r for r in session.runs if r.strategy == "best_of_n")
             return [n["text"] for n in s.nodes(run.id)]
 
-        assert samples(uni) == samples(streams)
+        for session in (uni, streams):
+            texts = samples(session)
+            assert len(texts) == 4 and all(t.strip() for t in texts)
     r = ponder("sessions", "rerun", out["streams"]["session_id"], "--db", str(db))
     assert r.returncode == 0, r.stderr
     assert "kv_layout" not in r.stdout  # the same layout again
+    assert "Reproduced." in r.stdout, r.stdout

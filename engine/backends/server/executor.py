@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.backends.server.client import Completion, CompletionRequest, ServerClient
-from engine.backends.server.pool import ServerPool
+from engine.backends.server.pool import ServerPool, gather_all
 from engine.backends.server.prm import ServerVerdictPRM
 from engine.errors import Cancelled, InvalidRequestError, PonderError
 from engine.executor import (
@@ -237,7 +237,7 @@ class ServerExecutor(Executor):
                 job = group([plan[k][0] for k in ks]) if len(ks) > 1 else one(*plan[ks[0]])
                 work.append((job, ks))
         results: list[Any] = [None] * len(plan)
-        answers = await asyncio.gather(*(job for job, _ in work))
+        answers = await gather_all(*(job for job, _ in work))
         for (_, ks), outs in zip(work, answers, strict=True):
             for k, out in zip(ks, outs, strict=True):
                 results[k] = out

@@ -33,6 +33,19 @@ RECENT = 64  # prompts remembered per server for prefix affinity
 MIN_AFFINITY = 8  # shorter shared prefixes do not pull a request to a server
 
 
+async def gather_all(*aws: Awaitable[T]) -> list[T]:
+    """``asyncio.gather`` that, when one awaitable fails, cancels the others and waits for them to end
+    before raising (plain gather leaves them running, to be destroyed with the loop)."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
 class LoopThread:
     """An asyncio event loop in a daemon thread; other threads hand it coroutines."""
 
@@ -55,6 +68,18 @@ class LoopThread:
     def close(self) -> None:
         if self.loop.is_closed():
             return
+
+        async def settle() -> None:  # tasks a failed run left behind end here, not at garbage collection
+            me = asyncio.current_task()
+            rest = [t for t in asyncio.all_tasks() if t is not me]
+            for t in rest:
+                t.cancel()
+            await asyncio.gather(*rest, return_exceptions=True)
+
+        try:
+            self.run(settle(), timeout=5)
+        except Exception:  # noqa: BLE001 - closing: a task that will not end is left to the stop
+            pass
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(5)
         if not self._thread.is_alive():

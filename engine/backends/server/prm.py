@@ -22,7 +22,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from engine.backends.server.pool import ServerPool
+from engine.backends.server.pool import ServerPool, gather_all
 from engine.backends.server.wire import CompletionRequest
 from engine.errors import PonderError
 from engine.executor import PRMMode
@@ -195,7 +195,7 @@ class ServerVerdictPRM:
                     fut.set_result(score)
                 out[i][k] = await fut
 
-        await asyncio.gather(*(walk(i) for i in range(len(candidates))))
+        await gather_all(*(walk(i) for i in range(len(candidates))))
         self.tokens_used += used
         return out, used
 
