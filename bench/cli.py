@@ -93,7 +93,12 @@ def _add_figures(p: argparse.ArgumentParser) -> None:
     """What the modes measure (each says which modes read it)."""
     p.add_argument("--n", type=int_list, default=DEFAULT_NS, help="sample counts (default 1,4,8,16)")
     p.add_argument("--tokens", type=int, default=128, help="new tokens per sample (default 128)")
-    p.add_argument("--repeat", type=int, default=3, help="runs per measurement; the median is shown")
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="runs per measurement; the median is shown (with --limit: interleaved rounds, each side's best)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument(
         "--max-tokens",
