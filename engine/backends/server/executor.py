@@ -9,7 +9,6 @@ prefix cache holds them. A request that keeps failing fails only its own run; th
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import queue
 import time
