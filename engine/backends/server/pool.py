@@ -76,10 +76,11 @@ class LoopThread:
                 t.cancel()
             await asyncio.gather(*rest, return_exceptions=True)
 
-        try:
-            self.run(settle(), timeout=5)
-        except Exception:  # noqa: BLE001 - closing: a task that will not end is left to the stop
-            pass
+        if threading.current_thread() is not self._thread:  # (from the loop itself it would wait on itself)
+            try:
+                self.run(settle(), timeout=5)
+            except Exception:  # noqa: BLE001 - closing: a task that will not end is left to the stop
+                pass
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(5)
         if not self._thread.is_alive():
