@@ -145,23 +145,22 @@ def run_limit(
     # Rounds, each running both sides in both layouts, the order turned round every other round; a
     # side's figure is its best round. This VM's speed drifts by 10-20% within minutes, and drift
     # only ever slows a run: the best of interleaved rounds is each side at its least disturbed.
-    engine_runs: dict[tuple[str, int], list[float]] = {}
-    ponder_runs: dict[tuple[str, int], list[dict[str, float]]] = {}
+    measure: dict[str, Callable[[str], dict[int, Any]]] = {
+        "llama-batched-bench": lambda layout: engine_rows(
+            binary, model, layout, ns, len(prompt), tokens, config
+        ),
+        "Ponder": lambda layout: ponder_rows(model, layout, ns, prompt, tokens, config),
+    }
+    runs: dict[str, dict[tuple[str, int], list[Any]]] = {who: {} for who in measure}
     for k in range(repeat):
-        order = list(layouts) if k % 2 == 0 else list(reversed(layouts))
-        for layout in order:
-            sides = ("engine", "ponder") if k % 2 == 0 else ("ponder", "engine")
-            for side in sides:
-                who = "llama-batched-bench" if side == "engine" else "Ponder"
+        flip = k % 2 == 1
+        for layout in reversed(layouts) if flip else layouts:
+            for who in reversed(list(measure)) if flip else list(measure):
                 say(f"round {k + 1}/{repeat}, {layout}: {who}")
-                if side == "engine":
-                    got = engine_rows(binary, model, layout, ns, len(prompt), tokens, config)
-                    for n in ns:
-                        engine_runs.setdefault((layout, n), []).append(got[n])
-                else:
-                    mine = ponder_rows(model, layout, ns, prompt, tokens, config)
-                    for n in ns:
-                        ponder_runs.setdefault((layout, n), []).append(mine[n])
+                got = measure[who](layout)
+                for n in ns:
+                    runs[who].setdefault((layout, n), []).append(got[n])
+    engine_runs, ponder_runs = runs["llama-batched-bench"], runs["Ponder"]
     rows: list[dict[str, Any]] = []
     for layout in layouts:
         for n in ns:

@@ -339,10 +339,8 @@ def test_both_kv_layouts_give_the_same_samples_forks_and_rewinds(model_path):
     assert uni["n_ctx_seq"] == 9 * 768 and streams["n_ctx_seq"] == 768
     assert uni["streams_copied"] == 0 and streams["streams_copied"] >= 5  # 4 children + the fork's 2
     for key in ("fork", "rewind", "reader"):
-        assert (
-            uni[f"{key}_tokens" if key != "reader" else "samples"]
-            == streams[f"{key}_tokens" if key != "reader" else "samples"]
-        )
+        read = f"{key}_tokens" if key != "reader" else "samples"
+        assert uni[read] == streams[read], key
         assert int(np.argmax(uni[key])) in np.argsort(streams[key])[-2:], key
         assert _tv(uni[key], streams[key]) < 0.1, key
     assert uni["adopted"] > 0 and streams["adopted"] == uni["adopted"]
