@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 import numpy as np
@@ -363,5 +364,43 @@ def test_a_stream_per_sequence_holds_its_share_of_the_context_and_says_so(model_
             b.chat_tokens(POEM), 1, SamplingParams(seed=1, max_tokens=1000, ignore_eos=True), keep=True
         )
         assert kid.finish_reason == FINISH_LENGTH and len(kid.tokens) == 256
+    finally:
+        b.close()
+
+
+def test_a_stream_per_sequence_decodes_its_live_branches_in_one_pass(model_path):
+    """llama.cpp decodes a batch over streams in passes of consecutive sequence ids in increasing
+    order, a graph each: branches are kept on the lowest free ids and written in id order, so the
+    children of a fork decode in one pass however earlier runs left the ids, and new children fill
+    the gaps pruned ones leave."""
+    from engine.backends.llama_cpp import Backend, BackendConfig
+
+    b = Backend(model_path, BackendConfig(n_ctx=10 * 384, n_seq_max=10, kv_unified=False))
+    try:
+        prompt = b.chat_tokens(POEM)
+        params = SamplingParams(seed=5, max_tokens=64, temperature=0.8, ignore_eos=True)
+        b.sample_n(prompt, 3, dataclasses.replace(params, max_tokens=4))  # an earlier run hands its ids back in the order it freed them
+        root = b.root(prompt, params)
+        b.prefill([root])
+        kids = b.fork(root, 8, params)
+        b.free(root)
+        assert sorted(k.seq for k in kids) == list(range(1, 9))
+        calls, passes = b.stats.decode_calls, b.stats.stream_passes
+        for _ in range(4):
+            b.step(kids)
+        assert b.stats.decode_calls - calls == 3  # the first token came from the prompt's logits
+        assert b.stats.stream_passes - passes == 3  # one pass each
+        # prune two (a beam search keeps the best), fork a survivor: its children take the gaps
+        b.free(kids[2])
+        b.free(kids[5])
+        gaps = [kids[2].seq, kids[5].seq]
+        more = b.fork(kids[0], 3, params.with_seed(9))
+        assert sorted(m.seq for m in more) == sorted([0, *gaps])
+        live = [k for k in kids if not k.freed] + more
+        calls, passes = b.stats.decode_calls, b.stats.stream_passes
+        for _ in range(3):
+            b.step(live)
+        assert b.stats.decode_calls - calls == 3
+        assert b.stats.stream_passes - passes == 3  # ids 0..8 without a gap
     finally:
         b.close()

@@ -71,7 +71,7 @@ class Backend(VocabMixin, BranchesMixin, DecodeMixin, ReadMixin):
         self.n_ctx_seq = int(llama_cpp.llama_n_ctx_seq(self._ctx))
         self._mem = llama_cpp.llama_get_memory(self._ctx)
         self._batch = llama_cpp.llama_batch_init(self.config.n_batch, 0, 1)
-        self._free_seqs = list(range(self.config.n_seq_max - 1, -1, -1))  # pop() gives 0 first
+        self._free_seqs = list(range(self.config.n_seq_max))  # ids not in use (handed out by _take_seqs)
         self._branches: dict[int, Branch] = {}
         self._parked: dict[int, Branch] = {}
         self._next_id = 0

@@ -82,5 +82,8 @@ class StepStats:
     tokens_adopted: int = 0  # pending tokens whose KV was shared from another branch, not decoded
     parked: int = 0  # finished branches set aside to free their sequence and cells
     streams_copied: int = 0  # whole KV streams copied (forks and adoptions, a stream per sequence)
+    # passes llama.cpp makes over the streams (a stream per sequence: one per run of consecutive ids
+    # in a decode; at least this many, more where the runs' sequences have unequal token counts)
+    stream_passes: int = 0
     decode_s: float = 0.0
     sample_s: float = 0.0

@@ -47,12 +47,26 @@ class BranchesMixin:
             heir.base = b.base
             heir.parent = b.parent
 
-    def _new_branch(
-        self, params: SamplingParams, tokens: list[int], n_past: int, parent: int | None
-    ) -> Branch:
-        if not self._free_seqs:
+    def _take_seqs(self, n: int) -> list[int]:
+        """The ``n`` lowest free sequence ids. With a stream per sequence llama.cpp decodes in one
+        pass only a run of consecutive ids in increasing order (its sequential split: each run is a
+        graph of its own), so live branches are kept on the lowest ids, filling the gaps freed
+        branches leave; in a unified cache the ids only name the cells."""
+        if n > len(self._free_seqs):
             raise TooManyBranchesError(self.config.n_seq_max)
-        seq = self._free_seqs.pop()
+        return sorted(self._free_seqs)[:n]
+
+    def _new_branch(
+        self,
+        params: SamplingParams,
+        tokens: list[int],
+        n_past: int,
+        parent: int | None,
+        seq: int | None = None,
+    ) -> Branch:
+        if seq is None:
+            (seq,) = self._take_seqs(1)
+        self._free_seqs.remove(seq)
         if not 0 <= seq < self.config.n_seq_max:  # llama.cpp aborts on an out-of-range seq id
             raise InvalidRequestError(f"sequence id {seq} out of range")
         b = Branch(
@@ -181,8 +195,8 @@ class BranchesMixin:
         share_logits = self._has_row(parent)
         n_copy = parent.n_past if (share_logits or parent.pending == 1) else max(parent.n_past - 1, 0)
         children = []
-        for p in plist:
-            child = self._new_branch(p, list(parent.tokens), n_copy, parent.id)
+        for p, seq in zip(plist, self._take_seqs(n), strict=True):
+            child = self._new_branch(p, list(parent.tokens), n_copy, parent.id, seq)
             llama_cpp.llama_memory_seq_rm(self._mem, child.seq, -1, -1)
             if n_copy > 0:
                 self._copy_cells(parent, child, n_copy)
@@ -211,8 +225,8 @@ class BranchesMixin:
         if self._parked.get(parent.id) is not parent:
             raise InvalidRequestError(f"branch {parent.id} was freed or belongs to another backend")
         children = []
-        for p in plist:
-            child = self._new_branch(p, list(parent.tokens), 0, parent.id)
+        for p, seq in zip(plist, self._take_seqs(len(plist)), strict=True):
+            child = self._new_branch(p, list(parent.tokens), 0, parent.id, seq)
             llama_cpp.llama_memory_seq_rm(self._mem, child.seq, -1, -1)
             children.append(child)
         return children

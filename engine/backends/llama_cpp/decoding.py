@@ -41,6 +41,12 @@ class DecodeMixin:
         batch = self._batch
         i = 0
         outs = []
+        if not self.config.kv_unified:
+            # llama.cpp splits a batch over streams into passes of consecutive sequence ids in
+            # increasing order (each pass a graph of its own): in id order, consecutive ids share one
+            work = sorted(work, key=lambda w: w[0].seq)
+            seqs = [w[0].seq for w in work]
+            self.stats.stream_passes += 1 + sum(b != a + 1 for a, b in zip(seqs, seqs[1:]))
         for b, count, wants in work:
             start = b.n_past
             for k in range(count):
