@@ -379,7 +379,8 @@ def test_a_stream_per_sequence_decodes_its_live_branches_in_one_pass(model_path)
     try:
         prompt = b.chat_tokens(POEM)
         params = SamplingParams(seed=5, max_tokens=64, temperature=0.8, ignore_eos=True)
-        b.sample_n(prompt, 3, dataclasses.replace(params, max_tokens=4))  # an earlier run hands its ids back in the order it freed them
+        # an earlier run hands its ids back in the order it freed them
+        b.sample_n(prompt, 3, dataclasses.replace(params, max_tokens=4))
         root = b.root(prompt, params)
         b.prefill([root])
         kids = b.fork(root, 8, params)

@@ -46,7 +46,7 @@ class DecodeMixin:
             # increasing order (each pass a graph of its own): in id order, consecutive ids share one
             work = sorted(work, key=lambda w: w[0].seq)
             seqs = [w[0].seq for w in work]
-            self.stats.stream_passes += 1 + sum(b != a + 1 for a, b in zip(seqs, seqs[1:]))
+            self.stats.stream_passes += 1 + sum(b != a + 1 for a, b in zip(seqs, seqs[1:], strict=False))
         for b, count, wants in work:
             start = b.n_past
             for k in range(count):
