@@ -93,11 +93,12 @@ def add_model_args(p: argparse.ArgumentParser, servers: bool = False, bench: boo
     p.add_argument("--flash-attn", choices=["auto", "on", "off"], default="auto")
     p.add_argument(
         "--kv-layout",
-        choices=["unified", "streams"],
-        default="unified",
-        help="in process: one KV cache all sequences share (default: forks share the prompt's cells), "
-        "or a stream per sequence (each attends over its own cells only; forks copy; each of the "
-        f"--parallel sequences gets --ctx tokens, default {STREAM_CTX}, so memory grows with both)",
+        choices=["auto", "unified", "streams"],
+        default="auto",
+        help="in process: one KV cache all sequences share (forks share the prompt's cells), or a stream "
+        "per sequence (each attends over its own cells only; forks copy; each of the --parallel "
+        f"sequences gets --ctx tokens, default {STREAM_CTX}, so memory grows with both); auto "
+        "(default): streams for one prompt sampled 4+ ways at 512+ tokens (generate), else unified",
     )
     if servers:
         add_server_args(p, bench=bench)
@@ -150,8 +151,12 @@ def model_path(args: argparse.Namespace) -> str:
     return str(args.model) if getattr(args, "model", None) else str(default_model_path())
 
 
-def backend_config(args: argparse.Namespace, **overrides: Any) -> BackendConfig:
-    """The llama.cpp settings the model options give, ``overrides`` on top."""
+def backend_config(
+    args: argparse.Namespace, auto: str = "unified", stream_ctx: int = STREAM_CTX, **overrides: Any
+) -> BackendConfig:
+    """The llama.cpp settings the model options give, ``overrides`` on top; ``auto``: the KV layout
+    ``--kv-layout auto`` means for the command's workload (see ``auto_kv_layout``), ``stream_ctx``
+    each stream's cells with a stream per sequence unless --ctx says."""
     from engine.backends.llama_cpp import BackendConfig
 
     kw: dict[str, Any] = dict(
@@ -160,9 +165,10 @@ def backend_config(args: argparse.Namespace, **overrides: Any) -> BackendConfig:
     if args.ctx:
         kw["n_ctx"] = args.ctx
     kw.update(overrides)
-    if getattr(args, "kv_layout", "unified") == "streams":
+    layout = getattr(args, "kv_layout", "auto")
+    if (auto if layout == "auto" else layout) == "streams":
         kw["kv_unified"] = False
-        kw["n_ctx"] = (args.ctx or STREAM_CTX) * kw.get("n_seq_max", 64)  # --ctx is each stream's
+        kw["n_ctx"] = (args.ctx or stream_ctx) * kw.get("n_seq_max", 64)  # --ctx is each stream's
     return BackendConfig(**kw)
 
 

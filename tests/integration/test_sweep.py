@@ -316,3 +316,16 @@ def test_a_sweep_killed_at_ten_random_moments_resumes_to_the_same_summary(tmp_pa
     for key in ("problems", "accuracy", "compute_optimal", "tokens_per_run", "bins", "per_problem"):
         assert killed[key] == clean[key], key
     assert cell_answers(db) == cell_answers(clean_db)
+
+
+def test_the_sweep_bench_sets_the_sweep_against_the_best_of_the_backends_runs_around_it():
+    """``ponder bench --sweep``: every cell runs, and the ratio is taken against the best of the
+    backend's rates before and after the sweep (a slow baseline alone would flatter it)."""
+    r = ponder("bench", "--sweep", "--sweep-problems", "1", "--max-tokens", "16", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["problems"] == 1 and out["failed"] == 0
+    assert out["cells"] >= len(out["strategies"])  # smaller budgets may be read from a larger run
+    assert len(out["batched_runs"]) == 3 and out["batched_tok_s"] == max(out["batched_runs"])
+    assert out["generated_tokens"] > 0 and out["sweep_tok_s"] > 0
+    assert out["ratio"] == round(out["sweep_tok_s"] / out["batched_tok_s"], 3)

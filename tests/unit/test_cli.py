@@ -50,6 +50,25 @@ def test_generate_json_is_reproducible():
     assert all(s["finish_reason"] in ("eos", "length") for s in a)
 
 
+def test_generate_picks_a_stream_per_sample_for_many_long_samples_and_says_so():
+    """``--kv-layout auto``: four samples of up to 512 tokens of one short prompt run a stream per
+    sequence; fewer samples, a prompt longer than the samples, or ``--kv-layout unified`` one cache."""
+
+    def layout(*extra: str) -> tuple[str, list[dict]]:
+        r = ponder("generate", *extra, "--seed", "3", "--json")
+        assert r.returncode == 0, r.stderr
+        out = json.loads(r.stdout)
+        return out["kv_layout"], out["samples"]
+
+    got, samples = layout("Say hello.", "-n", "4", "--max-tokens", "512")
+    assert got == "streams" and len(samples) == 4
+    assert all(s["tokens"] > 0 and s["finish_reason"] in ("eos", "length") for s in samples)
+    assert layout("Say hello.", "-n", "2", "--max-tokens", "512")[0] == "unified"
+    assert layout("Say hello.", "-n", "4", "--max-tokens", "64")[0] == "unified"
+    assert layout("Say hello. " * 60, "-n", "4", "--max-tokens", "512")[0] == "unified"
+    assert layout("Say hello.", "-n", "4", "--max-tokens", "512", "--kv-layout", "unified")[0] == "unified"
+
+
 def test_info_reports_build_and_offload():
     r = ponder("info", "--json")
     assert r.returncode == 0, r.stderr
