@@ -40,8 +40,8 @@ STREAMS_MIN_TOKENS = 512  # each up to at least this many tokens (docs/batching.
 def auto_kv_layout(prompts: int, samples: int, max_tokens: int) -> str:
     """The KV layout ``auto`` picks for a workload, from ``ponder bench`` on the embedded model
     (docs/batching.md). A stream per sequence pays where one prompt is sampled many ways at length
-    (a query attends over its own cells, not every sample's: llama-batched-bench ran 1.26x its
-    unified rate at 16 x 512 tokens). Anything that runs several prompts or forks and prunes
+    (a query attends over its own cells, not every sample's: at 16 samples of 512 tokens Ponder ran
+    1.14x its unified rate, llama-batched-bench 1.29x). Anything that runs several prompts or forks and prunes
     mid-text (a compare, a sweep, the app) keeps one unified cache: there llama.cpp decodes a batch
     in one pass per run of consecutive sequence ids, and a sweep ran 0.64 of the backend's rate with
     streams against 0.90 unified."""
