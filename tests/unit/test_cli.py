@@ -52,7 +52,8 @@ def test_generate_json_is_reproducible():
 
 def test_generate_picks_a_stream_per_sample_for_many_long_samples_and_says_so():
     """``--kv-layout auto``: four samples of up to 512 tokens of one short prompt run a stream per
-    sequence; fewer samples, a prompt longer than the samples, or ``--kv-layout unified`` one cache."""
+    sequence; fewer samples, shorter ones, a prompt longer than the samples, ``--kv-layout unified``
+    or a ``--ctx`` (the size of one shared cache) run one cache."""
 
     def layout(*extra: str) -> tuple[str, list[dict]]:
         r = ponder("generate", *extra, "--seed", "3", "--json")
@@ -67,6 +68,7 @@ def test_generate_picks_a_stream_per_sample_for_many_long_samples_and_says_so():
     assert layout("Say hello.", "-n", "4", "--max-tokens", "64")[0] == "unified"
     assert layout("Say hello. " * 60, "-n", "4", "--max-tokens", "512")[0] == "unified"
     assert layout("Say hello.", "-n", "4", "--max-tokens", "512", "--kv-layout", "unified")[0] == "unified"
+    assert layout("Say hello.", "-n", "4", "--max-tokens", "512", "--ctx", "8192")[0] == "unified"
 
 
 def test_info_reports_build_and_offload():

@@ -32,7 +32,6 @@ def default_threads() -> int:
     return max(1, min(n, 8))
 
 
-KV_LAYOUTS = ("auto", "unified", "streams")
 STREAMS_MIN_SAMPLES = 4  # auto: a stream per sequence for one prompt sampled at least this many ways,
 STREAMS_MIN_TOKENS = 512  # each up to at least this many tokens (docs/batching.md, "Which layout")
 
@@ -41,10 +40,10 @@ def auto_kv_layout(prompts: int, samples: int, max_tokens: int) -> str:
     """The KV layout ``auto`` picks for a workload, from ``ponder bench`` on the embedded model
     (docs/batching.md). A stream per sequence pays where one prompt is sampled many ways at length
     (a query attends over its own cells, not every sample's: at 16 samples of 512 tokens Ponder ran
-    1.14x its unified rate, llama-batched-bench 1.29x). Anything that runs several prompts or forks and prunes
-    mid-text (a compare, a sweep, the app) keeps one unified cache: there llama.cpp decodes a batch
-    in one pass per run of consecutive sequence ids, and a sweep ran 0.64 of the backend's rate with
-    streams against 0.90 unified."""
+    1.14x its unified rate, llama-batched-bench 1.29x). Anything that runs several prompts or forks
+    and prunes mid-text (a compare, a sweep, the app) keeps one unified cache: there llama.cpp
+    decodes a batch in one pass per run of consecutive sequence ids, and a sweep ran 0.64 of the
+    backend's rate with streams against 0.90 unified."""
     if prompts == 1 and samples >= STREAMS_MIN_SAMPLES and max_tokens >= STREAMS_MIN_TOKENS:
         return "streams"
     return "unified"
