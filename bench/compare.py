@@ -333,7 +333,7 @@ def format_sweep_bench(r: dict[str, Any]) -> str:
             f"{','.join(map(str, r['budgets']))}, {r['max_tokens']} tokens, arithmetic PRM, "
             f"{r['accelerator']}",
             f"batched ({r['n']} sequences): {r['batched_tok_s']:7.1f} tok/s (best of "
-            f"{', '.join(f'{x:.1f}' for x in r.get('batched_runs') or [r['batched_tok_s']])})",
+            f"{', '.join(f'{x:.1f}' for x in r['batched_runs'])})",
             f"sweep ({r['cells']} cells, {r['failed']} failed): {r['sweep_tok_s']:7.1f} tok/s "
             f"({r['generated_tokens']} generated + {r['prm_tokens']} scored tokens in "
             f"{r['sweep_seconds']:.1f} s)",

@@ -71,18 +71,16 @@ def run(args: argparse.Namespace) -> int:
 
     from engine.backends.llama_cpp.config import auto_kv_layout
 
-    config = backend_config(args, n_ctx=args.ctx or 4096, n_seq_max=max(8, args.n + 1))
-    if args.kv_layout == "auto" and not args.ctx and auto_kv_layout(1, args.n, args.max_tokens) == "streams":
-        # Each sample in a stream of its own holding the prompt and all its tokens (a token is at
-        # least a byte: the prompt's UTF-8 length bounds its tokens, 64 for the chat template). Only
-        # where the prompt is not the bulk of it (every stream holds a copy of it), and not when
-        # --ctx sized one shared cache.
-        size = len(args.prompt.encode("utf-8"))
-        need = size + 64 + args.max_tokens
-        if size <= args.max_tokens:
-            config = backend_config(
-                args, auto="streams", stream_ctx=-(-need // 256) * 256, n_seq_max=args.n + 1
-            )
+    # A token is at least a byte: the prompt's UTF-8 length bounds its tokens. --ctx sizes one
+    # shared cache, so auto keeps one then.
+    prompt_max = len(args.prompt.encode("utf-8"))
+    auto = "unified" if args.ctx else auto_kv_layout(args.n, args.max_tokens, prompt_max)
+    if args.kv_layout == "auto" and auto == "streams":
+        # each sample in a stream of its own with the prompt (64 for the chat template)
+        need = prompt_max + 64 + args.max_tokens
+        config = backend_config(args, auto=auto, stream_ctx=-(-need // 256) * 256, n_seq_max=args.n + 1)
+    else:
+        config = backend_config(args, n_ctx=args.ctx or 4096, n_seq_max=max(8, args.n + 1))
     samples = run_in_backend(args, config, work, cancel, "Cancelled; partial samples follow.")
     if show:
         sys.stderr.write("\n")

@@ -36,15 +36,17 @@ STREAMS_MIN_SAMPLES = 4  # auto: a stream per sequence for one prompt sampled at
 STREAMS_MIN_TOKENS = 512  # each up to at least this many tokens (docs/batching.md, "Which layout")
 
 
-def auto_kv_layout(prompts: int, samples: int, max_tokens: int) -> str:
-    """The KV layout ``auto`` picks for a workload, from ``ponder bench`` on the embedded model
-    (docs/batching.md). A stream per sequence pays where one prompt is sampled many ways at length
-    (a query attends over its own cells, not every sample's: at 16 samples of 512 tokens Ponder ran
-    1.14x its unified rate, llama-batched-bench 1.29x). Anything that runs several prompts or forks
-    and prunes mid-text (a compare, a sweep, the app) keeps one unified cache: there llama.cpp
-    decodes a batch in one pass per run of consecutive sequence ids, and a sweep ran 0.64 of the
-    backend's rate with streams against 0.90 unified."""
-    if prompts == 1 and samples >= STREAMS_MIN_SAMPLES and max_tokens >= STREAMS_MIN_TOKENS:
+def auto_kv_layout(samples: int, max_tokens: int, prompt_tokens: int) -> str:
+    """The KV layout ``auto`` picks for one prompt of at most ``prompt_tokens`` tokens sampled
+    ``samples`` ways up to ``max_tokens`` each, from ``ponder bench`` on the embedded model
+    (docs/batching.md). A stream per sequence pays where the samples are many and long (a query
+    attends over its own cells, not every sample's: at 16 samples of 512 tokens Ponder ran 1.14x its
+    unified rate, llama-batched-bench 1.29x), and only where the prompt is not the bulk of it: every
+    stream holds a copy of it. Anything that runs several prompts or forks and prunes mid-text (a
+    compare, a sweep, the app) keeps one unified cache: there llama.cpp decodes a batch in one pass
+    per run of consecutive sequence ids, and a sweep ran 0.64 of the backend's rate with streams
+    against 0.90 unified."""
+    if samples >= STREAMS_MIN_SAMPLES and max_tokens >= STREAMS_MIN_TOKENS and prompt_tokens <= max_tokens:
         return "streams"
     return "unified"
 
