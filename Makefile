@@ -38,6 +38,9 @@ run: $(STAMP)
 
 server: $(STAMP)
 	CMAKE_BUILD_PARALLEL_LEVEL=$(NPROC) $(PY) -m engine.backends.server.build -j $(NPROC)
+	# The SGLang Model Gateway the gateway tests start in front of two llama-servers (pinned, in an
+	# environment of its own in ~/.cache/ponder; a few seconds, once).
+	$(PY) -m engine.backends.server.build --gateway
 
 test: $(STAMP) server
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest

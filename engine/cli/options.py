@@ -132,6 +132,13 @@ def add_server_args(p: argparse.ArgumentParser, prm: bool = True, bench: bool = 
         "flight per server (default: llama-server's slots, else 16)",
     )
     g.add_argument("--timeout", type=float, default=600.0, help="seconds a request may take (default 600)")
+    g.add_argument(
+        "--tokenizer",
+        metavar="PATH",
+        help="the served model's own tokenizer, for a server that cannot tokenize or takes only text "
+        "prompts (a gateway, an OpenAI-only proxy): a GGUF of the model or its Hugging Face folder with "
+        "tokenizer.json (default: found by the model's name among your models and the Hugging Face cache)",
+    )
     if prm:
         g.add_argument(
             "--model-params",
@@ -208,6 +215,7 @@ def server_target(args: argparse.Namespace, model: str | None = None) -> ServerT
         timeout=getattr(args, "timeout", 600.0) or 600.0,
         prm_urls=tuple(getattr(args, "prm_server", None) or ()),
         model_params=getattr(args, "model_params", None),
+        tokenizer=getattr(args, "tokenizer", None),
     ).checked()
 
 

@@ -34,6 +34,7 @@ class ServerTarget:
     timeout: float = 600.0  # seconds one request may take
     prm_urls: tuple[str, ...] = ()
     model_params: int | None = None  # the model's parameters where its server does not say
+    tokenizer: str | None = None  # the model's own tokenizer (a GGUF or a tokenizer.json folder)
 
     def checked(self) -> ServerTarget:
         if self.parallel is not None and self.parallel < 1:
@@ -58,7 +59,9 @@ def on_servers(target: ServerTarget) -> ServerExecutor:
     from engine.backends.server.pool import ServerPool
 
     t = target.checked()
-    pool = ServerPool.connect(list(t.urls), t.api_key, model=t.model, parallel=t.parallel, timeout=t.timeout)
+    pool = ServerPool.connect(
+        list(t.urls), t.api_key, model=t.model, parallel=t.parallel, timeout=t.timeout, tokenizer=t.tokenizer
+    )
     prm_pool = None
     if t.prm_urls:
         try:

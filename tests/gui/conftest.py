@@ -45,4 +45,6 @@ def _no_modal_waits(monkeypatch):
     )
     yield said
     if said:
-        pytest.fail("a modal dialog the test did not expect (it would have waited for a click): " + "; ".join(said))
+        pytest.fail(
+            "a modal dialog the test did not expect (it would have waited for a click): " + "; ".join(said)
+        )

@@ -13,14 +13,14 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from comparing import compare, recorded_compare
+from comparing import check_complete, compare, recorded_compare
 from processes import children_of, pid_alive
 
 from engine import children
 from engine.backends.server.executor import ServerExecutor
 from engine.backends.server.launch import LlamaServer
 from engine.backends.server.pool import ServerPool
-from engine.events import NodeAdded, NodeScored, RunFinished, RunStarted, Selected, TextDelta
+from engine.events import NodeAdded, NodeScored, RunStarted, TextDelta
 from engine.search import default_strategies
 from engine.store import Store
 
@@ -49,22 +49,6 @@ def two_servers(model_path):
 
 def _executor(urls, **kw) -> ServerExecutor:
     return ServerExecutor(ServerPool.connect(list(urls), **kw))
-
-
-def _check_complete(runs) -> None:
-    for r in runs:
-        events = [e for e in r.events if not isinstance(e, TextDelta)]
-        assert isinstance(events[0], RunStarted) and isinstance(events[-1], RunFinished)
-        assert events[-1].status == "done", events[-1].message
-        trace = r.trace()
-        unscored = [n.id for n in trace.nodes.values() if not n.scores and n.role != "lookahead"]
-        assert trace.nodes and unscored == []  # every node scored
-        assert sum(isinstance(e, Selected) for e in events) == 1  # one selection
-        for e in events:
-            if isinstance(e, NodeAdded):  # token shading works: a text and logprob per token
-                assert len(e.token_logprobs) == e.n_tokens == len(e.token_texts)
-                assert "".join(e.token_texts) == e.text
-        assert events[-1].generated_tokens == sum(e.n_tokens for e in events if isinstance(e, NodeAdded))
 
 
 def test_prompts_are_token_for_token_what_the_in_process_path_renders(server, backend):
@@ -99,7 +83,7 @@ def test_default_strategies_with_the_judge_over_one_server(server, tmp_path):
             ex, store, PROBLEM, default_strategies(), budget=4, prm="judge", reference="8", max_tokens=48
         )
         assert err is None
-        _check_complete(runs)
+        check_complete(runs)
         assert all(r.prm_tokens > 0 and r.prompt_tokens > 0 for r in runs)
         s = store.session(sid)
         backend = s.settings["backend"]
@@ -128,7 +112,7 @@ def test_two_servers_share_the_work_and_children_follow_their_parent(two_servers
     ex.pool.complete_n = spy  # type: ignore[method-assign]
     try:
         runs = compare(ex, PROBLEM, default_strategies(), budget=4, prm="judge", max_tokens=48)
-        _check_complete(runs)
+        check_complete(runs)
         continued = [(want, got) for want, got in sent if want is not None]
         assert continued, "beam search continued no node"
         assert all(want == got for want, got in continued)  # prefix affinity
@@ -144,7 +128,7 @@ def test_the_openai_compatible_path_works_on_a_real_server(server):
         c.info.dialect = "openai"
     try:
         runs = compare(ex, PROBLEM, ["best_of_n", "beam_search"], budget=2, prm="judge", max_tokens=40)
-        _check_complete(runs)
+        check_complete(runs)
     finally:
         ex.close()
 
@@ -260,7 +244,7 @@ def test_with_two_servers_one_that_dies_leaves_the_run_to_the_survivor(model_pat
         )
         stop.join(5)
         assert first.is_set(), "the run ended before the server was stopped"
-        _check_complete(runs)
+        check_complete(runs)
         assert [c.alive for c in ex.pool.clients] == [False, True]
         assert time.monotonic() - t0 < 300
     finally:
@@ -629,7 +613,7 @@ def test_budgets_beyond_the_servers_slots_queue_and_are_charged_their_flops(serv
     ex = _executor([server.url])
     try:
         runs = compare(ex, PROBLEM, ["best_of_n", "beam_search"], budget=16, prm="arithmetic", max_tokens=12)
-        _check_complete(runs)
+        check_complete(runs)
         bon = runs[0].trace()
         assert len(bon.nodes) == 16
         n = ex.record()["n_params"]

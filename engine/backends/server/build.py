@@ -249,6 +249,64 @@ def llama_wheel(version: str, force: bool = False) -> Path:
     return out / built.name
 
 
+# The SGLang Model Gateway (``smg``), pinned: the router people put in front of several inference
+# servers. Ponder needs none of it to run; the tests and ``ponder bench --gateway`` start it in front
+# of llama-servers, from an environment of its own kept in the cache folder like llama-server.
+GATEWAY_PACKAGE = "sglang-router"
+GATEWAY_VERSION = "0.3.2"
+
+
+def gateway_dir() -> Path:
+    return cache_root() / f"{GATEWAY_PACKAGE}-{GATEWAY_VERSION}"
+
+
+def gateway_binary(must_exist: bool = True) -> Path:
+    """The ``smg`` the tests start: ``$PONDER_GATEWAY``, or the one :func:`install_gateway` put in the
+    cache folder."""
+    own = os.environ.get("PONDER_GATEWAY")
+    if own:
+        p = Path(own).expanduser()
+        if must_exist and not p.is_file():
+            raise ServerBuildError(f"PONDER_GATEWAY points at {p}, which is not a file.")
+        return p
+    d = gateway_dir()
+    p = d / ("Scripts" if os.name == "nt" else "bin") / ("smg.exe" if os.name == "nt" else "smg")
+    if must_exist and not (p.is_file() and (d / ".installed").is_file()):
+        raise ServerBuildError(
+            f"The SGLang Model Gateway is not installed yet: run `make server` (or `make test`), which "
+            f"installs {GATEWAY_PACKAGE}=={GATEWAY_VERSION} into {d}."
+        )
+    return p
+
+
+def install_gateway(force: bool = False) -> Path:
+    """``sglang-router`` (pinned) in a virtual environment of its own, once; the ``smg`` path. A venv
+    cannot be moved, so an install that did not finish (no ``.installed`` mark) is removed first."""
+    d = gateway_dir()
+    if not force:
+        try:
+            return gateway_binary()
+        except ServerBuildError:
+            pass
+    if d.exists():
+        shutil.rmtree(d)
+    _run([sys.executable, "-m", "venv", str(d)])
+    py = d / ("Scripts" if os.name == "nt" else "bin") / "python"
+    _run(
+        [
+            str(py),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            f"{GATEWAY_PACKAGE}=={GATEWAY_VERSION}",
+        ]
+    )
+    (d / ".installed").write_text(f"{GATEWAY_PACKAGE}=={GATEWAY_VERSION}\n")
+    return gateway_binary()
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
@@ -263,8 +321,17 @@ def main(argv: list[str] | None = None) -> int:
         metavar="VERSION",
         help="build (once) and print the path of llama-cpp-python's wheel instead of the server",
     )
+    ap.add_argument(
+        "--gateway",
+        action="store_true",
+        help="install (once) and print the path of the SGLang Model Gateway "
+        f"({GATEWAY_PACKAGE}=={GATEWAY_VERSION})",
+    )
     args = ap.parse_args(argv)
     try:
+        if args.gateway:
+            print(install_gateway(args.force))
+            return 0
         if args.llama_cpp_python:
             print(llama_wheel(args.llama_cpp_python, args.force))
             return 0

@@ -46,6 +46,7 @@ from engine.backends.server.wire import (
     to_int,
 )
 from engine.chat import render_chat
+from engine.tokenizer import LocalTokenizer
 
 TRANSIENT_STATUS = (408, 429, 500, 502, 503, 504)
 T = TypeVar("T")
@@ -124,8 +125,10 @@ class ServerClient:
         retries: int = 4,
         backoff: float = 0.5,
         parallel: int | None = None,
+        tokenizer: LocalTokenizer | None = None,
     ) -> None:
         self.url, key_in_url = split_url(url)
+        self.tokenizer = tokenizer  # the model's own, held here: tokens, chats and pieces without the server
         self._api_key = api_key or key_in_url
         self.timeout = timeout
         self.connect_timeout = connect_timeout
@@ -331,9 +334,43 @@ class ServerClient:
                 build=(f"{entry.get('owned_by', '')} {version}").strip(),
                 owned_by=str(entry.get("owned_by") or ""),
             )
+            self.info = info
+            await self._probe_openai(info)
         self.info = info
         self._sem = None
         return info
+
+    async def _probe_openai(self, info: ServerInfo) -> None:
+        """What an OpenAI-compatible endpoint can do beyond the API: tokenize (vLLM, SGLang: a
+        ``/tokenize``; a gateway or a proxy: none), and take a prompt as token ids (a gateway takes
+        text only). One tiny completion tells the second, and the model the answer names (a gateway
+        lists its model as ``unknown``)."""
+        try:
+            body = await self.call(
+                "POST",
+                "/tokenize",
+                {"model": info.model, "prompt": "a", "content": "a", "add_special_tokens": False},
+                retries=0,
+                timeout=30,
+            )
+            info.tokenizes = isinstance(body, dict) and isinstance(body.get("tokens"), list)
+        except ServerError as e:
+            if e.dead or "API key" in str(e):
+                raise
+            info.tokenizes = False
+        tiny = {"model": info.model, "prompt": [0], "max_tokens": 1, "temperature": 0.0}
+        try:
+            r = await self.call("POST", "/v1/completions", tiny, retries=1, timeout=60)
+        except ServerError as e:
+            if e.dead or "API key" in str(e) or "HTTP 4" not in str(e):
+                raise
+            info.text_prompts = True
+            try:
+                r = await self.call("POST", "/v1/completions", dict(tiny, prompt="Hi"), retries=1, timeout=60)
+            except ServerError:
+                return
+        if isinstance(r, dict) and r.get("model") and str(r["model"]) != info.model:
+            info.served_as = str(r["model"])
 
     async def health(self) -> bool:
         try:
@@ -412,6 +449,8 @@ class ServerClient:
     # --- tokens -------------------------------------------------------------------------------------
 
     async def tokenize(self, text: str, add_special: bool = False, parse_special: bool = True) -> list[int]:
+        if self.tokenizer is not None:
+            return self.tokenizer.tokenize(text, add_special, parse_special)
         key = (text, add_special, parse_special)
         hit = self._tok_cache.get(key)
         if hit is not None:
@@ -455,6 +494,8 @@ class ServerClient:
         """A chat prompt's tokens, rendered with the model's own template (the very renderer and
         BOS rule the in-process path uses, when the server gives its template); and a warning when
         the model has no template."""
+        if self.tokenizer is not None:
+            return self.tokenizer.chat_tokens(messages, **variables)
         info = self.info
         if info is not None and (info.chat_template is not None or info.dialect == "llama-server"):
             text, warning = render_chat(
@@ -480,6 +521,8 @@ class ServerClient:
         return [int(t) for t in toks], None
 
     async def piece(self, token: int) -> bytes:
+        if self.tokenizer is not None:
+            return self.tokenizer.piece(token)
         p = self._pieces.get(token)
         if p is not None:
             return p
@@ -516,6 +559,14 @@ class ServerClient:
         """The /completion request body (see :func:`~engine.backends.server.dialects.llama_body`)."""
         return llama_body(req, self.info.model if self.info else "")
 
+    def prompt_text(self, ids: Any) -> str | None:
+        """The prompt as text, for an endpoint that takes no token ids (None: it takes them)."""
+        if not (self.info and self.info.text_prompts):
+            return None
+        if self.tokenizer is None:
+            raise ServerError(self.url, "takes text prompts only, and no tokenizer was given (--tokenizer)")
+        return self.tokenizer.prompt_text(ids)
+
     async def _complete_llama(self, req: CompletionRequest) -> list[Completion]:
         body = self.llama_body(req)
         r = await self.call("POST", "/completion", body)
@@ -532,7 +583,7 @@ class ServerClient:
 
     def openai_body(self, req: CompletionRequest) -> dict[str, Any]:
         """The /v1/completions request body (see :func:`~engine.backends.server.dialects.openai_body`)."""
-        return openai_body(req, self.info.model if self.info else "")
+        return openai_body(req, self.info.model if self.info else "", self.prompt_text(req.prompt))
 
     def request(self, req: CompletionRequest) -> tuple[str, dict[str, Any]]:
         """(path, body) of a completion in this server's dialect (the bench's minimal client sends
@@ -544,6 +595,9 @@ class ServerClient:
     async def _complete_openai(self, req: CompletionRequest) -> Completion:
         r = await self.call("POST", "/v1/completions", self.openai_body(req))
         done, n_counted = parse_openai(self.url, r, req)
+        # A stop token the server wrote out (vLLM with skip_special_tokens off ends on "<|im_end|>"):
+        # not text, as in process.
+        done.text = self._without_end_token(done.text)
         ids, lps, text = done.ids, done.logprobs, done.text
         if not ids or len(ids) < n_counted:
             # Ids the server did not give: from the text (exact for what the model would read back).
@@ -561,6 +615,18 @@ class ServerClient:
             pieces = spread(text, len(ids))
         done.ids, done.logprobs, done.pieces = ids, lps[: len(ids)], pieces
         return done
+
+    def _without_end_token(self, text: str) -> str:
+        ends = {self.info.eos_token if self.info else ""}
+        if self.tokenizer is not None:
+            ends |= {
+                self.tokenizer.eos_text,
+                *(self.tokenizer.special_text(t) for t in self.tokenizer.specials),
+            }
+        for end in sorted((e for e in ends if e), key=len, reverse=True):
+            if text.endswith(end):
+                return text[: -len(end)]
+        return text
 
     async def _assemble(self, ids: list[int]) -> tuple[str, list[str]]:
         """Text and per-token pieces as the in-process path makes them: every token's bytes (special

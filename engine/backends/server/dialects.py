@@ -48,12 +48,13 @@ def llama_body(req: CompletionRequest, model: str) -> dict[str, Any]:
     return body
 
 
-def openai_body(req: CompletionRequest, model: str) -> dict[str, Any]:
+def openai_body(req: CompletionRequest, model: str, prompt_text: str | None = None) -> dict[str, Any]:
     """The /v1/completions request body, with the extensions vLLM and SGLang read to return
-    token ids and keep the stop string (others ignore them)."""
+    token ids and keep the stop string (others ignore them). ``prompt_text``: the prompt as text,
+    for an endpoint that takes no token ids (a gateway)."""
     body: dict[str, Any] = {
         "model": model,
-        "prompt": list(req.prompt),
+        "prompt": list(req.prompt) if prompt_text is None else prompt_text,
         "max_tokens": req.max_tokens,
         "temperature": req.temperature,
         "top_p": req.top_p,

@@ -71,7 +71,7 @@ class ServerExecutor(Executor):
         rec = self.pool.record()
         return {
             "backend": self.kind,
-            "name": info.model,
+            "name": info.served_as or info.model,
             "path": info.model_path,
             "file_size": 0,
             "sha256_1mb": "",

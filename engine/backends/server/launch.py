@@ -1,4 +1,5 @@
-"""Start a local llama-server (the one ``build.py`` made) and wait until it serves.
+"""Start a local llama-server (the one ``build.py`` made), or the SGLang Model Gateway in front of
+servers, and wait until it serves.
 
 ``ponder serve``, the tests and ``ponder bench --server`` without a URL use this. The server listens
 on loopback only unless told otherwise; its log goes to a file whose last lines are shown when it
@@ -27,7 +28,101 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-class LlamaServer:
+class _Served:
+    """A server process Ponder starts on loopback: its command, its log in a temporary file (the last
+    lines shown when it fails to start), its health URL waited for, SIGTERM to stop it."""
+
+    what = "llama-server"
+    health_path = "/health"
+
+    def _init_process(self, host: str, port: int) -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self._log_path = Path(tempfile.mkstemp(prefix=f"{self.what}-", suffix=".log")[1])
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self._log_path
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def _launch(self, env: dict[str, str] | None = None) -> None:
+        log = open(self._log_path, "wb")  # noqa: SIM115 - closed with the process
+        cmd = self.command()
+        try:
+            self.proc = children.start(  # ends with Ponder, even when Ponder is killed hard
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,  # Ctrl+C in a terminal reaches Ponder, which stops it cleanly
+            )
+        except OSError as e:
+            log.close()
+            raise PonderError(f"Cannot start {cmd[0]}: {e}") from e
+        self._log = log
+
+    def wait_healthy(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                status = self.proc.returncode
+                raise PonderError(
+                    f"{self.what} exited with status {status} while starting:\n{self.log_tail()}"
+                )
+            try:
+                with urllib.request.urlopen(self.url + self.health_path, timeout=2) as r:  # noqa: S310 - loopback
+                    if r.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise PonderError(f"{self.what} did not become healthy within {timeout:.0f} s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            text = self._log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return "\n".join(text[-lines:])
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        log = getattr(self, "_log", None)
+        if log is not None and not log.closed:
+            log.close()
+
+    def __enter__(self):  # noqa: ANN204 - the subclass
+        if self.proc is None:
+            self.start()  # type: ignore[attr-defined]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class LlamaServer(_Served):
     """One llama-server process. ``with LlamaServer(model) as srv: srv.url``."""
 
     def __init__(
@@ -51,8 +146,7 @@ class LlamaServer:
         if not self.model.is_file():
             raise PonderError(f"No model file at {self.model}.")
         self.binary = server_binary()
-        self.host = host
-        self.port = port or free_port(host)
+        self._init_process(host, port)
         self.parallel = parallel
         # Every slot may hold a whole solution (2,048 tokens) after a ~300-token prompt.
         self.ctx = ctx or max(4096, parallel * 2560)
@@ -60,17 +154,6 @@ class LlamaServer:
         self.threads = threads
         self.api_key = api_key
         self.extra = extra
-        self._log_path = Path(tempfile.mkstemp(prefix="llama-server-", suffix=".log")[1])
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
-        return f"http://{host}:{self.port}"
-
-    @property
-    def log_path(self) -> Path:
-        return self._log_path
 
     def command(self) -> list[str]:
         cmd = [
@@ -98,73 +181,65 @@ class LlamaServer:
         return cmd
 
     def start(self, timeout: float = 120.0) -> LlamaServer:
-        log = open(self._log_path, "wb")  # noqa: SIM115 - closed with the process
         env = dict(os.environ)
         if self.api_key:
             env["LLAMA_API_KEY"] = self.api_key
-        try:
-            self.proc = children.start(  # ends with Ponder, even when Ponder is killed hard
-                self.command(),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=env,
-                start_new_session=True,  # Ctrl+C in a terminal reaches Ponder, which stops it cleanly
-            )
-        except OSError as e:
-            log.close()
-            raise PonderError(f"Cannot start {self.binary}: {e}") from e
-        self._log = log
+        self._launch(env)
         self.wait_healthy(timeout)
         return self
 
-    def wait_healthy(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
-                status = self.proc.returncode
-                raise PonderError(
-                    f"llama-server exited with status {status} while starting:\n{self.log_tail()}"
-                )
-            try:
-                with urllib.request.urlopen(self.url + "/health", timeout=2) as r:  # noqa: S310 - loopback
-                    if r.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise PonderError(f"llama-server did not become healthy within {timeout:.0f} s:\n{self.log_tail()}")
 
-    def log_tail(self, lines: int = 15) -> str:
-        try:
-            text = self._log_path.read_text(errors="replace").splitlines()
-        except OSError:
-            return ""
-        return "\n".join(text[-lines:])
+class Gateway(_Served):
+    """The SGLang Model Gateway (``smg launch``, the pinned ``sglang-router``) on loopback in front of
+    inference servers, routing by ``policy`` (``cache_aware``: a prompt goes where its prefix is
+    cached). What the gateway tests and ``ponder bench --gateway`` start."""
 
-    def kill(self) -> None:
-        """SIGKILL, as a crash would."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
+    what = "smg"
 
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        log = getattr(self, "_log", None)
-        if log is not None and not log.closed:
-            log.close()
+    def __init__(
+        self,
+        worker_urls: list[str],
+        *,
+        policy: str = "cache_aware",
+        balance_abs: int | None = None,
+        port: int = 0,
+        host: str = "127.0.0.1",
+    ) -> None:
+        """``balance_abs``: the gateway's ``--balance-abs-threshold``, the queue difference beyond which
+        cache-aware routing gives way to the least loaded worker (smg's default, 64, suits engines with
+        hundreds of sequences; llama-servers with a few slots each want about their slots, or every
+        prompt sharing a system prompt stays on one worker)."""
+        from engine.backends.server.build import gateway_binary
 
-    def __enter__(self) -> LlamaServer:
-        if self.proc is None:
-            self.start()
+        self.binary = gateway_binary()
+        self.workers = list(worker_urls)
+        self.policy = policy
+        self.balance_abs = balance_abs
+        self._init_process(host, port)
+        self.metrics_port = free_port(host)  # its Prometheus port (29000 unless told: two would clash)
+
+    def command(self) -> list[str]:
+        return [
+            str(self.binary),
+            "launch",
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--worker-urls",
+            *self.workers,
+            "--policy",
+            self.policy,
+            "--prometheus-host",
+            self.host,
+            "--prometheus-port",
+            str(self.metrics_port),
+            "--log-level",
+            "warn",
+            *(["--balance-abs-threshold", str(self.balance_abs)] if self.balance_abs is not None else []),
+        ]
+
+    def start(self, timeout: float = 60.0) -> Gateway:
+        self._launch()
+        self.wait_healthy(timeout)
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 from engine.backends.prefix import common_prefix
 from engine.backends.server.client import Completion, CompletionRequest, ServerClient, ServerError, ServerInfo
 from engine.errors import PonderError
+from engine.tokenizer import LocalTokenizer
 
 T = TypeVar("T")
 RECENT = 64  # prompts remembered per server for prefix affinity
@@ -44,6 +45,42 @@ async def gather_all(*aws: Awaitable[T]) -> list[T]:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
+
+
+def local_tokenizer(path: str | None, infos: Sequence[ServerInfo]) -> LocalTokenizer | None:
+    """The tokenizer Ponder holds for these servers: the one given; else, where a server cannot
+    tokenize or takes only text prompts, one found by the served model's name; else None (the
+    servers tokenize). A tokenizer whose vocabulary is not the served model's is refused."""
+    from engine.tokenizer import TokenizerError, find_tokenizer, open_tokenizer
+
+    needs = [i for i in infos if i.dialect != "llama-server" and (not i.tokenizes or i.text_prompts)]
+    if path is None:
+        if not needs:
+            return None
+        name = needs[0].served_as or needs[0].model
+        found = find_tokenizer(name)
+        if found is None:
+            i = needs[0]
+            cannot = ["cannot tokenize (no /tokenize)"] if not i.tokenizes else []
+            if i.text_prompts:
+                cannot.append("takes prompts as text only")
+            raise PonderError(
+                f"{i.url} {' and '.join(cannot)}, so Ponder tokenizes with the model's own tokenizer, "
+                f"and found none for {name!r} among its models or the Hugging Face cache: give one with "
+                "--tokenizer PATH (a GGUF of the model, or its folder with tokenizer.json)."
+            )
+        path = str(found)
+    try:
+        tok = open_tokenizer(path)
+    except TokenizerError as e:
+        raise PonderError(f"--tokenizer: {e}") from None
+    for i in infos:
+        if i.n_vocab and tok.n_vocab and i.n_vocab != tok.n_vocab:
+            raise PonderError(
+                f"--tokenizer {tok.path} has {tok.n_vocab} tokens, but {i.url} serves a model with "
+                f"{i.n_vocab}: give the served model's own tokenizer."
+            )
+    return tok
 
 
 class LoopThread:
@@ -107,9 +144,12 @@ class ServerPool:
         timeout: float = 600.0,
         retries: int = 4,
         loop: LoopThread | None = None,
+        tokenizer: str | None = None,
     ) -> ServerPool:
         """Probe every server (health, model, slots) before anything runs; a server that cannot be
-        reached, refuses the key or lacks the model is one clear error."""
+        reached, refuses the key or lacks the model is one clear error. ``tokenizer``: the model's own
+        (a GGUF or a tokenizer.json folder), used for every server; without it, one is looked for by
+        the served model's name where a server cannot tokenize or takes text prompts only."""
         if not urls:
             raise PonderError("No server given: --server URL (or PONDER_SERVER).")
         own = loop is None
@@ -148,6 +188,18 @@ class ServerPool:
                 + ", ".join(f"{i.url}: {i.model}" for i in infos)
                 + "); give --model to choose one they all serve."
             )
+        try:
+            tok = local_tokenizer(tokenizer, infos)
+        except BaseException:
+            lt.run(close_all(), timeout=10)
+            if own:
+                lt.close()
+            raise
+        for c in clients:
+            c.tokenizer = tok
+            if tok is not None and c.info is not None:
+                c.info.tokenizer = tok.path
+                c.info.n_params = c.info.n_params or tok.n_params
         return cls(clients, lt, own_loop=own)
 
     # --- what it is ---------------------------------------------------------------------------------
@@ -312,6 +364,9 @@ class ServerPool:
             "slots": [c.slots for c in self.clients],
             "n_ctx": info.n_ctx,
             "n_params": info.n_params,
+            "served_as": info.served_as,
+            "tokenizer": info.tokenizer,
+            "prompts": "text" if any(i.text_prompts for i in self.infos) else "tokens",
         }
 
 

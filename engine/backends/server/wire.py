@@ -55,6 +55,10 @@ class ServerInfo:
     eos_token: str = ""
     owned_by: str = ""
     server_slots: int | None = None  # what the server itself has (llama-server's total_slots)
+    tokenizes: bool = True  # it answers /tokenize (a gateway or an OpenAI-only proxy does not)
+    text_prompts: bool = False  # it takes prompts as text only, not token ids (a gateway)
+    served_as: str = ""  # the model its answers name, where its model list says less (a gateway: "unknown")
+    tokenizer: str = ""  # the local tokenizer Ponder uses for it (a GGUF or a tokenizer.json folder)
 
 
 @dataclass(frozen=True)
