@@ -81,6 +81,13 @@ def _add_modes(p: argparse.ArgumentParser) -> None:
         "cache and with a stream per sequence (ratio)",
     )
     p.add_argument(
+        "--gateway",
+        metavar="URL",
+        help="instead: the same sweep through Ponder's own pool over the --server URLs (two or more) and "
+        "through this gateway in front of them (tokens/s and the share of prompt tokens cached, each; "
+        "--tokenizer as for any gateway)",
+    )
+    p.add_argument(
         "--sweep",
         action="store_true",
         help="instead: a sweep's tokens/s (--sweep-problems arithmetic-ladder problems x best-of-N, beam "
@@ -138,7 +145,7 @@ def _add_figures(p: argparse.ArgumentParser) -> None:
         dest="problems_n",
         type=int,
         default=20,
-        help="with --sweep: problems (default 20)",
+        help="with --sweep and --gateway: problems (default 20)",
     )
     p.add_argument("--batch", type=int, default=None, help="with --sweep: the sweep's --batch")
 
@@ -328,8 +335,28 @@ def bench_compare(args: argparse.Namespace) -> int:
     return _show(args, result, format_compare_bench)
 
 
+def bench_gateway(args: argparse.Namespace) -> int:
+    from bench.gateway import format_gateway_bench, run_gateway_bench
+
+    urls = [u for u in (args.server or []) if u]
+    if len(urls) < 2:
+        raise InvalidRequestError(
+            "--gateway compares it with Ponder's own pool: give the servers behind it, "
+            "two or more --server URLs."
+        )
+    max_tokens = args.max_tokens or 128
+    if max_tokens < 16 or args.problems_n < 1 or args.repeat < 1:
+        raise InvalidRequestError("--max-tokens must be >= 16, --sweep-problems and --repeat >= 1")
+    result = run_gateway_bench(
+        urls, args.gateway, tokenizer=args.tokenizer, problems=args.problems_n, max_tokens=max_tokens,
+        repeat=args.repeat, api_key=api_key(args), progress=_progress(args),
+    )  # fmt: skip
+    return _show(args, result, format_gateway_bench)
+
+
 # The "instead:" flags, in the order they are tried: the first one given chooses the mode.
 MODES: dict[str, Callable[[argparse.Namespace], int]] = {
+    "gateway": bench_gateway,  # before "server": it takes --server URLs too
     "pan": bench_pan,
     "gui": bench_gui,
     "server": bench_server,

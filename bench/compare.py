@@ -317,6 +317,8 @@ def _timed_sweep(
     generated = sum(r.generated_tokens for r in runs)
     scored = sum(r.prm_tokens for r in runs)
     return {
+        "prompt_tokens": sum(r.prompt_tokens for r in runs),  # evaluated
+        "cached_tokens": sum(r.cached_tokens for r in runs),  # taken from a cache
         "cells": len(runs),
         "failed": res.failed,
         "generated_tokens": generated,

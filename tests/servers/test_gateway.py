@@ -158,3 +158,23 @@ def test_an_endpoint_without_a_tokenizer_is_one_clear_line_before_anything_runs(
             timeout=300,
         )
         assert ok.returncode == 0, ok.stderr[-2000:]
+
+
+def test_bench_runs_the_same_sweep_through_ponders_pool_and_the_gateway(gateway, model_path):
+    g, a, b = gateway
+    r = ponder(
+        *("bench", "--server", a.url, "--server", b.url, "--gateway", g.url, "--tokenizer", model_path),
+        *("--sweep-problems", "1", "--max-tokens", "24", "--repeat", "1", "--json"),
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout)
+    assert out["slots"] == 2 * WORKER["parallel"] and out["rounds"] == {
+        "pool": [out["pool"]["sweep_tok_s"]],
+        "gateway": [out["gateway_route"]["sweep_tok_s"]],
+    }
+    for route in (out["pool"], out["gateway_route"]):
+        assert route["cells"] == out["pool"]["cells"] >= 3 and route["failed"] == 0 and route["sweep_tok_s"] > 0
+        assert 0 < route["cache_share"] < 1  # the shared system prompt came from cache, the rest did not
+    assert out["gateway_vs_pool"] == round(
+        out["gateway_route"]["sweep_tok_s"] / out["pool"]["sweep_tok_s"], 3
+    )
