@@ -54,7 +54,12 @@ class EngineBridge(QObject):
         if self._worker is None:
             if self.server is not None:
                 srv = self.server
-                target = ServerTarget(tuple(srv["urls"]), srv.get("api_key"), model=srv.get("model"))
+                target = ServerTarget(
+                    tuple(srv["urls"]),
+                    srv.get("api_key"),
+                    model=srv.get("model"),
+                    tokenizer=srv.get("tokenizer"),
+                )
                 self._worker = open_worker(servers=target)
             else:
                 self._worker = open_worker(self.model_path, self.config)

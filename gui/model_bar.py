@@ -145,7 +145,9 @@ class ModelBar(QWidget):
         self.ngl_slider.setValue(n_gpu_layers if n_gpu_layers >= 0 else self.ngl_slider.maximum())
         self._model_changed()
         for url in dict.fromkeys(e["url"] for e in self._saved_servers()):
-            self._server_probe.probe(url, os.environ.get("PONDER_API_KEY") or None)
+            self._server_probe.probe(
+                url, os.environ.get("PONDER_API_KEY") or None, self._server_tokenizers().get(url)
+            )
         self.rediscover()
 
     # --- the model list ---------------------------------------------------------------------------
@@ -255,11 +257,28 @@ class ModelBar(QWidget):
                 saved.append(entry)
             self._server_keys[i["url"]] = api_key
             self._server_status[i["url"]] = i
+            self._set_server_tokenizer(i["url"], i.get("tokenizer") or "")
         self.settings.setValue("servers", json.dumps(saved))
         current = self.model_combo.currentData()
         self._fill_models(current if isinstance(current, str) else None, self._entries)
         self._select_server(json.dumps({"url": infos[0]["url"], "model": infos[0]["model"]}))
         self._model_changed()
+
+    def _server_tokenizers(self) -> dict[str, str]:
+        """URL -> the local tokenizer a server needs (a gateway's), as the Server… dialog found it."""
+        try:
+            raw = json.loads(self.settings.value("server_tokenizers", "{}", str) or "{}")
+        except ValueError:
+            return {}
+        return {str(k): str(v) for k, v in raw.items() if v} if isinstance(raw, dict) else {}
+
+    def _set_server_tokenizer(self, url: str, path: str) -> None:
+        known = self._server_tokenizers()
+        if path:
+            known[url] = path
+        else:
+            known.pop(url, None)
+        self.settings.setValue("server_tokenizers", json.dumps(known))
 
     def _select_server(self, wanted: str) -> None:
         try:
@@ -304,8 +323,13 @@ class ModelBar(QWidget):
                 f" · build {_html(st.get('build') or '?')}"
             )
         self.model_label.setText(
-            f"<b>{_html(entry['model'])}</b> &nbsp; on {_html(entry['url'])} &nbsp; {state}"
+            f"<b>{_html(self._served_name(entry))}</b> &nbsp; on {_html(entry['url'])} &nbsp; {state}"
         )
+
+    def _served_name(self, entry: dict[str, Any]) -> str:
+        """The model's name: what the server's answers call it where its list says less (a gateway
+        lists "unknown")."""
+        return (self._server_status.get(entry["url"]) or {}).get("served_as") or entry["model"]
 
     def _server_choice(self, entry: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -313,8 +337,9 @@ class ModelBar(QWidget):
                 "urls": [entry["url"]],
                 "model": entry["model"],
                 "api_key": self._server_keys.get(entry["url"]) or os.environ.get("PONDER_API_KEY") or None,
+                "tokenizer": self._server_tokenizers().get(entry["url"]),
             },
-            "label": f"{entry['model']} @ {entry['url']}",
+            "label": f"{self._served_name(entry)} @ {entry['url']}",
         }
 
     def _set_server(self, entry: dict[str, Any]) -> None:

@@ -1,8 +1,9 @@
 """Inference servers in the app: the "Server…" dialog that adds an endpoint, and the probe that
 asks a server what it serves (health, models, slots) off the GUI thread.
 
-Servers the user added are kept in QSettings as (URL, model) pairs; an API key is kept only in
-memory for the session (or read from ``PONDER_API_KEY``), never written to disk.
+Servers the user added are kept in QSettings as (URL, model) pairs, with the local tokenizer a server
+needs (a gateway's); an API key is kept only in memory for the session (or read from
+``PONDER_API_KEY``), never written to disk.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import (
     QDialog,
+    QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QLabel,
@@ -33,7 +35,8 @@ def server_entry_label(entry: dict[str, Any], status: dict[str, Any] | None) -> 
         state = "unreachable"
     else:
         state = f"{status.get('slots', '?')} slots"
-    return f"{entry['model']}  ({entry['url']} · {state})"
+    name = (status or {}).get("served_as") or entry["model"]  # a gateway lists "unknown"
+    return f"{name}  ({entry['url']} · {state})"
 
 
 def server_entry_tooltip(status: dict[str, Any] | None) -> str:
@@ -52,12 +55,15 @@ class ServerProbe(QObject):
 
     done = Signal(str, object, str)
 
-    def probe(self, url: str, api_key: str | None) -> None:
+    def probe(self, url: str, api_key: str | None, tokenizer: str | None = None) -> None:
         def work() -> None:
             from engine.backends.server.pool import describe_server
 
             try:
-                infos = [dict(i.__dict__, chat_template=None) for i in describe_server(url, api_key)]
+                infos = [
+                    dict(i.__dict__, chat_template=None)
+                    for i in describe_server(url, api_key, tokenizer=tokenizer)
+                ]
             except PonderError as e:
                 self.done.emit(url, None, str(e))
                 return
@@ -91,8 +97,24 @@ class ServerDialog(QDialog):
         self.key = QLineEdit(os.environ.get("PONDER_API_KEY", ""))
         self.key.setEchoMode(QLineEdit.EchoMode.Password)
         self.key.setPlaceholderText("optional; kept only while Ponder runs")
+        self.tokenizer = QLineEdit()
+        self.tokenizer.setPlaceholderText(
+            "only for a gateway or proxy that cannot tokenize; else found by name"
+        )
+        self.tokenizer.setToolTip(
+            "The served model's own tokenizer, for an endpoint that cannot tokenize or takes only text "
+            "prompts (the SGLang Model Gateway, LiteLLM, Ollama's OpenAI face): a GGUF of the model, or its "
+            "Hugging Face tokenizer.json. Left empty, Ponder looks for one by the served model's name "
+            "among your models and the Hugging Face cache."
+        )
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._browse_tokenizer)
+        tok_row = QHBoxLayout()
+        tok_row.addWidget(self.tokenizer, 1)
+        tok_row.addWidget(browse)
         form.addRow("URL", self.url)
         form.addRow("API key", self.key)
+        form.addRow("Tokenizer", tok_row)
         lay.addLayout(form)
         self.status = QLabel("")
         self.status.setWordWrap(True)
@@ -117,7 +139,14 @@ class ServerDialog(QDialog):
             return
         self.connect_button.setEnabled(False)
         self.status.setText(f"Asking {url} …")
-        self.probe.probe(url, self.key.text().strip() or None)
+        self.probe.probe(url, self.key.text().strip() or None, self.tokenizer.text().strip() or None)
+
+    def _browse_tokenizer(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self, "The served model's tokenizer", "", "GGUF or tokenizer.json (*.gguf tokenizer.json)"
+        )
+        if path:
+            self.tokenizer.setText(path)
 
     def _probed(self, url: str, infos: Any, error: str) -> None:
         self.connect_button.setEnabled(True)

@@ -142,5 +142,3 @@ def need_bytes(
         p = estimate_memory(partner, n_ctx, 0)
         own += p["weights"] + p["kv_cache"]
     return own
-
-

@@ -307,5 +307,3 @@ def _status_failure(r: httpx.Response, model: HubModel, part: RemoteFile) -> Hub
             return HubError(f"No repository {model.repo} on {endpoint()}.")
         return HubError(f"{model.repo} has no file {part.path} (at {model.commit[:12]}).")
     return HubError(f"The Hub answered HTTP {r.status_code} for {model.repo}/{part.path}.")
-
-

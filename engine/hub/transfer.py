@@ -326,4 +326,3 @@ def _link(storage: Path, model: HubModel, part: RemoteFile, blob: Path, pointer:
         refs = storage / "refs" / model.revision
         refs.parent.mkdir(parents=True, exist_ok=True)
         refs.write_text(model.commit, encoding="ascii")
-

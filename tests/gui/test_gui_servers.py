@@ -10,7 +10,7 @@ pytest.importorskip("pytestqt")
 
 from PySide6.QtCore import Qt  # noqa: E402
 
-from engine.backends.server.launch import LlamaServer, free_port  # noqa: E402
+from engine.backends.server.launch import Gateway, LlamaServer, free_port  # noqa: E402
 from engine.store import Store  # noqa: E402
 from gui.app import MainWindow  # noqa: E402
 from gui.servers import ServerDialog  # noqa: E402
@@ -104,4 +104,54 @@ def test_a_gguf_and_a_server_model_run_side_by_side(qtbot, db, model_path, tmp_p
         with Store.open(db, readonly=True) as store:
             kinds = sorted(store.session(s.id).settings["backend"]["kind"] for s in store.list_sessions())
         assert kinds == ["llama.cpp", "server"], kinds
+        w.close()
+
+
+def test_a_gateway_is_added_with_its_tokenizer_runs_and_is_remembered(qtbot, db, model_path, tmp_path):
+    """A gateway cannot tokenize and takes text prompts: the dialog's Tokenizer field gives the
+    model's own; the list shows the model the gateway's answers name, not its "unknown"."""
+    with LlamaServer(model_path, parallel=2, ctx=4096, threads=1) as worker, Gateway([worker.url]) as g:
+        w = MainWindow(db=db)
+        qtbot.addWidget(w)
+        w.show()
+        dlg = ServerDialog(w)
+        dlg.url.setText(g.url)
+        dlg.tokenizer.setText(model_path)
+        dlg.try_connect()
+        entry = {"url": g.url, "model": "unknown"}
+        qtbot.waitUntil(lambda: w.model_combo.currentData() == entry, timeout=30_000)
+        assert w.model_combo.currentText().startswith(Path(model_path).name)
+        assert Path(model_path).name in w.model_label.text() and "parameters" in w.model_label.text()
+        for name, box in w.strategy_boxes.items():
+            box.setChecked(name == "best_of_n")
+        w.budget_spin.setValue(2)
+        w.tokens_spin.setValue(24)
+        w.prm_combo.setCurrentText("arithmetic")
+        with qtbot.waitSignal(w.bridge.compared, timeout=240_000) as sig:
+            w.start()
+        sid, summaries = sig.args
+        assert [s["status"] for s in summaries] == ["done"]
+        with Store.open(db, readonly=True) as store:
+            backend = store.session(sid).settings["backend"]
+        assert backend["tokenizer"] == model_path and backend["prompts"] == "text"
+        w.close()
+        w2 = MainWindow(db=db)  # the next window starts on it, with its tokenizer
+        qtbot.addWidget(w2)
+        assert w2.model_combo.currentData() == entry
+        assert w2.bridge.server is not None and w2.bridge.server["tokenizer"] == model_path
+        w2.close()
+
+
+def test_a_gateway_whose_tokenizer_cannot_be_found_is_said_in_the_dialog(qtbot, db, model_path, tmp_path):
+    alias = tmp_path / "mystery-model.gguf"
+    alias.symlink_to(model_path)
+    with LlamaServer(alias, parallel=1, ctx=2048, threads=1) as worker, Gateway([worker.url]) as g:
+        w = MainWindow(db=db)
+        qtbot.addWidget(w)
+        n = w.model_combo.count()
+        dlg = ServerDialog(w)
+        dlg.url.setText(g.url)
+        dlg.try_connect()
+        qtbot.waitUntil(lambda: "Tokenizer in the app" in dlg.status.text(), timeout=30_000)
+        assert "mystery-model" in dlg.status.text() and w.model_combo.count() == n
         w.close()

@@ -173,7 +173,8 @@ def test_bench_runs_the_same_sweep_through_ponders_pool_and_the_gateway(gateway,
         "gateway": [out["gateway_route"]["sweep_tok_s"]],
     }
     for route in (out["pool"], out["gateway_route"]):
-        assert route["cells"] == out["pool"]["cells"] >= 3 and route["failed"] == 0 and route["sweep_tok_s"] > 0
+        assert route["cells"] == out["pool"]["cells"] >= 3 and route["failed"] == 0
+        assert route["sweep_tok_s"] > 0
         assert 0 < route["cache_share"] < 1  # the shared system prompt came from cache, the rest did not
     assert out["gateway_vs_pool"] == round(
         out["gateway_route"]["sweep_tok_s"] / out["pool"]["sweep_tok_s"], 3

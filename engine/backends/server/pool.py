@@ -66,8 +66,9 @@ def local_tokenizer(path: str | None, infos: Sequence[ServerInfo]) -> LocalToken
                 cannot.append("takes prompts as text only")
             raise PonderError(
                 f"{i.url} {' and '.join(cannot)}, so Ponder tokenizes with the model's own tokenizer, "
-                f"and found none for {name!r} among its models or the Hugging Face cache: give one with "
-                "--tokenizer PATH (a GGUF of the model, or its folder with tokenizer.json)."
+                f"and found none for {name!r} among its models or the Hugging Face cache: give one "
+                "(--tokenizer PATH, or Tokenizer in the app's Server… dialog): a GGUF of the model, or its "
+                "folder with tokenizer.json."
             )
         path = str(found)
     try:
@@ -370,9 +371,13 @@ class ServerPool:
         }
 
 
-def describe_server(url: str, api_key: str | None = None, timeout: float = 30.0) -> list[ServerInfo]:
-    """Every model a server serves, with its slots and build (for the app's model list). Raises
-    ServerError when it cannot be reached or refuses the key."""
+def describe_server(
+    url: str, api_key: str | None = None, timeout: float = 30.0, tokenizer: str | None = None
+) -> list[ServerInfo]:
+    """Every model a server serves, with its slots and build (for the app's model list), and the local
+    tokenizer it needs (``tokenizer``, else found by name: see :func:`local_tokenizer`). Raises
+    ServerError when it cannot be reached or refuses the key, PonderError when it needs a tokenizer
+    and none is given or found."""
     lt = LoopThread("ponder-probe")
 
     async def go() -> list[ServerInfo]:
@@ -390,6 +395,12 @@ def describe_server(url: str, api_key: str | None = None, timeout: float = 30.0)
             await client.close()
 
     try:
-        return lt.run(go(), timeout=timeout + 10)
+        infos = lt.run(go(), timeout=timeout + 10)
     finally:
         lt.close()
+    tok = local_tokenizer(tokenizer, infos)
+    if tok is not None:
+        for i in infos:
+            i.tokenizer = tok.path
+            i.n_params = i.n_params or tok.n_params
+    return infos
