@@ -329,6 +329,20 @@ def params_from_config(path: Path) -> int | None:
     return vocab * h + layers * per_layer + h + head
 
 
+def params_of(path: str | os.PathLike[str]) -> int | None:
+    """A model's parameter count from its tokenizer's source, without opening the tokenizer: a GGUF's
+    header, or a Hugging Face folder's config.json."""
+    p = Path(path)
+    try:
+        if p.is_file() and p.suffix.lower() == ".gguf":
+            from engine.gguf_info import read_gguf
+
+            return read_gguf(p).n_params or None
+    except PonderError:
+        return None
+    return params_from_config((p if p.is_dir() else p.parent) / "config.json")
+
+
 # --- opening and finding -------------------------------------------------------------------------------
 
 _open: dict[str, LocalTokenizer] = {}

@@ -147,6 +147,7 @@ class ServerClient:
         self._sem: Slots | None = None
         self._http: httpx.AsyncClient | None = None
         self._pieces: dict[int, bytes] = {}
+        self._end_texts: dict[int, str] = {}  # end-of-generation tokens the server writes out, by id
         self._tok_cache: dict[tuple[str, bool, bool], list[int]] = {}
 
     def __repr__(self) -> str:  # never shows the key
@@ -597,7 +598,7 @@ class ServerClient:
         done, n_counted = parse_openai(self.url, r, req)
         # A stop token the server wrote out (vLLM with skip_special_tokens off ends on "<|im_end|>"):
         # not text, as in process.
-        done.text = self._without_end_token(done.text)
+        done.text = await self._without_end_token(done)
         ids, lps, text = done.ids, done.logprobs, done.text
         if not ids or len(ids) < n_counted:
             # Ids the server did not give: from the text (exact for what the model would read back).
@@ -616,13 +617,28 @@ class ServerClient:
         done.ids, done.logprobs, done.pieces = ids, lps[: len(ids)], pieces
         return done
 
-    def _without_end_token(self, text: str) -> str:
+    async def _without_end_token(self, done: Completion) -> str:
+        """``done``'s text without the end-of-generation token it may end on: the EOS the server
+        names, any special token of the local tokenizer, or (it ended on EOS) the text of its last
+        token, which from then on renders empty as in process."""
+        text = done.text
         ends = {self.info.eos_token if self.info else ""}
         if self.tokenizer is not None:
             ends |= {
                 self.tokenizer.eos_text,
                 *(self.tokenizer.special_text(t) for t in self.tokenizer.specials),
             }
+        elif done.ids:  # (a sample that drew EOS as its last allowed token says "length")
+            last = done.ids[-1]
+            end = self._end_texts.get(last)
+            if end is None:
+                end = (await self.piece(last)).decode("utf-8", errors="replace")
+                # (only a token written as a special one, <|im_end|> or </s>: an engine that leaves
+                # the EOS out of its ids, llama-server's OpenAI face, has a plain last token)
+                if len(end) > 2 and end[0] == "<" and end[-1] == ">" and text.endswith(end):
+                    self._end_texts[last] = end
+                    self._pieces[last] = b""
+            ends.add(self._end_texts.get(last, ""))
         for end in sorted((e for e in ends if e), key=len, reverse=True):
             if text.endswith(end):
                 return text[: -len(end)]

@@ -84,6 +84,17 @@ def local_tokenizer(path: str | None, infos: Sequence[ServerInfo]) -> LocalToken
     return tok
 
 
+def _params_by_name(infos: Sequence[ServerInfo]) -> None:
+    """A server that does not say its model's parameters (vLLM, SGLang) gets them from the model's
+    GGUF or Hugging Face folder found by its name, for FLOPs (``--model-params`` still wins)."""
+    from engine.tokenizer import find_tokenizer, params_of
+
+    for i in infos:
+        if i.n_params is None:
+            found = find_tokenizer(i.served_as or i.model)
+            i.n_params = params_of(found) if found is not None else None
+
+
 class LoopThread:
     """An asyncio event loop in a daemon thread; other threads hand it coroutines."""
 
@@ -201,6 +212,7 @@ class ServerPool:
             if tok is not None and c.info is not None:
                 c.info.tokenizer = tok.path
                 c.info.n_params = c.info.n_params or tok.n_params
+        _params_by_name(infos)
         return cls(clients, lt, own_loop=own)
 
     # --- what it is ---------------------------------------------------------------------------------
