@@ -41,6 +41,9 @@ server: $(STAMP)
 	# The SGLang Model Gateway the gateway tests start in front of two llama-servers (pinned, in an
 	# environment of its own in ~/.cache/ponder; a few seconds, once).
 	$(PY) -m engine.backends.server.build --gateway
+	# vLLM for the CPU (pinned, ~3.5 GB in ~/.cache/ponder, once) and the embedded model converted
+	# for it: the vLLM tests serve it.
+	$(PY) -m engine.backends.server.build --vllm "$$($(PY) -c 'from engine.models import embedded_model_path as e; print(e())')"
 
 test: $(STAMP) server
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest

