@@ -27,7 +27,14 @@ Implementations:
 from engine.prm.arithmetic import ArithmeticPRM, arithmetic_claims
 from engine.prm.judge import JUDGE_QUESTION, JudgePRM, drive
 from engine.prm.reference import ReferencePRM
-from engine.prm.specs import BUILTIN_PRMS, PRM_FORMATS, check_prm_spec, model_free_prm, token_prm_settings
+from engine.prm.specs import (
+    BUILTIN_PRMS,
+    HEAD_PRM_FORMATS,
+    PRM_FORMATS,
+    check_prm_spec,
+    model_free_prm,
+    token_prm_settings,
+)
 from engine.prm.steps import AGGREGATIONS, NEUTRAL, aggregate, check_candidates, split_steps, verdict_share
 from engine.prm.token_prm import TokenPRM
 
@@ -36,6 +43,7 @@ __all__ = [
     "BUILTIN_PRMS",
     "JUDGE_QUESTION",
     "NEUTRAL",
+    "HEAD_PRM_FORMATS",
     "PRM_FORMATS",
     "ArithmeticPRM",
     "JudgePRM",

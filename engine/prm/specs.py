@@ -11,6 +11,12 @@ from engine.prm.reference import ReferencePRM
 
 BUILTIN_PRMS = ("judge", "arithmetic", "reference")
 PRM_FORMATS = ("math-shepherd", "rlhflow")
+# PRMs with a classification head (llama.cpp cannot run it per step): served by vLLM's pooling API,
+# which returns a class distribution at every step tag. Each: (its system prompt, its step tag), as
+# its model card formats a solution (Qwen2.5-Math-PRM-7B/72B).
+HEAD_PRM_FORMATS = {
+    "qwen-prm": ("Please reason step by step, and put your final answer within \\boxed{}.", "<extra_0>"),
+}
 
 
 def check_prm_spec(
@@ -21,7 +27,12 @@ def check_prm_spec(
     the file must be there already (the CLI checks before anything loads)."""
     if spec in BUILTIN_PRMS:
         return
-    if spec in PRM_FORMATS:
+    if spec in HEAD_PRM_FORMATS and not prm_server:
+        raise InvalidRequestError(
+            f"--prm {spec} is a PRM with a classification head, served by vLLM (vllm serve "
+            "Qwen/Qwen2.5-Math-PRM-7B): give --prm-server URL."
+        )
+    if spec in PRM_FORMATS or spec in HEAD_PRM_FORMATS:
         if not prm_server:
             raise InvalidRequestError(
                 f"--prm {spec} is a token PRM on a server: give --prm-server URL (ponder serve PRM.gguf "

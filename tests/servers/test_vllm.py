@@ -12,12 +12,16 @@ import sys
 
 import pytest
 from comparing import check_complete, recorded_compare, sweep_killed_and_resumed
+from dummy_prm import STEP_TAG, write_dummy_prm
 
 from engine.backends.server.build import converted_model
 from engine.backends.server.client import CompletionRequest
 from engine.backends.server.executor import ServerExecutor
 from engine.backends.server.launch import VllmServer
 from engine.backends.server.pool import ServerPool
+from engine.backends.server.prm import ServerHeadPRM
+from engine.events import NodeAdded, NodeScored
+from engine.prm.steps import split_steps
 from engine.search import registry
 from engine.store import Store
 
@@ -106,3 +110,57 @@ def test_bench_server_measures_ponders_client_on_vllm(vllm):
     assert r.returncode == 0, r.stderr[-2000:]
     out = json.loads(r.stdout)
     assert out["ponder_tok_s"] > 0 and out["minimal_tok_s"] > 0 and out["client_ratio"] > 0
+
+
+@pytest.fixture(scope="module")
+def head_prm(model_path, tmp_path_factory):
+    """A dummy-weight Qwen2ForProcessRewardModel on vLLM's pooling API."""
+    folder = tmp_path_factory.mktemp("prm") / "tiny-qwen-prm"
+    tag = write_dummy_prm(converted_model(model_path), folder)
+    extra = ("--load-format", "dummy", "--pooler-config", json.dumps({"step_tag_id": tag}))
+    with VllmServer(folder, name="tiny-qwen-prm", ctx=4096, kv_cache_gb=1, extra=extra) as srv:
+        yield srv
+
+
+def test_a_head_prm_on_vllm_scores_each_step_from_its_pooled_tag(head_prm):
+    pool = ServerPool.connect([head_prm.url])
+    try:
+        assert pool.info.pooling and pool.record()["pooling"]  # found by probing: it only pools
+        prm = ServerHeadPRM(pool)
+        msgs = prm.messages("What is 2 + 3?", ["First, 2 + 3 = 5.\n\n", " So the answer is 5."])
+        assert (
+            msgs[0]["content"].startswith("Please reason step by step")
+            and msgs[1]["content"] == "What is 2 + 3?"
+        )
+        assert msgs[2]["content"] == f"First, 2 + 3 = 5.{STEP_TAG}So the answer is 5.{STEP_TAG}"
+        cands = [["a = 1."], ["a = 1.", f"b = 2 {STEP_TAG}inside."], ["x.", "y.", "z."]]
+        scores, used = pool.loop.run(prm.score_async("Q?", cands))
+        assert [len(s) for s in scores] == [1, 2, 3]  # one score per step: the tags line up
+        assert all(0.0 < x < 1.0 for s in scores for x in s) and used > 0
+        again, used2 = pool.loop.run(prm.score_async("Q?", cands[:1]))
+        assert again == scores[:1] and used2 == 0  # a candidate is pooled once
+    finally:
+        pool.close()
+
+
+def test_a_compare_scores_every_step_with_a_head_prm_and_records_it(vllm, head_prm, tmp_path):
+    ex = ServerExecutor(ServerPool.connect([vllm.url]), ServerPool.connect([head_prm.url]))
+    store = Store.open(tmp_path / "h.db")
+    try:
+        sid, runs, err = recorded_compare(
+            ex, store, PROBLEM, ["best_of_n", "beam_search"], budget=2, prm="qwen-prm", max_tokens=40
+        )
+        assert err is None, err
+        check_complete(runs)
+        for r in runs:
+            texts = {e.node_id: e.text for e in r.events if isinstance(e, NodeAdded)}
+            for e in r.events:
+                if isinstance(e, NodeScored):
+                    assert e.step_scores and all(0.0 < x < 1.0 for x in e.step_scores)
+                    if r.spec.name == "best_of_n":  # a whole solution: a score per step of its text
+                        assert len(e.step_scores) == len(split_steps(texts[e.node_id]))
+        started = store.events(store.session(sid).runs[0].id)[0]
+        assert started.prm["name"] == "qwen-prm: tiny-qwen-prm" and started.prm["model"]["pooling"]
+    finally:
+        store.close()
+        ex.close()

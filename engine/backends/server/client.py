@@ -365,6 +365,9 @@ class ServerClient:
         except ServerError as e:
             if e.dead or "API key" in str(e) or "HTTP 4" not in str(e):
                 raise
+            if "HTTP 404" in str(e) and await self._pools(info):
+                info.pooling = True  # a reward model behind vLLM's pooling API: it generates nothing
+                return
             info.text_prompts = True
             try:
                 r = await self.call("POST", "/v1/completions", dict(tiny, prompt="Hi"), retries=1, timeout=60)
@@ -448,6 +451,40 @@ class ServerClient:
         return self.info.dialect if self.info else "openai"
 
     # --- tokens -------------------------------------------------------------------------------------
+
+    async def _pools(self, info: ServerInfo) -> bool:
+        """Whether the endpoint answers vLLM's pooling API (``/pooling``), as a reward model does."""
+        try:
+            body = await self.call(
+                "POST", "/pooling", {"model": info.model, "input": [0]}, retries=0, timeout=60
+            )
+        except ServerError as e:
+            if e.dead:
+                raise
+            return False
+        return isinstance(body, dict) and isinstance(body.get("data"), list)
+
+    async def pooling(self, messages: list[dict[str, str]]) -> tuple[list[Any], int]:
+        """vLLM's ``/pooling`` of one chat (rendered by the server with the model's own template, no
+        generation prompt): what the model's head gives for each position it pools (a process reward
+        model: a class distribution per step tag), and the prompt tokens it read."""
+        body = await self.call(
+            "POST",
+            "/pooling",
+            {
+                "model": self.info.model if self.info else "",
+                "messages": messages,
+                "add_generation_prompt": False,
+            },
+        )
+        try:
+            data = body["data"][0]["data"]
+            used = to_int((body.get("usage") or {}).get("prompt_tokens")) or 0
+        except (KeyError, IndexError, TypeError):
+            raise ServerError(self.url, f"answered /pooling without data: {str(body)[:160]}") from None
+        if not isinstance(data, list):
+            raise ServerError(self.url, f"answered /pooling with {type(data).__name__}, not a list")
+        return data, used
 
     async def tokenize(self, text: str, add_special: bool = False, parse_special: bool = True) -> list[int]:
         if self.tokenizer is not None:

@@ -19,7 +19,7 @@ from typing import Any
 
 from engine.backends.server.client import Completion, CompletionRequest, ServerClient
 from engine.backends.server.pool import ServerPool, gather_all
-from engine.backends.server.prm import ServerVerdictPRM
+from engine.backends.server.prm import ServerHeadPRM, ServerVerdictPRM
 from engine.errors import Cancelled, InvalidRequestError, PonderError
 from engine.executor import (
     PRM,
@@ -101,14 +101,17 @@ class ServerExecutor(Executor):
 
     def make_prm(self, spec: str, reference: str | None) -> Any:
         from engine.models import load_catalog
-        from engine.prm import check_prm_spec, model_free_prm, token_prm_settings
+        from engine.prm import HEAD_PRM_FORMATS, check_prm_spec, model_free_prm, token_prm_settings
 
         check_prm_spec(spec, servers=True, prm_server=self.prm_pool is not None)
         prm = model_free_prm(spec, reference)
         if prm is not None:
             return prm
         pool = self.prm_pool or self.pool
-        if spec == "judge":
+        if spec in HEAD_PRM_FORMATS or (self.prm_pool is not None and pool.info.pooling):
+            # A reward model that only pools (found by probing it): a head PRM, whatever --prm said
+            prm = ServerHeadPRM(pool, spec if spec in HEAD_PRM_FORMATS else "qwen-prm")
+        elif spec == "judge":
             prm = ServerVerdictPRM(pool, "judge")
         else:
             info = pool.info  # a token-PRM format on the PRM server

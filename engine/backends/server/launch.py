@@ -302,4 +302,3 @@ class VllmServer(_Served):
         self._launch(env)
         self.wait_healthy(timeout)
         return self
-

@@ -53,7 +53,11 @@ def local_tokenizer(path: str | None, infos: Sequence[ServerInfo]) -> LocalToken
     servers tokenize). A tokenizer whose vocabulary is not the served model's is refused."""
     from engine.tokenizer import TokenizerError, find_tokenizer, open_tokenizer
 
-    needs = [i for i in infos if i.dialect != "llama-server" and (not i.tokenizes or i.text_prompts)]
+    needs = [
+        i
+        for i in infos
+        if i.dialect != "llama-server" and not i.pooling and (not i.tokenizes or i.text_prompts)
+    ]
     if path is None:
         if not needs:
             return None
@@ -380,6 +384,7 @@ class ServerPool:
             "served_as": info.served_as,
             "tokenizer": info.tokenizer,
             "prompts": "text" if any(i.text_prompts for i in self.infos) else "tokens",
+            **({"pooling": True} if any(i.pooling for i in self.infos) else {}),
         }
 
 

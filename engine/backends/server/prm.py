@@ -13,6 +13,11 @@ logprobs; the server's prefix cache makes each request cost only its new tokens.
   assistant answers.
 
 Verdicts are cached by (question, steps so far), so beam search's rounds judge each step once.
+
+:class:`ServerHeadPRM` is the other kind: a PRM with a classification head (Qwen2.5-Math-PRM),
+served by vLLM's pooling API. A candidate goes as one chat formatted as its model card says (the
+PRM's system prompt, the question, the steps joined and ended by its step tag); ``/pooling`` returns
+a class distribution at every step tag, and a step's score is its positive class's probability.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from engine.backends.server.pool import ServerPool, gather_all
 from engine.backends.server.wire import CompletionRequest
 from engine.errors import PonderError
 from engine.executor import PRMMode
-from engine.prm import JUDGE_QUESTION, NEUTRAL, PRM_FORMATS, check_candidates
+from engine.prm import HEAD_PRM_FORMATS, JUDGE_QUESTION, NEUTRAL, PRM_FORMATS, check_candidates
 from engine.protocol import SYSTEM_PROMPT
 
 # Top logprobs asked for at a verdict: llama-server gives as many as asked (a partial sort), OpenAI
@@ -196,6 +201,85 @@ class ServerVerdictPRM:
                 out[i][k] = await fut
 
         await gather_all(*(walk(i) for i in range(len(candidates))))
+        self.tokens_used += used
+        return out, used
+
+    def score(self, *_: Any, **__: Any) -> Any:
+        raise PonderError("A server PRM scores through its executor (score_async), not synchronously.")
+
+
+class ServerHeadPRM:
+    """A classification-head PRM on vLLM (``--prm qwen-prm --prm-server URL``, or any PRM server that
+    answers only the pooling API): one ``/pooling`` request per candidate, all candidates at once,
+    each step's score its tag's positive-class probability."""
+
+    mode: PRMMode = "async"
+    n_params: int = 0  # set by the executor that makes it
+
+    def __init__(self, pool: ServerPool, fmt: str = "qwen-prm", name: str | None = None) -> None:
+        if fmt not in HEAD_PRM_FORMATS:
+            raise PonderError(f"Unknown head-PRM format {fmt!r}; use one of {', '.join(HEAD_PRM_FORMATS)}")
+        self.pool = pool
+        self.kind = fmt
+        self.name = name or f"{fmt}: {pool.info.model}"
+        self.system_prompt, self.step_tag = HEAD_PRM_FORMATS[fmt]
+        self.tokens_used = 0
+        self.model_record = pool.record()
+        self._cache: dict[tuple[str, tuple[str, ...]], list[float]] = {}
+
+    def messages(self, question: str, steps: Sequence[str]) -> list[dict[str, str]]:
+        """A candidate as the PRM reads it: each step stripped, the tag after every one."""
+        tag = self.step_tag
+        body = "".join(s.replace(tag, "").strip() + tag for s in steps)
+        return [
+            {"role": "system", "content": self.system_prompt},
+            {"role": "user", "content": question},
+            {"role": "assistant", "content": body},
+        ]
+
+    async def score_async(
+        self, question: str, candidates: Sequence[Sequence[str]], finished: Sequence[bool] | None = None
+    ) -> tuple[list[list[float]], int]:
+        check_candidates(candidates)
+        out: list[list[float]] = [[] for _ in candidates]
+        todo: dict[tuple[str, tuple[str, ...]], list[int]] = {}
+        for i, c in enumerate(candidates):
+            key = (question, tuple(c))
+            if key in self._cache:
+                out[i] = list(self._cache[key])
+            elif c:
+                todo.setdefault(key, []).append(i)
+
+        async def pool_one(key: tuple[str, tuple[str, ...]]) -> tuple[list[float], int]:
+            steps = key[1]
+
+            async def ask(c: Any) -> tuple[list[Any], int]:
+                return await c.pooling(self.messages(question, steps))
+
+            rows, used = await self.pool._on_any(ask)
+            if len(rows) != len(steps):
+                raise PonderError(
+                    f"{self.pool.info.url}: the PRM scored {len(rows)} step tags for {len(steps)} steps "
+                    f"(is it a {self.kind} PRM, started with --pooler-config '{{\"step_tag_id\": ID}}' for "
+                    f"{self.step_tag!r}?)"
+                )
+            scores = []
+            for row in rows:
+                if not isinstance(row, list) or len(row) < 2:
+                    raise PonderError(
+                        f"{self.pool.info.url}: a step's scores are not class probabilities: {row!r}"
+                    )
+                scores.append(float(row[1]))  # P(positive)
+            return scores, used
+
+        keys = list(todo)
+        answers = await gather_all(*(pool_one(k) for k in keys))
+        used = 0
+        for key, (scores, n) in zip(keys, answers, strict=True):
+            self._cache[key] = scores
+            used += n
+            for i in todo[key]:
+                out[i] = list(scores)
         self.tokens_used += used
         return out, used
 

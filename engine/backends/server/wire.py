@@ -59,6 +59,7 @@ class ServerInfo:
     text_prompts: bool = False  # it takes prompts as text only, not token ids (a gateway)
     served_as: str = ""  # the model its answers name, where its model list says less (a gateway: "unknown")
     tokenizer: str = ""  # the local tokenizer Ponder uses for it (a GGUF or a tokenizer.json folder)
+    pooling: bool = False  # a reward model on vLLM's pooling API (/pooling), no completions
 
 
 @dataclass(frozen=True)
