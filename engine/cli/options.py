@@ -32,8 +32,9 @@ STREAM_CTX = 2048  # tokens each sequence's KV stream holds with --kv-layout str
 IN_PROCESS_PARALLEL = 64  # sequences one llama.cpp context decodes at once, unless --parallel says
 DB_HELP = "session database (default: sessions.db in the user data folder)"
 PRM_HELP = (
-    "judge | arithmetic | reference | PATH to a PRM GGUF; with --prm-server: math-shepherd | rlhflow (token "
-    "PRMs on llama-server) | qwen-prm (a classification-head PRM on vLLM's pooling API, also found by probing)"
+    "judge | arithmetic | reference | PATH to a PRM GGUF; with --prm-server: math-shepherd | rlhflow "
+    "(token PRMs on llama-server) | qwen-prm (a classification-head PRM on vLLM's pooling API, also found "
+    "by probing)"
 )
 
 

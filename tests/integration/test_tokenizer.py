@@ -6,6 +6,9 @@ from __future__ import annotations
 import pytest
 from hf_tokenizer import write_hf_folder
 
+from engine.backends.server.pool import local_tokenizer
+from engine.backends.server.wire import ServerInfo
+from engine.errors import PonderError
 from engine.protocol import SYSTEM_PROMPT
 from engine.tokenizer import GGUFTokenizer, HFTokenizer, TokenizerError, find_tokenizer, open_tokenizer
 
@@ -110,3 +113,10 @@ def test_a_served_models_tokenizer_is_found_by_its_name(model_path, isolated_dir
     snap = isolated_dirs / "hf" / "models--someone--tiny-math" / "snapshots" / "abc"
     write_hf_folder(model_path, snap)
     assert find_tokenizer("someone/tiny-math") == snap
+
+
+def test_a_tokenizer_whose_vocabulary_is_not_the_served_models_is_refused(model_path):
+    info = ServerInfo(url="http://x", dialect="llama-server", model="m", models=["m"], slots=1, n_vocab=32000)
+    with pytest.raises(PonderError, match="has 49152 tokens, but http://x serves a model with 32000"):
+        local_tokenizer(model_path, [info])
+    assert local_tokenizer(None, [info]) is None  # llama-server tokenizes: none needed
