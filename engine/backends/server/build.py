@@ -362,12 +362,11 @@ def install_vllm(force: bool = False) -> Path:
 def converted_model(gguf_path: str | os.PathLike[str], force: bool = False) -> Path:
     """A GGUF converted to a Hugging Face folder (float32 safetensors, config, tokenizer) by
     transformers in the vLLM environment, once per file, kept in the cache folder."""
+    from engine.gguf_info import file_identity
+
     src = Path(gguf_path)
-    out = (
-        cache_root()
-        / "converted"
-        / f"{src.stem}-{hashlib.sha256(str(src.resolve()).encode()).hexdigest()[:8]}"
-    )
+    ident = file_identity(src)  # the file, wherever it lies (each checkout has its own venv)
+    out = cache_root() / "converted" / f"{src.stem}-{ident['size']}-{ident['sha256_1mb'][:8]}"
     if (out / ".converted").is_file() and not force:
         return out
     if out.exists():
