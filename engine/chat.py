@@ -57,3 +57,19 @@ def render_chat(
     except (jinja2.TemplateError, ValueError, TypeError) as e:
         warning = f"The model's chat template failed to render ({e}); using a plain prompt instead."
         return render_plain(messages, add_generation_prompt), warning
+
+
+def chat_prompt(
+    template: str | None,
+    messages: Sequence[dict[str, str]],
+    bos_token: str,
+    eos_token: str,
+    **variables: object,
+) -> tuple[str, bool, str | None]:
+    """A chat prompt as every path renders it (in process, on llama-server, with a local tokenizer):
+    (its text with the generation prompt, whether the tokenizer should add BOS: only when the
+    template did not write it, the template's warning or None)."""
+    text, warning = render_chat(
+        template, messages, bos_token=bos_token, eos_token=eos_token, add_generation_prompt=True, **variables
+    )
+    return text, not (bos_token and text.startswith(bos_token)), warning

@@ -189,3 +189,29 @@ def build_snapshot() -> dict[str, Any]:
         "gpu_offload": b.gpu_offload,
         "devices": [dataclasses.asdict(d) for d in b.devices],
     }
+
+
+# --- a vocabulary: text to tokens and back (the in-process backend and a GGUF tokenizer share these) -
+
+
+def tokenize(vocab: Any, text: str, add_special: bool, parse_special: bool) -> list[int]:
+    """``llama_tokenize`` of ``text`` on ``vocab``, the buffer grown when the first is too small."""
+    data = text.encode("utf-8")
+    n_max = len(data) + 16
+    buf = (llama_cpp.llama_token * n_max)()
+    n = llama_cpp.llama_tokenize(vocab, data, len(data), buf, n_max, add_special, parse_special)
+    if n < 0:
+        n_max = -n
+        buf = (llama_cpp.llama_token * n_max)()
+        n = llama_cpp.llama_tokenize(vocab, data, len(data), buf, n_max, add_special, parse_special)
+    return list(buf[:n])
+
+
+def token_piece(vocab: Any, token: int, special: bool) -> bytes:
+    """One token's bytes (``special``: control tokens written out, else empty)."""
+    buf = ctypes.create_string_buffer(128)
+    n = llama_cpp.llama_token_to_piece(vocab, token, buf, 128, 0, special)
+    if n < 0:
+        buf = ctypes.create_string_buffer(-n)
+        n = llama_cpp.llama_token_to_piece(vocab, token, buf, -n, 0, special)
+    return buf.raw[: max(n, 0)]

@@ -102,17 +102,11 @@ class LocalTokenizer:
         """A chat prompt's tokens, rendered with the model's own template, BOS added only when the
         rendered text does not start with it (the in-process rule); and a warning when the model has
         no template."""
-        from engine.chat import render_chat
+        from engine.chat import chat_prompt
 
-        text, warning = render_chat(
-            self.chat_template,
-            messages,
-            bos_token=self.bos_text,
-            eos_token=self.eos_text,
-            add_generation_prompt=True,
-            **variables,
+        text, add_special, warning = chat_prompt(
+            self.chat_template, messages, self.bos_text, self.eos_text, **variables
         )
-        add_special = not (self.bos_text and text.startswith(self.bos_text))
         return self.tokenize(text, add_special=add_special, parse_special=True), warning
 
     def record(self) -> dict[str, Any]:
@@ -163,35 +157,21 @@ class GGUFTokenizer(LocalTokenizer):
         self.eos_text = self.special_text(int(llama_cpp.llama_vocab_eos(self._vocab)))
 
     def tokenize(self, text: str, add_special: bool = False, parse_special: bool = True) -> list[int]:
-        lc = self._llama
-        data = text.encode("utf-8")
-        n_max = len(data) + 16
-        buf = (lc.llama_token * n_max)()
-        n = lc.llama_tokenize(self._vocab, data, len(data), buf, n_max, add_special, parse_special)
-        if n < 0:
-            n_max = -n
-            buf = (lc.llama_token * n_max)()
-            n = lc.llama_tokenize(self._vocab, data, len(data), buf, n_max, add_special, parse_special)
-        return list(buf[:n])
+        from engine import llama_lib
 
-    def _to_piece(self, token: int, special: bool) -> bytes:
-        import ctypes
-
-        lc = self._llama
-        buf = ctypes.create_string_buffer(128)
-        n = lc.llama_token_to_piece(self._vocab, token, buf, 128, 0, special)
-        if n < 0:
-            buf = ctypes.create_string_buffer(-n)
-            n = lc.llama_token_to_piece(self._vocab, token, buf, -n, 0, special)
-        return buf.raw[: max(n, 0)]
+        return llama_lib.tokenize(self._vocab, text, add_special, parse_special)
 
     def _raw_piece(self, token: int) -> bytes:
-        return self._to_piece(token, False)
+        from engine import llama_lib
+
+        return llama_lib.token_piece(self._vocab, token, False)
 
     def special_text(self, token: int) -> str:
+        from engine import llama_lib
+
         if not 0 <= token < self.n_vocab:
             return ""
-        return self._to_piece(token, True).decode("utf-8", errors="replace")
+        return llama_lib.token_piece(self._vocab, token, True).decode("utf-8", errors="replace")
 
     def close(self) -> None:
         with self._lock:

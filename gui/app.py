@@ -13,6 +13,7 @@ session search, answer equivalence) goes to :class:`gui.offload.Offload`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from collections.abc import Sequence
@@ -92,6 +93,8 @@ class MainWindow(QMainWindow):
 
         self.model_bar.chosen.connect(self._choose_model)
         self.model_bar.prms_found.connect(self.controls.set_prms)
+        self.model_bar.prm_servers_changed.connect(self.controls.set_prm_servers)
+        self.controls.set_prm_servers(self.model_bar.prm_servers())
         self.model_bar.message.connect(self.status.showMessage)
         self.controls.prm_combo.currentIndexChanged.connect(
             lambda *_: self.model_bar.set_prm(self.controls.prm())
@@ -204,6 +207,30 @@ class MainWindow(QMainWindow):
             self._connect(self.second_bridge, 1)
         return self.second_bridge
 
+    def _prm_server(self, request: Any) -> Any:
+        """A PRM on a server (``qwen-prm@URL`` in the PRM list) goes with the policy's servers: the
+        bridge gets that PRM server (or loses one the PRM no longer names) and the request the PRM's
+        kind. None, said to the user, when the policy runs in process."""
+        spec, _, url = request.prm.partition("@")
+        urls = [url] if url else []
+        if self.bridge is None or (urls and (self.bridge.server is None or self.model_bar.second())):
+            QMessageBox.information(
+                self,
+                "Ponder",
+                "A PRM on a server scores the steps of a model on a server: choose a server model in the "
+                "model bar (and no second model), or another PRM.",
+            )
+            return None
+        server = self.bridge.server
+        if server is not None and list(server.get("prm_urls") or []) != urls:
+            choice = {"server": {**server, "prm_urls": urls}, "label": self.bridge.model_path}
+            self.bridge.shutdown()
+            self.bridge = make_bridge(choice)
+            self._connect(self.bridge, 0)
+            self.bridge.sweep_progress.connect(self.sweeps_tab.on_progress)
+            self.bridge.swept.connect(self.sweeps_tab.on_done)
+        return dataclasses.replace(request, prm=spec) if urls else request
+
     def _on_loaded(self, info: dict[str, Any]) -> None:
         if info.get("backend") == "server":
             self.status.showMessage(f"Connected to {', '.join(info.get('servers') or [])}: {info['name']}")
@@ -226,6 +253,9 @@ class MainWindow(QMainWindow):
         request, problem = form.checked()
         if request is None:
             QMessageBox.information(self, "Ponder", problem or "This compare cannot run.")
+            return
+        request = self._prm_server(request)
+        if request is None:
             return
         second = self._second_bridge()
         self.area.clear_replay()

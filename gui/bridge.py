@@ -59,6 +59,7 @@ class EngineBridge(QObject):
                     srv.get("api_key"),
                     model=srv.get("model"),
                     tokenizer=srv.get("tokenizer"),
+                    prm_urls=tuple(srv.get("prm_urls") or ()),
                 )
                 self._worker = open_worker(servers=target)
             else:

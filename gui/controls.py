@@ -278,14 +278,26 @@ class StrategyControls(QWidget):
         return out
 
     def set_prms(self, prms: list) -> None:
-        """The built-in scorers, then every token-PRM GGUF the catalog recognises."""
+        """The built-in scorers, then every token-PRM GGUF the catalog recognises, then the reward
+        models on servers."""
+        self._prm_files = list(prms)
+        self._fill_prms()
+
+    def set_prm_servers(self, servers: list[dict[str, Any]]) -> None:
+        """Reward models on servers (vLLM's pooling API), as ``qwen-prm@URL`` in the PRM list."""
+        self._prm_servers = list(servers)
+        self._fill_prms()
+
+    def _fill_prms(self) -> None:
         current = self.prm_combo.currentData() or self.prm_combo.currentText() or "judge"
         self.prm_combo.blockSignals(True)
         self.prm_combo.clear()
         for name in ("judge", "arithmetic", "reference"):
             self.prm_combo.addItem(name, name)
-        for e in prms:
+        for e in getattr(self, "_prm_files", []):
             self.prm_combo.addItem(f"PRM: {e.info.name} · {e.info.quantization}", e.path)
+        for srv in getattr(self, "_prm_servers", []):
+            self.prm_combo.addItem(f"PRM: {srv['model']} (qwen-prm) @ {srv['url']}", f"qwen-prm@{srv['url']}")
         i = self.prm_combo.findData(current)
         self.prm_combo.setCurrentIndex(max(i, 0))
         self.prm_combo.blockSignals(False)

@@ -48,6 +48,7 @@ from gui.servers import ServerDialog, ServerProbe, server_entry_label, server_en
 class ModelBar(QWidget):
     chosen = Signal(dict)
     prms_found = Signal(list)  # token-PRM GGUFs discovery found (ModelEntry)
+    prm_servers_changed = Signal(list)  # reward models on servers ({"url", "model"}): the PRM list's
     discovered = Signal()
     message = Signal(str)
 
@@ -247,9 +248,30 @@ class ModelBar(QWidget):
             return []
         return [e for e in raw if isinstance(e, dict) and e.get("url") and e.get("model")]
 
+    def prm_servers(self) -> list[dict[str, Any]]:
+        """Reward models on servers the user added (vLLM's pooling API): they score, not generate."""
+        try:
+            raw = json.loads(self.settings.value("prm_servers", "[]", str) or "[]")
+        except ValueError:
+            return []
+        return [e for e in raw if isinstance(e, dict) and e.get("url") and e.get("model")]
+
     def add_server_models(self, infos: list[dict[str, Any]], api_key: str | None) -> None:
         """A server the user connected to: every model it serves joins the model list (kept), the
-        first one is chosen."""
+        first one is chosen; a reward model (one that only pools) joins the PRM list instead."""
+        rewards = [i for i in infos if i.get("pooling")]
+        if rewards:
+            known = self.prm_servers()
+            for i in rewards:
+                entry = {"url": i["url"], "model": i["model"]}
+                if entry not in known:
+                    known.append(entry)
+                self._server_keys[i["url"]] = api_key
+            self.settings.setValue("prm_servers", json.dumps(known))
+            self.prm_servers_changed.emit(known)
+        infos = [i for i in infos if not i.get("pooling")]
+        if not infos:
+            return
         saved = self._saved_servers()
         for i in infos:
             entry = {"url": i["url"], "model": i["model"]}

@@ -9,6 +9,7 @@ import pytest
 pytest.importorskip("pytestqt")
 
 from PySide6.QtCore import Qt  # noqa: E402
+from PySide6.QtWidgets import QMessageBox  # noqa: E402
 
 from engine.backends.server.launch import Gateway, LlamaServer, free_port  # noqa: E402
 from engine.store import Store  # noqa: E402
@@ -154,4 +155,56 @@ def test_a_gateway_whose_tokenizer_cannot_be_found_is_said_in_the_dialog(qtbot, 
         dlg.try_connect()
         qtbot.waitUntil(lambda: "Tokenizer in the app" in dlg.status.text(), timeout=30_000)
         assert "mystery-model" in dlg.status.text() and w.model_combo.count() == n
+        w.close()
+
+
+def test_a_reward_model_server_joins_the_prm_list_and_scores_a_server_run(
+    qtbot, db, model_path, tmp_path, monkeypatch
+):
+    """A server that only pools (a head PRM on vLLM) added through Server… lands in the PRM list, not
+    the model list; chosen there, it scores a run on a server model, and the run's record names it;
+    with the model in process instead, the window says why it cannot."""
+    import json
+
+    from dummy_prm import write_dummy_prm
+
+    from engine.backends.server.build import converted_model
+    from engine.backends.server.launch import VllmServer
+    from engine.events import RunStarted
+
+    folder = tmp_path / "tiny-qwen-prm"
+    tag = write_dummy_prm(converted_model(model_path), folder)
+    extra = ("--load-format", "dummy", "--pooler-config", json.dumps({"step_tag_id": tag}))
+    with (
+        VllmServer(folder, name="tiny-qwen-prm", kv_cache_gb=1, extra=extra) as prm,
+        LlamaServer(model_path, parallel=2, ctx=4096, threads=1) as srv,
+    ):
+        w, entry = window_on_server(qtbot, db, srv, model_path)
+        n = w.model_combo.count()
+        dlg = ServerDialog(w)
+        dlg.url.setText(prm.url)
+        dlg.try_connect()
+        wanted = f"qwen-prm@{prm.url}"
+        qtbot.waitUntil(lambda: w.prm_combo.findData(wanted) >= 0, timeout=30_000)
+        assert w.model_combo.count() == n  # a reward model is no policy
+        w.prm_combo.setCurrentIndex(w.prm_combo.findData(wanted))
+        for name, box in w.strategy_boxes.items():
+            box.setChecked(name == "best_of_n")
+        w.budget_spin.setValue(2)
+        w.tokens_spin.setValue(24)
+        w.start()  # (the PRM server joins the bridge: a new one)
+        qtbot.waitUntil(lambda: w.controls.run_button.isEnabled(), timeout=240_000)
+        with Store.open(db, readonly=True) as store:
+            (s,) = store.list_sessions()
+            run = store.session(s.id).runs[0]
+            started = next(e for e in store.events(run.id) if isinstance(e, RunStarted))
+        assert run.status == "done" and started.prm["name"] == "qwen-prm: tiny-qwen-prm"
+        assert started.prm["model"]["servers"] == [prm.url] and started.prm["model"]["pooling"]
+        # The model in process: a PRM server cannot score it, and the window says so.
+        said: list[str] = []
+        monkeypatch.setattr(QMessageBox, "information", lambda *a, **k: said.append(a[2]))
+        w.model_combo.setCurrentIndex(w.model_combo.findData(model_path))
+        qtbot.waitUntil(lambda: w.bridge is not None and w.bridge.server is None, timeout=30_000)
+        w.start()
+        assert said and "choose a server model" in said[0]
         w.close()

@@ -144,7 +144,8 @@ def test_a_head_prm_on_vllm_scores_each_step_from_its_pooled_tag(head_prm):
 
 
 def test_a_compare_scores_every_step_with_a_head_prm_and_records_it(vllm, head_prm, tmp_path):
-    ex = ServerExecutor(ServerPool.connect([vllm.url]), ServerPool.connect([head_prm.url]))
+    policy = ServerPool.connect([vllm.url])
+    ex = ServerExecutor(policy, ServerPool.connect([head_prm.url], loop=policy.loop))  # as on_servers does
     store = Store.open(tmp_path / "h.db")
     try:
         sid, runs, err = recorded_compare(

@@ -4,37 +4,24 @@ tokens. A mixin of :class:`~engine.backends.llama_cpp.backend.Backend` (it uses 
 
 from __future__ import annotations
 
-import ctypes
 import warnings
 from collections.abc import Iterable, Sequence
 
 import llama_cpp
 
+from engine import llama_lib
+
 
 class VocabMixin:
     def tokenize(self, text: str, add_special: bool = True, parse_special: bool = True) -> list[int]:
         self._check_thread()
-        data = text.encode("utf-8")
-        n_max = len(data) + 16
-        buf = (llama_cpp.llama_token * n_max)()
-        n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, n_max, add_special, parse_special)
-        if n < 0:
-            n_max = -n
-            buf = (llama_cpp.llama_token * n_max)()
-            n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, n_max, add_special, parse_special)
-        return list(buf[:n])
+        return llama_lib.tokenize(self._vocab, text, add_special, parse_special)
 
     def piece(self, token: int) -> bytes:
         """The bytes of one token (special tokens render empty in generated text)."""
         p = self._pieces.get(token)
         if p is None:
-            buf = ctypes.create_string_buffer(128)
-            n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, 128, 0, False)
-            if n < 0:
-                buf = ctypes.create_string_buffer(-n)
-                n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, -n, 0, False)
-            p = buf.raw[:n]
-            self._pieces[token] = p
+            p = self._pieces[token] = llama_lib.token_piece(self._vocab, token, False)
         return p
 
     def detokenize(self, tokens: Iterable[int]) -> str:
@@ -47,9 +34,7 @@ class VocabMixin:
     def _special_text(self, token: int) -> str:
         if token < 0:
             return ""
-        buf = ctypes.create_string_buffer(128)
-        n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, 128, 0, True)
-        return buf.raw[: max(n, 0)].decode("utf-8", errors="replace")
+        return llama_lib.token_piece(self._vocab, token, True).decode("utf-8", errors="replace")
 
     def render_chat(
         self, messages: Sequence[dict[str, str]], add_generation_prompt: bool = True, **variables: object

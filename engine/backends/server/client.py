@@ -37,6 +37,7 @@ from typing import Any, TypeVar
 import httpx
 
 from engine.backends.server.dialects import llama_body, openai_body, parse_llama, parse_openai, spread
+from engine.backends.server.probing import DEFAULT_SLOTS
 from engine.backends.server.wire import (
     Completion,
     CompletionRequest,
@@ -45,13 +46,12 @@ from engine.backends.server.wire import (
     split_url,
     to_int,
 )
-from engine.chat import render_chat
+from engine.chat import chat_prompt
 from engine.tokenizer import LocalTokenizer
 
 TRANSIENT_STATUS = (408, 429, 500, 502, 503, 504)
 T = TypeVar("T")
 PROBE_EVERY = 3.0  # seconds between health probes while completions are in flight
-DEFAULT_SLOTS = 16  # an OpenAI-compatible server that does not say (vLLM batches far more)
 
 
 def _error_text(resp: httpx.Response) -> str:
@@ -264,117 +264,13 @@ class ServerClient:
     # --- what the server is -------------------------------------------------------------------------
 
     async def probe(self, model: str | None = None) -> ServerInfo:
-        """Ask the server what it serves; pick ``model`` among its models (the only one if None)."""
-        props = None
-        try:
-            props = await self.call("GET", "/props", retries=1, timeout=30)
-        except ServerError as e:
-            if e.dead or "API key" in str(e):
-                raise
-        models_body = await self.call("GET", "/v1/models", retries=1, timeout=30)
-        data = models_body.get("data") if isinstance(models_body, dict) else None
-        if not isinstance(data, list):
-            raise ServerError(self.url, "answered /v1/models without a model list")
-        entries = [m for m in data if isinstance(m, dict) and m.get("id")]
-        ids = [str(m["id"]) for m in entries]
-        if not ids:
-            raise ServerError(self.url, "serves no model")
-        aliases: dict[str, str] = {}
-        for m in entries:
-            for a in m.get("aliases") or []:
-                aliases[str(a)] = str(m["id"])
-        if model is None:
-            if len(ids) > 1:
-                raise ServerError(
-                    self.url, f"serves several models; choose one with --model: {', '.join(ids)}"
-                )
-            chosen = ids[0]
-        elif model in ids:
-            chosen = model
-        elif model in aliases:
-            chosen = aliases[model]
-        else:
-            raise ServerError(self.url, f"has no model {model!r}; it serves: {', '.join(ids)}")
-        entry = next(m for m in entries if str(m["id"]) == chosen)
-        meta = entry.get("meta") if isinstance(entry.get("meta"), dict) else {}
-        is_llama = isinstance(props, dict) and ("total_slots" in props or "build_info" in props)
-        if is_llama:
-            assert isinstance(props, dict)
-            gen = props.get("default_generation_settings") or {}
-            info = ServerInfo(
-                url=self.url,
-                dialect="llama-server",
-                model=chosen,
-                models=ids,
-                slots=self.parallel or int(props.get("total_slots") or 1),
-                n_ctx=to_int(gen.get("n_ctx")) or to_int(meta.get("n_ctx")),
-                n_params=to_int(meta.get("n_params")),
-                n_vocab=to_int(meta.get("n_vocab")),
-                build=str(props.get("build_info") or ""),
-                model_path=str(props.get("model_path") or ""),
-                chat_template=props.get("chat_template") or None,
-                bos_token=str(props.get("bos_token") or ""),
-                eos_token=str(props.get("eos_token") or ""),
-                owned_by=str(entry.get("owned_by") or "llamacpp"),
-                server_slots=to_int(props.get("total_slots")),
-            )
-        else:
-            version = ""
-            try:
-                v = await self.call("GET", "/version", retries=0, timeout=10)
-                version = str(v.get("version", "")) if isinstance(v, dict) else ""
-            except ServerError:
-                pass
-            info = ServerInfo(
-                url=self.url,
-                dialect="openai",
-                model=chosen,
-                models=ids,
-                slots=self.parallel or DEFAULT_SLOTS,
-                n_ctx=to_int(entry.get("max_model_len")),
-                build=(f"{entry.get('owned_by', '')} {version}").strip(),
-                owned_by=str(entry.get("owned_by") or ""),
-            )
-            self.info = info
-            await self._probe_openai(info)
-        self.info = info
-        self._sem = None
-        return info
+        """Ask the server what it serves; pick ``model`` among its models (the only one if None);
+        what an OpenAI-compatible one can do beyond the API (``probing.py``)."""
+        from engine.backends.server.probing import probe_server
 
-    async def _probe_openai(self, info: ServerInfo) -> None:
-        """What an OpenAI-compatible endpoint can do beyond the API: tokenize (vLLM, SGLang: a
-        ``/tokenize``; a gateway or a proxy: none), and take a prompt as token ids (a gateway takes
-        text only). One tiny completion tells the second, and the model the answer names (a gateway
-        lists its model as ``unknown``)."""
-        try:
-            body = await self.call(
-                "POST",
-                "/tokenize",
-                {"model": info.model, "prompt": "a", "content": "a", "add_special_tokens": False},
-                retries=0,
-                timeout=30,
-            )
-            info.tokenizes = isinstance(body, dict) and isinstance(body.get("tokens"), list)
-        except ServerError as e:
-            if e.dead or "API key" in str(e):
-                raise
-            info.tokenizes = False
-        tiny = {"model": info.model, "prompt": [0], "max_tokens": 1, "temperature": 0.0}
-        try:
-            r = await self.call("POST", "/v1/completions", tiny, retries=1, timeout=60)
-        except ServerError as e:
-            if e.dead or "API key" in str(e) or "HTTP 4" not in str(e):
-                raise
-            if "HTTP 404" in str(e) and await self._pools(info):
-                info.pooling = True  # a reward model behind vLLM's pooling API: it generates nothing
-                return
-            info.text_prompts = True
-            try:
-                r = await self.call("POST", "/v1/completions", dict(tiny, prompt="Hi"), retries=1, timeout=60)
-            except ServerError:
-                return
-        if isinstance(r, dict) and r.get("model") and str(r["model"]) != info.model:
-            info.served_as = str(r["model"])
+        self.info = await probe_server(self, model)
+        self._sem = None
+        return self.info
 
     async def health(self) -> bool:
         try:
@@ -452,18 +348,6 @@ class ServerClient:
 
     # --- tokens -------------------------------------------------------------------------------------
 
-    async def _pools(self, info: ServerInfo) -> bool:
-        """Whether the endpoint answers vLLM's pooling API (``/pooling``), as a reward model does."""
-        try:
-            body = await self.call(
-                "POST", "/pooling", {"model": info.model, "input": [0]}, retries=0, timeout=60
-            )
-        except ServerError as e:
-            if e.dead:
-                raise
-            return False
-        return isinstance(body, dict) and isinstance(body.get("data"), list)
-
     async def pooling(self, messages: list[dict[str, str]]) -> tuple[list[Any], int]:
         """vLLM's ``/pooling`` of one chat (rendered by the server with the model's own template, no
         generation prompt): what the model's head gives for each position it pools (a process reward
@@ -536,15 +420,9 @@ class ServerClient:
             return self.tokenizer.chat_tokens(messages, **variables)
         info = self.info
         if info is not None and (info.chat_template is not None or info.dialect == "llama-server"):
-            text, warning = render_chat(
-                info.chat_template,
-                messages,
-                bos_token=info.bos_token,
-                eos_token=info.eos_token,
-                add_generation_prompt=True,
-                **variables,
+            text, add_special, warning = chat_prompt(
+                info.chat_template, messages, info.bos_token, info.eos_token, **variables
             )
-            add_special = not (info.bos_token and text.startswith(info.bos_token))
             return await self.tokenize(text, add_special=add_special, parse_special=True), warning
         body = await self.call(
             "POST",
