@@ -185,7 +185,7 @@ def test_token_prm_gguf_without_the_step_tag_is_a_clear_error(tmp_path, model_pa
 
 
 def test_mcts_and_adaptive_best_of_n_beside_the_others_on_the_real_model(tmp_path):
-    """``ponder compare --strategies mcts,adaptive_best_of_n,beam_search,best_of_n --budget 16``:
+    """``ponder compare --strategies mcts,adaptive_best_of_n,beam_search,best_of_n --budget 8``:
     four complete event streams, MCTS's values backed up iteration by iteration, adaptive
     best-of-N's spent generations said, and the session replaying to the same trees."""
     from engine.events import NodeValued, fold
@@ -193,7 +193,7 @@ def test_mcts_and_adaptive_best_of_n_beside_the_others_on_the_real_model(tmp_pat
 
     db = tmp_path / "s.db"
     r = ponder(
-        "compare", "--problem-set", "gsm8k", "--index", "0", "--budget", "16", "--max-tokens", "256",
+        "compare", "--problem-set", "gsm8k", "--index", "0", "--budget", "8", "--max-tokens", "256",
         "--strategies", "mcts,adaptive_best_of_n,beam_search,best_of_n", "--prm", "arithmetic",
         "--json", "--db", str(db),
     )  # fmt: skip
@@ -202,8 +202,8 @@ def test_mcts_and_adaptive_best_of_n_beside_the_others_on_the_real_model(tmp_pat
     runs = {x["strategy"]: x for x in out["runs"]}
     assert set(runs) == {"mcts", "adaptive_best_of_n", "beam_search", "best_of_n"}
     assert all(x["status"] == "done" and x["answer"] is not None for x in runs.values())
-    assert runs["best_of_n"]["generations"] == runs["best_of_n"]["budget"] == 16
-    assert 4 <= runs["adaptive_best_of_n"]["generations"] <= 16 and runs["adaptive_best_of_n"]["budget"] == 16
+    assert runs["best_of_n"]["generations"] == runs["best_of_n"]["budget"] == 8
+    assert 4 <= runs["adaptive_best_of_n"]["generations"] <= 8 and runs["adaptive_best_of_n"]["budget"] == 8
     with Store.open(db, readonly=True) as store:
         s = store.session(out["session_id"])
         by = {run.strategy: run for run in s.runs}
@@ -217,7 +217,7 @@ def test_mcts_and_adaptive_best_of_n_beside_the_others_on_the_real_model(tmp_pat
                 kids = [trace.nodes[c].visits or 0 for c in node.children if trace.nodes[c].role == "step"]
                 assert node.visits == sum(kids) + 1
         finished = [n for n in trace.nodes.values() if n.finish_reason is not None]
-        assert 16 <= len(finished) <= 16 + 3  # its budget of whole solutions (an expansion may end 3)
+        assert 8 <= len(finished) <= 8 + 3  # its budget of whole solutions (an expansion may end 3)
         assert trace.selected is not None and trace.selected.node_id in trace.nodes
         adaptive = fold(store.events(by["adaptive_best_of_n"].id))
         assert len(adaptive.roots) == runs["adaptive_best_of_n"]["generations"]
