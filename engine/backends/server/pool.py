@@ -50,7 +50,8 @@ async def gather_all(*aws: Awaitable[T]) -> list[T]:
 def local_tokenizer(path: str | None, infos: Sequence[ServerInfo]) -> LocalTokenizer | None:
     """The tokenizer Ponder holds for these servers: the one given; else, where a server cannot
     tokenize or takes only text prompts, one found by the served model's name; else None (the
-    servers tokenize). A tokenizer whose vocabulary is not the served model's is refused."""
+    servers tokenize). A tokenizer whose vocabulary is not the served model's is refused; the
+    ``infos`` record the one chosen (and its model's parameters where the servers say none)."""
     from engine.tokenizer import TokenizerError, find_tokenizer, open_tokenizer
 
     needs = [
@@ -85,6 +86,9 @@ def local_tokenizer(path: str | None, infos: Sequence[ServerInfo]) -> LocalToken
                 f"--tokenizer {tok.path} has {tok.n_vocab} tokens, but {i.url} serves a model with "
                 f"{i.n_vocab}: give the served model's own tokenizer."
             )
+    for i in infos:  # what the servers are now says which tokenizer Ponder holds, and its parameters
+        i.tokenizer = tok.path
+        i.n_params = i.n_params or tok.n_params
     return tok
 
 
@@ -93,10 +97,14 @@ def _params_by_name(infos: Sequence[ServerInfo]) -> None:
     GGUF or Hugging Face folder found by its name, for FLOPs (``--model-params`` still wins)."""
     from engine.tokenizer import find_tokenizer, params_of
 
+    known: dict[str, int | None] = {}  # several servers of one model: one look (it reads every GGUF header)
     for i in infos:
         if i.n_params is None:
-            found = find_tokenizer(i.served_as or i.model)
-            i.n_params = params_of(found) if found is not None else None
+            name = i.served_as or i.model
+            if name not in known:
+                found = find_tokenizer(name)
+                known[name] = params_of(found) if found is not None else None
+            i.n_params = known[name]
 
 
 class LoopThread:
@@ -213,9 +221,6 @@ class ServerPool:
             raise
         for c in clients:
             c.tokenizer = tok
-            if tok is not None and c.info is not None:
-                c.info.tokenizer = tok.path
-                c.info.n_params = c.info.n_params or tok.n_params
         _params_by_name(infos)
         return cls(clients, lt, own_loop=own)
 
@@ -415,9 +420,5 @@ def describe_server(
         infos = lt.run(go(), timeout=timeout + 10)
     finally:
         lt.close()
-    tok = local_tokenizer(tokenizer, infos)
-    if tok is not None:
-        for i in infos:
-            i.tokenizer = tok.path
-            i.n_params = i.n_params or tok.n_params
+    local_tokenizer(tokenizer, infos)
     return infos
