@@ -195,6 +195,10 @@ class StrategyControls(QWidget):
         controls.addWidget(QLabel("PRM"))
         self.prm_combo = QComboBox()
         self.prm_combo.addItems(["judge", "arithmetic", "reference"])
+        # A PRM file's or a PRM server's name is long: room for most of it, the whole in the tooltip
+        self.prm_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.prm_combo.setMinimumContentsLength(28)
+        self.prm_combo.currentTextChanged.connect(self.prm_combo.setToolTip)
         controls.addWidget(self.prm_combo)
         controls.addWidget(QLabel("Max tokens"))
         self.tokens_spin = QSpinBox()
