@@ -11,7 +11,7 @@ import pytest
 from server_stub import Stub, js
 
 from engine.backends.server.client import ServerClient
-from engine.backends.server.dialects import openai_body
+from engine.backends.server.dialects.openai import openai_body
 from engine.backends.server.launch import Gateway, free_port
 from engine.backends.server.pool import LoopThread, ServerPool
 from engine.backends.server.wire import CompletionRequest

@@ -55,7 +55,7 @@ def test_urls_lose_their_credentials_and_api_suffix():
     assert "topsecret" not in repr(c) and "topsecret" not in c.url
 
 
-def test_a_refused_key_is_one_clear_error_before_anything_runs(loop):
+def test_a_refused_key_is_one_clear_error_before_anything_runs(loop, capsys):
     with Stub(key="right") as stub:
         with pytest.raises(ServerError, match="refused the API key") as e:
             ServerPool.connect([stub.url], api_key="wrong", loop=loop)
@@ -64,20 +64,27 @@ def test_a_refused_key_is_one_clear_error_before_anything_runs(loop):
             ServerPool.connect([stub.url], loop=loop)
         pool = ServerPool.connect([stub.url], api_key="right", loop=loop)
         assert pool.info.model == "stub.gguf" and pool.info.slots == 2
-        # From the command line: exit status 2, one line on stderr, the key nowhere in it.
-        r = _cli(
-            "compare",
-            "What is 2+2?",
-            "--server",
-            stub.url,
-            "--api-key",
-            "wrong-key-123",
-            "--prm",
-            "arithmetic",
+        # The command line's own entry (in this process: tests/unit starts none): exit status 2, one
+        # line on stderr, the key nowhere in it.
+        from engine.cli import main
+
+        capsys.readouterr()
+        status = main(
+            [
+                "compare",
+                "What is 2+2?",
+                "--server",
+                stub.url,
+                "--api-key",
+                "wrong-key-123",
+                "--prm",
+                "arithmetic",
+            ]
         )
-        assert r.returncode == 2, r.stderr
-        assert "refused the API key" in r.stderr and "wrong-key-123" not in r.stderr + r.stdout
-        assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+        out, err = capsys.readouterr()
+        assert status == 2, err
+        assert "refused the API key" in err and "wrong-key-123" not in err + out
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
 def test_429_and_5xx_are_retried_honouring_retry_after(loop):

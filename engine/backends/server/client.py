@@ -1,15 +1,11 @@
 """One inference server spoken to over HTTP: llama-server, or any OpenAI-compatible engine (vLLM,
 SGLang, ...).
 
-Two dialects, found by asking the server (``/props`` answers only on llama-server):
-
-* ``llama-server``: its own ``/completion`` endpoint (the llama.cpp server README) with
-  ``cache_prompt``, ``return_tokens`` and ``n_probs``: prompts and continuations travel as token
-  ids, so a beam's child continues from exactly the tokens its parent produced, and every generated
-  token comes back with its id;
-* ``openai``: ``/v1/completions`` with the prompt as token ids and ``logprobs``; token ids come from
-  vLLM's ``return_tokens_as_token_ids`` or llama-server's ``logprobs.content[].id``, else from
-  ``/tokenize``.
+What the server speaks is found by probing it (``probing.py``) and held as a
+:class:`~engine.backends.server.dialects.base.Dialect` (one module each in ``dialects/``:
+llama-server's own ``/completion`` API, vLLM, the SGLang Model Gateway, any OpenAI-compatible
+endpoint): its request bodies and the reading of its answers, its tokenize and detokenize bodies,
+its health path and what it can do. This module asks it, and does the I/O.
 
 Every call has a timeout; connection failures, timeouts, HTTP 429 and 5xx are retried with
 exponential backoff (honouring ``Retry-After``), then reported as a :class:`ServerError` that names
@@ -20,8 +16,7 @@ port and never answers the requests it holds) is noticed in seconds, not at the 
 The API key goes only into the ``Authorization`` header: it is never part of a URL,
 message or record this module makes.
 
-What travels (requests, answers, :class:`ServerError`) is in ``wire.py``; the dialects' request
-bodies and the reading of their answers in ``dialects.py``; this module does the I/O.
+What travels (requests, answers, :class:`ServerError`) is in ``wire.py``.
 """
 
 from __future__ import annotations
@@ -36,8 +31,8 @@ from typing import Any, TypeVar
 
 import httpx
 
-from engine.backends.server.dialects import llama_body, openai_body, parse_llama, parse_openai, spread
-from engine.backends.server.probing import DEFAULT_SLOTS
+from engine.backends.server.dialects.base import Dialect, held
+from engine.backends.server.probing import DEFAULT_SLOTS, probe_server
 from engine.backends.server.wire import (
     Completion,
     CompletionRequest,
@@ -136,6 +131,7 @@ class ServerClient:
         self.backoff = backoff
         self.parallel = parallel
         self.info: ServerInfo | None = None
+        self._dialect: Dialect | None = None  # what it speaks and can do, found by probe()
         self.alive = True
         self.outstanding = 0  # requests sent or waiting for a slot
         self.in_flight = 0  # requests sent and not yet answered (what the health watch guards)
@@ -146,7 +142,7 @@ class ServerClient:
         self._gone_why = ""
         self._sem: Slots | None = None
         self._http: httpx.AsyncClient | None = None
-        self._pieces: dict[int, bytes] = {}
+        self.pieces: dict[int, bytes] = {}  # token id -> bytes, as far as known
         self._end_texts: dict[int, str] = {}  # end-of-generation tokens the server writes out, by id
         self._tok_cache: dict[tuple[str, bool, bool], list[int]] = {}
 
@@ -265,18 +261,14 @@ class ServerClient:
 
     async def probe(self, model: str | None = None) -> ServerInfo:
         """Ask the server what it serves; pick ``model`` among its models (the only one if None);
-        what an OpenAI-compatible one can do beyond the API (``probing.py``)."""
-        from engine.backends.server.probing import probe_server
-
-        self.info = await probe_server(self, model)
+        which dialect it speaks, and what it can do (``probing.py``)."""
+        self.info, self._dialect = await probe_server(self, model)
         self._sem = None
         return self.info
 
     async def health(self) -> bool:
         try:
-            await self.call(
-                "GET", "/health" if self.dialect == "llama-server" else "/v1/models", retries=0, timeout=5
-            )
+            await self.call("GET", self.dialect.health_path, retries=0, timeout=5)
             return True
         except ServerError:
             return False
@@ -287,7 +279,7 @@ class ServerClient:
         try:
             await self.call(
                 "GET",
-                "/health" if self.dialect == "llama-server" else "/v1/models",
+                self.dialect.health_path,
                 retries=0,
                 timeout=max(5.0, self.probe_every),
             )
@@ -343,8 +335,11 @@ class ServerClient:
                 return
 
     @property
-    def dialect(self) -> str:
-        return self.info.dialect if self.info else "openai"
+    def dialect(self) -> Dialect:
+        """What the server speaks and can do: found when it was probed (see
+        :func:`~engine.backends.server.dialects.base.held`)."""
+        self._dialect = held(self._dialect, self.info)
+        return self._dialect
 
     # --- tokens -------------------------------------------------------------------------------------
 
@@ -377,31 +372,10 @@ class ServerClient:
         hit = self._tok_cache.get(key)
         if hit is not None:
             return list(hit)
-        if self.dialect == "llama-server":
-            body = await self.call(
-                "POST",
-                "/tokenize",
-                {
-                    "content": text,
-                    "add_special": add_special,
-                    "parse_special": parse_special,
-                    "with_pieces": False,
-                },
-            )
-        else:
-            # vLLM and SGLang read "prompt"; llama-server (on its OpenAI-compatible face) "content".
-            body = await self.call(
-                "POST",
-                "/tokenize",
-                {
-                    "model": self.info.model if self.info else "",
-                    "prompt": text,
-                    "add_special_tokens": add_special,
-                    "content": text,
-                    "add_special": add_special,
-                    "parse_special": parse_special,
-                },
-            )
+        model = self.info.model if self.info else ""
+        body = await self.call(
+            "POST", "/tokenize", self.dialect.tokenize_body(text, add_special, parse_special, model)
+        )
         toks = body.get("tokens") if isinstance(body, dict) else None
         if not isinstance(toks, list) or not all(isinstance(t, int) for t in toks):
             raise ServerError(self.url, "answered /tokenize without a token list")
@@ -419,7 +393,7 @@ class ServerClient:
         if self.tokenizer is not None:
             return self.tokenizer.chat_tokens(messages, **variables)
         info = self.info
-        if info is not None and (info.chat_template is not None or info.dialect == "llama-server"):
+        if info is not None and (info.chat_template is not None or self.dialect.renders_chats):
             text, add_special, warning = chat_prompt(
                 info.chat_template, messages, info.bos_token, info.eos_token, **variables
             )
@@ -439,22 +413,17 @@ class ServerClient:
     async def piece(self, token: int) -> bytes:
         if self.tokenizer is not None:
             return self.tokenizer.piece(token)
-        p = self._pieces.get(token)
+        p = self.pieces.get(token)
         if p is not None:
             return p
         try:
-            if self.dialect == "llama-server":
-                body = await self.call("POST", "/detokenize", {"tokens": [token]})
-                text = body.get("content", "") if isinstance(body, dict) else ""
-            else:
-                body = await self.call(
-                    "POST", "/detokenize", {"model": self.info.model if self.info else "", "tokens": [token]}
-                )
-                text = body.get("prompt", "") if isinstance(body, dict) else ""
+            model = self.info.model if self.info else ""
+            body = await self.call("POST", "/detokenize", self.dialect.detokenize_body(token, model))
+            text = self.dialect.detokenized(body)
         except ServerError:
             text = ""
         p = str(text).encode("utf-8")
-        self._pieces[token] = p
+        self.pieces[token] = p
         return p
 
     # --- completions --------------------------------------------------------------------------------
@@ -463,19 +432,12 @@ class ServerClient:
         return (await self.complete_n(req))[0]
 
     async def complete_n(self, req: CompletionRequest) -> list[Completion]:
-        """``req.n`` completions of one prompt (llama-server decodes the prompt once and copies it
-        to ``n`` slots; completion ``i`` samples with seed ``seed + i``)."""
-        if self.dialect == "llama-server":
-            return await self._complete_llama(req)
-        if req.n != 1:
-            raise ServerError(self.url, "several completions per request are sent to llama-server only")
-        return [await self._complete_openai(req)]
+        """``req.n`` completions of one prompt (on a dialect that takes several per request, the
+        prompt is decoded once and copied to ``n`` slots; completion ``i`` samples with seed
+        ``seed + i``)."""
+        return await self.dialect.complete(self, req)
 
-    def llama_body(self, req: CompletionRequest) -> dict[str, Any]:
-        """The /completion request body (see :func:`~engine.backends.server.dialects.llama_body`)."""
-        return llama_body(req, self.info.model if self.info else "")
-
-    def prompt_text(self, ids: Any) -> str | None:
+    def prompt_text(self, ids: tuple[int, ...]) -> str | None:
         """The prompt as text, for an endpoint that takes no token ids (None: it takes them)."""
         if not (self.info and self.info.text_prompts):
             return None
@@ -483,56 +445,12 @@ class ServerClient:
             raise ServerError(self.url, "takes text prompts only, and no tokenizer was given (--tokenizer)")
         return self.tokenizer.prompt_text(ids)
 
-    async def _complete_llama(self, req: CompletionRequest) -> list[Completion]:
-        body = self.llama_body(req)
-        r = await self.call("POST", "/completion", body)
-        results = r if isinstance(r, list) else [r]
-        if len(results) != req.n or not all(isinstance(x, dict) for x in results):
-            raise ServerError(self.url, f"answered {len(results)} completions for {req.n} asked")
-        results = sorted(results, key=lambda x: to_int(x.get("index")) or 0)
-        return [await self._parse_llama(x) for x in results]
-
-    async def _parse_llama(self, r: dict[str, Any]) -> Completion:
-        done = parse_llama(self.url, r, self._pieces)
-        done.text, done.pieces = await self._assemble(done.ids)
-        return done
-
-    def openai_body(self, req: CompletionRequest) -> dict[str, Any]:
-        """The /v1/completions request body (see :func:`~engine.backends.server.dialects.openai_body`)."""
-        return openai_body(req, self.info.model if self.info else "", self.prompt_text(req.prompt))
-
     def request(self, req: CompletionRequest) -> tuple[str, dict[str, Any]]:
         """(path, body) of a completion in this server's dialect (the bench's minimal client sends
         the very same)."""
-        if self.dialect == "llama-server":
-            return "/completion", self.llama_body(req)
-        return "/v1/completions", self.openai_body(req)
+        return self.dialect.request(req, self.info.model if self.info else "", self.prompt_text(req.prompt))
 
-    async def _complete_openai(self, req: CompletionRequest) -> Completion:
-        r = await self.call("POST", "/v1/completions", self.openai_body(req))
-        done, n_counted = parse_openai(self.url, r, req)
-        # A stop token the server wrote out (vLLM with skip_special_tokens off ends on "<|im_end|>"):
-        # not text, as in process.
-        done.text = await self._without_end_token(done)
-        ids, lps, text = done.ids, done.logprobs, done.text
-        if not ids or len(ids) < n_counted:
-            # Ids the server did not give: from the text (exact for what the model would read back).
-            known = b"".join([await self.piece(t) for t in ids]).decode("utf-8", errors="replace")
-            rest = text[len(known) :] if text.startswith(known) else text
-            more = await self.tokenize(rest, add_special=False, parse_special=False) if rest else []
-            if not text.startswith(known):
-                ids, lps = more, [0.0] * len(more)
-            else:
-                ids, lps = ids + more, lps + [0.0] * len(more)
-        if len(lps) < len(ids):
-            lps += [0.0] * (len(ids) - len(lps))
-        _text, pieces = await self._assemble(ids)
-        if "".join(pieces) != text:  # keep the server's text; spread it over the pieces we have
-            pieces = spread(text, len(ids))
-        done.ids, done.logprobs, done.pieces = ids, lps[: len(ids)], pieces
-        return done
-
-    async def _without_end_token(self, done: Completion) -> str:
+    async def without_end_token(self, done: Completion) -> str:
         """``done``'s text without the end-of-generation token it may end on: the EOS the server
         names, any special token of the local tokenizer, or (it ended on EOS) the text of its last
         token, which from then on renders empty as in process."""
@@ -552,21 +470,21 @@ class ServerClient:
                 # the EOS out of its ids, llama-server's OpenAI face, has a plain last token)
                 if len(end) > 2 and end[0] == "<" and end[-1] == ">" and text.endswith(end):
                     self._end_texts[last] = end
-                    self._pieces[last] = b""
+                    self.pieces[last] = b""
             ends.add(self._end_texts.get(last, ""))
         for end in sorted((e for e in ends if e), key=len, reverse=True):
             if text.endswith(end):
                 return text[: -len(end)]
         return text
 
-    async def _assemble(self, ids: list[int]) -> tuple[str, list[str]]:
+    async def assemble(self, ids: list[int]) -> tuple[str, list[str]]:
         """Text and per-token pieces as the in-process path makes them: every token's bytes (special
         tokens render empty), a character split across tokens going to its last."""
-        missing = [t for t in dict.fromkeys(ids) if t not in self._pieces]
+        missing = [t for t in dict.fromkeys(ids) if t not in self.pieces]
         for t in missing:
             await self.piece(t)
         dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        pieces = [dec.decode(self._pieces.get(t, b"")) for t in ids]
+        pieces = [dec.decode(self.pieces.get(t, b"")) for t in ids]
         return "".join(pieces), pieces
 
 

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 from engine.backends.prefix import common_prefix
 from engine.backends.server.client import Completion, CompletionRequest, ServerClient, ServerError, ServerInfo
+from engine.backends.server.dialects.base import Dialect
 from engine.errors import PonderError
 from engine.tokenizer import LocalTokenizer
 
@@ -54,11 +55,7 @@ def local_tokenizer(path: str | None, infos: Sequence[ServerInfo]) -> LocalToken
     ``infos`` record the one chosen (and its model's parameters where the servers say none)."""
     from engine.tokenizer import TokenizerError, find_tokenizer, open_tokenizer
 
-    needs = [
-        i
-        for i in infos
-        if i.dialect != "llama-server" and not i.pooling and (not i.tokenizes or i.text_prompts)
-    ]
+    needs = [i for i in infos if not i.pooling and (not i.tokenizes or i.text_prompts)]
     if path is None:
         if not needs:
             return None
@@ -235,6 +232,11 @@ class ServerPool:
         return self.infos[0]
 
     @property
+    def dialect(self) -> Dialect:
+        """What the first server (the one :attr:`info` describes) speaks and can do."""
+        return next(c for c in self.clients if c.info is not None).dialect
+
+    @property
     def alive(self) -> list[ServerClient]:
         return [c for c in self.clients if c.alive]
 
@@ -299,7 +301,7 @@ class ServerPool:
         """How many completions of one prompt may go in one request (all of them need a slot at
         once: no more than the smallest server has)."""
         alive = self.alive
-        if not alive or any(c.dialect != "llama-server" for c in alive):
+        if not alive or not all(c.dialect.several_per_request for c in alive):
             return 1
         # The server's own slot count: a group larger than it would wait for ever (--parallel may
         # say more than the server has).

@@ -41,7 +41,7 @@ def split_url(url: str) -> tuple[str, str | None]:
 @dataclass
 class ServerInfo:
     url: str  # without credentials
-    dialect: str  # "llama-server" | "openai"
+    dialect: str  # the recorded name of the dialect it speaks: "llama-server" | "openai" (dialects/)
     model: str  # the model id requests name
     models: list[str]
     slots: int
@@ -55,6 +55,7 @@ class ServerInfo:
     eos_token: str = ""
     owned_by: str = ""
     server_slots: int | None = None  # what the server itself has (llama-server's total_slots)
+    # What its dialect found it can do, recorded (the client holds the dialect: ServerClient.dialect):
     tokenizes: bool = True  # it answers /tokenize (a gateway or an OpenAI-only proxy does not)
     text_prompts: bool = False  # it takes prompts as text only, not token ids (a gateway)
     served_as: str = ""  # the model its answers name, where its model list says less (a gateway: "unknown")

@@ -1,58 +1,34 @@
-"""The two dialects a server speaks: the request bodies Ponder sends and what it reads from the
-answers, without any I/O (:class:`~engine.backends.server.client.ServerClient` sends them, and
-fills in what needs the server again: token pieces and ids it did not give).
-
-* ``llama-server``: its own ``/completion`` endpoint with ``cache_prompt``, ``return_tokens`` and
-  ``n_probs``: prompts and continuations travel as token ids;
-* ``openai``: ``/v1/completions`` with the prompt as token ids and ``logprobs``, plus the extensions
-  vLLM and SGLang read to return token ids and keep the stop string.
-"""
+"""Any OpenAI-compatible endpoint, through ``/v1/completions`` with the prompt as token ids (or text,
+where it takes no ids) and ``logprobs``, plus the extensions vLLM and SGLang read to return token
+ids (``return_tokens_as_token_ids``) and keep the stop string. Token ids come from those, or
+llama-server's ``logprobs.content[].id``, else from ``/tokenize``. One completion per request,
+whatever the endpoint claims. This module's :class:`OpenAI` is the most general dialect, asked
+last: an endpoint no other dialect recognises (a proxy without ``/tokenize``); vLLM's and the
+gateway's modules build on it."""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
-from engine.backends.server.wire import Completion, CompletionRequest, ServerError, to_float, to_int
+from engine.backends.server.dialects.base import DEFAULT_SLOTS, Body, Dialect, Endpoint, Probe, register
+from engine.backends.server.wire import (
+    Completion,
+    CompletionRequest,
+    ServerError,
+    ServerInfo,
+    to_float,
+    to_int,
+)
 
 _Top = list[tuple[int | None, str, float]]
 
 
-def llama_body(req: CompletionRequest, model: str) -> dict[str, Any]:
-    """The /completion request body: plain temperature sampling (every other sampler of
-    llama-server's chain set to do nothing), token ids in and out, the prefix cache on."""
-    body: dict[str, Any] = {
-        "prompt": list(req.prompt),
-        "n_predict": req.max_tokens,
-        "temperature": req.temperature,
-        "top_p": req.top_p,
-        "top_k": req.top_k,
-        "min_p": req.min_p,
-        "typical_p": 1.0,
-        "repeat_penalty": 1.0,
-        "presence_penalty": 0.0,
-        "frequency_penalty": 0.0,
-        "dry_multiplier": 0.0,
-        "xtc_probability": 0.0,
-        "seed": req.seed,
-        "stop": list(req.stop),
-        "ignore_eos": req.ignore_eos,
-        "n_probs": req.n_probs,
-        "return_tokens": True,
-        "cache_prompt": True,
-        "stream": False,
-    }
-    if req.n > 1:
-        body["n_cmpl"] = req.n
-    if model:
-        body["model"] = model
-    return body
-
-
-def openai_body(req: CompletionRequest, model: str, prompt_text: str | None = None) -> dict[str, Any]:
+def openai_body(req: CompletionRequest, model: str, prompt_text: str | None = None) -> Body:
     """The /v1/completions request body, with the extensions vLLM and SGLang read to return
     token ids and keep the stop string (others ignore them). ``prompt_text``: the prompt as text,
     for an endpoint that takes no token ids (a gateway)."""
-    body: dict[str, Any] = {
+    body: Body = {
         "model": model,
         "prompt": list(req.prompt) if prompt_text is None else prompt_text,
         "max_tokens": req.max_tokens,
@@ -75,58 +51,6 @@ def openai_body(req: CompletionRequest, model: str, prompt_text: str | None = No
     if req.top_k > 0:
         body["top_k"] = req.top_k
     return body
-
-
-def parse_llama(url: str, r: dict[str, Any], pieces: dict[int, bytes]) -> Completion:
-    """One /completion answer, its text and pieces left empty (the client assembles them from the
-    tokens' bytes). The bytes the answer carries go into ``pieces`` (token id -> bytes)."""
-    try:
-        ids = [int(t) for t in r["tokens"]]
-        probs = r.get("completion_probabilities") or []
-        stop_type = str(r.get("stop_type", ""))
-        timings = r.get("timings") or {}
-    except (KeyError, TypeError, ValueError):
-        raise ServerError(url, f"answered /completion without tokens: {str(r)[:160]}") from None
-    finish = {"eos": "eos", "word": "stop", "limit": "length"}.get(stop_type, "length")
-    # Logprobs and bytes come per token, in order; the server leaves out the tokens of a stop
-    # word (and a token ending inside a UTF-8 character): match them up by id.
-    lps: list[float | None] = [None] * len(ids)
-    first_top: _Top = []
-    j = 0
-    for entry in probs:
-        if not isinstance(entry, dict):
-            continue
-        tid = entry.get("id")
-        while j < len(ids) and ids[j] != tid:
-            j += 1
-        if j >= len(ids):
-            break
-        lps[j] = to_float(entry.get("logprob"))
-        raw = entry.get("bytes")
-        if isinstance(raw, list) and ids[j] not in pieces:
-            pieces[ids[j]] = bytes(int(b) & 0xFF for b in raw)
-        if j == 0:
-            top = entry.get("top_logprobs") or []
-            first_top = [
-                (t.get("id"), str(t.get("token", "")), to_float(t.get("logprob")) or -1e30)
-                for t in top
-                if isinstance(t, dict)
-            ]
-        j += 1
-    prompt_n = to_int(timings.get("prompt_n"))
-    cached_n = to_int(timings.get("cache_n"))
-    if prompt_n is None:
-        prompt_n = max(0, (to_int(r.get("tokens_evaluated")) or 0) - (cached_n or 0))
-    return Completion(
-        ids=ids,
-        text="",
-        pieces=[],
-        logprobs=[0.0 if lp is None else lp for lp in lps],
-        finish=finish,
-        prompt_n=prompt_n,
-        cached_n=cached_n or 0,
-        top=first_top,
-    )
 
 
 def parse_openai(url: str, r: Any, req: CompletionRequest) -> tuple[Completion, int]:
@@ -228,3 +152,84 @@ def _token_id(tok: Any) -> int | None:
         except ValueError:
             return None
     return None
+
+
+@dataclass(frozen=True)
+class OpenAI(Dialect):
+    key: ClassVar[str] = "openai"
+    name: ClassVar[str] = "openai"
+    order: ClassVar[int] = 1000  # the most general: asked last, it takes any endpoint
+
+    @classmethod
+    async def recognise(cls, probe: Probe) -> Dialect | None:
+        return cls(tokenizes=await probe.tokenizes(), token_prompts=await probe.takes_token_ids())
+
+    async def describe(self, probe: Probe) -> ServerInfo:
+        entry = probe.entry
+        version = await probe.version()
+        return ServerInfo(
+            url=probe.client.url,
+            dialect=self.name,
+            model=probe.model,
+            models=probe.models,
+            slots=probe.client.parallel or DEFAULT_SLOTS,
+            n_ctx=to_int(entry.get("max_model_len")),
+            build=(f"{entry.get('owned_by', '')} {version}").strip(),
+            owned_by=str(entry.get("owned_by") or ""),
+            tokenizes=self.tokenizes,
+            text_prompts=not self.token_prompts,
+            served_as=await probe.served_as(),
+            pooling=self.pooling,
+        )
+
+    def request(self, req: CompletionRequest, model: str, prompt_text: str | None = None) -> tuple[str, Body]:
+        return "/v1/completions", openai_body(req, model, prompt_text)
+
+    async def complete(self, client: Endpoint, req: CompletionRequest) -> list[Completion]:
+        if req.n != 1:
+            raise ServerError(client.url, "several completions per request are sent to llama-server only")
+        path, body = self.request(
+            req, client.info.model if client.info else "", client.prompt_text(req.prompt)
+        )
+        r = await client.call("POST", path, body)
+        done, n_counted = parse_openai(client.url, r, req)
+        # A stop token the server wrote out (vLLM with skip_special_tokens off ends on "<|im_end|>"):
+        # not text, as in process.
+        done.text = await client.without_end_token(done)
+        ids, lps, text = done.ids, done.logprobs, done.text
+        if not ids or len(ids) < n_counted:
+            # Ids the server did not give: from the text (exact for what the model would read back).
+            known = b"".join([await client.piece(t) for t in ids]).decode("utf-8", errors="replace")
+            rest = text[len(known) :] if text.startswith(known) else text
+            more = await client.tokenize(rest, add_special=False, parse_special=False) if rest else []
+            if not text.startswith(known):
+                ids, lps = more, [0.0] * len(more)
+            else:
+                ids, lps = ids + more, lps + [0.0] * len(more)
+        if len(lps) < len(ids):
+            lps += [0.0] * (len(ids) - len(lps))
+        _text, pieces = await client.assemble(ids)
+        if "".join(pieces) != text:  # keep the server's text; spread it over the pieces we have
+            pieces = spread(text, len(ids))
+        done.ids, done.logprobs, done.pieces = ids, lps[: len(ids)], pieces
+        return [done]
+
+    def tokenize_body(self, text: str, add_special: bool, parse_special: bool, model: str) -> Body:
+        # vLLM and SGLang read "prompt"; llama-server (on its OpenAI-compatible face) "content".
+        return {
+            "model": model,
+            "prompt": text,
+            "add_special_tokens": add_special,
+            "content": text,
+            "add_special": add_special,
+            "parse_special": parse_special,
+        }
+
+    def detokenize_body(self, token: int, model: str) -> Body:
+        return {"model": model, "tokens": [token]}
+
+    def detokenized(self, body: Any) -> str:
+        return str(body.get("prompt", "")) if isinstance(body, dict) else ""
+
+
+register(OpenAI)
