@@ -208,7 +208,7 @@ class MainWindow(QMainWindow):
         return self.second_bridge
 
     def _prm_server(self, request: Any) -> Any:
-        """A PRM on a server (``qwen-prm@URL`` in the PRM list) goes with the policy's servers: the
+        """A PRM on a server (``KIND@URL`` in the PRM list) goes with the policy's servers: the
         bridge gets that PRM server (or loses one the PRM no longer names) and the request the PRM's
         kind. None, said to the user, when the policy runs in process."""
         spec, _, url = request.prm.partition("@")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.errors import PonderError
+from engine.prm import registry as prm_kinds
 from engine.search import registry
 from gui.form import CompareForm
 
@@ -44,7 +45,7 @@ def param_widget(param: registry.Param) -> QWidget:
     """An editor for one strategy parameter, set to its default."""
     if param.kind == "choice":
         w: Any = QComboBox()
-        w.addItems(list(param.choices))
+        w.addItems(list(param.options()))
         w.setCurrentText(str(param.default))
     elif param.kind == "bool":
         w = QCheckBox()
@@ -194,7 +195,9 @@ class StrategyControls(QWidget):
         controls.addWidget(self.budget_kind)
         controls.addWidget(QLabel("PRM"))
         self.prm_combo = QComboBox()
-        self.prm_combo.addItems(["judge", "arithmetic", "reference"])
+        for kind in prm_kinds.listed():
+            self.prm_combo.addItem(kind.label, kind.name)
+            self.prm_combo.setItemData(self.prm_combo.count() - 1, kind.summary, Qt.ItemDataRole.ToolTipRole)
         # A PRM file's or a PRM server's name is long: room for most of it, the whole in the tooltip
         self.prm_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.prm_combo.setMinimumContentsLength(28)
@@ -288,20 +291,26 @@ class StrategyControls(QWidget):
         self._fill_prms()
 
     def set_prm_servers(self, servers: list[dict[str, Any]]) -> None:
-        """Reward models on servers (vLLM's pooling API), as ``qwen-prm@URL`` in the PRM list."""
+        """Reward models on servers (vLLM's pooling API), as ``KIND@URL`` in the PRM list (the
+        classification-head kind's name)."""
         self._prm_servers = list(servers)
         self._fill_prms()
 
     def _fill_prms(self) -> None:
-        current = self.prm_combo.currentData() or self.prm_combo.currentText() or "judge"
+        listed = prm_kinds.listed()
+        current = self.prm_combo.currentData() or self.prm_combo.currentText() or listed[0].name
         self.prm_combo.blockSignals(True)
         self.prm_combo.clear()
-        for name in ("judge", "arithmetic", "reference"):
-            self.prm_combo.addItem(name, name)
+        for kind in listed:
+            self.prm_combo.addItem(kind.label, kind.name)
+            self.prm_combo.setItemData(self.prm_combo.count() - 1, kind.summary, Qt.ItemDataRole.ToolTipRole)
         for e in getattr(self, "_prm_files", []):
             self.prm_combo.addItem(f"PRM: {e.info.name} · {e.info.quantization}", e.path)
-        for srv in getattr(self, "_prm_servers", []):
-            self.prm_combo.addItem(f"PRM: {srv['model']} (qwen-prm) @ {srv['url']}", f"qwen-prm@{srv['url']}")
+        head = prm_kinds.head_kind()
+        for srv in getattr(self, "_prm_servers", []) if head is not None else []:
+            self.prm_combo.addItem(
+                f"PRM: {srv['model']} ({head.label}) @ {srv['url']}", f"{head.name}@{srv['url']}"
+            )
         i = self.prm_combo.findData(current)
         self.prm_combo.setCurrentIndex(max(i, 0))
         self.prm_combo.blockSignals(False)

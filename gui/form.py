@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.errors import PonderError
+from engine.prm import registry as prm_kinds
 from engine.run.request import CompareRequest
 
 
@@ -15,7 +16,7 @@ class CompareForm:
     problem: str
     strategies: list[str]
     budget: int
-    prm: str = "judge"
+    prm: str = field(default_factory=prm_kinds.default_name)
     reference: str | None = None
     budget_kind: str = "generations"  # or "tokens": the budget is generated tokens per strategy
     max_tokens: int = 384
@@ -53,8 +54,8 @@ class CompareForm:
             return None, "Type a problem first."
         if not self.strategies:
             return None, "Choose at least one strategy."
-        if self.prm == "reference" and not self.reference:
-            return None, "The reference PRM needs a reference answer."
+        if prm_kinds.needs_reference(self.prm) and not self.reference:
+            return None, f"The {self.prm} PRM needs a reference answer."
         try:
             return self.request().checked(), None
         except PonderError as e:

@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.errors import PonderError
+from engine.prm import registry as prm_kinds
 from engine.search import registry
 from gui.charts import SweepChart
 
@@ -143,11 +144,13 @@ class SweepsTab(QWidget):
         self.budgets_edit.setToolTip("Generation budgets, comma-separated (as Snell et al. count them)")
         form.addRow("Budgets", self.budgets_edit)
         self.prm_combo = QComboBox()
-        self.prm_combo.addItems(["arithmetic", "judge", "reference"])
-        self.prm_combo.setToolTip(
-            "arithmetic: checks each step's sums (cheap); judge: the model rates its own steps; "
-            "reference: knows the answer (an upper bound)"
-        )
+        listed = prm_kinds.listed()
+        for kind in listed:
+            self.prm_combo.addItem(kind.label, kind.name)
+        self.prm_combo.setToolTip("\n".join(f"{k.label}: {k.summary}" for k in listed))
+        # A sweep starts on the cheapest scorer that needs no reference answer (a model-free one).
+        cheap = min((k for k in listed if not k.needs_reference), key=lambda k: k.time_share)
+        self.prm_combo.setCurrentIndex(self.prm_combo.findData(cheap.name))
         form.addRow("PRM", self.prm_combo)
         self.tokens_spin = QSpinBox()
         self.tokens_spin.setRange(16, 4096)
@@ -238,7 +241,7 @@ class SweepsTab(QWidget):
             offset=self.offset_spin.value(),
             strategies=tuple(k for k, b in self.strategy_boxes.items() if b.isChecked()),
             budgets=budgets,
-            prm=self.prm_combo.currentText(),
+            prm=self.prm_combo.currentData() or self.prm_combo.currentText(),
             seed=self.seed_spin.value(),
             max_tokens=self.tokens_spin.value(),
             params={k: v for k, v in self._params.items() if self.strategy_boxes[k].isChecked()},
@@ -259,7 +262,9 @@ class SweepsTab(QWidget):
         for k, b in self.strategy_boxes.items():
             b.setChecked(k in spec.strategies)
         self.budgets_edit.setText(",".join(str(b) for b in spec.budgets))
-        self.prm_combo.setCurrentText(spec.prm)
+        i = self.prm_combo.findData(spec.prm)
+        if i >= 0:
+            self.prm_combo.setCurrentIndex(i)
         self.tokens_spin.setValue(spec.max_tokens)
         self.seed_spin.setValue(spec.seed)
         from engine.sweeps import describe_params

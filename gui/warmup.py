@@ -20,7 +20,7 @@ def warm_up() -> None:
 
     evs = [RunStarted("w", "beam_search", {}, {}, {}, 0, "p")]
     for i, parent in ((0, None), (1, None), (2, 0)):
-        evs += [NodeAdded("w", i, parent, "step", "x", 1, -1.0), NodeScored("w", i, [0.5], 0.5, "judge")]
+        evs += [NodeAdded("w", i, parent, "step", "x", 1, -1.0), NodeScored("w", i, [0.5], 0.5, "warm-up")]
     evs += [
         NodePruned("w", 1, 0),
         NodeFinished("w", 2, "1", "eos"),

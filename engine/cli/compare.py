@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 from engine.cli import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNS_FAILED
 from engine.cli.options import (
     DB_HELP,
-    PRM_HELP,
     add_model_args,
     add_seeds_arg,
     add_strategies_arg,
@@ -27,17 +26,21 @@ from engine.cli.options import (
     names,
     overrides,
     print_json,
+    prm_help,
     run_in_worker,
     server_target,
 )
 from engine.errors import InvalidRequestError
 from engine.present import human_flops
+from engine.prm import registry as prm_kinds
 from engine.problems import get_problem
 from engine.run.cost import CostRefused, estimate
 from engine.run.request import CompareRequest
 
 if TYPE_CHECKING:  # imported where used: a budget over the ceiling is refused before they load
+    from engine.executor import Executor
     from engine.run.compare import CompareResult, RunSummary
+    from engine.run.scheduler import EventSink
     from engine.store import Store
 from engine.worker import CancelToken
 
@@ -65,7 +68,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="E",
         help="with --budget-tokens: the expected tokens of one solution (default: --max-tokens, at most 256)",
     )
-    p.add_argument("--prm", default="judge", help=PRM_HELP)
+    p.add_argument("--prm", default=prm_kinds.default_name(), help=prm_help())
     p.add_argument("--seed", type=int, default=0)
     add_seeds_arg(p)
     p.add_argument("--max-tokens", type=int, default=2048, help="tokens per solution (default 2048)")
@@ -138,8 +141,10 @@ def checked_request(args: argparse.Namespace, draft: CompareRequest, store: Stor
         check_cost(args, [draft], store, facts_in_process(args))
     request = draft.checked()
     check_prm(args.prm, args)
-    if args.prm == "reference" and not request.reference:
-        raise InvalidRequestError("--prm reference needs a reference answer (--reference or --problem-set).")
+    if prm_kinds.needs_reference(args.prm) and not request.reference:
+        raise InvalidRequestError(
+            f"--prm {args.prm} needs a reference answer (--reference or --problem-set)."
+        )
     return request
 
 
@@ -199,11 +204,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _compare(
-    executor: Any,
+    executor: Executor,
     server_args: argparse.Namespace | None,
     request: CompareRequest,
-    sink: Any,
-    cancel: Any,
+    sink: EventSink,
+    cancel: CancelToken,
     store: Store,
 ) -> CompareResult:
     """On the worker thread: over servers, the cost check once the server has said what it serves

@@ -11,13 +11,13 @@ import re
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import InvalidRequestError
 from engine.models import default_model_path
-from engine.prm import check_prm_spec
+from engine.prm import registry as prm_kinds
 from engine.run.cost import ModelFacts, estimate, facts_of_executor, facts_of_file, gate
 from engine.run.executors import ServerTarget, backend_worker, on_servers, open_worker
 from engine.run.request import SEED_MODES
@@ -27,15 +27,23 @@ from engine.worker import BackendWorker
 if TYPE_CHECKING:  # imported where used: a command refused early never loads llama.cpp or httpx
     from engine.backends.llama_cpp import BackendConfig
     from engine.backends.server.executor import ServerExecutor
+    from engine.executor import Executor
+    from engine.run.request import CompareRequest
+    from engine.store import Store
 
 STREAM_CTX = 2048  # tokens each sequence's KV stream holds with --kv-layout streams, unless --ctx says
 IN_PROCESS_PARALLEL = 64  # sequences one llama.cpp context decodes at once, unless --parallel says
 DB_HELP = "session database (default: sessions.db in the user data folder)"
-PRM_HELP = (
-    "judge | arithmetic | reference | PATH to a PRM GGUF; with --prm-server: math-shepherd | rlhflow "
-    "(token PRMs on llama-server) | qwen-prm (a classification-head PRM on vLLM's pooling API, also found "
-    "by probing)"
-)
+
+
+def prm_help() -> str:
+    """``--prm``'s help, from the PRM kinds (``engine/prm/kinds/``)."""
+    kinds = prm_kinds.kinds()
+    served = " | ".join(
+        f"{k.name} ({k.summary})" for k in kinds if k.on_server and k.check and k.takes is None
+    )
+    listed = " | ".join(k.name for k in prm_kinds.listed())
+    return f"{listed} | PATH to a PRM GGUF; with --prm-server: {served}"
 
 
 # --- values ----------------------------------------------------------------------------------------
@@ -234,9 +242,10 @@ def server_executor(args: argparse.Namespace, model: str | None = None) -> Serve
 
 def check_prm(prm: str, args: argparse.Namespace) -> None:
     """--prm before the model loads or a server is asked anything."""
-    check_prm_spec(
-        prm, servers=bool(servers(args)), prm_server=bool(getattr(args, "prm_server", None)), must_exist=True
+    where = prm_kinds.Where(
+        servers=bool(servers(args)), prm_server=bool(getattr(args, "prm_server", None)), must_exist=True
     )
+    prm_kinds.check(prm, where)
 
 
 # --- strategies ------------------------------------------------------------------------------------
@@ -269,7 +278,7 @@ def add_strategy_param_args(p: argparse.ArgumentParser) -> None:
         for param in strat.params:
             flag = f"--{strat.name}-{param.name}".replace("_", "-")
             rng = f"; {param.lo:g} to {param.hi:g}" if param.lo is not None and param.hi is not None else ""
-            choices = f"; {', '.join(param.choices)}" if param.choices else ""
+            choices = f"; {', '.join(param.options())}" if param.options() else ""
             special = f"; {param.lo:g} = {param.special}" if param.special and param.lo is not None else ""
             g.add_argument(
                 flag,
@@ -312,12 +321,16 @@ def facts_in_process(args: argparse.Namespace) -> ModelFacts:
     return facts_of_file(model_path(args), args.n_gpu_layers, args.threads)
 
 
-def facts_of(executor: Any) -> ModelFacts:
+def facts_of(executor: Executor) -> ModelFacts:
     return facts_of_executor(executor)
 
 
 def check_cost(
-    args: argparse.Namespace, requests: Any, store: Any, facts: ModelFacts, what: str = "this compare"
+    args: argparse.Namespace,
+    requests: Iterable[CompareRequest],
+    store: Store | None,
+    facts: ModelFacts,
+    what: str = "this compare",
 ) -> None:
     """Refuse (exit 2, nothing saved) work the estimate says is too much, unless ``--yes``."""
     gate(estimate(list(requests), facts, store, what), bool(getattr(args, "yes", False)))

@@ -13,7 +13,6 @@ from typing import Any
 from engine.cli import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNS_FAILED
 from engine.cli.options import (
     DB_HELP,
-    PRM_HELP,
     add_model_args,
     add_seeds_arg,
     add_strategies_arg,
@@ -30,6 +29,7 @@ from engine.cli.options import (
     names,
     overrides,
     print_json,
+    prm_help,
     run_in_worker,
     server_executor,
     servers,
@@ -38,9 +38,12 @@ from engine.cli.options import (
 from engine.cli.progress import SweepBar
 from engine.errors import InvalidRequestError
 from engine.executor import Executor
-from engine.run.cost import gate, sweep_estimate
+from engine.prm import registry as prm_kinds
+from engine.run.cost import ModelFacts, gate, sweep_estimate
 from engine.store import Store
 from engine.sweeps import (
+    Summary,
+    SweepResult,
     SweepSpec,
     analyse,
     find_sweep,
@@ -78,7 +81,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="match the strategies by generated tokens instead: comma-separated token budgets, "
         "each cell run at its own (e.g. 256,512,1024)",
     )
-    p.add_argument("--prm", default="judge", help=PRM_HELP)
+    p.add_argument("--prm", default=prm_kinds.default_name(), help=prm_help())
     p.add_argument("--seed", type=int, default=0)
     add_seeds_arg(p)
     p.add_argument("--max-tokens", type=int, default=512, help="tokens per solution (default 512)")
@@ -170,8 +173,8 @@ def _spec(args: argparse.Namespace) -> SweepSpec:
     return spec
 
 
-def _report_only(args: argparse.Namespace, spec: SweepSpec) -> dict[str, Any]:
-    model: Any = model_path(args)
+def _report_only(args: argparse.Namespace, spec: SweepSpec) -> Summary:
+    model: str | dict[str, Any] = model_path(args)
     if servers(args):
         executor = server_executor(args)
         try:
@@ -190,7 +193,7 @@ def _swept(
     cancel: CancelToken,
     batch: int | None,
     server_args: argparse.Namespace | None,
-) -> tuple[Any, dict[str, Any]]:
+) -> tuple[SweepResult, dict[str, Any]]:
     """On the worker thread: over servers, the cost check once they have said what they serve (in
     process it ran before the model loaded); the sweep run on ``executor``, and the model's record."""
     record = executor.record()
@@ -200,7 +203,7 @@ def _swept(
 
 
 def _check_cost(
-    args: argparse.Namespace, store: Store, spec: SweepSpec, model: dict[str, Any], facts: Any
+    args: argparse.Namespace, store: Store, spec: SweepSpec, model: dict[str, Any], facts: ModelFacts
 ) -> None:
     """Refuse (exit 2, nothing saved) cells still to run that the estimate says are too much."""
     pending = pending_requests(store, spec, model)
@@ -208,7 +211,7 @@ def _check_cost(
         gate(sweep_estimate(pending, facts, store), bool(args.yes))
 
 
-def _sweep_once(args: argparse.Namespace, spec: SweepSpec) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+def _sweep_once(args: argparse.Namespace, spec: SweepSpec) -> tuple[SweepResult, Summary, dict[str, Any]]:
     """Run (or resume) one sweep on ``args``' model and analyse it: (result, summary, model record)."""
     store = Store.open(args.db)
     cancel = CancelToken()
@@ -247,7 +250,7 @@ def _models(args: argparse.Namespace, spec: SweepSpec) -> int:
             raise InvalidRequestError("--pretrain-tokens takes SMALL,LARGE, e.g. 2T,4T.")
         pretrain = (float(vals[0]), float(vals[1]))
 
-    def sweep_once(model: str, sp: SweepSpec) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    def sweep_once(model: str, sp: SweepSpec) -> tuple[SweepResult, Summary, dict[str, Any]]:
         a = copy.copy(args)
         a.model = model
         print(f"== {Path(model).name} ==", file=sys.stderr)
@@ -259,6 +262,7 @@ def _models(args: argparse.Namespace, spec: SweepSpec) -> int:
     if out.cancelled:
         return EXIT_INTERRUPTED
     if args.json:
+        assert out.report is not None  # only a cancelled exchange has none
         print_json(json_ready(out.report))
     else:
         print(out.markdown)
@@ -266,7 +270,7 @@ def _models(args: argparse.Namespace, spec: SweepSpec) -> int:
     return EXIT_RUNS_FAILED if out.failed else EXIT_OK
 
 
-def _outputs(args: argparse.Namespace, summary: dict[str, Any]) -> int:
+def _outputs(args: argparse.Namespace, summary: Summary) -> int:
     files = write_outputs(summary, args.out or f"sweep-{summary['sweep']['id']}")
     if args.json:
         print_json(json_ready(summary))

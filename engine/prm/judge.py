@@ -64,14 +64,19 @@ class JudgePRM:
     next-token logits. All candidates' k-th steps are judged in one batch."""
 
     mode: PRMMode = "stepped"
-    n_params: int = 0
-    model_record: dict[str, Any] | None = None
+    model_record: dict[str, Any] | None = None  # the policy's own: recorded with the run already
 
     def __init__(
-        self, backend: Any, name: str = "judge", keep_chains: int = 12, system_prompt: str | None = None
+        self,
+        backend: Any,
+        name: str = "judge",
+        keep_chains: int = 12,
+        system_prompt: str | None = None,
+        n_params: int = 0,
     ) -> None:
         self.backend = backend
         self.name = name
+        self.n_params = n_params  # the judge's model's parameters, for its FLOPs
         self.system_prompt = SYSTEM_PROMPT if system_prompt is None else system_prompt
         self.tokens_used = 0
         # Verdicts by (question, steps so far): beam search re-scores every prefix each round; a

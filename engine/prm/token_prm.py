@@ -1,14 +1,14 @@
-"""Token PRMs: PRM GGUFs in Math-Shepherd format (a step tag after each step, P(good) vs P(bad) at the
-tag) or RLHFlow's chat format (P(+) vs P(-) as the assistant's answer to each step)."""
+"""Token PRMs in process: a PRM GGUF read at its verdict tokens, in its kind's format (Math-Shepherd's
+step tag, RLHFlow's chat: ``engine/prm/kinds/``)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from engine.errors import InvalidRequestError, PonderError
+from engine.errors import PonderError
 from engine.executor import PRMMode
-from engine.prm.specs import PRM_FORMATS
+from engine.prm.formats import Segment, VerdictFormat, render
 from engine.prm.steps import check_candidates, verdict_share
 
 
@@ -23,43 +23,34 @@ def _common_prefix(seqs: Sequence[Sequence[int]]) -> int:
 
 
 class TokenPRM:
-    """A PRM GGUF read at its verdict tokens.
-
-    * ``math-shepherd``: input ``question + " " + steps``, every step followed by the step tag
-      (default ``" ки"``); the step's score is P(good) over {good, bad} read at the tag.
-    * ``rlhflow``: a chat whose first user turn is ``question + " " + step1``, each later user turn
-      one step, each assistant turn the good token; the score is P(good) over {good, bad} where the
-      assistant's token is predicted.
+    """A PRM GGUF read at its verdict tokens, in the format its kind gives
+    (``engine/prm/kinds/``): every step's prefix is rendered with the GGUF's own vocabulary and chat
+    template, the candidate decoded once, and each step's score is P(good) over {good, bad} read
+    where its prefix ends.
 
     The tags and tokens come from ``models/catalog.toml``; a vocabulary that cannot spell them as
     single tokens is refused with a clear message."""
 
     mode: PRMMode = "direct"
-    n_params: int = 0
-    model_record: dict[str, Any] | None = None
 
     def __init__(
         self,
         backend: Any,
-        prm_format: str,
-        step_tag: str = "ки",
-        good_token: str = "+",
-        bad_token: str = "-",
+        fmt: VerdictFormat,
         name: str = "token-prm",
+        n_params: int = 0,
+        model_record: dict[str, Any] | None = None,
     ) -> None:
-        if prm_format not in PRM_FORMATS:
-            raise InvalidRequestError(
-                f"Unknown PRM format {prm_format!r}; use one of {', '.join(PRM_FORMATS)}."
-            )
         self.backend = backend
-        self.format = prm_format
+        self.format = fmt
         self.name = name
+        self.n_params = n_params
+        self.model_record = model_record
         self.tokens_used = 0
-        self.step_tag = step_tag
         model = backend.info.name
-        self.good_id = self._single(good_token, "good token", model)
-        self.bad_id = self._single(bad_token, "bad token", model)
-        self.tag_id = self._single(step_tag, "step tag", model) if prm_format == "math-shepherd" else None
+        self.good_id = self._single(fmt.good[0], "good token", model)
+        self.bad_id = self._single(fmt.bad[0], "bad token", model)
+        self.tag_id = self._single(fmt.step_tag, "step tag", model) if fmt.step_tag is not None else None
 
     def _single(self, text: str, what: str, model: str) -> int:
         for form in (text, " " + text):
@@ -73,26 +64,14 @@ class TokenPRM:
         )
 
     def _sequences(self, question: str, steps: Sequence[str]) -> tuple[list[int], list[int]]:
-        """(tokens, positions to read) for one candidate."""
-        b = self.backend
-        toks: list[int] = []
-        reads: list[int] = []
-        if self.format == "math-shepherd":
-            toks = b.tokenize(question + " ", add_special=True, parse_special=False)
-            for s in steps:
-                toks += b.tokenize(s.strip(), add_special=False, parse_special=False)
-                toks.append(self.tag_id)
-                reads.append(len(toks) - 1)
-            return toks, reads
-        msgs: list[dict[str, str]] = []
-        for i, s in enumerate(steps):
-            msgs.append({"role": "user", "content": (question + " " + s.strip()) if i == 0 else s.strip()})
-            text = b.render_chat(msgs, add_generation_prompt=True)
-            prefix = b.tokenize(text, add_special=False, parse_special=True)
-            toks = prefix
-            reads.append(len(toks) - 1)
-            msgs.append({"role": "assistant", "content": b.detokenize([self.good_id]).strip()})
-        return toks, reads
+        """(tokens, positions to read) for one candidate: each step's prefix extends the one before,
+        so the last is the whole sequence and each verdict is read where its prefix ends."""
+        memo: dict[Segment, list[int]] = {}
+        prefixes = [
+            render(self.format.prefix(question, steps[: k + 1]), self.backend, self.tag_id, memo)
+            for k in range(len(steps))
+        ]
+        return prefixes[-1], [len(p) - 1 for p in prefixes]
 
     def score(
         self,

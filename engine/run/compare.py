@@ -10,17 +10,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.answers import is_correct
 from engine.errors import InvalidRequestError, PromptTooLongError
 from engine.events import Event
 from engine.executor import PRM, Executor
 from engine.llama_lib import build_snapshot
+from engine.prm import registry as prm_kinds
 from engine.protocol import SYSTEM_PROMPT
 from engine.run.request import CompareRequest
 from engine.run.scheduler import EventSink, Run, Scheduler, StrategySpec, make_runs
 from engine.search import registry
+
+if TYPE_CHECKING:  # the store loads where a session is recorded
+    from engine.store import Recorder, Store
 
 
 @dataclass
@@ -87,13 +91,9 @@ def _spent(run: Run) -> int:
 
 
 def prm_record(scorer: PRM, spec: str) -> dict[str, Any]:
-    """What a run records about its PRM: name, spec, its model where it has one, and the parameters
-    its FLOPs are counted with (0 for a PRM that runs no model)."""
-    info: dict[str, Any] = {"name": getattr(scorer, "name", spec), "spec": spec}
-    if getattr(scorer, "model_record", None):
-        info["model"] = scorer.model_record
-    info["n_params"] = int(getattr(scorer, "n_params", 0) or 0)
-    return info
+    """What a run records about its PRM (its kind's :meth:`~engine.prm.PRMKind.record`): name, spec,
+    kind, its model where it has one, and the parameters its FLOPs are counted with."""
+    return dict(prm_kinds.get(spec).record(scorer, spec))
 
 
 def check_prompt(executor: Executor, problem: str, max_tokens: int) -> None:
@@ -140,8 +140,8 @@ class Prepared:
     prm: PRM
     own_prm: bool
     session_id: str | None = None
-    store: Any = None
-    recorder: Any = None
+    store: Store | None = None
+    recorder: Recorder | None = None
     forward: EventSink | None = None
 
     def sink(self, run: Run, ev: Event) -> None:
@@ -156,8 +156,10 @@ class Prepared:
         try:
             if self.recorder is not None:
                 self.recorder.close()
-                if not ok and self.store.session(self.session_id).runs == []:
-                    self.store.delete_session(self.session_id)
+                store, sid = self.store, self.session_id
+                assert store is not None and sid is not None  # a recorder records into a saved session
+                if not ok and store.session(sid).runs == []:
+                    store.delete_session(sid)
         finally:
             if self.own_prm:
                 self.executor.close_prm(self.prm)
@@ -171,10 +173,10 @@ def prepare(
     executor: Executor,
     request: CompareRequest,
     sink: EventSink | None = None,
-    store: Any = None,
+    store: Store | None = None,
     *,
     prm: PRM | None = None,
-    share: Any = None,
+    share: Recorder | None = None,
     on_session: Callable[[str], None] | None = None,
 ) -> Prepared:
     """Check ``request`` on ``executor`` (refused before a session is saved for it), save its
@@ -184,7 +186,8 @@ def prepare(
     request = check_compare(executor, request)
     scorer = prm if prm is not None else executor.make_prm(request.prm, request.reference)
     try:
-        sid = rec = None
+        sid: str | None = None
+        rec: Recorder | None = None
         if store is not None:
             sid = store.create_session(
                 request.problem,
@@ -214,7 +217,7 @@ def prepare(
     except BaseException:
         if rec is not None:
             rec.close()
-        if sid is not None:
+        if sid is not None and store is not None:
             store.delete_session(sid)
         if prm is None:
             executor.close_prm(scorer)
@@ -229,7 +232,7 @@ def run_compare(
     request: CompareRequest,
     sink: EventSink | None = None,
     cancel: Callable[[], bool] | None = None,
-    store: Any = None,
+    store: Store | None = None,
     on_session: Callable[[str], None] | None = None,
 ) -> CompareResult:
     """Run ``request``'s strategies on ``executor`` side by side (or one after another), in the

@@ -9,7 +9,7 @@ Before the model loads, ``compare``, ``sweep`` and the app estimate the work:
 - **the rate**: this machine's recorded end-to-end tokens/s for this model (sessions in the store, on
   this host, with the same GPU offload; the PRM's time is in it when they used the same PRM), else a
   rate assumed from the model's parameters and the CPU threads (:data:`ASSUMED_FLOPS_PER_THREAD`),
-  with the PRM's share (:data:`PRM_SHARE`) on top;
+  with the PRM's share (its kind's ``time_share``) on top;
 - **the store's growth**: bytes per generated token as this store holds them (else
   :data:`ASSUMED_BYTES_PER_TOKEN`), against the free space of its disk.
 
@@ -27,18 +27,22 @@ import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import InvalidRequestError
+from engine.prm import registry as prm_kinds
 from engine.run.request import MAX_GENERATIONS, CompareRequest
 from engine.search import registry
+
+if TYPE_CHECKING:  # what the estimate reads; neither loads for it
+    from engine.executor import Executor
+    from engine.store import Store
 
 REASONABLE_S = 3600.0  # longer than an hour: said, and run only when the user says yes
 ASSUMED_TOKENS_PER_GENERATION = 320  # a worked solution of a GSM8K-like problem (before any record)
 ASSUMED_FLOPS_PER_THREAD = 10e9  # useful FLOP/s one CPU thread gives batched decoding (2 x params a token)
 ASSUMED_GPU_SPEEDUP = 10.0  # with layers offloaded and nothing recorded: a guess, said as one
 ASSUMED_BYTES_PER_TOKEN = 80  # text, per-token log-probabilities and texts, events and nodes
-PRM_SHARE = {"judge": 0.5, "model": 0.3}  # extra time the PRM takes, as a share of generation
 MIN_RECORDED_S = 0.5  # sessions shorter than this say little about a rate
 
 
@@ -166,7 +170,7 @@ def facts_of_file(path: str, n_gpu_layers: int = 0, threads: int | None = None) 
     return ModelFacts(name=info.name, params=info.n_params, n_gpu_layers=n_gpu_layers, threads=threads)
 
 
-def facts_of_executor(executor: Any) -> ModelFacts:
+def facts_of_executor(executor: Executor) -> ModelFacts:
     """What the estimate knows of an executor's model (a server's: what it says of itself)."""
     m = executor.model_record()
     return ModelFacts(
@@ -198,7 +202,7 @@ def tokens_of(request: CompareRequest, name: str, per_generation: float) -> int:
     return int(generations_of(request, name) * min(per_generation, request.max_tokens))
 
 
-def recorded_rate(facts: ModelFacts, prm: str, store: Any) -> Rate | None:
+def recorded_rate(facts: ModelFacts, prm: str, store: Store | None) -> Rate | None:
     """This machine's rate for the model, from the sessions the store recorded (None: none)."""
     if store is None or not facts.name:
         return None
@@ -250,13 +254,7 @@ def assumed_rate(facts: ModelFacts, consulted: bool = True) -> Rate:
     return Rate(tok_s, f"assumed for {facts.params / 1e6:,.0f}M parameters on {how}{said}")
 
 
-def prm_kind(prm: str) -> str:
-    if prm in ("arithmetic", "reference", "none"):
-        return "free"
-    return "judge" if prm == "judge" else "model"
-
-
-def store_growth(tokens: int, store: Any) -> tuple[int, int | None]:
+def store_growth(tokens: int, store: Store | None) -> tuple[int, int | None]:
     """(bytes the store would grow by, bytes free on its disk)."""
     per = float(ASSUMED_BYTES_PER_TOKEN)
     free = None
@@ -275,7 +273,10 @@ def store_growth(tokens: int, store: Any) -> tuple[int, int | None]:
 
 
 def estimate(
-    requests: Sequence[CompareRequest], facts: ModelFacts, store: Any = None, what: str = "this compare"
+    requests: Sequence[CompareRequest],
+    facts: ModelFacts,
+    store: Store | None = None,
+    what: str = "this compare",
 ) -> Estimate:
     """The work of ``requests`` (one compare, or a sweep's cells) on this model and machine."""
     if not requests:
@@ -292,7 +293,7 @@ def estimate(
             gens += g
             most = max(most, g)
             tokens += tokens_of(req, name, per)
-    share = 0.0 if rate.prm_included else PRM_SHARE.get(prm_kind(first.prm), 0.0)
+    share = 0.0 if rate.prm_included else prm_kinds.time_share(first.prm)
     grow, free = store_growth(tokens, store)
     est = Estimate(
         what=what,
@@ -337,7 +338,9 @@ def _accepts(name: str, budget: int, given: Mapping[str, Any] | None) -> bool:
         return False
 
 
-def sweep_estimate(pending: Sequence[CompareRequest], facts: ModelFacts, store: Any = None) -> Estimate:
+def sweep_estimate(
+    pending: Sequence[CompareRequest], facts: ModelFacts, store: Store | None = None
+) -> Estimate:
     """The estimate of a sweep's cells still to run, its advice the ``--limit`` that fits an hour."""
     n = len(pending)
     est = estimate(pending, facts, store, f"this sweep ({n} cell{'s' if n != 1 else ''} to run)")

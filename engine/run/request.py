@@ -12,11 +12,15 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import InvalidRequestError
+from engine.prm import registry as prm_kinds
 from engine.problems import clean_text
 from engine.search import budget_params, default_strategies, registry, token_params
+
+if TYPE_CHECKING:  # a request is made without the store
+    from engine.store import SessionInfo
 
 SEED_MODES = ("independent", "common")  # a stream per strategy, or common random numbers
 # The most generations one strategy of one compare may spend (README: Budgets). A typo such as
@@ -54,7 +58,7 @@ class CompareRequest:
     budget_tokens: int | None = None  # or: generated tokens per strategy
     solution_tokens: int | None = None  # with budget_tokens: tokens one solution is planned at
     overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # per strategy
-    prm: str = "judge"
+    prm: str = field(default_factory=prm_kinds.default_name)
     reference: str | None = None
     seed: int = 0
     seeds: str = "independent"
@@ -153,7 +157,7 @@ class CompareRequest:
         return out
 
     @classmethod
-    def from_session(cls, session: Any, **changes: Any) -> CompareRequest:
+    def from_session(cls, session: SessionInfo, **changes: Any) -> CompareRequest:
         """The request a saved session ran (its problem, reference, title, tags and settings),
         with ``changes`` on top (a rerun's tags and ``rerun_of``)."""
         st = session.settings

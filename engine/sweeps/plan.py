@@ -17,9 +17,10 @@ from typing import Any
 
 from engine.errors import InvalidRequestError, PonderError
 from engine.gguf_info import file_identity, read_gguf
+from engine.prm import registry as prm_kinds
 from engine.problems import ProblemSet, resolve_problem_set
 from engine.search import budget_params, default_strategies, registry, token_params
-from engine.store import Store
+from engine.store import Store, SweepInfo
 
 DEFAULT_BUDGETS = (1, 2, 4, 8)
 
@@ -36,7 +37,7 @@ class SweepSpec:
     offset: int = 0
     strategies: tuple[str, ...] = dataclasses.field(default_factory=default_strategies)
     budgets: tuple[int, ...] = DEFAULT_BUDGETS
-    prm: str = "judge"
+    prm: str = dataclasses.field(default_factory=prm_kinds.default_name)
     seed: int = 0
     max_tokens: int = 512
     seeds: str = "independent"  # independent streams per strategy, or common random numbers
@@ -183,7 +184,7 @@ def sweep_key(pset: ProblemSet, model: dict[str, Any], spec: SweepSpec) -> tuple
     return key, {**ident, "model_path": model.get("path", "")}
 
 
-def spec_of(info: Any, cells: Sequence[tuple[int, str, int]] = ()) -> SweepSpec:
+def spec_of(info: SweepInfo, cells: Sequence[tuple[int, str, int]] = ()) -> SweepSpec:
     """The spec a stored sweep (``SweepInfo``) last ran with; for a sweep that did not save it,
     what its ``cells`` (keys of ``Store.sweep_cells``) show."""
     d = dict(info.settings.get("spec") or {})

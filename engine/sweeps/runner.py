@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.errors import PonderError
-from engine.events import RunFinished
+from engine.events import Event, RunFinished
 from engine.executor import PRM, Executor
+from engine.prm import registry as prm_kinds
 from engine.problems import Problem, ProblemSet, resolve_problem_set
 from engine.protocol import Generate
 from engine.run.compare import Prepared, prepare, run_compare
@@ -243,7 +244,8 @@ class _Together:
 
     def run(self) -> None:
         spec, executor = self.spec, self.executor
-        self.shared_prm = None if spec.prm == "reference" else executor.make_prm(spec.prm, None)
+        # A PRM that scores against each problem's reference is made per cell; any other serves them all.
+        self.shared_prm = None if prm_kinds.needs_reference(spec.prm) else executor.make_prm(spec.prm, None)
         try:
             Scheduler(executor, self.shared_prm, on_event=self.on_event, cancel=self.stopped).run_fed(
                 self.feed
@@ -301,7 +303,7 @@ class _Together:
     def ended(self, run_id: str, status: str, message: str) -> None:
         c, prepared, label = self.live.pop(run_id)
         prepared.close()
-        if prepared.recorder.error:
+        if prepared.recorder is not None and prepared.recorder.error:  # (a sweep always records)
             self.disk.append(prepared.recorder.error)
         if status == "cancelled":
             self.tally.result.cancelled = True
@@ -310,7 +312,7 @@ class _Together:
         else:
             self.tally.ran(c, label)
 
-    def on_event(self, run: Run, ev: Any) -> None:
+    def on_event(self, run: Run, ev: Event) -> None:
         cell = self.live.get(run.run_id)
         if cell is None:
             return

@@ -17,6 +17,7 @@ from engine.prm import (
     arithmetic_claims,
     split_steps,
 )
+from engine.prm.registry import verdict_format
 from engine.problems import load_problem_set
 from engine.sampling import SamplingParams
 
@@ -148,16 +149,16 @@ def test_judge_batched_equals_one_candidate_at_a_time(fresh):
 
 def test_token_prm_refuses_a_vocabulary_without_the_step_tag(fresh):
     with pytest.raises(PonderError, match="no single token for the step tag 'ки'"):
-        TokenPRM(fresh, "math-shepherd", step_tag="ки")
+        TokenPRM(fresh, verdict_format("math-shepherd").with_settings({"step_tag": "ки"}))
     with pytest.raises(InvalidRequestError, match="Unknown PRM format"):
-        TokenPRM(fresh, "shepherd-ish")
+        TokenPRM(fresh, verdict_format("shepherd-ish"))
 
 
 @pytest.mark.parametrize("fmt", ["math-shepherd", "rlhflow"])
 def test_token_prm_reads_each_step_verdict(fresh, fmt):
     """The mechanics on a real model (SmolLM2 is no PRM: the numbers mean nothing, the positions
     and the batching must be right): batched scores equal a one-candidate-at-a-time pass."""
-    prm = TokenPRM(fresh, fmt, step_tag="\n")
+    prm = TokenPRM(fresh, verdict_format(fmt).with_settings({"step_tag": "\n"}))
     scores = prm.score(QUESTION, [GOOD, BAD, GOOD[:1]])
     assert [len(s) for s in scores] == [3, 3, 1]
     assert all(0.0 < x < 1.0 for s in scores for x in s)

@@ -480,6 +480,7 @@ def test_prms_on_a_prm_server_score_as_they_do_in_process(server, backend):
     from engine.backends.server.prm import ServerVerdictPRM
     from engine.errors import PonderError
     from engine.prm import JudgePRM, TokenPRM
+    from engine.prm.registry import verdict_format
 
     question = "Tom has 3 apples and buys 5 more. How many apples does he have?"
     good = ["Tom starts with 3 apples.\n\n", "3 + 5 = 8\n\n", "The answer is $\\boxed{8}$."]
@@ -500,9 +501,10 @@ def test_prms_on_a_prm_server_score_as_they_do_in_process(server, backend):
         with pytest.raises(PonderError, match="no single token for the step tag"):
             policy.loop.run(ex.make_prm("math-shepherd", None).score_async(question, [good]))
         for fmt in ("math-shepherd", "rlhflow"):
-            prm = ServerVerdictPRM(prm_pool, fmt, step_tag="\n")
+            tagged = verdict_format(fmt).with_settings({"step_tag": "\n"})
+            prm = ServerVerdictPRM(prm_pool, tagged)
             remote, _ = policy.loop.run(prm.score_async(question, [good, bad]))
-            local = TokenPRM(backend, fmt, step_tag="\n").score(question, [good, bad])
+            local = TokenPRM(backend, tagged).score(question, [good, bad])
             for r, lo in zip(remote, local, strict=True):
                 assert r == pytest.approx(lo, abs=0.15), fmt
     finally:

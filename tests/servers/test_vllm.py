@@ -21,6 +21,7 @@ from engine.backends.server.launch import VllmServer
 from engine.backends.server.pool import ServerPool
 from engine.backends.server.prm import ServerHeadPRM
 from engine.events import NodeAdded, NodeScored
+from engine.prm.kinds import qwen_prm
 from engine.prm.steps import split_steps
 from engine.search import registry
 from engine.store import Store
@@ -126,7 +127,7 @@ def test_a_head_prm_on_vllm_scores_each_step_from_its_pooled_tag(head_prm):
     pool = ServerPool.connect([head_prm.url])
     try:
         assert pool.info.pooling and pool.record()["pooling"]  # found by probing: it only pools
-        prm = ServerHeadPRM(pool)
+        prm = ServerHeadPRM(pool, qwen_prm.FORMAT)
         msgs = prm.messages("What is 2 + 3?", ["First, 2 + 3 = 5.\n\n", " So the answer is 5."])
         assert (
             msgs[0]["content"].startswith("Please reason step by step")

@@ -10,6 +10,7 @@ import pytest
 
 from engine.errors import InvalidRequestError
 from engine.events import NodeAdded, NodeFinished, RunFinished, RunStarted
+from engine.prm import registry as prm_kinds
 from engine.run import cost
 from engine.run.cost import CostRefused, ModelFacts, estimate, gate, sweep_estimate
 from engine.run.request import MAX_GENERATIONS, CompareRequest
@@ -38,7 +39,7 @@ def test_the_estimate_counts_generations_tokens_and_the_prms_share():
     assert one.rate.tok_s == pytest.approx(rate) and "assumed for 135M parameters" in one.rate.source
     assert one.seconds == pytest.approx(one.tokens / rate)
     judged = estimate([CompareRequest("q", budget=8, prm="judge")], SMOL)
-    assert judged.seconds == pytest.approx(one.seconds * (1 + cost.PRM_SHARE["judge"]))
+    assert judged.seconds == pytest.approx(one.seconds * (1 + prm_kinds.get("judge").time_share))
     double = estimate([CompareRequest("q", budget=16, prm="arithmetic")], SMOL)
     assert double.seconds == pytest.approx(2 * one.seconds)
     short = estimate([CompareRequest("q", budget=8, prm="arithmetic", max_tokens=64)], SMOL)
@@ -90,7 +91,7 @@ def test_a_recorded_rate_replaces_the_assumed_one():
     assert est.tokens == 8 * 200 + 8 * 100  # each strategy's own tokens per budget unit
     other = estimate([CompareRequest("q", strategies=("best_of_n",), budget=8, prm="judge")], SMOL,
                      _Store([_session("arithmetic", {"best_of_n": 800}, wall=10.0)]))  # fmt: skip
-    assert not other.rate.prm_included and other.prm_share == cost.PRM_SHARE["judge"]
+    assert not other.rate.prm_included and other.prm_share == prm_kinds.get("judge").time_share
     empty = estimate(
         [CompareRequest("q", budget=8)], SMOL, _Store([_session("judge", {"best_of_n": 5}, 0.1)])
     )

@@ -13,10 +13,10 @@ from __future__ import annotations
 import codecs
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.backends.llama_cpp.backend import Backend
 from engine.backends.llama_cpp.branch import Branch, TokenEvent
@@ -32,8 +32,13 @@ from engine.executor import (
     ScoreDone,
     pooled,
     split_scores,
+    stepped,
 )
+from engine.prm.formats import VerdictFormat
 from engine.protocol import Generated, GenItem
+
+if TYPE_CHECKING:
+    from engine.prm import JudgePRM
 
 JUDGE_SEQUENCES = 3  # a judge in the same context reads with a chain and a verdict branch at least
 MARGIN_CELLS = 16  # KV cells kept free beyond what admitted branches may still fill
@@ -49,6 +54,13 @@ MODEL_FIELDS = (
     "n_layers_offloaded",
     "accelerator",
 )
+
+
+def _chat_key(item: GenItem) -> tuple:
+    """The key of the chat prompt an item starts from; asked only of an item with ``messages``."""
+    key = item.prompt_key
+    assert key is not None, "an item without messages has no chat prompt"
+    return key
 
 
 @dataclass
@@ -71,8 +83,9 @@ class _ScoreJob:
     cands: list[tuple[str, ...]]
     tokens_before: int
     t0: float
-    prm: Any
-    gen: Any = None
+    prm: PRM
+    # a stepped PRM's scoring (None for one that answers at once): it yields the branches to decode
+    gen: Generator[list[Branch], None, list[list[float]]] | None = None
     need: list[Branch] = field(default_factory=list)
     usage: list[int] | None = None  # the job's own PRM tokens (jobs of several runs interleave)
 
@@ -89,7 +102,7 @@ class LlamaCppExecutor(Executor):
         self._queue: deque[tuple[str, int]] = deque()  # (run, item index) waiting to start
         self._tokens: dict[tuple, list[int]] = {}  # a chat prompt's tokens, while its items wait
         self.reserve = 0  # sequences left free for a judge's checks (set when a judge is made)
-        self._judge: Any = None
+        self._judge: JudgePRM | None = None
         self._jobs: list[_ScoreJob] = []
         self._waiting_jobs: list[_ScoreJob] = []  # a scorer's later jobs, waiting for its current one
         self._ready: list[Outcome] = []
@@ -114,32 +127,39 @@ class LlamaCppExecutor(Executor):
 
     # --- PRMs ---------------------------------------------------------------------------------------
 
-    def make_prm(self, spec: str, reference: str | None) -> Any:
-        """``judge`` (the policy model as judge), ``arithmetic``, ``reference`` or a PRM GGUF path
-        whose format ``models/catalog.toml`` names (loaded in a backend of its own)."""
-        from engine.models import load_catalog
-        from engine.prm import JudgePRM, TokenPRM, check_prm_spec, model_free_prm, token_prm_settings
+    def make_prm(self, spec: str, reference: str | None) -> PRM:
+        """The PRM ``spec`` names, built by its kind (``engine/prm/kinds/``) from what this
+        executor offers: the policy as judge, or a PRM GGUF in a backend of its own."""
+        from engine.prm import registry
 
-        check_prm_spec(spec)
-        if spec == "judge":
-            self.reserve = JUDGE_SEQUENCES
-            self._judge = JudgePRM(self.backend)
-            self._judge.n_params = self.backend.info.n_params  # the policy model reads as judge
-            return self._judge
-        prm = model_free_prm(spec, reference)
-        if prm is not None:
-            return prm
-        path = Path(spec).expanduser()
-        entry = next((c for c in load_catalog() if c.matches(path)), None)
-        if entry is None or not entry.prm_format:
-            raise PonderError(
-                f"{path.name} is not a PRM that models/catalog.toml knows: add an entry with its "
-                "prm_format (math-shepherd or rlhflow) and tokens."
-            )
+        return registry.check(spec).build_in_process(self, spec, reference)
+
+    def judge(self) -> PRM:
+        """The policy model as judge; it keeps :data:`JUDGE_SEQUENCES` sequences free for its checks."""
+        from engine.prm import JudgePRM
+
+        self.reserve = JUDGE_SEQUENCES
+        # The policy model reads as judge: its parameters count the judge's FLOPs.
+        self._judge = JudgePRM(self.backend, n_params=self.backend.info.n_params)
+        return self._judge
+
+    def token_prm(self, path: Path, fmt: VerdictFormat, name: str) -> PRM:
+        """A PRM GGUF in a backend of its own (the policy's configuration), read at ``fmt``'s
+        verdict tokens; closed with the PRM."""
+        from engine.prm import TokenPRM
+
         prm_backend = Backend(path, self.backend.config)
-        prm = TokenPRM(prm_backend, entry.prm_format, name=entry.id, **token_prm_settings(entry))
-        prm.model_record = prm_backend.info.as_dict()
-        prm.n_params = prm_backend.info.n_params
+        try:
+            prm = TokenPRM(
+                prm_backend,
+                fmt,
+                name=name,
+                n_params=prm_backend.info.n_params,
+                model_record=prm_backend.info.as_dict(),
+            )
+        except BaseException:
+            prm_backend.close()
+            raise
         self._prm_backends[id(prm)] = [prm_backend]
         return prm
 
@@ -147,7 +167,7 @@ class LlamaCppExecutor(Executor):
         if self.owns_backend:
             self.backend.close()
 
-    def close_prm(self, prm: Any) -> None:
+    def close_prm(self, prm: PRM) -> None:
         if prm is self._judge:
             self._judge, self.reserve = None, 0
         super().close_prm(prm)
@@ -215,7 +235,7 @@ class LlamaCppExecutor(Executor):
     def score(self, prm: PRM, question: str, asks: Sequence[ScoreAsk]) -> ScoreDone | None:
         cands, finished = pooled(asks)
         job = _ScoreJob(list(asks), cands, getattr(prm, "tokens_used", 0), time.perf_counter(), prm)
-        if prm.mode == "stepped":
+        if stepped(prm):
             job.usage = [0]
             job.gen = prm.score_gen(question, cands, finished, cancel=self.cancel, usage=job.usage)
             if any(j.prm is prm for j in self._jobs):
@@ -229,6 +249,7 @@ class LlamaCppExecutor(Executor):
         return self._complete_job(job, prm.score(question, cands, finished, cancel=self.cancel))
 
     def _resume_job(self, job: _ScoreJob) -> None:
+        assert job.gen is not None  # only a stepped PRM's jobs are resumed
         try:
             job.need = job.gen.send(None)
         except StopIteration as stop:
@@ -270,7 +291,7 @@ class LlamaCppExecutor(Executor):
     # --- admission: items start as sequences and KV cells allow (continuous batching) ------------
 
     def _prompt_tokens_of(self, item: GenItem) -> list[int]:
-        return self._chat_tokens(item.prompt_key, item.messages or (), item.template)  # type: ignore[arg-type]
+        return self._chat_tokens(_chat_key(item), item.messages or (), item.template)
 
     def _chat_tokens(self, key: tuple, messages: tuple, template: tuple = ()) -> list[int]:
         """A chat prompt's tokens, cached by its key while its items wait."""
@@ -290,7 +311,7 @@ class LlamaCppExecutor(Executor):
             return 1, cells
         if item.messages is None:
             return 1, cells  # a parent it does not hold: refused when it starts
-        root = self._roots.get(item.prompt_key)  # type: ignore[arg-type]
+        root = self._roots.get(_chat_key(item))
         if root is not None and not root.freed:
             return 1, cells
         return 2, cells + len(self._prompt_tokens_of(item))
@@ -384,22 +405,22 @@ class LlamaCppExecutor(Executor):
         return (parent, rest) if rest is not None else None
 
     def _root_for(self, st: _RunState, item: GenItem) -> Branch:
-        key = item.prompt_key
-        root = self._roots.get(key)  # type: ignore[arg-type]
+        key = _chat_key(item)
+        root = self._roots.get(key)
         fresh = root is None or root.freed
-        if fresh:
+        if root is None or root.freed:
             tokens = self._prompt_tokens_of(item)
             root = self.backend.root(tokens)
-            self._roots[key] = root  # type: ignore[index]
+            self._roots[key] = root
         if key not in st.counted:  # each run counts a prompt it uses once, shared or not
-            st.counted.add(key)  # type: ignore[arg-type]
+            st.counted.add(key)
             st.prompt_tokens += len(root.tokens)
             if not fresh:
                 st.cached_tokens += len(root.tokens)  # its cells were there already
-        return root  # type: ignore[return-value]
+        return root
 
     def _render(self, item: GenItem) -> str:
-        return self._render_chat(item.prompt_key, item.messages or (), item.template)  # type: ignore[arg-type]
+        return self._render_chat(_chat_key(item), item.messages or (), item.template)
 
     def _render_chat(self, key: tuple, messages: tuple, template: tuple = ()) -> str:
         """A chat prompt rendered with the model's template, cached by its key."""
@@ -414,7 +435,7 @@ class LlamaCppExecutor(Executor):
 
     def _chat_rest(self, st: _RunState, item: GenItem) -> str | None:
         """The text a chat adds to its parent's chat (prompt and answer), when it begins with it."""
-        chat = st.chats.get(item.parent)  # type: ignore[arg-type]
+        chat = st.chats.get(item.parent) if item.parent is not None else None
         if chat is None or item.parent not in st.nodes:
             return None
         prompt, text = chat
@@ -474,7 +495,7 @@ class LlamaCppExecutor(Executor):
                 if item.parent is not None and item.messages is None and item.parent not in st.nodes:
                     raise PonderError(f"run {rid} continued node {item.parent}, which it does not hold")
                 grows = self._continuation(st, item)
-                parent, rest = grows if grows is not None else (self._roots[item.prompt_key], None)  # type: ignore[index]
+                parent, rest = grows if grows is not None else (self._roots[_chat_key(item)], None)
                 (child,) = self.backend.fork(parent, 1, item.params)
                 st.flight[i] = child
                 if item.prefix or item.cut or rest is not None:
@@ -560,7 +581,8 @@ class LlamaCppExecutor(Executor):
 
     def finish(self) -> None:
         for job in [*self._jobs, *self._waiting_jobs]:
-            job.gen.close()  # frees the job's branches
+            if job.gen is not None:  # (every job here is a stepped PRM's)
+                job.gen.close()  # frees the job's branches
         self._jobs.clear()
         self._waiting_jobs.clear()
         for rid in list(self._runs):

@@ -14,12 +14,11 @@ import queue
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from engine.backends.server.client import Completion, CompletionRequest, ServerClient
 from engine.backends.server.pool import ServerPool, gather_all
-from engine.backends.server.prm import ServerHeadPRM, ServerVerdictPRM
+from engine.backends.server.prm import ServerPRMHost
 from engine.errors import Cancelled, InvalidRequestError, PonderError
 from engine.executor import (
     PRM,
@@ -30,6 +29,7 @@ from engine.executor import (
     RunFailed,
     ScoreAsk,
     ScoreDone,
+    awaited,
     pooled,
     split_scores,
 )
@@ -99,31 +99,17 @@ class ServerExecutor(Executor):
 
     # --- PRMs ---------------------------------------------------------------------------------------
 
-    def make_prm(self, spec: str, reference: str | None) -> Any:
-        from engine.models import load_catalog
-        from engine.prm import HEAD_PRM_FORMATS, check_prm_spec, model_free_prm, token_prm_settings
+    def make_prm(self, spec: str, reference: str | None) -> PRM:
+        """The PRM ``spec`` names, built by its kind (``engine/prm/kinds/``) on the PRM server when
+        one was given, else on the policy's servers. A PRM server that only pools (found by probing
+        it) serves a classification head, whatever a model-reading ``--prm`` said."""
+        from engine.prm import registry
 
-        check_prm_spec(spec, servers=True, prm_server=self.prm_pool is not None)
-        prm = model_free_prm(spec, reference)
-        if prm is not None:
-            return prm
-        pool = self.prm_pool or self.pool
-        if spec in HEAD_PRM_FORMATS or (self.prm_pool is not None and pool.info.pooling):
-            # A reward model that only pools (found by probing it): a head PRM, whatever --prm said
-            prm = ServerHeadPRM(pool, spec if spec in HEAD_PRM_FORMATS else "qwen-prm")
-        elif spec == "judge":
-            prm = ServerVerdictPRM(pool, "judge")
-        else:
-            info = pool.info  # a token-PRM format on the PRM server
-            served = Path(info.model_path or info.model)
-            entry = next((c for c in load_catalog() if c.prm_format == spec and c.matches(served)), None)
-            prm = ServerVerdictPRM(
-                pool, spec, name=entry.id if entry is not None else spec, **token_prm_settings(entry)
-            )
-        # The PRM's parameters for its FLOPs: what its server says, or the policy's override when it
-        # is the policy's own server.
-        prm.n_params = pool.info.n_params or (self.params_override if pool is self.pool else None) or 0
-        return prm
+        where = registry.Where(servers=True, prm_server=self.prm_pool is not None)
+        pools_only = self.prm_pool is not None and self.prm_pool.info.pooling
+        kind = registry.resolve(spec, where, pools_only=pools_only)
+        host = ServerPRMHost(self.pool, self.prm_pool, self.params_override)
+        return kind.build_on_server(host, spec, reference)
 
     # --- requests -----------------------------------------------------------------------------------
 
@@ -264,7 +250,7 @@ class ServerExecutor(Executor):
     def score(self, prm: PRM, question: str, asks: Sequence[ScoreAsk]) -> ScoreDone | None:
         cands, finished = pooled(asks)
         t0 = time.perf_counter()
-        if prm.mode != "async":  # arithmetic, reference: no model needed
+        if not awaited(prm):  # arithmetic, reference: no model needed
             scores = prm.score(question, cands, finished)
             return split_scores(asks, cands, scores, 0, time.perf_counter() - t0)
         meta = (list(asks), cands, t0)

@@ -5,12 +5,10 @@ llama-server cannot return logprobs of prompt tokens, so a step is scored by ask
 after the prefix that ends with that step and reading P(good) / (P(good) + P(bad)) among its top
 logprobs; the server's prefix cache makes each request cost only its new tokens.
 
-* judge: the solver's conversation (system prompt, problem, the solution so far as the assistant's
-  turn) and then :data:`engine.prm.JUDGE_QUESTION`; good = yes, bad = no, in every single-token
-  spelling the vocabulary has;
-* ``math-shepherd``: ``question + " " + steps``, each step followed by the step tag, read at the tag;
-* ``rlhflow``: a chat, one user turn per step, each assistant turn the good token, read where the
-  assistant answers.
+The prompt of each prefix is the PRM kind's :class:`~engine.prm.formats.VerdictFormat` (the judge's
+conversation, a token PRM's step tags or chat: ``engine/prm/kinds/``), rendered here with the
+server's tokenizer and chat template; the verdict tokens are every single-token spelling of the
+format's words.
 
 Verdicts are cached by (question, steps so far), so beam search's rounds judge each step once.
 
@@ -24,46 +22,36 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from engine.backends.server.pool import ServerPool, gather_all
 from engine.backends.server.wire import CompletionRequest
 from engine.errors import PonderError
-from engine.executor import PRMMode
-from engine.prm import HEAD_PRM_FORMATS, JUDGE_QUESTION, NEUTRAL, PRM_FORMATS, check_candidates
-from engine.protocol import SYSTEM_PROMPT
+from engine.executor import PRM, PRMMode
+from engine.prm import NEUTRAL, HeadFormat, VerdictFormat, check_candidates
+from engine.prm.formats import Chat, Prompt, Tag, Text
 
 # Top logprobs asked for at a verdict: llama-server gives as many as asked (a partial sort), OpenAI
 # and vLLM cap them at 20 by default. A verdict token outside them counts as probability 0.
-TOP = {"llama-server": 100, "openai": 20}
+# How many, each dialect says (its verdict_top).
 
 
 class ServerVerdictPRM:
     """A PRM on a :class:`ServerPool` (the policy's servers or a PRM server of its own)."""
 
     mode: PRMMode = "async"
-    n_params: int = 0  # set by the executor that makes it
 
     def __init__(
-        self,
-        pool: ServerPool,
-        kind: str = "judge",
-        name: str | None = None,
-        system_prompt: str | None = None,
-        step_tag: str = "ки",
-        good_token: str = "+",
-        bad_token: str = "-",
+        self, pool: ServerPool, fmt: VerdictFormat, name: str | None = None, n_params: int = 0
     ) -> None:
-        if kind != "judge" and kind not in PRM_FORMATS:
-            raise PonderError(f"Unknown PRM kind {kind!r}")
         self.pool = pool
-        self.kind = kind
-        self.name = name or kind
-        self.system_prompt = SYSTEM_PROMPT if system_prompt is None else system_prompt
-        self.step_tag, self.good_token, self.bad_token = step_tag, good_token, bad_token
+        self.format = fmt
+        self.name = name or fmt.name
+        self.n_params = n_params  # the PRM's model's parameters, for its FLOPs
         self.tokens_used = 0
-        self.model_record = pool.record()
+        self.model_record: dict[str, Any] | None = pool.record()
         self._cache: dict[tuple[str, tuple[str, ...]], float] = {}
         self._good: list[int] = []
         self._bad: list[int] = []
@@ -73,25 +61,22 @@ class ServerVerdictPRM:
     async def _prepare(self) -> None:
         if self._good:
             return
-        if self.kind == "judge":
-            good_words, bad_words = ["yes"], ["no"]
-        else:
-            good_words, bad_words = [self.good_token], [self.bad_token]
-        self._good = await self._variants(good_words)
-        self._bad = await self._variants(bad_words)
-        self._words = ({w.lower() for w in good_words}, {w.lower() for w in bad_words})
+        fmt = self.format
+        self._good = await self._variants(fmt.good)
+        self._bad = await self._variants(fmt.bad)
+        self._words = ({w.lower() for w in fmt.good}, {w.lower() for w in fmt.bad})
         if not self._good or not self._bad:
             raise PonderError(
-                f"{self.pool.info.model} cannot be a {self.kind} PRM: its vocabulary has no single token for "
-                f"{'yes/no' if self.kind == 'judge' else repr(self.good_token) + '/' + repr(self.bad_token)}."
+                f"{self.pool.info.model} cannot be a {fmt.name} PRM: its vocabulary has no single token for "
+                f"{fmt.verdicts()}."
             )
-        if self.kind == "math-shepherd":
-            tag = await self.pool.tokenize(self.step_tag, add_special=False, parse_special=True)
+        if fmt.step_tag is not None:
+            tag = await self.pool.tokenize(fmt.step_tag, add_special=False, parse_special=True)
             if len(tag) != 1:
-                tag = await self.pool.tokenize(" " + self.step_tag, add_special=False, parse_special=True)
+                tag = await self.pool.tokenize(" " + fmt.step_tag, add_special=False, parse_special=True)
             if len(tag) != 1:
                 raise PonderError(
-                    f"{self.pool.info.model} has no single token for the step tag {self.step_tag!r}."
+                    f"{self.pool.info.model} has no single token for the step tag {fmt.step_tag!r}."
                 )
             self._tag = tag
 
@@ -99,38 +84,29 @@ class ServerVerdictPRM:
         ids: list[int] = []
         forms = []
         for w in words:
-            forms += (
-                [w, w.capitalize(), " " + w, " " + w.capitalize(), w.upper()]
-                if self.kind == "judge"
-                else [w, " " + w]
-            )
+            forms += self.format.forms(w)
         for form in dict.fromkeys(forms):
-            toks = await self.pool.tokenize(form, add_special=False, parse_special=self.kind != "judge")
+            toks = await self.pool.tokenize(form, add_special=False, parse_special=self.format.special)
             if len(toks) == 1 and toks[0] not in ids:
                 ids.append(toks[0])
         return ids
 
     async def _prompt(self, question: str, steps: Sequence[str]) -> list[int]:
-        if self.kind == "judge":
-            msgs = (
-                ("system", self.system_prompt),
-                ("user", question),
-                ("assistant", "".join(steps)),
-                ("user", JUDGE_QUESTION),
-            )
-            return await self.pool.chat_tokens(msgs)
-        if self.kind == "math-shepherd":
-            toks = await self.pool.tokenize(question + " ", add_special=True, parse_special=False)
-            for s in steps:
-                toks = toks + await self.pool.tokenize(s.strip(), add_special=False, parse_special=False)
+        """The format's prefix for ``steps`` as the server's token ids."""
+        return await self._render(self.format.prefix(question, steps))
+
+    async def _render(self, prompt: Prompt) -> list[int]:
+        toks: list[int] = []
+        for seg in prompt:
+            if isinstance(seg, Tag):
                 toks = toks + self._tag
-            return toks
-        msgs_l: list[tuple[str, str]] = []
-        for i, s in enumerate(steps):
-            if i:
-                msgs_l.append(("assistant", self.good_token))
-            msgs_l.append(("user", (question + " " + s.strip()) if i == 0 else s.strip()))
-        return await self.pool.chat_tokens(tuple(msgs_l))
+            elif isinstance(seg, Text):
+                toks = toks + await self.pool.tokenize(
+                    seg.text, add_special=seg.add_special, parse_special=seg.parse_special
+                )
+            elif isinstance(seg, Chat):
+                toks = toks + await self.pool.chat_tokens(seg.messages)
+        return toks
 
     def _share(self, top: list[tuple[int | None, str, float]]) -> float:
         good = bad = 0.0
@@ -167,7 +143,7 @@ class ServerVerdictPRM:
 
         async def judge(key: tuple[str, tuple[str, ...]]) -> tuple[float, int]:
             prompt = await self._prompt(question, key[1])
-            top = TOP.get(self.pool.info.dialect, 20)
+            top = self.pool.dialect.verdict_top
             req = CompletionRequest(tuple(prompt), max_tokens=1, temperature=0.0, n_probs=top)
             done, _server = await self.pool.complete(req)
             return self._share(done.top), done.prompt_n + len(done.ids)
@@ -204,7 +180,13 @@ class ServerVerdictPRM:
         self.tokens_used += used
         return out, used
 
-    def score(self, *_: Any, **__: Any) -> Any:
+    def score(
+        self,
+        question: str,
+        candidates: Sequence[Sequence[str]],
+        finished: Sequence[bool] | None = None,
+        cancel: Callable[[], bool] | None = None,
+    ) -> list[list[float]]:
         raise PonderError("A server PRM scores through its executor (score_async), not synchronously.")
 
 
@@ -214,28 +196,20 @@ class ServerHeadPRM:
     each step's score its tag's positive-class probability."""
 
     mode: PRMMode = "async"
-    n_params: int = 0  # set by the executor that makes it
 
-    def __init__(self, pool: ServerPool, fmt: str = "qwen-prm", name: str | None = None) -> None:
-        if fmt not in HEAD_PRM_FORMATS:
-            raise PonderError(f"Unknown head-PRM format {fmt!r}; use one of {', '.join(HEAD_PRM_FORMATS)}")
+    def __init__(self, pool: ServerPool, fmt: HeadFormat, name: str | None = None, n_params: int = 0) -> None:
         self.pool = pool
-        self.kind = fmt
-        self.name = name or f"{fmt}: {pool.info.model}"
-        self.system_prompt, self.step_tag = HEAD_PRM_FORMATS[fmt]
+        self.format = fmt
+        self.name = name or f"{fmt.name}: {pool.info.model}"
+        self.n_params = n_params  # the PRM's model's parameters, for its FLOPs
+        self.step_tag = fmt.step_tag
         self.tokens_used = 0
-        self.model_record = pool.record()
+        self.model_record: dict[str, Any] | None = pool.record()
         self._cache: dict[tuple[str, tuple[str, ...]], list[float]] = {}
 
     def messages(self, question: str, steps: Sequence[str]) -> list[dict[str, str]]:
-        """A candidate as the PRM reads it: each step stripped, the tag after every one."""
-        tag = self.step_tag
-        body = "".join(s.replace(tag, "").strip() + tag for s in steps)
-        return [
-            {"role": "system", "content": self.system_prompt},
-            {"role": "user", "content": question},
-            {"role": "assistant", "content": body},
-        ]
+        """A candidate as the PRM reads it (its format's chat)."""
+        return self.format.messages(question, steps)
 
     async def score_async(
         self, question: str, candidates: Sequence[Sequence[str]], finished: Sequence[bool] | None = None
@@ -260,8 +234,8 @@ class ServerHeadPRM:
             if len(rows) != len(steps):
                 raise PonderError(
                     f"{self.pool.info.url}: the PRM scored {len(rows)} step tags for {len(steps)} steps "
-                    f"(is it a {self.kind} PRM, started with --pooler-config '{{\"step_tag_id\": ID}}' for "
-                    f"{self.step_tag!r}?)"
+                    f"(is it a {self.format.name} PRM, started with --pooler-config "
+                    f"'{{\"step_tag_id\": ID}}' for {self.step_tag!r}?)"
                 )
             scores = []
             for row in rows:
@@ -283,5 +257,33 @@ class ServerHeadPRM:
         self.tokens_used += used
         return out, used
 
-    def score(self, *_: Any, **__: Any) -> Any:
+    def score(
+        self,
+        question: str,
+        candidates: Sequence[Sequence[str]],
+        finished: Sequence[bool] | None = None,
+        cancel: Callable[[], bool] | None = None,
+    ) -> list[list[float]]:
         raise PonderError("A server PRM scores through its executor (score_async), not synchronously.")
+
+
+class ServerPRMHost:
+    """What a server executor offers a PRM kind (:class:`engine.prm.ServerHost`): the PRM runs on
+    the PRM server when one was given, else on the policy's servers."""
+
+    def __init__(self, pool: ServerPool, prm_pool: ServerPool | None, params_override: int | None) -> None:
+        self.pool = prm_pool or pool
+        # The PRM's parameters for its FLOPs: what its server says, or the policy's override when it
+        # is the policy's own server.
+        self.n_params = self.pool.info.n_params or (params_override if prm_pool is None else None) or 0
+
+    @property
+    def prm_model(self) -> Path:
+        info = self.pool.info
+        return Path(info.model_path or info.model)
+
+    def verdict_prm(self, fmt: VerdictFormat, name: str) -> PRM:
+        return ServerVerdictPRM(self.pool, fmt, name=name, n_params=self.n_params)
+
+    def head_prm(self, fmt: HeadFormat, name: str | None = None) -> PRM:
+        return ServerHeadPRM(self.pool, fmt, name=name, n_params=self.n_params)
