@@ -12,18 +12,25 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from engine import selectors
 from engine.errors import InvalidRequestError
 
 ROLES = ("step", "solution", "revision", "lookahead", "continuation", "answer")
 # continuation: a chain made to go on (budget forcing's "Wait"); answer: an answer forced at the end
 FINISH_REASONS = ("eos", "stop", "length", "cancelled")
-SELECTION_METHODS = ("naive", "weighted", "majority")
 RUN_STATUSES = ("done", "cancelled", "failed")
 
 
 def _require(ok: bool, what: str) -> None:
     if not ok:
         raise InvalidRequestError(f"Invalid event: {what}")
+
+
+def _known(node: TraceNode | None, what: str) -> TraceNode:
+    """``node``, which the event names and the trace must hold."""
+    _require(node is not None, what)
+    assert node is not None  # for the type checker: _require raised otherwise
+    return node
 
 
 @dataclass(frozen=True)
@@ -111,7 +118,7 @@ class Selected(Event):
     tally: dict[str, float]
 
     def __post_init__(self) -> None:
-        _require(self.method in SELECTION_METHODS, f"method must be one of {SELECTION_METHODS}")
+        _require(self.method in selectors.names(), f"method must be one of {', '.join(selectors.names())}")
 
 
 @dataclass(frozen=True)
@@ -197,7 +204,7 @@ def event_from_dict(d: dict[str, Any]) -> Event:
     """Rebuild an event from ``to_dict`` output (e.g. a row of the store or a JSONL line)."""
     d = dict(d)
     kind = d.pop("kind", None)
-    cls = EVENT_TYPES.get(kind)  # type: ignore[arg-type]
+    cls = EVENT_TYPES.get(kind)
     if cls is None:
         raise InvalidRequestError(f"Unknown event kind {kind!r}")
     names = {f.name for f in dataclasses.fields(cls)}
@@ -294,14 +301,14 @@ class Trace:
             node_id = getattr(ev, "node_id", None)
             node = self.nodes.get(node_id) if node_id is not None else None
             if isinstance(ev, NodeScored):
-                _require(node is not None, f"score for unknown node {node_id}")
+                node = _known(node, f"score for unknown node {node_id}")
                 node.step_scores[ev.scorer] = list(ev.step_scores)
                 node.scores[ev.scorer] = ev.score
             elif isinstance(ev, NodePruned):
-                _require(node is not None, f"pruning unknown node {node_id}")
+                node = _known(node, f"pruning unknown node {node_id}")
                 node.pruned_at = ev.iteration
             elif isinstance(ev, NodeFinished):
-                _require(node is not None, f"finishing unknown node {node_id}")
+                node = _known(node, f"finishing unknown node {node_id}")
                 node.answer = ev.answer
                 node.finish_reason = ev.finish_reason
             elif isinstance(ev, Resampled):
@@ -311,7 +318,7 @@ class Trace:
                     self.nodes[i].copies = ev.sources.count(i)
                 self.resamplings.append(ev)
             elif isinstance(ev, NodeValued):
-                _require(node is not None, f"a value for unknown node {node_id}")
+                node = _known(node, f"a value for unknown node {node_id}")
                 node.visits = ev.visits
                 node.value = ev.value
                 self.iterations = max(self.iterations, ev.iteration + 1)

@@ -27,8 +27,6 @@ from typing import Any
 from engine.errors import InvalidRequestError
 from engine.events import Trace
 
-SELECTIONS = ("weighted", "majority", "naive")
-
 
 class BudgetError(InvalidRequestError):
     """A budget a strategy cannot spend as asked; says which budgets it can."""
@@ -37,7 +35,8 @@ class BudgetError(InvalidRequestError):
 @dataclass(frozen=True)
 class Param:
     """One parameter a user may set. ``default`` gives its type (int, float or str); a str with
-    ``choices`` is a choice. ``special``: the text shown for the lowest value (``auto``)."""
+    ``choices`` is a choice (``choices_from``: choices read when asked, from a registry that
+    plugins extend). ``special``: the text shown for the lowest value (``auto``)."""
 
     name: str
     default: Any
@@ -47,10 +46,15 @@ class Param:
     hi: float | None = None
     choices: tuple[str, ...] = ()
     special: str = ""
+    choices_from: Callable[[], tuple[str, ...]] | None = None
+
+    def options(self) -> tuple[str, ...]:
+        """The choices (none for a parameter that is not a choice)."""
+        return self.choices_from() if self.choices_from is not None else self.choices
 
     @property
     def kind(self) -> str:
-        if self.choices:
+        if self.options():
             return "choice"
         if isinstance(self.default, bool):
             return "bool"
@@ -74,20 +78,26 @@ class Param:
                 v = str(value)
         except (TypeError, ValueError):
             raise InvalidRequestError(f"{self.name} must be a {self.kind} (got {value!r}).") from None
-        if self.choices and v not in self.choices:
-            raise InvalidRequestError(f"{self.name} must be one of {', '.join(self.choices)} (got {v!r}).")
+        options = self.options()
+        if options and v not in options:
+            raise InvalidRequestError(f"{self.name} must be one of {', '.join(options)} (got {v!r}).")
         if self.lo is not None and v < self.lo or self.hi is not None and v > self.hi:
             raise InvalidRequestError(f"{self.name} must be between {self.lo} and {self.hi} (got {v}).")
         return v
 
 
-def selection_param(methods: tuple[str, ...] = SELECTIONS) -> Param:
+def selection_param(methods: tuple[str, ...] | None = None) -> Param:
+    """The ``selection`` parameter of a strategy that ends in a vote: one of ``methods`` (default:
+    every registered selector, ``engine/search/selectors/``), the first by default."""
+    from engine import selectors
+
     return Param(
         "selection",
-        methods[0],
+        (methods or selectors.names())[0],
         "Selection",
         "How the final answer is picked from the scored candidates",
-        choices=methods,
+        choices=methods or (),
+        choices_from=None if methods else selectors.names,
     )
 
 
@@ -342,7 +352,6 @@ __all__ = [
     "answer_is_path",
     "drawn_as",
     "Param",
-    "SELECTIONS",
     "Strategy",
     "default_names",
     "divisor_at_most",

@@ -1,14 +1,15 @@
-"""Picking the final answer from scored candidates: naive, weighted, majority (Snell et al. 2024)."""
+"""Picking the final answer from scored candidates by a registered selector (``selectors/``: weighted,
+majority and naive as Snell et al. 2024 compare them)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from engine import selectors
 from engine.answers import group_answers
 from engine.errors import InvalidRequestError
-
-METHODS = ("naive", "weighted", "majority")
+from engine.selectors import Ballot
 
 
 @dataclass(frozen=True)
@@ -30,15 +31,14 @@ def first_positions(groups: Sequence[int | None]) -> list[int | None]:
 def select(
     answers: Sequence[str | None],
     scores: Sequence[float],
-    method: str = "weighted",
+    method: str | None = None,
     groups: Sequence[int | None] | None = None,
 ) -> Selection:
-    """naive: the answer of the top-scoring candidate; weighted: the answer whose equivalent
-    candidates have the largest summed score; majority: the most frequent answer (ties: the answer
-    seen first). Candidates without an answer take no part, except in naive. ``groups``: equivalence
-    labels already known for these answers (any numbering; None for no answer)."""
-    if method not in METHODS:
-        raise InvalidRequestError(f"selection must be one of {', '.join(METHODS)}")
+    """The pick of selector ``method`` (see each module of ``selectors/``). Candidates without an
+    answer are in no group. ``groups``: equivalence labels already known for these answers (any
+    numbering; None for no answer)."""
+    selector = selectors.get(method) if method is not None else selectors.selectors()[0]
+    method = selector.name
     if len(answers) != len(scores) or (groups is not None and len(groups) != len(answers)):
         raise InvalidRequestError("select needs one score (and group) per answer")
     if not answers:
@@ -48,23 +48,5 @@ def select(
     for i, g in enumerate(groups):
         if g is not None:
             members.setdefault(g, []).append(i)
-
-    def best_of(idx: list[int]) -> int:
-        return max(idx, key=lambda i: (scores[i], -i))
-
-    if method == "naive":
-        i = max(range(len(answers)), key=lambda k: (scores[k], -k))
-        tally = {answers[m[0]]: max(scores[k] for k in m) for m in members.values()}  # type: ignore[misc]
-        return Selection(answers[i], i, method, tally)
-    if not members:
-        return Selection(None, None, method, {})
-    if method == "weighted":
-        sums = {g: sum(scores[k] for k in m) for g, m in members.items()}
-        win = max(sums, key=lambda g: (sums[g], -g))
-        tally = {answers[g]: sums[g] for g in members}  # type: ignore[misc]
-    else:
-        counts = {g: len(m) for g, m in members.items()}
-        win = max(counts, key=lambda g: (counts[g], -g))
-        tally = {answers[g]: float(counts[g]) for g in members}  # type: ignore[misc]
-    i = best_of(members[win])
-    return Selection(answers[win], i, method, tally)
+    index, tally = selector.pick(Ballot(answers, scores, members))
+    return Selection(None if index is None else answers[index], index, method, tally)

@@ -20,16 +20,17 @@ import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
+from engine import selectors
 from engine.answers import is_correct
 from engine.errors import InvalidRequestError, PonderError
 from engine.problems import ProblemSet, resolve_problem_set
 from engine.search import budget_params, registry
 from engine.search.revisions import chain_groups, select_revisions
-from engine.search.selection import METHODS, select
+from engine.search.selection import select
 from engine.store import RunInfo, Store, SweepInfo
 from engine.sweeps.plan import (
     Cell,
@@ -40,11 +41,20 @@ from engine.sweeps.plan import (
     source_budget,
     subsampled,
 )
+from engine.sweeps.summary import (
+    Acc,
+    BinBest,
+    BinBody,
+    Intervals,
+    LevelRow,
+    PerBudget,
+    ProblemRow,
+    Summary,
+    SummaryBin,
+)
 
 N_BINS = 5
 SAMPLES = 32  # subsets drawn per (problem, budget) when there are more than this
-
-Acc = dict[str, dict[str, dict[int, float]]]  # strategy -> selection -> budget -> accuracy
 
 
 # --- the rows ------------------------------------------------------------------------------------------
@@ -97,7 +107,7 @@ def analyse(
     spec: SweepSpec,
     difficulty: str = "pass1",
     samples: int = SAMPLES,
-) -> dict[str, Any]:
+) -> Summary:
     """The summary of a sweep's cells for ``spec`` (see :func:`summarise`): its rows loaded, then
     the statistics. Only problems whose every cell is done count, so all strategies are compared on
     the same problems."""
@@ -172,7 +182,7 @@ def _accuracy(
 ) -> dict[str, float]:
     """Expected accuracy of each selection method at ``budget`` from one run's candidates (a run
     at a token budget is read whole)."""
-    acc = {m: 0.0 for m in METHODS}
+    acc = {m: 0.0 for m in selectors.names()}
     reads = registry.get(strategy).sweep_reads
     if tokens and reads == "subsets":
         reads = "exact"
@@ -186,18 +196,18 @@ def _accuracy(
         for sub in subs:
             ans = [cand.answers[c][: p["length"]] for c in sub]
             sc = [cand.scores[c][: p["length"]] for c in sub]
-            gr = [cand.groups[c][: p["length"]] for c in sub]  # type: ignore[index]
-            for m in METHODS:
+            gr = [cand.groups[c][: p["length"]] for c in sub]  # type: ignore[index]  # set by __post_init__
+            for m in selectors.names():
                 pick = select_revisions(ans, sc, m, gr)
                 if pick.chain is not None:
-                    acc[m] += cand.correct[sub[pick.chain]][pick.attempt]  # type: ignore[index]
+                    acc[m] += cand.correct[sub[pick.chain]][pick.attempt]  # type: ignore[index]  # a chain's pick has its attempt
         return {m: v / len(subs) for m, v in acc.items()}
-    answers, scores, correct, groups = cand.answers[0], cand.scores[0], cand.correct[0], cand.groups[0]  # type: ignore[index]
+    answers, scores, correct, groups = cand.answers[0], cand.scores[0], cand.correct[0], cand.groups[0]  # type: ignore[index]  # groups: set by __post_init__
     subs = (
         _subsets(len(answers), budget, samples, rng) if reads == "subsets" else [tuple(range(len(answers)))]
     )
     for sub in subs:
-        for m in METHODS:
+        for m in selectors.names():
             sel = select([answers[i] for i in sub], [scores[i] for i in sub], m, [groups[i] for i in sub])
             if sel.index is not None:
                 acc[m] += correct[sub[sel.index]]
@@ -213,54 +223,61 @@ def _tie_order(acc: float, strategy: str, method: str, budget: int, strategies: 
         -budget,
         (strategy, method) == ("best_of_n", "weighted"),
         -list(strategies).index(strategy),
-        -("weighted", "majority", "naive").index(method),
+        -list(selectors.names()).index(method),
     )
 
 
 # --- the summary -------------------------------------------------------------------------------------------
 
 
-def _problem_row(
-    rows: SweepRows, spec: SweepSpec, i: int, budgets: list[int], samples: int
-) -> dict[str, Any]:
+def _problem_row(rows: SweepRows, spec: SweepSpec, i: int, budgets: list[int], samples: int) -> ProblemRow:
     """One complete problem: each strategy's accuracy per selection and budget, its runs' tokens and
     FLOPs, and its difficulty (pass@1 and mean PRM score over best-of-N's samples, else every
     candidate read)."""
     p = rows.pset.problems[i]
     memo: dict[str | None, bool] = {}
     cands: dict[tuple[str, int], _Candidates] = {}
-    row: dict[str, Any] = {"index": i, "accuracy": {}, "tokens": {}}
+    accuracy: Acc = {}
+    tokens: dict[str, int] = {}
+    flops: dict[str, float] = {}
+    spent_of: dict[str, dict[int, int]] = {}
     for s in spec.strategies:
         for rb in run_budgets(s, budgets, spec.tokens, spec.given(s)):
             run = rows.have[(i, s, rb)]
             assert run is not None
             cands[(s, rb)] = _candidates(rows.nodes[run.id], s, p.reference, memo)
-            row["tokens"][f"{s}@{rb}"] = run.generated_tokens + run.prm_tokens
-            row.setdefault("flops", {})[f"{s}@{rb}"] = run.flops
+            tokens[f"{s}@{rb}"] = run.generated_tokens + run.prm_tokens
+            flops[f"{s}@{rb}"] = run.flops
         for b in budgets:
             rng = random.Random(f"{spec.seed}-{i}-{s}-{b}")
             cand = cands[(s, source_budget(s, b, budgets, spec.tokens, spec.given(s)))]
             acc = _accuracy(s, b, cand, samples, rng, spec.tokens, spec.given(s))
             for m, v in acc.items():
-                row["accuracy"].setdefault(s, {}).setdefault(m, {})[b] = v
+                accuracy.setdefault(s, {}).setdefault(m, {})[b] = v
             # generations spent: the budget, or (a budget that is a maximum) the candidates it made
             spent = sum(len(ch) for ch in cand.answers) if registry.get(s).budget_is_maximum else b
-            row.setdefault("spent", {}).setdefault(s, {})[b] = spent
+            spent_of.setdefault(s, {})[b] = spent
     pool = [cands[("best_of_n", max(budgets))]] if "best_of_n" in spec.strategies else list(cands.values())
     flat_c = [c for cd in pool for ch in cd.correct for c in ch]
     flat_s = [x for cd in pool for ch in cd.scores for x in ch]
-    row["pass1"] = sum(flat_c) / len(flat_c) if flat_c else 0.0
-    row["prm_mean"] = sum(flat_s) / len(flat_s) if flat_s else 0.0
-    row["level"] = p.meta.get("level")
-    return row
+    return {
+        "index": i,
+        "accuracy": accuracy,
+        "tokens": tokens,
+        "flops": flops,
+        "spent": spent_of,
+        "pass1": sum(flat_c) / len(flat_c) if flat_c else 0.0,
+        "prm_mean": sum(flat_s) / len(flat_s) if flat_s else 0.0,
+        "level": p.meta.get("level"),
+    }
 
 
 def _mean_acc(
-    per_problem: dict[int, dict[str, Any]], strategies: Sequence[str], budgets: list[int], idx: Sequence[int]
+    per_problem: dict[int, ProblemRow], strategies: Sequence[str], budgets: list[int], idx: Sequence[int]
 ) -> Acc:
     out: Acc = {}
     for s in strategies:
-        for m in METHODS:
+        for m in selectors.names():
             out.setdefault(s, {})[m] = {
                 b: (sum(per_problem[i]["accuracy"][s][m][b] for i in idx) / len(idx)) if idx else 0.0
                 for b in budgets
@@ -269,8 +286,8 @@ def _mean_acc(
 
 
 def _mean_spent(
-    per_problem: dict[int, dict[str, Any]], strategies: Sequence[str], budgets: list[int], idx: Sequence[int]
-) -> dict[str, dict[int, float]]:
+    per_problem: dict[int, ProblemRow], strategies: Sequence[str], budgets: list[int], idx: Sequence[int]
+) -> PerBudget:
     """Mean generations spent per problem: the budget, except where it is a maximum (adaptive
     best-of-N stops when its vote is settled)."""
     return {
@@ -280,13 +297,17 @@ def _mean_spent(
 
 
 def _pick(acc: Acc, b: int, strategies: Sequence[str]) -> tuple[float, str, str]:
-    options = [(acc[s][m][b], s, m) for s in strategies for m in METHODS]
+    options = [(acc[s][m][b], s, m) for s in strategies for m in selectors.names()]
     return max(options, key=lambda o: _tie_order(o[0], o[1], o[2], b, strategies))
 
 
 def _bin(
-    per_problem: dict[int, dict[str, Any]], members: list[int], spec: SweepSpec, budgets: list[int], key: str
-) -> tuple[dict[str, Any], dict[int, float]]:
+    per_problem: dict[int, ProblemRow],
+    members: list[int],
+    spec: SweepSpec,
+    budgets: list[int],
+    key: Literal["pass1", "prm_mean"],
+) -> tuple[BinBody, dict[int, float]]:
     """One difficulty bin: its accuracy, the best per budget against best-of-N (weighted), the best
     overall; and the 2-fold held-out accuracy (summed over its problems) per budget: alternate
     problems of the bin (by difficulty) into two halves, each scored with the choice the other half
@@ -296,14 +317,16 @@ def _bin(
     halves = [members[0::2], members[1::2]]
     half_acc = [_mean_acc(per_problem, strategies, budgets, h) if h else None for h in halves]
     default = ("best_of_n" if "best_of_n" in strategies else strategies[0], "weighted")
-    per_budget, held_out = {}, {}
+    per_budget: dict[int, BinBest] = {}
+    held_out: dict[int, float] = {}
     for b in budgets:
         held_out[b] = 0.0
         for h in (0, 1):
             other = half_acc[1 - h]
             s_, m_ = _pick(other, b, strategies)[1:] if other is not None else default
-            if half_acc[h] is not None:
-                held_out[b] += half_acc[h][s_][m_][b] * len(halves[h])  # type: ignore[index]
+            half = half_acc[h]
+            if half is not None:
+                held_out[b] += half[s_][m_][b] * len(halves[h])
         best = _pick(acc, b, strategies)
         base = acc["best_of_n"]["weighted"][b] if "best_of_n" in acc else None
         per_budget[b] = {
@@ -314,11 +337,11 @@ def _bin(
             "gain": None if base is None else best[0] - base,
         }
     overall = max(
-        ((acc[s][m][b], -b, s, m) for s in strategies for m in METHODS for b in budgets),
+        ((acc[s][m][b], -b, s, m) for s in strategies for m in selectors.names() for b in budgets),
         key=lambda o: _tie_order(o[0], o[2], o[3], -o[1], strategies),
     )
     vals = [per_problem[i][key] for i in members]
-    out = {
+    out: BinBody = {
         "problems": members,
         "difficulty_range": [min(vals), max(vals)],
         "accuracy": acc,
@@ -338,8 +361,8 @@ def _bin(
 
 
 def _bins(
-    per_problem: dict[int, dict[str, Any]], spec: SweepSpec, budgets: list[int], difficulty: str
-) -> tuple[list[dict[str, Any]], dict[int, float], dict[int, float]]:
+    per_problem: dict[int, ProblemRow], spec: SweepSpec, budgets: list[int], difficulty: str
+) -> tuple[list[SummaryBin], dict[int, float], dict[int, float]]:
     """The difficulty bins, easiest first, and the compute-optimal accuracy summed over problems:
     in-sample (the best per bin) and held out."""
     complete = list(per_problem)
@@ -348,8 +371,9 @@ def _bins(
     else:
         order = sorted(complete, key=lambda i: (-per_problem[i]["prm_mean"], i))
     n_bins = min(N_BINS, len(order))
-    key = "pass1" if difficulty == "pass1" else "prm_mean"
-    bins, optimal, held_out = [], {b: 0.0 for b in budgets}, {b: 0.0 for b in budgets}
+    key: Literal["pass1", "prm_mean"] = "pass1" if difficulty == "pass1" else "prm_mean"
+    bins: list[SummaryBin] = []
+    optimal, held_out = {b: 0.0 for b in budgets}, {b: 0.0 for b in budgets}
     for k in range(n_bins):
         members = order[len(order) * k // n_bins : len(order) * (k + 1) // n_bins]
         bn, held = _bin(per_problem, members, spec, budgets, key)
@@ -361,17 +385,17 @@ def _bins(
 
 
 def _per_run_costs(
-    per_problem: dict[int, dict[str, Any]], spec: SweepSpec, budgets: list[int]
-) -> tuple[dict[str, dict[int, float]], dict[str, dict[int, float]]]:
+    per_problem: dict[int, ProblemRow], spec: SweepSpec, budgets: list[int]
+) -> tuple[PerBudget, PerBudget]:
     """Mean tokens per run at each budget run, and FLOPs per problem at each budget: a run's own, or
     (read from a larger run) its share b / B of it."""
     rows = list(per_problem.values())
-    tokens: dict[str, dict[int, float]] = {}
-    flops: dict[str, dict[int, float]] = {}
+    tokens: PerBudget = {}
+    flops: PerBudget = {}
     for s in spec.strategies:
         for rb in run_budgets(s, budgets, spec.tokens, spec.given(s)):
-            vals = [r["tokens"][f"{s}@{rb}"] for r in rows]
-            tokens.setdefault(s, {})[rb] = sum(vals) / len(vals) if vals else 0.0
+            used = [r["tokens"][f"{s}@{rb}"] for r in rows]
+            tokens.setdefault(s, {})[rb] = sum(used) / len(used) if used else 0.0
         for b in budgets:
             src = source_budget(s, b, budgets, spec.tokens, spec.given(s))
             vals = [r["flops"][f"{s}@{src}"] * (b / src) for r in rows]
@@ -379,9 +403,9 @@ def _per_run_costs(
     return tokens, flops
 
 
-def _levels(per_problem: dict[int, dict[str, Any]], spec: SweepSpec, budgets: list[int]) -> dict[int, Any]:
+def _levels(per_problem: dict[int, ProblemRow], spec: SweepSpec, budgets: list[int]) -> dict[int, LevelRow]:
     """Accuracy by the set's own level (the ladder's, MATH's), when it has one."""
-    levels: dict[int, dict[str, Any]] = {}
+    levels: dict[int, LevelRow] = {}
     for lv in sorted({r["level"] for r in per_problem.values() if isinstance(r["level"], int)}):
         idx = [i for i, r in per_problem.items() if r["level"] == lv]
         acc = _mean_acc(per_problem, spec.strategies, budgets, idx)
@@ -393,9 +417,7 @@ def _levels(per_problem: dict[int, dict[str, Any]], spec: SweepSpec, budgets: li
     return levels
 
 
-def summarise(
-    rows: SweepRows, spec: SweepSpec, difficulty: str = "pass1", samples: int = SAMPLES
-) -> dict[str, Any]:
+def summarise(rows: SweepRows, spec: SweepSpec, difficulty: str = "pass1", samples: int = SAMPLES) -> Summary:
     """The summary (see the module docstring), from ``rows`` alone."""
     _check_difficulty(difficulty)
     budgets = sorted(set(spec.budgets))
@@ -456,20 +478,20 @@ BOOTSTRAP = 2000  # resamples of the problems for each interval
 
 
 def _intervals(
-    rows: dict[int, dict[str, Any]],
+    rows: dict[int, ProblemRow],
     strategies: Sequence[str],
     budgets: Sequence[int],
     seed: int,
-    methods: Sequence[str] = METHODS,
-) -> dict[str, dict[str, dict[int, list[float]]]]:
+    methods: Sequence[str] | None = None,
+) -> Intervals:
     """[low, high] of a 95% percentile bootstrap over problems of each mean accuracy (seeded: the
     same store gives the same intervals). One problem (or none) gives [mean, mean]."""
     idx = sorted(rows)
     rng = np.random.default_rng(seed)
     picks = rng.integers(0, len(idx), size=(BOOTSTRAP, len(idx))) if len(idx) > 1 else None
-    out: dict[str, dict[str, dict[int, list[float]]]] = {}
+    out: Intervals = {}
     for s in strategies:
-        for m in methods:
+        for m in methods if methods is not None else selectors.names():
             for b in budgets:
                 v = np.array([rows[i]["accuracy"][s][m][b] for i in idx], dtype=float)
                 if picks is None:
