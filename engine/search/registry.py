@@ -88,7 +88,7 @@ class Param:
 
 def selection_param(methods: tuple[str, ...] | None = None) -> Param:
     """The ``selection`` parameter of a strategy that ends in a vote: one of ``methods`` (default:
-    every registered selector, ``engine/search/selectors/``), the first by default."""
+    every registered selector, ``engine/selectors/``), the first by default."""
     from engine import selectors
 
     return Param(

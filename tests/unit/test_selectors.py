@@ -1,4 +1,4 @@
-"""Answer selectors (engine/search/selectors/, one module each): what each picks and tallies, the
+"""Answer selectors (engine/selectors/, one module each): what each picks and tallies, the
 strategies' menus and the sweep analysis following the registry, and a new selector added by one
 module."""
 
