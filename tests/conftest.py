@@ -75,6 +75,21 @@ def pytest_unconfigure(config):
 
 
 @pytest.fixture(autouse=True)
+def _no_modal_waits(request, monkeypatch):
+    """Every test that builds a window, wherever it lives (tests/gui, a ``qtbot`` or ``qapp``, Qt's
+    widgets loaded): a modal dialog it did not expect fails it with the dialog's text instead of
+    waiting for a click (tests/helpers/modal_guard.py). Other tests do not import Qt for it."""
+    import modal_guard
+
+    if not modal_guard.builds_windows(request):
+        yield []
+        return
+    said = modal_guard.refuse_modals(monkeypatch)
+    yield said
+    modal_guard.fail_if_shown(said)
+
+
+@pytest.fixture(autouse=True)
 def _session_db(tmp_path, monkeypatch):
     """Every test records into its own database and keeps its settings apart, never the user's."""
     monkeypatch.setenv("PONDER_DB", str(tmp_path / "sessions.db"))
@@ -82,7 +97,7 @@ def _session_db(tmp_path, monkeypatch):
 
 
 def pytest_terminal_summary(terminalreporter):
-    """The fuzz suite's counts (tests/test_fuzz.py), when it ran."""
+    """The fuzz suite's counts (tests/integration/test_fuzz.py), when it ran."""
     import sys
 
     fz = sys.modules.get("fuzzing")

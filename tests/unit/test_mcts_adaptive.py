@@ -1,5 +1,5 @@
 """Monte Carlo tree search and adaptive best-of-N, exactly: their rules on given numbers, and each
-strategy driven by a scripted executor (tests/unit/test_strategies.py's Script)."""
+strategy driven by a scripted executor (tests/helpers/scripted.py's Script)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import itertools
 import math
 
 import pytest
-from test_strategies import Script, ctx
+from scripted import Script, ctx
 
 from engine.events import NodeAdded, NodeFinished, NodeValued, RunStarted, Selected, fold
 from engine.search import budget_cost, budget_params, get_strategy, registry, token_params

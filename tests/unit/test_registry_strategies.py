@@ -1,21 +1,16 @@
 """The strategy registry, particle filtering, budget forcing and seed streams, exactly: scripted
-backends answer the strategies' requests (tests/test_strategies.py's driver), so each test can say
+backends answer the strategies' requests (tests/helpers/scripted.py's Script), so each test can say
 which particles survive, when "Wait" is appended and where the thinking closes. Real llama.cpp runs
-are at the end (the CLI and a plugin strategy)."""
+are in tests/integration/test_strategies_cli.py (the CLI and a plugin strategy) and
+tests/gui/test_gui_strategies.py (the app)."""
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import sqlite3
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
-from test_strategies import Script, ctx
+from scripted import Script, ctx, pf_script
 
 from engine.events import NodeAdded, NodeFinished, NodePruned, NodeScored, Resampled, Selected, fold
 from engine.protocol import RunContext
@@ -121,23 +116,8 @@ def test_systematic_resampling_gives_floor_or_ceil_copies_and_seeds_reproduce():
     assert a == b and len(a) == 8 and set(a) <= {0, 1, 2}
 
 
-def _pf_script(best_text="Step A", scores=None):
-    """Round 0: particle k writes "P<k>"; later rounds end. Scores by the text's first particle."""
-
-    def text(item):
-        if item.messages is not None:
-            return f"P{item.node_id}\n\n", "stop"
-        return "The answer is \\boxed{7}.", "eos"
-
-    def score(steps, finished):
-        first = steps[0].strip()
-        return [(scores or {}).get(first, 0.01)] * len(steps)
-
-    return Script(text, score)
-
-
 def test_particle_filtering_copies_the_strong_particle_and_kills_the_weak():
-    s = _pf_script(scores={"P0": 0.99})
+    s = pf_script(scores={"P0": 0.99})
     s.run(particle_filtering(ctx(), n=4))
     (rs,) = s.of(Resampled)
     assert rs.iteration == 0 and rs.nodes == [0, 1, 2, 3]
@@ -223,204 +203,3 @@ def test_budget_forcing_closes_the_thinking_at_the_token_budget():
     assert items[2].prefix == "\n</think>\n\n" and items[2].cut == ""  # closed at the budget
     assert items[2].params.max_tokens == 256 and not items[2].params.stop
     assert s.of(Selected)[0].answer == "12"
-
-
-# --- real llama.cpp: the CLI, a plugin strategy -------------------------------------------------
-
-
-def ponder(*args, env=None, timeout=600):
-    return subprocess.run(
-        [sys.executable, "-m", "gui.launch", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-    )
-
-
-TOY = textwrap.dedent(
-    '''
-    """A toy strategy: N greedy answers, the first one chosen."""
-    from engine.search.common import added, choose, finished_event, score, scored_event, started
-    from engine.protocol import Generate, GenItem, Release
-    from engine.search.registry import Param, Strategy, register
-
-
-    def toy(ctx, n=1, shout=False):
-        yield started(ctx, "toy", {"n": n, "shout": shout})
-        ids = [ctx.new_node() for _ in range(n)]
-        msgs = ctx.question_messages()
-        items = tuple(GenItem(i, ctx.sampling(i, greedy=True, stop=False), messages=msgs) for i in ids)
-        res = yield Generate(items)
-        for g in res:
-            yield added(ctx, g, None, "solution")
-        scored = yield from score(ctx, [g.text for g in res], [True] * n)
-        yield Release(tuple(ids))
-        for g, s in zip(res, scored):
-            yield scored_event(ctx, g.node_id, s)
-            yield finished_event(ctx, g.node_id, g.text, g.finish_reason)
-        yield choose(ctx, ids, [g.text for g in res], [s.score for s in scored], "naive")
-
-
-    register(Strategy(
-        name="toy", label="Toy", run=toy, for_budget=lambda b, user: {"n": b},
-        cost=lambda p: p["n"], sequences=lambda p: p["n"] + 1,
-        params=(Param("shout", False, "Shout", "Say it loudly"),),
-    ))
-    '''
-)
-
-
-@pytest.fixture
-def toy_module(tmp_path, monkeypatch):
-    path = tmp_path / "toy_strategy.py"
-    path.write_text(TOY)
-    monkeypatch.setenv("PONDER_STRATEGIES", str(path))
-    yield str(path)
-    registry.unregister("toy")
-
-
-def test_a_plugin_strategy_runs_from_the_cli_through_the_registry_alone(toy_module, tmp_path):
-    db = str(tmp_path / "toy.db")
-    h = ponder("compare", "--help")
-    assert "--particle-filtering-temperature" in h.stdout and "--budget-forcing-think-tokens" in h.stdout
-    assert "--toy-shout" in h.stdout and "toy" in h.stdout
-    r = ponder(
-        "compare", "What is 2 + 3?", "--strategies", "toy,best_of_n", "--budget", "2",
-        "--max-tokens", "16", "--prm", "arithmetic", "--toy-shout", "yes", "--db", db, "--json",
-    )  # fmt: skip
-    assert r.returncode == 0, r.stderr
-    out = json.loads(r.stdout)
-    with sqlite3.connect(db) as c:
-        rows = c.execute("SELECT strategy, params FROM runs ORDER BY strategy").fetchall()
-    assert [x[0] for x in rows] == ["best_of_n", "toy"]
-    assert json.loads(rows[1][1])["shout"] is True and json.loads(rows[1][1])["n"] == 2
-    assert out["session_id"]
-    # A bad value is refused before the model loads, in the user's terms.
-    r = ponder("compare", "q", "--strategies", "particle_filtering", "--particle-filtering-resampling", "x")
-    assert r.returncode == 2 and "resampling must be one of systematic, multinomial" in r.stderr
-    r = ponder("compare", "q", "--strategies", "best_of_n", "--dvts-beam-width", "2")
-    assert r.returncode == 2 and "which --strategies does not include" in r.stderr
-
-
-def test_the_new_strategies_complete_side_by_side_on_the_embedded_model(tmp_path):
-    db = str(tmp_path / "new.db")
-    r = ponder(
-        "compare", "--problem-set", "gsm8k", "--index", "0", "--strategies",
-        "particle_filtering,budget_forcing,best_of_n,beam_search", "--budget", "4",
-        "--max-tokens", "64", "--prm", "arithmetic", "--db", db, "--json",
-    )  # fmt: skip
-    assert r.returncode == 0, r.stderr
-    from engine.store import Store
-
-    with Store.open(db, readonly=True) as store:
-        session = store.session(json.loads(r.stdout)["session_id"])
-        assert session.settings["seeds"] == "independent"
-        for run in session.runs:
-            t = fold(store.events(run.id))
-            assert run.status == "done", (run.strategy, run.message)
-            assert t.selected is not None, run.strategy
-            assert all(n.scores for n in t.nodes.values()), run.strategy  # every node scored
-            if run.strategy == "particle_filtering":
-                assert t.resamplings or all(n.finish_reason for n in t.nodes.values() if not n.children)
-            if run.strategy == "budget_forcing":
-                assert run.generated_tokens > 0 and len(t.roots) == 1
-        # Independent streams: the first samples of two strategies are not the same text.
-        firsts = {r.strategy: fold(store.events(r.id)).nodes[0].text for r in session.runs}
-        assert firsts["best_of_n"] != firsts["particle_filtering"]
-
-
-def test_a_plugin_strategy_runs_from_the_app(toy_module, qtbot, tmp_path):
-    from engine.store import Store
-    from gui.app import MainWindow
-
-    registry.load([toy_module])
-    db = str(tmp_path / "app.db")
-    w = MainWindow(db=db)
-    qtbot.addWidget(w)
-    w.show()
-    assert "toy" in w.strategy_boxes and "shout" in w.strategy_params["toy"]  # made from its entry
-    for name, box in w.strategy_boxes.items():
-        box.setChecked(name == "toy")
-    w.strategy_params["toy"]["shout"].setChecked(True)
-    w.budget_kind.setCurrentIndex(w.budget_kind.findData("tokens"))  # matched by tokens: 32 of them
-    w.budget_spin.setValue(32)
-    w.tokens_spin.setValue(16)
-    w.seeds_combo.setCurrentIndex(w.seeds_combo.findData("common"))
-    w.prm_combo.setCurrentText("arithmetic")
-    w.start()
-    with qtbot.waitSignal(w.bridge.compared, timeout=180_000) as sig:
-        pass
-    with Store.open(db, readonly=True) as store:
-        session = store.session(sig.args[0])
-        (run,) = session.runs
-    assert run.strategy == "toy" and run.params["shout"] is True and run.n_nodes == 2  # 32 // 16
-    assert session.settings["seeds"] == "common" and session.settings["budget_tokens"] == 32
-    assert run.generated_tokens <= 32
-    header = w.panels["toy"].header.text()
-    assert list(w.panels) == ["toy"] and "Toy" in header
-    assert "at most 32 tokens" in header and "common seeds" in header  # the app says which
-    w.close()
-
-
-def test_a_sweep_matched_by_tokens_holds_every_cell_to_its_budget(tmp_path):
-    from engine.store import Store
-
-    db, out = str(tmp_path / "sw.db"), tmp_path / "out"
-    r = ponder(
-        "sweep", "--set", "arith", "--limit", "2", "--strategies", "best_of_n,beam_search,budget_forcing",
-        "--budget-tokens", "48,96", "--max-tokens", "24", "--prm", "arithmetic", "--db", db,
-        "--out", str(out), "--json",
-    )  # fmt: skip
-    assert r.returncode == 0, r.stderr
-    summary = json.loads(r.stdout)
-    assert summary["spec"]["budget_kind"] == "tokens" and summary["spec"]["budgets"] == [48, 96]
-    md = (out / "summary.md").read_text()
-    assert "matched by tokens" in md and "T=48" in md
-    with Store.open(db, readonly=True) as store:
-        cells = store.sweep_cells(summary["sweep"]["id"])
-    assert len(cells) == 2 * 3 * 2  # every strategy at every token budget: nothing subsampled
-    for (_, strategy, budget), run in cells.items():
-        assert run is not None and run.status == "done"
-        assert run.generated_tokens <= budget, (strategy, budget, run.generated_tokens)
-
-
-def test_the_revisions_bench_shows_what_continuing_cells_saves():
-    r = ponder("bench", "--revisions", "--problems", "0", "--budget", "4", "--max-tokens", "24", "--json")
-    assert r.returncode == 0, r.stderr
-    out = json.loads(r.stdout)
-    assert out["params"]["revisions"] == {**out["params"]["revisions"], "chains": 1, "length": 4}
-    reuse, fresh = out["revisions"], out["revisions_no_reuse"]
-    assert reuse["cached_tokens"] > 0 and fresh["cached_tokens"] == 0
-    # the same chats are the runs' prompts either way; with reuse most of them come from the cells
-    assert reuse["prompt_tokens"] == fresh["prompt_tokens"]
-    assert reuse["prompt_tokens"] - reuse["cached_tokens"] < fresh["prompt_tokens"]  # decoded: the rest
-    assert out["ratio"] > 0 and out["reuse_speedup"] > 0 and out["best_of_n"]["tokens"] > 0
-
-
-def test_the_app_draws_resampling_weights_copies_and_deaths(qtbot, tmp_path):
-    from gui.app import MainWindow
-    from gui.trace_view import tree_notes
-
-    s = _pf_script(scores={"P0": 0.99})
-    s.run(particle_filtering(ctx(), n=4))
-    w = MainWindow(db=str(tmp_path / "pf.db"))
-    qtbot.addWidget(w)
-    w._make_panels(["particle_filtering"])
-    panel = w.panels["particle_filtering"]
-    for ev in s.events:
-        panel.apply(ev)
-    panel.redraw()
-    notes = tree_notes(panel.trace)
-    assert notes[0].startswith("w 1.00 ×4") and notes[1].startswith("w 0.00 ×0")
-    folded = {i for st in panel.view.layout.stubs.values() for i in st.nodes}
-    assert 1 in folded  # a particle no one continues is folded into its round's stub...
-    assert len(panel.view.items_by_node) + len(folded) == len(panel.trace.nodes) == 8
-    panel.view.toggle_round(0)
-    assert len(panel.view.items_by_node) == 8
-    assert panel.view.items_by_node[1].opacity() < 1  # ...and faded when it is shown
-    w.show_node(panel, 0)
-    assert "copied to 4 particles" in w.detail.toPlainText()
-    w.show_node(panel, 2)
-    assert "died" in w.detail.toPlainText()
-    w.close()

@@ -4,8 +4,6 @@ error that names the server (never a traceback), after bounded retries where a r
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 
 import pytest
@@ -26,10 +24,13 @@ GOOD = {
 }
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "engine.cli", *args], capture_output=True, text=True, timeout=120
-    )
+def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    """``ponder ARGS`` in this process (a unit test starts none): its exit status and stderr."""
+    from engine.cli import main
+
+    capsys.readouterr()
+    status = main(list(args))
+    return status, capsys.readouterr().err
 
 
 @pytest.fixture
@@ -138,7 +139,7 @@ def test_malformed_or_truncated_answers_name_the_server(loop, reply, message):
         assert stub.url in str(e.value)
 
 
-def test_an_unreachable_server_or_a_missing_model_is_one_line(loop, tmp_path):
+def test_an_unreachable_server_or_a_missing_model_is_one_line(loop, tmp_path, capsys):
     from engine.backends.server.launch import free_port
 
     dead = f"http://127.0.0.1:{free_port()}"
@@ -148,8 +149,9 @@ def test_an_unreachable_server_or_a_missing_model_is_one_line(loop, tmp_path):
         with pytest.raises(ServerError, match="has no model 'other'; it serves: stub.gguf"):
             ServerPool.connect([stub.url], model="other", loop=loop)
     db = tmp_path / "s.db"
-    r = _cli("compare", "What is 2+2?", "--server", dead, "--db", str(db))
-    assert r.returncode == 2 and "cannot connect" in r.stderr and "Traceback" not in r.stderr
+    status, err = _cli(capsys, "compare", "What is 2+2?", "--server", dead, "--db", str(db))
+    assert status == 2 and "cannot connect" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
     if db.exists():  # nothing ran, so nothing was saved
         from engine.store import Store
 

@@ -1,68 +1,21 @@
 """Search logic, exactly: each strategy driven by a scripted backend and a scripted PRM.
 
-A scripted driver answers the strategy's requests (texts chosen per node, scores per candidate), so
-each test can say which beams must survive, what lookahead costs, when weighted and majority part
-ways, what a revision sees, and that DVTS subtrees never mix. Real llama.cpp runs are in
-test_compare.py."""
+A scripted driver (tests/helpers/scripted.py's Script) answers the strategy's requests (texts chosen
+per node, scores per candidate), so each test can say which beams must survive, what lookahead
+costs, when weighted and majority part ways, what a revision sees, and that DVTS subtrees never
+mix. Real llama.cpp runs are in
+tests/integration/test_compare.py."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
+from scripted import Script, ctx
 
 from engine.errors import InvalidRequestError
-from engine.events import Event, NodeAdded, NodePruned, NodeScored, RunStarted, Selected, fold
-from engine.protocol import Generate, Generated, GenItem, Release, RunContext, Score
+from engine.events import NodeAdded, NodePruned, NodeScored, RunStarted, Selected, fold
 from engine.search import budget_cost, budget_params, get_strategy
 from engine.search.revisions import REVISE_PROMPT
 from engine.search.selection import select
-
-
-class Script:
-    """Answers requests: ``text(item) -> (text, finish_reason)``, ``score(steps, finished) -> [..]``."""
-
-    def __init__(
-        self, text: Callable[[GenItem], tuple[str, str]], score: Callable[[tuple, bool], list[float]]
-    ):
-        self.text, self.score = text, score
-        self.generates: list[Generate] = []
-        self.scores: list[Score] = []
-        self.released: list[int] = []
-        self.events: list[Event] = []
-
-    def run(self, gen) -> Script:
-        value = None
-        while True:
-            try:
-                item = gen.send(value)
-            except StopIteration:
-                return self
-            value = None
-            if isinstance(item, Event):
-                self.events.append(item)
-            elif isinstance(item, Generate):
-                self.generates.append(item)
-                out = []
-                for it in item.items:
-                    text, reason = self.text(it)
-                    out.append(Generated(it.node_id, text, max(1, len(text.split())), (-0.1,), reason))
-                value = out
-            elif isinstance(item, Score):
-                self.scores.append(item)
-                value = [self.score(c, f) for c, f in zip(item.candidates, item.finished, strict=True)]
-            elif isinstance(item, Release):
-                self.released += list(item.node_ids)
-            else:  # pragma: no cover
-                raise AssertionError(item)
-
-    def of(self, kind):
-        return [e for e in self.events if isinstance(e, kind)]
-
-
-def ctx(**kw) -> RunContext:
-    return RunContext(run_id="r", problem="What is 6 * 7?", seed=1, prm={"name": "scripted"}, **kw)
-
 
 # --- selection ----------------------------------------------------------------------------------
 
