@@ -16,9 +16,9 @@ Strategies, the store, replay, export, sweeps and the app see the same events ei
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Generator, Sequence
+from collections.abc import Callable, Coroutine, Generator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, TypeGuard, runtime_checkable
 
 from engine.protocol import Generated, GenItem
 
@@ -75,7 +75,17 @@ class AsyncPRM(PRM, Protocol):
 
     def score_async(
         self, question: str, candidates: Sequence[Sequence[str]], finished: Sequence[bool] | None = None
-    ) -> Awaitable[tuple[list[list[float]], int]]: ...
+    ) -> Coroutine[Any, Any, tuple[list[list[float]], int]]: ...  # handed to the executor's event loop
+
+
+def stepped(prm: PRM) -> TypeGuard[SteppedPRM]:
+    """Whether ``prm`` says it is driven by :meth:`SteppedPRM.score_gen` (its ``mode``)."""
+    return prm.mode == "stepped"
+
+
+def awaited(prm: PRM) -> TypeGuard[AsyncPRM]:
+    """Whether ``prm`` says it is driven by :meth:`AsyncPRM.score_async` (its ``mode``)."""
+    return prm.mode == "async"
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,12 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from engine.errors import Cancelled, PonderError
 from engine.executor import PRMMode
+from engine.prm.formats import Vocabulary
+from engine.prm.reader import B, Decoder, JudgeModel
 from engine.prm.steps import check_candidates, verdict_share
 from engine.protocol import SYSTEM_PROMPT
 
@@ -23,9 +25,10 @@ JUDGE_QUESTION = "Is the last step correct? Answer yes or no."
 _SOLUTION_MARK = "\u2063PONDER_SOLUTION\u2063"
 
 _Key = tuple[str, tuple[str, ...]]  # (question, steps so far)
+T = TypeVar("T")
 
 
-def _variant_ids(backend: Any, words: Sequence[str]) -> list[int]:
+def _variant_ids(backend: Vocabulary, words: Sequence[str]) -> list[int]:
     """Single-token spellings of a verdict word (yes, Yes, ' yes', ...) in this vocabulary."""
     ids: list[int] = []
     for w in words:
@@ -37,7 +40,7 @@ def _variant_ids(backend: Any, words: Sequence[str]) -> list[int]:
 
 
 @dataclass
-class _Pass:
+class _Pass(Generic[B]):
     """One :meth:`JudgePRM.score_gen` call: what it was asked and what it has found so far."""
 
     question: str
@@ -48,10 +51,10 @@ class _Pass:
     out: list[list[float]]  # the step scores, filled as verdicts come
     first_new: list[int]  # per candidate: the first step without a cached verdict
     tail: list[int]  # the tokens after the solution: end of turn, the question, assistant header
-    root: Any = None  # the question's head
+    root: B  # the question's head
 
 
-class JudgePRM:
+class JudgePRM(Generic[B]):
     """An instruct model as a step verifier. The prompt is a conversation: the solver's system
     prompt (``system_prompt``, the strategies' own) and the problem as the user turn, the solution so
     far as the assistant turn, then :data:`JUDGE_QUESTION` as a user turn; the score is P(yes) /
@@ -68,7 +71,7 @@ class JudgePRM:
 
     def __init__(
         self,
-        backend: Any,
+        backend: JudgeModel[B],
         name: str = "judge",
         keep_chains: int = 12,
         system_prompt: str | None = None,
@@ -82,7 +85,7 @@ class JudgePRM:
         # Verdicts by (question, steps so far): beam search re-scores every prefix each round; a
         # verdict already given is reused, so each step is judged once.
         self._cache: dict[_Key, float] = {}
-        self._chains: OrderedDict[_Key, Any] = OrderedDict()
+        self._chains: OrderedDict[_Key, B] = OrderedDict()
         self.keep_chains = keep_chains
         self.yes_ids = _variant_ids(backend, ["yes"])
         self.no_ids = _variant_ids(backend, ["no"])
@@ -120,7 +123,7 @@ class JudgePRM:
         finished: Sequence[bool] | None = None,
         cancel: Callable[[], bool] | None = None,
         usage: list[int] | None = None,
-    ) -> Generator[Any, None, list[list[float]]]:
+    ) -> Generator[list[B], None, list[list[float]]]:
         """Scoring as a generator: it yields lists of branches whose pending tokens must be decoded
         (the scheduler puts them into the same decodes as generation) and is resumed right after;
         it returns the step scores.
@@ -137,12 +140,14 @@ class JudgePRM:
         if not order:
             return out
         head, tail = self._head_tail(question)
-        p = _Pass(question, candidates, finished, cancel, usage, out, first_new, tail)
-        p.root = self._chain_for(question, ())
-        if p.root is None:
-            p.root = self._keep(question, (), b.root(head))
-            self._used(p.root.pending, usage)
-            yield [p.root]
+        root = self._chain_for(question, ())
+        fresh = root is None
+        if root is None:
+            root = self._keep(question, (), b.root(head))
+        p = _Pass(question, candidates, finished, cancel, usage, out, first_new, tail, root)
+        if fresh:
+            self._used(root.pending, usage)
+            yield [root]
         rest = list(order)
         while rest:
             # As many candidates as the free sequences allow, each with room for its verdict branch
@@ -166,7 +171,7 @@ class JudgePRM:
             first_new.append(k)
         return first_new
 
-    def _judge_group(self, p: _Pass, idx: list[int]) -> Generator[Any, None, None]:
+    def _judge_group(self, p: _Pass[B], idx: list[int]) -> Generator[list[B], None, None]:
         """Judge the candidates ``idx`` step by step, all their k-th steps in one batch."""
         chains, start = self._fork_group(p, idx)
         keep_ok = False
@@ -179,10 +184,10 @@ class JudgePRM:
         finally:
             self._settle_group(p, idx, chains, keep_ok)
 
-    def _fork_group(self, p: _Pass, idx: list[int]) -> tuple[list[Any], dict[int, int]]:
+    def _fork_group(self, p: _Pass[B], idx: list[int]) -> tuple[list[B], dict[int, int]]:
         """A chain per candidate, forked from the longest prefix the judge still holds, and the
         step each starts at."""
-        chains: list[Any] = []
+        chains: list[B] = []
         start: dict[int, int] = {}
         for i in idx:
             steps = tuple(p.candidates[i])
@@ -198,8 +203,8 @@ class JudgePRM:
         return chains, start
 
     def _judge_step(
-        self, p: _Pass, k: int, idx: list[int], chains: list[Any], start: dict[int, int]
-    ) -> Generator[Any, None, None]:
+        self, p: _Pass[B], k: int, idx: list[int], chains: list[B], start: dict[int, int]
+    ) -> Generator[list[B], None, None]:
         """Extend the live chains by their step ``k`` and judge each new prefix."""
         b = self.backend
         live = [(i, ch) for i, ch in zip(idx, chains, strict=True) if start[i] <= k < len(p.candidates[i])]
@@ -225,8 +230,8 @@ class JudgePRM:
             p.out[i][k] = self._cache[key]
 
     def _verdicts(
-        self, p: _Pass, k: int, judged: list[tuple[int, Any, _Key]], chains: list[Any]
-    ) -> Generator[Any, None, None]:
+        self, p: _Pass[B], k: int, judged: list[tuple[int, B, _Key]], chains: list[B]
+    ) -> Generator[list[B], None, None]:
         """Read the verdicts on ``judged`` (each a short-lived branch with the tail appended), in as
         many parts as the free sequences need."""
         b = self.backend
@@ -248,7 +253,7 @@ class JudgePRM:
             for (i, _, key), score in zip(part, verdict_share(lp, len(self.yes_ids)), strict=True):
                 p.out[i][k] = self._cache[key] = score
 
-    def _settle_group(self, p: _Pass, idx: list[int], chains: list[Any], keep_ok: bool) -> None:
+    def _settle_group(self, p: _Pass[B], idx: list[int], chains: list[B], keep_ok: bool) -> None:
         """Keep each chain that read its whole candidate, free the others."""
         for i, ch in zip(idx, chains, strict=True):
             # A finished candidate is never extended: its cells go back at once (fewer cells
@@ -263,7 +268,7 @@ class JudgePRM:
         if usage is not None:
             usage[0] += n
 
-    def _chain_for(self, question: str, steps: tuple[str, ...]) -> Any:
+    def _chain_for(self, question: str, steps: tuple[str, ...]) -> B | None:
         key = (question, steps)
         ch = self._chains.get(key)
         if ch is None:
@@ -274,7 +279,7 @@ class JudgePRM:
         self._chains.move_to_end(key)
         return ch
 
-    def _keep(self, question: str, steps: tuple[str, ...], branch: Any) -> Any:
+    def _keep(self, question: str, steps: tuple[str, ...], branch: B) -> B:
         key = (question, steps)
         old = self._chains.pop(key, None)
         if old is not None and old is not branch and not old.freed:
@@ -320,7 +325,9 @@ class JudgePRM:
         self._chains.clear()
 
 
-def drive(backend: Any, gen: Any, cancel: Callable[[], bool] | None = None) -> Any:
+def drive(
+    backend: Decoder[B], gen: Generator[list[B], None, T], cancel: Callable[[], bool] | None = None
+) -> T:
     """Run a scoring generator on its own: decode what it asks for, resume, return its result."""
     try:
         need = next(gen)

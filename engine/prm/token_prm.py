@@ -4,11 +4,12 @@ step tag, RLHFlow's chat: ``engine/prm/kinds/``)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Generic
 
 from engine.errors import PonderError
 from engine.executor import PRMMode
 from engine.prm.formats import Segment, VerdictFormat, render
+from engine.prm.reader import B, TokenModel
 from engine.prm.steps import check_candidates, verdict_share
 
 
@@ -22,7 +23,7 @@ def _common_prefix(seqs: Sequence[Sequence[int]]) -> int:
     return n
 
 
-class TokenPRM:
+class TokenPRM(Generic[B]):
     """A PRM GGUF read at its verdict tokens, in the format its kind gives
     (``engine/prm/kinds/``): every step's prefix is rendered with the GGUF's own vocabulary and chat
     template, the candidate decoded once, and each step's score is P(good) over {good, bad} read
@@ -35,7 +36,7 @@ class TokenPRM:
 
     def __init__(
         self,
-        backend: Any,
+        backend: TokenModel[B],
         fmt: VerdictFormat,
         name: str = "token-prm",
         n_params: int = 0,

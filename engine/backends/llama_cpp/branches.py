@@ -12,12 +12,13 @@ import llama_cpp
 import numpy as np
 
 from engine.backends.llama_cpp.branch import Branch, plain_chain
+from engine.backends.llama_cpp.core import BackendCore
 from engine.backends.prefix import common_prefix
 from engine.errors import InvalidRequestError, PromptTooLongError, TooManyBranchesError
 from engine.sampling import SamplingParams
 
 
-class BranchesMixin:
+class BranchesMixin(BackendCore):
     @property
     def branches(self) -> list[Branch]:
         """The branches not yet freed."""
@@ -94,7 +95,7 @@ class BranchesMixin:
             eog = self.eog_tokens()
             bias = (llama_cpp.llama_logit_bias * len(eog))()
             for i, t in enumerate(eog):
-                bias[i].token = t
+                bias[i].token = t  # type: ignore[assignment]  # llama-cpp-python annotates the field as c_int32; ctypes stores an int
                 bias[i].bias = float("-inf")
             add(chain, llama_cpp.llama_sampler_init_logit_bias(self.n_vocab, len(eog), bias))
         if p.greedy:

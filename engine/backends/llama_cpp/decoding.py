@@ -12,17 +12,20 @@ import numpy as np
 
 from engine.backends.llama_cpp.branch import Branch, TokenEvent
 from engine.backends.llama_cpp.config import FINISH_CANCELLED, FINISH_EOS, FINISH_LENGTH, FINISH_STOP
+from engine.backends.llama_cpp.core import BackendCore
 from engine.errors import Cancelled, DecodeError, InvalidRequestError, KVCacheFullError
 from engine.fastsample import logsumexp_rows, sample_rows
 from engine.sampling import SamplingParams
 
 
-class DecodeMixin:
+class DecodeMixin(BackendCore):
     def _decode(self, n_tokens: int, n_live: int) -> None:
-        self._batch.n_tokens = n_tokens
+        batch = self._batch
+        assert batch is not None  # None only once closed, and every caller checked _check_thread
+        batch.n_tokens = n_tokens
         t0 = time.perf_counter()
         with self._turn():  # one Ponder process decodes on the CPU at a time (engine.cpu_share)
-            ret = llama_cpp.llama_decode(self._ctx, self._batch)
+            ret = llama_cpp.llama_decode(self._ctx, batch)
         self.stats.decode_s += time.perf_counter() - t0
         self.stats.decode_calls += 1
         if ret == 0:
@@ -39,6 +42,7 @@ class DecodeMixin:
         """Write (branch, count, wants_logits) chunks into the batch; returns (branch, batch idx) for
         the rows that will carry logits."""
         batch = self._batch
+        assert batch is not None  # None only once closed
         i = 0
         outs = []
         if not self.config.kv_unified:
@@ -152,6 +156,15 @@ class DecodeMixin:
         """Whether the branch's logits row (for its next token) is still in the context's output."""
         return b.pending == 0 and b._logits is not None and b._logits[0] == self._epoch
 
+    def _logits_row(self, b: Branch, what: str) -> tuple[int, int, int]:
+        """The branch's current logits row, (epoch, batch idx, out idx); refused (``what``: what
+        was to be done with it) when it has none: llama.cpp asserts (kills the process) on a row
+        without logits."""
+        row = b._logits
+        if row is None or not self._has_row(b):
+            raise InvalidRequestError(f"branch {b.id} has no logits to {what}")
+        return row
+
     def _rewind_one(self, b: Branch) -> None:
         llama_cpp.llama_memory_seq_rm(self._mem, b.seq, b.n_past - 1, -1)
         b.n_past -= 1
@@ -162,17 +175,15 @@ class DecodeMixin:
         if not branches:
             return []
         t0 = time.perf_counter()
-        for b in branches:
-            if not self._has_row(b):  # llama.cpp asserts (kills the process) on a row without logits
-                raise InvalidRequestError(f"branch {b.id} has no logits to sample from")
+        at = [self._logits_row(b, "sample from") for b in branches]
         # All output rows of the last decode, in batch order; valid until the next decode.
-        n_out = max(b._logits[2] for b in branches) + 1
+        n_out = max(r[2] for r in at) + 1
         rows = np.ctypeslib.as_array(llama_cpp.llama_get_logits(self._ctx), shape=(n_out, self.n_vocab))
         toks = [0] * len(branches)
         lps = [0.0] * len(branches)
         fast = [i for i, b in enumerate(branches) if b._rng is not None]
         if fast:
-            sub = rows[[branches[i]._logits[2] for i in fast]]  # a copy: sampling may ban tokens in it
+            sub = rows[[at[i][2] for i in fast]]  # a copy: sampling may ban tokens in it
             lse = logsumexp_rows(sub) if want_logprobs else None
             eog = np.asarray(self.eog_tokens()) if any(branches[i].params.ignore_eos for i in fast) else None
             drawn = sample_rows(
@@ -184,14 +195,14 @@ class DecodeMixin:
             for j, i in enumerate(fast):
                 toks[i] = drawn[j]
                 if lse is not None:  # the model's logprob (T=1, nothing banned), from the raw row
-                    lps[i] = float(rows[branches[i]._logits[2], drawn[j]] - lse[j])
+                    lps[i] = float(rows[at[i][2], drawn[j]] - lse[j])
         chain = [i for i, b in enumerate(branches) if b._rng is None]
         if chain:
             for i in chain:
                 b = branches[i]
-                toks[i] = int(llama_cpp.llama_sampler_sample(b._sampler, self._ctx, b._logits[1]))
+                toks[i] = int(llama_cpp.llama_sampler_sample(b._sampler, self._ctx, at[i][1]))
             if want_logprobs:
-                sub = rows[[branches[i]._logits[2] for i in chain]]
+                sub = rows[[at[i][2] for i in chain]]
                 lse = logsumexp_rows(sub)
                 for j, i in enumerate(chain):
                     lps[i] = float(sub[j, toks[i]] - lse[j])

@@ -102,7 +102,7 @@ class LlamaCppExecutor(Executor):
         self._queue: deque[tuple[str, int]] = deque()  # (run, item index) waiting to start
         self._tokens: dict[tuple, list[int]] = {}  # a chat prompt's tokens, while its items wait
         self.reserve = 0  # sequences left free for a judge's checks (set when a judge is made)
-        self._judge: JudgePRM | None = None
+        self._judge: JudgePRM[Branch] | None = None
         self._jobs: list[_ScoreJob] = []
         self._waiting_jobs: list[_ScoreJob] = []  # a scorer's later jobs, waiting for its current one
         self._ready: list[Outcome] = []

@@ -10,12 +10,13 @@ import llama_cpp
 import numpy as np
 
 from engine.backends.llama_cpp.branch import Branch
+from engine.backends.llama_cpp.core import BackendCore
 from engine.errors import Cancelled, InvalidRequestError, PromptTooLongError
 from engine.fastsample import logsumexp_rows
 from engine.sampling import SamplingParams
 
 
-class ReadMixin:
+class ReadMixin(BackendCore):
     def next_token_logprobs(self, branch: Branch, token_ids: Sequence[int]) -> np.ndarray:
         """Logprobs of ``token_ids`` as the next token after everything ``branch`` holds (its
         pending tokens are decoded first). For verdict tokens of judges and PRMs."""
@@ -23,12 +24,10 @@ class ReadMixin:
         return self.logprobs_now([branch], token_ids)[0]
 
     def _rows_logprobs(self, branches: Sequence[Branch], token_ids: Sequence[int]) -> np.ndarray:
-        for b in branches:
-            if not self._has_row(b):
-                raise InvalidRequestError(f"branch {b.id} has no logits to read")
-        n_out = max(b._logits[2] for b in branches) + 1
+        at = [self._logits_row(b, "read") for b in branches]
+        n_out = max(r[2] for r in at) + 1
         rows = np.ctypeslib.as_array(llama_cpp.llama_get_logits(self._ctx), shape=(n_out, self.n_vocab))
-        sub = rows[[b._logits[2] for b in branches]].astype(np.float64)
+        sub = rows[[r[2] for r in at]].astype(np.float64)
         lse = logsumexp_rows(sub)
         return sub[:, list(token_ids)] - lse[:, None]
 
@@ -44,15 +43,16 @@ class ReadMixin:
         ``positions`` (each must be pending: >= n_past). For token PRMs that read a verdict at every
         step tag in one pass."""
         self._check_thread()
-        for b, pos in zip(branches, positions, strict=True):
+        for b, wanted in zip(branches, positions, strict=True):
             self._check_live(b)
-            bad = [p for p in pos if not b.n_past <= p < len(b.tokens)]
+            bad = [p for p in wanted if not b.n_past <= p < len(b.tokens)]
             if bad:
                 raise InvalidRequestError(f"position {bad[0]} of branch {b.id} is not pending")
         out = [np.empty((len(p), len(token_ids))) for p in positions]
         want = [dict((p, j) for j, p in enumerate(pos)) for pos in positions]
         cap = self.config.n_batch
         batch = self._batch
+        assert batch is not None  # None only once closed (_check_thread refuses that)
         ids = list(token_ids)
         todo = [i for i, b in enumerate(branches) if b.pending > 0]
         while todo:
@@ -120,7 +120,8 @@ class ReadMixin:
         cap = self.config.n_batch
         i = 0
         while i < len(branches):
-            group, used = [], 0
+            group: list[Branch] = []
+            used = 0
             while i < len(branches) and (not group or used + branches[i].pending <= cap):
                 group.append(branches[i])
                 used += branches[i].pending
@@ -145,6 +146,7 @@ class ReadMixin:
         tmp = self.root(tokens, SamplingParams(temperature=0.0))
         out = np.empty(len(tokens) - start, dtype=np.float64)
         batch = self._batch
+        assert batch is not None  # None only once closed (_check_thread refuses that)
         try:
             pos = 0
             while pos < len(tokens) - 1:

@@ -10,9 +10,10 @@ from collections.abc import Iterable, Sequence
 import llama_cpp
 
 from engine import llama_lib
+from engine.backends.llama_cpp.core import BackendCore
 
 
-class VocabMixin:
+class VocabMixin(BackendCore):
     def tokenize(self, text: str, add_special: bool = True, parse_special: bool = True) -> list[int]:
         self._check_thread()
         return llama_lib.tokenize(self._vocab, text, add_special, parse_special)
@@ -57,10 +58,12 @@ class VocabMixin:
             warnings.warn(warning, stacklevel=2)
         return text
 
-    def chat_tokens(self, messages: Sequence[dict[str, str]], **variables: object) -> list[int]:
+    def chat_tokens(
+        self, messages: Sequence[dict[str, str]], add_generation_prompt: bool = True, **variables: object
+    ) -> list[int]:
         """Tokens of a rendered chat prompt. The template already writes BOS where the model wants
         it, so BOS is only added when the rendered text does not start with it."""
-        return self.prompt_tokens(self.render_chat(messages, **variables))
+        return self.prompt_tokens(self.render_chat(messages, add_generation_prompt, **variables))
 
     def prompt_tokens(self, text: str) -> list[int]:
         """Tokens of a rendered chat prompt (BOS added only when the text does not start with it)."""

@@ -15,9 +15,9 @@ from pathlib import Path
 
 
 def convert(gguf_path: Path, out: Path) -> None:
-    import torch
-    from safetensors.torch import save_file
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    import torch  # type: ignore[import-not-found]  # only in the vLLM environment that runs this script
+    from safetensors.torch import save_file  # type: ignore[import-not-found]  # only in the vLLM environment that runs this script
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # type: ignore[import-not-found]  # only in the vLLM environment that runs this script
 
     out.mkdir(parents=True, exist_ok=True)
     tok = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)

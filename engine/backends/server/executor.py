@@ -12,7 +12,7 @@ from __future__ import annotations
 import concurrent.futures
 import queue
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,7 +119,7 @@ class ServerExecutor(Executor):
             st = self._runs[run_id] = _RunState()
         return st
 
-    def _submit(self, run_id: str, kind: str, coro: Any, meta: Any) -> None:
+    def _submit(self, run_id: str, kind: str, coro: Coroutine[Any, Any, object], meta: Any) -> None:
         fut = self.pool.loop.submit(coro)
         if kind == "score":
             self._shared.add(fut)

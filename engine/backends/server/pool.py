@@ -21,7 +21,7 @@ import asyncio
 import concurrent.futures
 import threading
 from collections import deque
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 from engine.backends.prefix import common_prefix
@@ -112,10 +112,10 @@ class LoopThread:
         self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
         self._thread.start()
 
-    def submit(self, coro: Awaitable[T]) -> concurrent.futures.Future[T]:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)  # type: ignore[arg-type]
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
-    def run(self, coro: Awaitable[T], timeout: float | None = None) -> T:
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         fut = self.submit(coro)
         try:
             return fut.result(timeout)
@@ -344,7 +344,7 @@ class ServerPool:
                 self._remember(c, (*req.prompt, *out.ids))
             return outs, c
 
-    async def _on_any(self, call: Any) -> Any:
+    async def _on_any(self, call: Callable[[ServerClient], Awaitable[T]]) -> T:
         """``call(client)`` on the first server that answers; one that cannot be reached is taken out."""
         last: Exception | None = None
         for c in self.alive:

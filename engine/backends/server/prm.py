@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from engine.backends.server.client import ServerClient
 from engine.backends.server.pool import ServerPool, gather_all
 from engine.backends.server.wire import CompletionRequest
 from engine.errors import PonderError
@@ -227,7 +228,7 @@ class ServerHeadPRM:
         async def pool_one(key: tuple[str, tuple[str, ...]]) -> tuple[list[float], int]:
             steps = key[1]
 
-            async def ask(c: Any) -> tuple[list[Any], int]:
+            async def ask(c: ServerClient) -> tuple[list[Any], int]:
                 return await c.pooling(self.messages(question, steps))
 
             rows, used = await self.pool._on_any(ask)
