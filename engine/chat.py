@@ -53,7 +53,7 @@ def render_chat(
         fmt = Jinja2ChatFormatter(
             template, eos_token=eos_token, bos_token=bos_token, add_generation_prompt=add_generation_prompt
         )
-        return fmt(messages=list(messages), **variables).prompt, None
+        return fmt(messages=list(messages), **variables).prompt, None  # type: ignore[arg-type]  # plain dicts, switches: Jinja takes both
     except (jinja2.TemplateError, ValueError, TypeError) as e:
         warning = f"The model's chat template failed to render ({e}); using a plain prompt instead."
         return render_plain(messages, add_generation_prompt), warning

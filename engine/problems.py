@@ -180,13 +180,13 @@ def load_problem_file(path: str | Path) -> tuple[Problem, ...]:
     except OSError as e:
         raise InvalidRequestError(f"Cannot read {p}: {e.strerror or e}.") from None
     name = p.stem
-    out = []
+    out: list[Problem] = []
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
-        except ValueError as e:
+        except json.JSONDecodeError as e:
             raise InvalidRequestError(f"{p}, line {n}: not JSON ({e.msg}).") from None
         if not isinstance(row, dict):
             raise InvalidRequestError(f"{p}, line {n}: expected an object with question and answer.")

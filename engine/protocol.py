@@ -17,7 +17,7 @@ Score requests into shared PRM passes; a test can instead drive a strategy with 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,7 +99,10 @@ class Release:
 
 
 Request = Generate | Score | Release
-StrategyGen = Iterator[Event | Request]
+# What the scheduler sends back is the request's answer: list[Generated] for Generate, one list of
+# step scores per candidate (list[list[float]]) for Score, None for Release. Its type depends on the
+# request, which a Generator's one send type cannot say: each ``x: T = yield request`` names it.
+StrategyGen = Generator[Event | Request, Any, None]
 
 
 @dataclass

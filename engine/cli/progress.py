@@ -13,12 +13,13 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
+    ProgressColumn,
     SpinnerColumn,
     TaskID,
     TextColumn,
@@ -34,6 +35,11 @@ from engine.events import Event, NodeAdded, NodeFinished, RunFinished, RunStarte
 from engine.gguf_info import human_size
 from engine.run.request import CompareRequest
 from engine.search import registry
+
+if TYPE_CHECKING:  # what the displays are handed
+    from engine.hub.transfer import Progress as HubProgress
+    from engine.run.scheduler import Run
+    from engine.sweeps import SweepProgress
 
 REFRESH_PER_S = 4  # redraws a second on a terminal: the line moves within a second of any change
 PLAIN_EVERY_S = 30.0  # off a terminal: a status line this often while runs go on
@@ -60,7 +66,7 @@ class _Live:
     stream: TextIO
     _bar: RichProgress | None = None
 
-    def _open(self, *columns: Any, **options: Any) -> RichProgress:
+    def _open(self, *columns: str | ProgressColumn, **options: Any) -> RichProgress:
         self._bar = RichProgress(
             *columns, console=_console(self.stream), refresh_per_second=REFRESH_PER_S, **options
         )
@@ -153,7 +159,7 @@ class Progress(_Live):
     def __enter__(self) -> Progress:
         if self.live:
             width = max(len(n) for n in self.strategies) if self.strategies else 8
-            self._open(
+            bar = self._open(
                 SpinnerColumn(finished_text="✓"),
                 TextColumn(f"{{task.description:<{width}}}"),
                 BarColumn(bar_width=10),
@@ -163,10 +169,10 @@ class Progress(_Live):
                 transient=False,
             )
             for name, s in self.strategies.items():
-                self._tasks[name] = self._bar.add_task(
+                self._tasks[name] = bar.add_task(
                     name, total=s.expected, start=False, gens=f"0/{s.expected}", tokens="0", rate="-", left=""
                 )
-            self._bar.start()
+            bar.start()
         return self
 
     def _show(self, s: _Strategy) -> None:
@@ -186,7 +192,7 @@ class Progress(_Live):
 
     # --- the sink -----------------------------------------------------------------------------------
 
-    def __call__(self, run: Any, ev: Event) -> None:
+    def __call__(self, run: Run, ev: Event) -> None:
         name = run.spec.name
         with self._lock:
             s = self.strategies.get(name)
@@ -242,7 +248,7 @@ class SweepBar(_Live):
 
     def __enter__(self) -> SweepBar:
         if self.tty:
-            self._open(
+            bar = self._open(
                 SpinnerColumn(),
                 TextColumn("sweep"),
                 BarColumn(bar_width=24),
@@ -252,11 +258,11 @@ class SweepBar(_Live):
                 TimeRemainingColumn(),
                 TextColumn("{task.fields[current]}"),
             )
-            self._task = self._bar.add_task("sweep", total=None, cells="-", current="")
-            self._bar.start()
+            self._task = bar.add_task("sweep", total=None, cells="-", current="")
+            bar.start()
         return self
 
-    def __call__(self, p: Any) -> None:
+    def __call__(self, p: SweepProgress) -> None:
         from engine.sweeps import format_progress
 
         if self._bar is not None and self._task is not None:
@@ -332,7 +338,7 @@ class DownloadBar(_Live):
             self._task = bar.add_task("downloading", total=None)
         return self
 
-    def update(self, p: Any) -> None:
+    def update(self, p: HubProgress) -> None:
         if self._bar is not None and self._task is not None:
             self._bar.update(self._task, completed=p.done, total=p.total, description=f"{p.phase:<11}")
             return

@@ -64,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
         while srv.proc is not None and srv.proc.poll() is None:
             time.sleep(0.5)
         print(
-            f"ponder: error: llama-server stopped (status {srv.proc.returncode}):\n{srv.log_tail()}",
+            f"ponder: error: llama-server stopped (status {srv.proc.returncode if srv.proc else None}):\n"
+            f"{srv.log_tail()}",
             file=sys.stderr,
         )
         return 1

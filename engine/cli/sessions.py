@@ -8,7 +8,6 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from engine.cli import EXIT_OK, EXIT_RUNS_FAILED
 from engine.cli.options import DB_HELP, add_server_args, print_json, server_executor, servers
@@ -26,7 +25,7 @@ from engine.events import (
 )
 from engine.run.export import export_session
 from engine.run.rerun import backend_kind, rerun, rerun_plan
-from engine.store import Store, StoreError, import_session, write_export
+from engine.store import RunInfo, Store, StoreError, import_session, write_export
 from engine.worker import CancelToken
 
 
@@ -87,7 +86,7 @@ def _ans(a: str | None) -> str:
     return "-" if a is None else str(a)
 
 
-def _fmt_run(r: Any) -> str:
+def _fmt_run(r: RunInfo) -> str:
     mark = {True: "correct", False: "wrong", None: ""}[r.correct]
     return (
         f"  {r.strategy:<12} {r.status:<11} answer {_ans(r.answer):<12} {mark:<8}"
@@ -152,7 +151,7 @@ def _sessions_show(store: Store, args: argparse.Namespace) -> int:
 
 def _replay_line(trace: Trace, ev: Event) -> str:
     """What one replayed event did, read from the run's trace once the event is folded in."""
-    node = trace.nodes.get(getattr(ev, "node_id", None))  # type: ignore[arg-type]
+    node = trace.nodes.get(getattr(ev, "node_id", None))  # type: ignore[arg-type]  # no node_id: None, no node
     if isinstance(ev, RunStarted):
         return f"started {ev.strategy} seed {ev.seed}"
     if isinstance(ev, NodeAdded) and node is not None:

@@ -8,13 +8,12 @@ mailed."""
 from __future__ import annotations
 
 import html
-from typing import Any
 
 from engine.events import Event, Trace, fold
 from engine.present import human_flops, score_colour
 from engine.prm import split_steps
 from engine.search.registry import answer_is_path, drawn_as
-from engine.store import SessionInfo, Store, StoreError, export_text
+from engine.store import RunInfo, SessionInfo, Store, StoreError, export_text
 
 EXPORT_FORMATS = ("json", "jsonl", "html")
 
@@ -34,8 +33,9 @@ def scored_steps(text: str, path_step_scores: list[float] | None) -> list[tuple[
     """A node's steps, each with its own PRM score. A beam node's step scores cover its whole path;
     its own steps are the last ones (earlier steps without a score get None)."""
     steps = split_steps(text) or [text]
-    scores: list[float | None] = list(path_step_scores or [])[-len(steps) :]
-    scores = [None] * (len(steps) - len(scores)) + scores
+    own = list(path_step_scores or [])[-len(steps) :]
+    scores: list[float | None] = [None] * (len(steps) - len(own))
+    scores += own
     return list(zip(steps, scores, strict=True))
 
 
@@ -82,7 +82,7 @@ def _node_html(t: Trace, nid: int, chosen: set[int]) -> str:
 _SHOWN_PARAMS = ("n", "beam_width", "lookahead", "chains", "length", "selection")
 
 
-def _run_html(info: Any, events: list[Event]) -> str:
+def _run_html(info: RunInfo, events: list[Event]) -> str:
     t = fold(events)
     sel = t.selected
     chosen = t.chosen(answer_is_path(info.strategy))

@@ -22,7 +22,7 @@ from engine.run.compare import run_compare
 from engine.run.executors import open_worker
 from engine.run.request import CompareRequest
 from engine.run.scheduler import EventSink
-from engine.store import Store, StoreError
+from engine.store import SessionInfo, Store, StoreError
 
 # --- rerun -------------------------------------------------------------------------------------------
 
@@ -70,7 +70,7 @@ def backend_kind(settings: dict[str, Any]) -> str:
     return str((settings.get("backend") or {}).get("kind") or "llama.cpp")
 
 
-def rerun_plan(store: Store, session_id: str) -> tuple[Any, dict[str, Any]]:
+def rerun_plan(store: Store, session_id: str) -> tuple[SessionInfo, dict[str, Any]]:
     """(the session, its settings), checked: the model file must still be there (in process)."""
     s = store.session(session_id)
     st = s.settings
@@ -125,7 +125,7 @@ def compare_sessions(store: Store, old_id: str, new_id: str) -> RerunReport:
     return RerunReport(old.id, new.id, diffs, _conditions(old, new))
 
 
-def _conditions(old: Any, new: Any) -> list[str]:
+def _conditions(old: SessionInfo, new: SessionInfo) -> list[str]:
     out = []
     if old.runs and new.runs:
         a, b = old.runs[0], new.runs[0]

@@ -27,8 +27,8 @@ from typing import Any
 
 from engine.errors import Cancelled, PonderError
 from engine.events import Event, RunFinished, Selected, TextDelta, fold
-from engine.executor import PRM, Delta, Executor, GenDone, RunFailed, ScoreAsk, ScoreDone
-from engine.protocol import Generate, Release, RunContext, Score
+from engine.executor import PRM, Delta, Executor, GenDone, Outcome, RunFailed, ScoreAsk, ScoreDone
+from engine.protocol import Generate, Release, Request, RunContext, Score, StrategyGen
 from engine.search import get_strategy
 
 
@@ -44,9 +44,9 @@ class Run:
 
     spec: StrategySpec
     ctx: RunContext
-    gen: Any = None
+    gen: StrategyGen | None = None
     events: list[Event] = field(default_factory=list)
-    pending: Any = None
+    pending: Request | None = None  # what its strategy asked for last
     waiting: bool = False  # its request is with the executor
     done: bool = False
     status: str = "done"
@@ -130,13 +130,16 @@ class Scheduler:
             self.on_event(run, ev)
 
     def _advance(self, run: Run, value: Any) -> None:
-        """Resume a strategy with ``value`` until it asks for something or ends."""
+        """Resume a strategy with ``value`` (the answer to its request: see StrategyGen) until it asks
+        for something or ends."""
         run.waiting = False
+        gen = run.gen
+        assert gen is not None  # set by _start before the first step
         try:
-            item = run.gen.send(value)
+            item = gen.send(value)
             while isinstance(item, Event):
                 self._emit(run, item)
-                item = run.gen.send(None)
+                item = gen.send(None)
             run.pending = item
         except StopIteration:
             self._finish(run, "done", "")
@@ -228,17 +231,17 @@ class Scheduler:
         """Score requests waiting now go to the PRM, one pass per run (its candidates judged against
         its own problem). Returns True when something was answered at once (a PRM that needs no
         model)."""
-        asking = [r for r in live if isinstance(r.pending, Score) and not r.waiting]
+        asking = [(r, r.pending) for r in live if isinstance(r.pending, Score) and not r.waiting]
         if not asking:
             return False
         answered = False
-        for r in asking:
+        for r, req in asking:
             # One pass per run, so the PRM's tokens are the run's own (runs of one question still
             # share the judge's cached verdicts and cells).
             r.waiting = True
             group = [r]
-            asks = [ScoreAsk(r.run_id, r.pending.candidates, r.pending.finished)]
-            done = self.executor.score(r.prm or self.prm, r.ctx.problem, asks)
+            asks = [ScoreAsk(r.run_id, req.candidates, req.finished)]
+            done = self.executor.score(r.prm or self.prm, r.ctx.problem, asks)  # type: ignore[arg-type]  # a scoring run has a PRM
             if done is not None:
                 self._scored(done, {r.run_id: r for r in group})
                 answered = True
@@ -259,7 +262,7 @@ class Scheduler:
                 r.waiting = True
                 self.executor.generate(r.run_id, r.pending.items, keep_prompt=r.ctx.question_messages())
 
-    def _deliver(self, by_id: dict[str, Run], outcomes: list[Any]) -> None:
+    def _deliver(self, by_id: dict[str, Run], outcomes: list[Outcome]) -> None:
         for o in outcomes:
             if isinstance(o, Delta):
                 r = by_id.get(o.run_id)

@@ -20,7 +20,7 @@ import math
 
 from engine.answers import group_answers
 from engine.events import Trace
-from engine.protocol import Generate, GenItem, Release, RunContext, StrategyGen
+from engine.protocol import Generate, Generated, GenItem, Release, RunContext, StrategyGen
 from engine.search.common import added, choose, finished_event, score, scored_event, started
 from engine.search.registry import Param, Strategy, register
 
@@ -116,7 +116,7 @@ def adaptive_best_of_n(
         for i in new:
             want = ctx.token_cap(spent[0], m, ctx.max_tokens)
             items.append(GenItem(i, ctx.sampling(i, want, stop=False), messages=msgs))
-        res = yield Generate(tuple(items))
+        res: list[Generated] = yield Generate(tuple(items))
         spent[0] += sum(g.n_tokens for g in res)
         for g in res:
             yield added(ctx, g, None, "solution")

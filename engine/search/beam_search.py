@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from engine.events import NodePruned
-from engine.protocol import Generate, GenItem, Release, RunContext, StrategyGen
+from engine.protocol import Generate, Generated, GenItem, Release, RunContext, StrategyGen
 from engine.search.common import added, choose, finished_event, is_done, score, scored_event, started
 from engine.search.registry import Param, Strategy, multiple_of, register, selection_param
 
@@ -42,7 +42,7 @@ def rollout(ctx: RunContext, beams: list[Beam], k: int, spent: list[int] | None 
             parent, used = heads[i]
             want = ctx.token_cap(spent[0], len(order), ctx.max_tokens - used)
             items.append(GenItem(nid, ctx.sampling(nid, want, greedy=True), parent=parent))
-        res = yield Generate(tuple(items))
+        res: list[Generated] = yield Generate(tuple(items))
         spent[0] += sum(g.n_tokens for g in res)
         for i, item, g in zip(order, items, res, strict=True):
             yield added(ctx, g, item.parent, "lookahead")
@@ -89,7 +89,7 @@ def beam_search(
             used = p.tokens if p else 0
             params = ctx.sampling(nid, ctx.token_cap(spent[0], n, ctx.max_tokens - used), stop=not last)
             items.append(GenItem(nid, params, parent=p.node_id) if p else GenItem(nid, params, messages=msgs))
-        res = yield Generate(tuple(items))
+        res: list[Generated] = yield Generate(tuple(items))
         spent[0] += sum(g.n_tokens for g in res)
         children = []
         for p, g in zip(parents, res, strict=True):

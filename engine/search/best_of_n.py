@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.protocol import Generate, GenItem, Release, RunContext, StrategyGen
+from engine.protocol import Generate, Generated, GenItem, Release, RunContext, StrategyGen
 from engine.search.common import added, choose, finished_event, score, scored_event, started
 from engine.search.registry import Strategy, register, selection_param
 
@@ -11,7 +11,9 @@ def best_of_n(ctx: RunContext, n: int = 4, selection: str = "weighted") -> Strat
     yield started(ctx, "best_of_n", {"n": n, "selection": selection})
     ids = [ctx.new_node() for _ in range(n)]
     msgs = ctx.question_messages()
-    res = yield Generate(tuple(GenItem(i, ctx.sampling(i, stop=False), messages=msgs) for i in ids))
+    res: list[Generated] = yield Generate(
+        tuple(GenItem(i, ctx.sampling(i, stop=False), messages=msgs) for i in ids)
+    )
     for g in res:
         yield added(ctx, g, None, "solution")
     texts = [g.text for g in res]

@@ -131,7 +131,7 @@ def budget_forcing(
                 items.append(GenItem(nid, params, messages=msgs, template=switch))
             else:
                 items.append(GenItem(nid, params, parent=c.node_id, prefix=c.prefix, cut=c.cut))
-        res = yield Generate(tuple(items))
+        res: list[Generated] = yield Generate(tuple(items))
         old = [chs[k].node_id for k in live if chs[k].node_id is not None]
         for k, item, g in zip(live, items, res, strict=True):
             c = chs[k]
@@ -167,11 +167,11 @@ def budget_forcing(
             yield scored_event(
                 ctx, node_id, Scored(steps, aggregate(steps, ctx.aggregation) if steps else 0.0)
             )
-        yield finished_event(ctx, c.node_id, _answer_source(c), c.reason)  # type: ignore[arg-type]
+        yield finished_event(ctx, c.node_id, _answer_source(c), c.reason)  # type: ignore[arg-type]  # grown
     yield Release(tuple(c.node_id for c in chs if c.node_id is not None))
     yield choose(
         ctx,
-        [c.node_id for c in chs],  # type: ignore[misc]
+        [c.node_id for c in chs],  # type: ignore[misc]  # every chain has grown a node
         [_answer_source(c) for c in chs],
         [c.score for c in chs],
         selection,

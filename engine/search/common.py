@@ -6,9 +6,9 @@ from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from engine.events import NodeAdded, NodeFinished, NodeScored, RunStarted, Selected
+from engine.events import Event, NodeAdded, NodeFinished, NodeScored, RunStarted, Selected
 from engine.prm import aggregate, split_steps
-from engine.protocol import Generated, RunContext, Score
+from engine.protocol import Generated, Request, RunContext, Score
 from engine.search.selection import select
 
 
@@ -56,7 +56,7 @@ class Scored:
 
 def score(
     ctx: RunContext, texts: Sequence[str], finished: Sequence[bool]
-) -> Generator[Any, Any, list[Scored]]:
+) -> Generator[Event | Request, Any, list[Scored]]:
     """Ask the PRM for step scores of full solution texts; aggregate them the run's way."""
     cands = tuple(tuple(split_steps(t, ctx.delimiter)) for t in texts)
     raw = yield Score(cands, tuple(bool(f) for f in finished))

@@ -209,21 +209,21 @@ def _evaluate(
                 items.append(
                     GenItem(nid, ctx.sampling(nid, want, stop=False, greedy=True), parent=kid.node_id)
                 )
-            res = yield Generate(tuple(items))
+            res: list[Generated] = yield Generate(tuple(items))
             spent[0] += sum(g.n_tokens for g in res)
             for kid, g in zip(open_, res, strict=True):
                 yield added(ctx, g, kid.node_id, "lookahead")
-                ext[kid.node_id] = (g.node_id, g.text, g.finish_reason)  # type: ignore[index]
+                ext[kid.node_id] = (g.node_id, g.text, g.finish_reason)  # type: ignore[index]  # kids have nodes
     texts = [k.text + (ext[k.node_id][1] if k.node_id in ext else "") for k in kids]
     finished = [k.terminal or k.node_id in ext for k in kids]
     scored: list[Scored] = yield from score(ctx, texts, finished)
     done: list[int] = []
     for kid, text, s in zip(kids, texts, scored, strict=True):
-        yield scored_event(ctx, kid.node_id, s)  # type: ignore[arg-type]
+        yield scored_event(ctx, kid.node_id, s)  # type: ignore[arg-type]  # a kid has its node
         if kid.terminal:
             kid.solution, kid.solution_value = kid.node_id, s.score
-            yield finished_event(ctx, kid.node_id, kid.text, kid.reason)  # type: ignore[arg-type]
-            done.append(kid.node_id)  # type: ignore[arg-type]
+            yield finished_event(ctx, kid.node_id, kid.text, kid.reason)  # type: ignore[arg-type]  # a kid's node
+            done.append(kid.node_id)  # type: ignore[arg-type]  # a kid has its node
         elif kid.node_id in ext:
             rid, _, reason = ext[kid.node_id]
             kid.solution, kid.solution_value = rid, s.score
@@ -259,13 +259,13 @@ def _choose(
         pick = max(solutions, key=lambda t: (t.solution_value or 0.0, t.visits))
     if pick is None or pick.solution is None:
         return Selected(ctx.run_id, None, None, "naive", {})
-    answers = [ctx.answer(texts[t.solution]) for t in solutions]  # type: ignore[index]
+    answers = [ctx.answer(texts[t.solution]) for t in solutions]  # type: ignore[index]  # a solution's node is set
     groups = group_answers(answers)
     tally: dict[str, float] = {}
     for t, a, g in zip(solutions, answers, groups, strict=True):
         if a is not None and g is not None:
             key = answers[g]
-            tally[key] = tally.get(key, 0.0) + t.visits  # type: ignore[index]
+            tally[key] = tally.get(key, 0.0) + t.visits  # type: ignore[index, arg-type]  # g is a's group: its answer is a str
     return Selected(ctx.run_id, ctx.answer(texts[pick.solution]), pick.solution, "naive", tally)
 
 

@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from engine.events import NodePruned, Resampled
-from engine.protocol import Generate, GenItem, Release, RunContext, StrategyGen
+from engine.events import Event, NodePruned, Resampled
+from engine.protocol import Generate, Generated, GenItem, Release, Request, RunContext, StrategyGen
 from engine.sampling import derive_seed
 from engine.search.common import added, choose, finished_event, is_done, score, scored_event, started
 from engine.search.registry import Param, Strategy, register, selection_param
@@ -117,12 +117,12 @@ def particle_filtering(
                 if p.node_id is not None
                 else GenItem(nid, params, messages=msgs)
             )
-        res = yield Generate(tuple(items))
+        res: list[Generated] = yield Generate(tuple(items))
         spent += sum(g.n_tokens for g in res)
         last = last or ctx.spent(spent)  # a token budget spent: every particle ends here
         for k, g in zip(live, res, strict=True):
             yield added(ctx, g, particles[k].node_id, "step")
-        old = sorted({particles[k].node_id for k in live if particles[k].node_id is not None})
+        old = sorted({node for k in live if (node := particles[k].node_id) is not None})
         if old:
             yield Release(tuple(old))  # every particle on these nodes has moved on
         grown = {}
@@ -138,7 +138,7 @@ def particle_filtering(
             )
         scored = yield from score(ctx, [grown[k].text for k in live], [grown[k].done for k in live])
         for k, s in zip(live, scored, strict=True):
-            yield scored_event(ctx, grown[k].node_id, s)  # type: ignore[arg-type]
+            yield scored_event(ctx, grown[k].node_id, s)  # type: ignore[arg-type]  # grown: on a new node
             particles[k] = replace(grown[k], score=s.score)
         ended = [particles[k].node_id for k in live if particles[k].done]
         if ended:
@@ -157,14 +157,14 @@ def _resample_round(
     temperature: float,
     resampling: str,
     rng: np.random.Generator,
-) -> Generator[Any, Any, list[Particle]]:
+) -> Generator[Event | Request, Any, list[Particle]]:
     """Round ``it``'s resampling over every particle (an ended one keeps its final score and may be
     copied): the ``n`` new particles, after the Resampled event, the dead nodes pruned and released."""
     nodes = sorted({p.node_id for p in particles if p.node_id is not None})
     w = weights([p.score for p in particles], temperature)
     node_w = {i: 0.0 for i in nodes}
     for p, wk in zip(particles, w, strict=True):
-        node_w[p.node_id] += wk  # type: ignore[index]
+        node_w[p.node_id] += wk  # type: ignore[index]  # resampled particles have grown
     picks = resample(w, n, resampling, rng)
     new = [particles[j] for j in picks]
     yield Resampled(
@@ -172,7 +172,7 @@ def _resample_round(
         it,
         nodes,
         [node_w[i] for i in nodes],
-        [p.node_id for p in new],  # type: ignore[misc]
+        [p.node_id for p in new],  # type: ignore[misc]  # resampled particles have grown
     )
     kept = {p.node_id for p in new}
     dead = [i for i in nodes if i not in kept]
@@ -180,21 +180,21 @@ def _resample_round(
         yield NodePruned(ctx.run_id, i, it)
     live_dead = [p.node_id for p in particles if p.node_id in dead and not p.done]
     if live_dead:
-        yield Release(tuple(sorted(set(live_dead))))  # type: ignore[arg-type]
+        yield Release(tuple(sorted(set(live_dead))))
     return new
 
 
-def _finish(ctx: RunContext, particles: list[Particle], selection: str) -> Generator[Any, Any, None]:
+def _finish(ctx: RunContext, particles: list[Particle], selection: str) -> StrategyGen:
     """Each final particle's node finished once, then the answer chosen over every copy."""
     final = [p for p in particles if p.node_id is not None]
     seen = set()
     for p in final:
         if p.node_id not in seen:
             seen.add(p.node_id)
-            yield finished_event(ctx, p.node_id, p.text, p.reason)  # type: ignore[arg-type]
+            yield finished_event(ctx, p.node_id, p.text, p.reason)  # type: ignore[arg-type]  # final: has a node
     yield choose(
         ctx,
-        [p.node_id for p in final],  # type: ignore[misc]
+        [p.node_id for p in final],  # type: ignore[misc]  # final: has a node
         [p.text for p in final],
         [p.score for p in final],
         selection,

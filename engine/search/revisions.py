@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from engine.answers import group_answers
 from engine.errors import InvalidRequestError
 from engine.events import Selected
-from engine.protocol import Generate, GenItem, Messages, Release, RunContext, StrategyGen
+from engine.protocol import Generate, Generated, GenItem, Messages, Release, RunContext, StrategyGen
 from engine.search.common import added, finished_event, score, scored_event, started
 from engine.search.registry import Param, Strategy, divisor_at_most, multiple_of, register, selection_param
 from engine.search.selection import select
@@ -66,7 +66,7 @@ def revisions(
                     nid, ctx.sampling(nid, stop=False), parent=ids[c][-1] if cont else None, messages=msgs
                 )
             )
-        res = yield Generate(tuple(items))
+        res: list[Generated] = yield Generate(tuple(items))
         for c, g in enumerate(res):
             yield added(ctx, g, ids[c][-1] if ids[c] else None, "revision" if j else "solution")
         if held:
@@ -84,7 +84,7 @@ def revisions(
             ids[c].append(g.node_id)
             scores[c].append(s.score)
     pick = select_revisions([[ctx.answer(t) for t in c] for c in texts], scores, selection)
-    node = ids[pick.chain][pick.attempt] if pick.chain is not None else None
+    node = ids[pick.chain][pick.attempt] if pick.chain is not None else None  # type: ignore[index]  # a picked chain has its attempt
     yield Selected(ctx.run_id, pick.answer, node, selection, pick.tally)
 
 
@@ -131,7 +131,7 @@ def select_revisions(
     for c, chain in enumerate(answers):
         sel = select(chain, scores[c], "weighted", groups[c])
         if sel.index is not None:
-            winners.append((c, sel.index, sel.answer, sel.tally.get(sel.answer, 0.0)))  # type: ignore[arg-type]
+            winners.append((c, sel.index, sel.answer, sel.tally.get(sel.answer, 0.0)))  # type: ignore[arg-type]  # weighted: a pick has an answer
     final = select(
         [w[2] for w in winners], [w[3] for w in winners], "weighted", [groups[w[0]][w[1]] for w in winners]
     )

@@ -13,9 +13,9 @@ import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import DatabaseError, OperationalError
 
 from engine.errors import PonderError
@@ -64,7 +64,7 @@ def on_connect_rw(dbapi_conn: Any, record: Any) -> None:
     cur.close()
 
 
-def open_engine(path: Path, readonly: bool) -> Any:
+def open_engine(path: Path, readonly: bool) -> Engine:
     """An SQLAlchemy engine on ``path`` whose connections get the pragmas above; a read-only one
     opens the file with SQLite's ``mode=ro`` (it never writes, not even a journal)."""
     if readonly:
@@ -81,12 +81,21 @@ def open_engine(path: Path, readonly: bool) -> Any:
 DECODE_ERRORS = (UnicodeDecodeError, ValueError, TypeError, KeyError, AttributeError, IndexError)
 
 
-def reads(fn: Callable[..., Any]) -> Callable[..., Any]:
+class _OnFile(Protocol):
+    path: Path
+
+
+S = TypeVar("S", bound=_OnFile)  # the Store
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def reads(fn: Callable[Concatenate[S, P], R]) -> Callable[Concatenate[S, P], R]:
     """A Store reader whose database may be damaged: SQLite's errors and rows that cannot be decoded
     become one StoreError that says so (nothing is written)."""
 
     @functools.wraps(fn)
-    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+    def wrapper(self: S, *args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(self, *args, **kwargs)
         except PonderError:

@@ -9,9 +9,8 @@ transaction and leaves a row in ``schema_version``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import Connection, Engine, insert
 
 from engine.store.db import now
 from engine.store.rows import SchemaVersion
@@ -20,14 +19,14 @@ from engine.store.schema import apply
 SCHEMA_VERSION = 3
 
 
-def _frozen(version: int) -> Callable[[Any], None]:
+def _frozen(version: int) -> Callable[[Connection], None]:
     return lambda conn: apply(conn, version)
 
 
-MIGRATIONS: dict[int, Callable[[Any], None]] = {v: _frozen(v) for v in range(1, SCHEMA_VERSION + 1)}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {v: _frozen(v) for v in range(1, SCHEMA_VERSION + 1)}
 
 
-def migrate(engine: Any, current: int) -> None:
+def migrate(engine: Engine, current: int) -> None:
     """Bring a database at version ``current`` (0: empty) to :data:`SCHEMA_VERSION`, step by step."""
     for v in range(current + 1, SCHEMA_VERSION + 1):
         with engine.begin() as conn:  # each step in its own transaction

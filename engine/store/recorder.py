@@ -13,7 +13,7 @@ import os
 import time
 from typing import Any, Protocol
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.exc import DatabaseError, OperationalError
 
 from engine.answers import is_correct
@@ -40,7 +40,7 @@ COMMIT_EVERY_S = 0.25  # the most a kill can lose of a running run's events
 class RecordingStore(Protocol):
     """What a recorder needs of its store (:class:`engine.store.store.Store`)."""
 
-    engine: Any
+    engine: Engine
     host: str
 
 
@@ -59,6 +59,7 @@ class Recorder:
             self._reference = conn.execute(
                 select(SessionRow.reference).where(SessionRow.id == session_id)
             ).scalar()
+        self._link: _Link
         if share is not None and not share._link.closed:
             # Recorders of sessions that run at once (a sweep's cells) write through one connection
             # and one transaction: SQLite has one writer, and two open write transactions would
@@ -72,7 +73,7 @@ class Recorder:
         self.pid = os.getpid()
         self.error: str | None = None
 
-    def __call__(self, run: Any, ev: Event) -> None:
+    def __call__(self, run: object, ev: Event) -> None:  # an EventSink (engine.run.scheduler)
         self.record(ev)
 
     def record(self, ev: Event) -> None:
@@ -113,7 +114,7 @@ class Recorder:
             return
         c, rid = self._link.conn, ev.run_id
         if isinstance(ev, RunStarted):
-            c.execute(insert(RunRow).values(**self._run_row(trace.started)))
+            c.execute(insert(RunRow).values(**self._run_row(ev)))  # the trace's started
             self._positions += 1
         seq = trace.n_events - 1
         c.execute(insert(EventRow).values(run_id=rid, seq=seq, kind=ev.kind, payload=ev.to_dict()))
@@ -125,10 +126,10 @@ class Recorder:
             where = (NodeRow.run_id == rid) & (NodeRow.node_id == ev.node_id)
             c.execute(update(NodeRow).where(where).values(**_node_change(trace.nodes[ev.node_id], ev)))
         elif isinstance(ev, Selected):
-            answer = trace.selected.answer
+            answer = ev.answer  # the trace's selected
             values.update(answer=answer, correct=is_correct(answer, self._reference))
         elif isinstance(ev, RunFinished):
-            values.update(_finished_row(trace.finished))
+            values.update(_finished_row(ev))  # the trace's finished
         c.execute(update(RunRow).where(RunRow.id == rid).values(**values))
 
     def _run_row(self, ev: RunStarted) -> dict[str, Any]:
@@ -152,7 +153,7 @@ class Recorder:
         }
 
     @property
-    def _conn(self) -> Any:
+    def _conn(self) -> Connection:
         return self._link.conn
 
     def commit(self) -> None:
@@ -216,7 +217,7 @@ def _finished_row(ev: RunFinished) -> dict[str, Any]:
 class _Link:
     """A recording connection and its open transaction, shared by the recorders that use it."""
 
-    def __init__(self, conn: Any) -> None:
+    def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self.tx = conn.begin()
         self.last_commit = time.monotonic()

@@ -14,7 +14,7 @@ new digest to the test. Never edit a shipped entry.
 
 from __future__ import annotations
 
-from typing import Any
+from sqlalchemy import Connection
 
 # Version 1 (sessions, runs, events, nodes): Ponder 0.1.0, issue 4.
 V1 = """
@@ -135,7 +135,7 @@ def statements(sql: str) -> list[str]:
     return [s.strip() for s in sql.split(";") if s.strip()]
 
 
-def apply(conn: Any, version: int) -> None:
+def apply(conn: Connection, version: int) -> None:
     """Run version ``version``'s DDL on an SQLAlchemy connection (inside the caller's transaction)."""
     for stmt in statements(DDL[version]):
         conn.exec_driver_sql(stmt)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Text, cast, delete, func, insert, literal_column, select, update
+from sqlalchemy import Connection, Engine, Text, cast, delete, func, insert, literal_column, select, update
 from sqlalchemy.exc import DatabaseError, OperationalError
 
 from engine.events import Event, event_from_dict
@@ -58,7 +58,7 @@ class Store:
     """One session database. ``Store.open(path)`` checks, creates or migrates it; a store opened
     ``readonly`` never writes (listing, showing, exporting work on a read-only file)."""
 
-    def __init__(self, path: Path, engine: Any, readonly: bool) -> None:
+    def __init__(self, path: Path, engine: Engine, readonly: bool) -> None:
         self.path = path
         self.engine = engine
         self.readonly = readonly
@@ -178,7 +178,7 @@ class Store:
 
     # --- reading ------------------------------------------------------------------------------------
 
-    def _resolve(self, conn: Any, session_id: str) -> str:
+    def _resolve(self, conn: Connection, session_id: str) -> str:
         """A full id from a unique prefix (as `git` takes short hashes)."""
         if conn.execute(select(SessionRow.id).where(SessionRow.id == session_id)).first():
             return session_id
@@ -264,7 +264,9 @@ class Store:
                 .order_by(SessionRow.created.desc())
                 .limit(limit)
             ).all()
-            out = {s.id: {"settings": dict(s.settings or {}), "runs": []} for s in sessions}
+            out: dict[str, dict[str, Any]] = {
+                s.id: {"settings": dict(s.settings or {}), "runs": []} for s in sessions
+            }
             if out:
                 for r in conn.execute(
                     select(

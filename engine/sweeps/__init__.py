@@ -5,8 +5,9 @@ budget on one problem) a session of its own, and reports progress with an ETA; r
 kill or a cancel and it does only the missing cells. A sweep is found again by its *key*
 (``plan``): problem set contents, model file, PRM, seed and max tokens; problems, strategies and
 budgets may grow between calls (the cells already run are reused). :func:`analyse` (``analysis``)
-loads the rows first and computes the summary from them alone; ``report`` writes it out,
-``plots`` draws its charts, ``exchange`` weighs test-time compute against parameters on two models.
+loads the rows first and computes the summary from them alone (a typed value: ``summary``);
+``report`` writes it out, ``plots`` draws its charts, ``exchange`` weighs test-time compute against
+parameters on two models.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from engine.sweeps.plan import (
     sweep_key,
     sweep_name,
 )
-from engine.sweeps.report import json_ready, load_summary, markdown_table, write_outputs
+from engine.sweeps.report import json_ready, load_report, load_summary, markdown_table, write_outputs
 from engine.sweeps.runner import (
     IN_PROCESS_BATCH,
     SweepProgress,
@@ -40,13 +41,18 @@ from engine.sweeps.runner import (
     pending_requests,
     run_sweep,
 )
+from engine.sweeps.summary import ProblemRow, Summary, SummaryBin, SummarySpec
 
 __all__ = [
     "Cell",
     "DEFAULT_BUDGETS",
     "IN_PROCESS_BATCH",
     "N_BINS",
+    "ProblemRow",
     "SAMPLES",
+    "Summary",
+    "SummaryBin",
+    "SummarySpec",
     "SweepProgress",
     "SweepResult",
     "SweepRows",
@@ -59,6 +65,7 @@ __all__ = [
     "format_progress",
     "hms",
     "json_ready",
+    "load_report",
     "load_rows",
     "load_summary",
     "markdown_table",

@@ -41,12 +41,14 @@ from engine.sweeps.analysis import N_BINS
 from engine.sweeps.plan import SweepSpec, source_budget
 from engine.sweeps.plots import write_exchange_charts
 from engine.sweeps.report import json_ready, write_outputs
+from engine.sweeps.runner import SweepResult
+from engine.sweeps.summary import ProblemRow, Summary, SummarySpec
 
 PAPER_R = (0.16, 0.79, 22.0)  # the ratios of inference to pretraining tokens Snell et al. plot
 
 
 def _flops_at(
-    row: dict[str, Any],
+    row: ProblemRow,
     strategy: str,
     b: int,
     budgets: Sequence[int],
@@ -71,7 +73,7 @@ def _mean_ci(values: list[float], seed: int) -> tuple[float, float, float]:
 
 
 def _points(
-    rows: dict[int, dict[str, Any]], members: list[int], strategy: str, spec: dict[str, Any], seed: int
+    rows: dict[int, ProblemRow], members: list[int], strategy: str, spec: SummarySpec, seed: int
 ) -> list[dict[str, Any]]:
     budgets = spec["budgets"]
     tokens = spec.get("budget_kind") == "tokens"
@@ -106,8 +108,8 @@ def matched_multiple(r: float, n_small: int, n_large: int, d_small: float, d_lar
 def _exchange_bin(
     k: int,
     members: list[int],
-    rows: tuple[dict[int, Any], dict[int, Any], dict[int, Any]],
-    sums: tuple[dict[str, Any], dict[str, Any], dict[str, Any]],
+    rows: tuple[dict[int, ProblemRow], dict[int, ProblemRow], dict[int, ProblemRow]],
+    sums: tuple[Summary, Summary, Summary],
     labels: tuple[str, str],
     seed: int,
 ) -> dict[str, Any]:
@@ -152,9 +154,9 @@ def _exchange_bin(
 
 
 def _pretraining(
-    small: dict[str, Any],
+    small: Summary,
     bins: list[dict[str, Any]],
-    g_rows: dict[int, Any],
+    g_rows: dict[int, ProblemRow],
     shared: list[int],
     n_params: tuple[int, int],
     pretrain_tokens: tuple[float, float],
@@ -192,9 +194,9 @@ def _pretraining(
 
 
 def exchange_report(
-    small: dict[str, Any],
-    large: dict[str, Any],
-    greedy: dict[str, Any],
+    small: Summary,
+    large: Summary,
+    greedy: Summary,
     small_model: dict[str, Any],
     large_model: dict[str, Any],
     pretrain_tokens: tuple[float | None, float | None] = (None, None),
@@ -296,7 +298,7 @@ def catalog_pretrain_tokens(models: Sequence[str]) -> tuple[float | None, float 
 
 
 # One sweep on one model: (its SweepResult, its analysed summary, the model's record).
-SweepOnce = Callable[[str, SweepSpec], tuple[Any, dict[str, Any], dict[str, Any]]]
+SweepOnce = Callable[[str, SweepSpec], tuple[SweepResult, Summary, dict[str, Any]]]
 
 
 @dataclass
@@ -329,7 +331,7 @@ def run_exchange(
     pretrain = pretrain_tokens if pretrain_tokens is not None else catalog_pretrain_tokens(models)
     greedy = dataclasses.replace(spec, strategies=("best_of_n",), budgets=(1,), temperature=0.0)
     folder = Path(out).expanduser()
-    done: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    done: list[tuple[Summary, dict[str, Any]]] = []
     failed = False
     for model, sp, sub in (
         (models[0], spec, "small"),

@@ -14,17 +14,22 @@ from __future__ import annotations
 import io
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import PonderError
 from engine.search import registry
+from engine.sweeps.summary import Summary
+
+if TYPE_CHECKING:  # matplotlib loads where a chart is drawn
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 INK = "#222222"
 MUTED = "#666666"
 COMPUTE_OPTIMAL = "#222222"
 
 
-def _figure(width: float, height: float) -> Any:
+def _figure(width: float, height: float) -> Figure:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -38,28 +43,28 @@ def _colour(name: str) -> str:
     return s.colour if s is not None else INK
 
 
-def _budget_axis(ax: Any, budgets: list[int], tokens: bool) -> None:
+def _budget_axis(ax: Axes, budgets: list[int], tokens: bool) -> None:
     ax.set_xscale("log", base=2)
     ax.set_xticks(budgets, [str(b) for b in budgets])
     ax.minorticks_off()
     ax.set_xlabel("budget (generated tokens per strategy)" if tokens else "budget (generations per strategy)")
 
 
-def _accuracy_axis(ax: Any) -> None:
+def _accuracy_axis(ax: Axes) -> None:
     ax.set_ylim(-0.02, 1.02)
     ax.set_ylabel("accuracy")
     ax.grid(True, color="#dddddd", linewidth=0.7)
     ax.set_axisbelow(True)
 
 
-def _band(ax: Any, xs: list[Any], iv: dict[Any, list[float]] | None, colour: str) -> None:
+def _band(ax: Axes, xs: list[Any], iv: dict[Any, list[float]] | None, colour: str) -> None:
     if iv:
         lo = [iv[x][0] for x in xs]
         hi = [iv[x][1] for x in xs]
         ax.fill_between(xs, lo, hi, color=colour, alpha=0.15, linewidth=0)
 
 
-def _subtitle(summary: dict[str, Any]) -> str:
+def _subtitle(summary: Summary) -> str:
     sp, pr = summary["spec"], summary["problems"]
     return (
         f"{summary['sweep'].get('problem_set_name', sp['problem_set'])} · {pr['complete']} problems · "
@@ -76,7 +81,7 @@ def _at(
     return {x: iv[b] for b, x in zip(budgets, xs, strict=True) if b in iv}
 
 
-def accuracy_vs_budget(summary: dict[str, Any]) -> Any:
+def accuracy_vs_budget(summary: Summary) -> Figure:
     fig = _figure(8.0, 5.0)
     ax = fig.add_subplot()
     budgets = summary["spec"]["budgets"]
@@ -111,7 +116,7 @@ def accuracy_vs_budget(summary: dict[str, Any]) -> Any:
     return fig
 
 
-def by_difficulty(summary: dict[str, Any]) -> Any:
+def by_difficulty(summary: Summary) -> Figure:
     bins = summary.get("bins") or []
     fig = _figure(max(8.0, 2.6 * max(1, len(bins))), 4.2)
     budgets = summary["spec"]["budgets"]
@@ -141,7 +146,7 @@ def by_difficulty(summary: dict[str, Any]) -> Any:
     return fig
 
 
-def exchange(report: dict[str, Any]) -> Any:
+def exchange(report: dict[str, Any]) -> Figure:
     """Accuracy against inference FLOPs per difficulty bin: every (strategy, budget) of the small
     model, and the large model's best-of-N (budget 1 greedy and sampled, and its own budgets)."""
     bins = report["bins"]
@@ -189,19 +194,19 @@ def exchange(report: dict[str, Any]) -> Any:
     return fig
 
 
-CHARTS: dict[str, Callable[[dict[str, Any]], Any]] = {
+CHARTS: dict[str, Callable[[Summary], Figure]] = {
     "accuracy_vs_budget": accuracy_vs_budget,
     "by_difficulty": by_difficulty,
 }
 
 
-def png_bytes(fig: Any, dpi: int = 100) -> bytes:
+def png_bytes(fig: Figure, dpi: int = 100) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, facecolor="white")
     return buf.getvalue()
 
 
-def _save(fig: Any, path: Path, fmt: str) -> Path:
+def _save(fig: Figure, path: Path, fmt: str) -> Path:
     tmp = path.with_name(path.name + ".part")
     try:
         fig.savefig(tmp, format=fmt, dpi=160, facecolor="white")
@@ -211,7 +216,7 @@ def _save(fig: Any, path: Path, fmt: str) -> Path:
     return path
 
 
-def write_charts(summary: dict[str, Any], folder: Path) -> list[Path]:
+def write_charts(summary: Summary, folder: Path) -> list[Path]:
     """The sweep's charts into ``folder`` as PNG and SVG; returns the files."""
     out = []
     for name, make in CHARTS.items():

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from engine.errors import PonderError
 from engine.search import registry
 from engine.store import write_export
 from engine.sweeps.plots import write_charts
+from engine.sweeps.summary import Summary
 
 
-def markdown_table(summary: dict[str, Any], title: bool = True) -> str:
+def markdown_table(summary: Summary, title: bool = True) -> str:
     budgets = summary["spec"]["budgets"]
     tokens = summary["spec"].get("budget_kind") == "tokens"
     unit, mark = ("generated tokens, matched by tokens", "T=") if tokens else ("generations", "N=")
@@ -79,16 +81,16 @@ def markdown_table(summary: dict[str, Any], title: bool = True) -> str:
             + " |",
             "|---:|---:|---:|" + "---:|" * len(names),
         ]
-        for lv, row in summary["levels"].items():
+        for lv, level in summary["levels"].items():
             accs = " | ".join(
-                f"{100 * a[budgets[0]]:.0f}% / {100 * a[top]:.0f}%" for a in row["accuracy"].values()
+                f"{100 * a[budgets[0]]:.0f}% / {100 * a[top]:.0f}%" for a in level["accuracy"].values()
             )
-            lines.append(f"| {lv} | {row['problems']} | {100 * row['pass1']:.0f}% | {accs} |")
+            lines.append(f"| {lv} | {level['problems']} | {100 * level['pass1']:.0f}% | {accs} |")
     lines += ["", summary["method"]["note"], ""]
     return "\n".join(lines)
 
 
-def _spent_lines(summary: dict[str, Any], budgets: list[int], mark: str) -> list[str]:
+def _spent_lines(summary: Summary, budgets: list[int], mark: str) -> list[str]:
     """Generations spent per problem by the strategies whose budget is a maximum, overall and per
     difficulty bin (1 = easiest): what stopping early saved."""
     spent = summary.get("spent") or {}
@@ -113,13 +115,21 @@ def _spent_lines(summary: dict[str, Any], budgets: list[int], mark: str) -> list
     return out
 
 
-def json_ready(summary: dict[str, Any]) -> dict[str, Any]:
-    """Budgets are int keys in memory; JSON keeps them as strings. Round-trips with :func:`load_summary`."""
-    return json.loads(json.dumps(summary))
+def json_ready(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """Budgets are int keys in memory; JSON keeps them as strings. Round-trips with :func:`load_summary`
+    (a summary) and :func:`load_report` (an exchange report)."""
+    result: dict[str, Any] = json.loads(json.dumps(summary))
+    return result
 
 
-def load_summary(text: str) -> dict[str, Any]:
-    """summary.json back, with budget keys as ints again."""
+def load_summary(text: str) -> Summary:
+    """summary.json back, with budget keys as ints again (what it holds is not checked: a summary
+    file that is not one fails where it is read)."""
+    return cast(Summary, load_report(text))
+
+
+def load_report(text: str) -> Any:
+    """A summary's or an exchange report's JSON back, with budget keys as ints again."""
 
     def fix(o: Any) -> Any:
         if isinstance(o, dict):
@@ -131,7 +141,7 @@ def load_summary(text: str) -> dict[str, Any]:
     return fix(json.loads(text))
 
 
-def write_outputs(summary: dict[str, Any], out: str | Path) -> list[Path]:
+def write_outputs(summary: Summary, out: str | Path) -> list[Path]:
     """summary.json, summary.md and the charts (PNG and SVG, :mod:`engine.sweeps.plots`) in folder ``out``
     (created). Returns the files written."""
     folder = Path(out).expanduser()
