@@ -8,7 +8,7 @@
 
 Each compare is a :class:`~engine.run.request.CompareRequest` run by
 :func:`~engine.run.compare.run_compare` on an executor that owns the model
-(:func:`~engine.run.executors.in_process`), in the calling thread.
+(:func:`~engine.run.opening.in_process`), in the calling thread.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from engine.backends.llama_cpp import BackendConfig
 from engine.executor import Executor
 from engine.problems import get_problem
 from engine.run.compare import run_compare
-from engine.run.executors import in_process
+from engine.run.opening import in_process
 from engine.run.request import CompareRequest
 from engine.search import budget_params, default_strategies
 from engine.store import Store

@@ -36,7 +36,7 @@ from engine.errors import PonderError
 from engine.executor import Executor
 from engine.models import default_model_path
 from engine.protocol import GenItem
-from engine.run.executors import in_process
+from engine.run.opening import in_process
 from engine.sampling import SamplingParams
 
 

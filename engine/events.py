@@ -50,7 +50,7 @@ class RunStarted(Event):
     strategy: str
     params: dict[str, Any]
     model: dict[str, Any]
-    prm: dict[str, Any]
+    prm: dict[str, Any]  # the PRM's record (name, spec, kind, model, n_params; engine.prm.PRMKind.record)
     seed: int
     problem: str
     reference: str | None = None

@@ -172,7 +172,7 @@ class Executor(ABC):
     """Executes the requests of many runs at once. Used from one thread (the scheduler's)."""
 
     kind: str = ""  # "llama.cpp" | "server"
-    params_override: int | None = (
+    n_params_override: int | None = (
         None  # the model's parameters where its server does not say (--model-params)
     )
     cancel: Callable[[], bool] | None = None  # checked inside long work (see attach)
@@ -197,8 +197,8 @@ class Executor(ABC):
     def record(self) -> dict[str, Any]:
         """:meth:`model_record` with the user's parameter count where one was given."""
         rec = self.model_record()
-        if self.params_override:
-            rec["n_params"] = self.params_override
+        if self.n_params_override:
+            rec["n_params"] = self.n_params_override
         return rec
 
     @abstractmethod

@@ -120,11 +120,11 @@ class RunContext:
     aggregation: str = "last"
     system_prompt: str = SYSTEM_PROMPT
     model: dict[str, Any] = field(default_factory=dict)
-    prm: dict[str, Any] = field(default_factory=dict)
+    prm_record: dict[str, Any] = field(default_factory=dict)  # what the run records of its PRM
     strategy: str = ""  # set by the scheduler: independent seed streams are drawn per strategy
     seeds: str = "independent"  # independent | common (every strategy's node k draws the same numbers)
     thinking: bool = False  # set by the scheduler: the chat template has a thinking block
-    token_budget: int = 0  # generated tokens the run may spend (0: counted in generations)
+    budget_tokens: int = 0  # generated tokens the run may spend (0: counted in generations)
     _next_node: int = 0
 
     def new_node(self) -> int:
@@ -132,21 +132,21 @@ class RunContext:
         self._next_node += 1
         return n
 
-    def token_cap(self, spent: int, n_items: int, want: int) -> int:
+    def token_cap(self, used: int, n_items: int, want: int) -> int:
         """``want`` tokens for each of ``n_items`` generations, cut so that the run's token budget
         (when it has one) holds: each gets an equal share of what is left (at least 1)."""
-        if self.token_budget <= 0:
+        if self.budget_tokens <= 0:
             return want
-        return max(1, min(want, (self.token_budget - spent) // max(1, n_items)))
+        return max(1, min(want, (self.budget_tokens - used) // max(1, n_items)))
 
     def answer(self, text: str | None) -> str | None:
         """The final answer ``text`` gives, read as a number where the reference is one (GSM8K,
         the arithmetic ladder: a phrase that names no number gives way to the next rule)."""
         return extract_answer(text, numeric=is_numeric(self.reference))
 
-    def spent(self, spent: int) -> bool:
-        """Whether a run with a token budget has spent it."""
-        return self.token_budget > 0 and spent >= self.token_budget
+    def out_of_tokens(self, used: int) -> bool:
+        """Whether a run with a token budget has used it up (``used``: tokens generated so far)."""
+        return self.budget_tokens > 0 and used >= self.budget_tokens
 
     def node_seed(self, node_id: int) -> int:
         if self.seeds == "common":

@@ -1,7 +1,7 @@
 """One thread owns the llama.cpp context; everyone else sends it work.
 
 Like llama.cpp's server loop: a queue of tasks, one loop that owns the model. The worker's
-``factory`` makes what it owns, in its thread (:mod:`engine.run.executors` opens an executor, in
+``factory`` makes what it owns, in its thread (:mod:`engine.run.opening` opens an executor, in
 process or on servers); the GUI (through a thin QObject) and the CLI submit callables that receive
 it and get a ``concurrent.futures.Future`` back. Cancellation is a :class:`CancelToken` that long
 work polls between tokens. This module knows no backend.

@@ -17,7 +17,7 @@ from engine.errors import PonderError
 from engine.events import TextDelta
 from engine.run.compare import run_compare
 from engine.run.cost import CostRefused, estimate, facts_of_executor, gate, sweep_estimate
-from engine.run.executors import ServerTarget, open_worker
+from engine.run.opening import ServerTarget, open_worker
 from engine.run.request import CompareRequest
 from engine.store import Store
 from engine.sweeps import analyse, pending_requests, run_sweep

@@ -107,8 +107,10 @@ class RunPanel(QFrame):
             strat = registry.find(self.strategy)
             keys = strat.shown if strat is not None else ("n",)
             params = ", ".join(f"{k}={st.params[k]}" for k in keys if k in st.params)
-            if st.params.get("token_budget"):
-                params += f" · at most {st.params['token_budget']} tokens"
+            old = "token_budget"  # in sessions recorded before the name was one
+            tokens = st.params.get("budget_tokens") or st.params.get(old)
+            if tokens:
+                params += f" · at most {tokens} tokens"
             if st.params.get("seeds", "common") == "common":  # (sessions saved before the choice: common)
                 params += " · common seeds"
             self.header.setText(f"<b>{registry.label(self.strategy)}</b> &nbsp; {params}")

@@ -14,25 +14,29 @@ def warm_up() -> None:
     if _WARM[0]:
         return
     _WARM[0] = True
+    from engine import selectors
     from engine.events import NodeAdded, NodeFinished, NodePruned, NodeScored, RunStarted, Selected, fold
+    from engine.search import registry
     from gui.detail import node_html
     from gui.trace_view import TraceView
 
-    evs = [RunStarted("w", "beam_search", {}, {}, {}, 0, "p")]
+    # A strategy drawn as a tree, and a selector: whichever the registries list first.
+    tree = next(s.name for s in registry.strategies() if s.drawn_as == "tree")
+    evs = [RunStarted("w", tree, {}, {}, {}, 0, "p")]
     for i, parent in ((0, None), (1, None), (2, 0)):
         evs += [NodeAdded("w", i, parent, "step", "x", 1, -1.0), NodeScored("w", i, [0.5], 0.5, "warm-up")]
     evs += [
         NodePruned("w", 1, 0),
         NodeFinished("w", 2, "1", "eos"),
-        Selected("w", "1", 2, "naive", {"1": 1.0}),
+        Selected("w", "1", 2, selectors.names()[0], {"1": 1.0}),
     ]
     t = fold(evs)
     view = TraceView()
     view.resize(300, 200)
-    view.show_trace(t, "beam_search", {9: "live"})
+    view.show_trace(t, tree, {9: "live"})
     view.toggle_round(0)
     view.grab()
-    node_html(t, "beam_search", 2)
+    node_html(t, tree, 2)
     view.deleteLater()
 
 

@@ -19,7 +19,7 @@ from engine.errors import InvalidRequestError
 from engine.models import default_model_path
 from engine.prm import registry as prm_kinds
 from engine.run.cost import ModelFacts, estimate, facts_of_executor, facts_of_file, gate
-from engine.run.executors import ServerTarget, backend_worker, on_servers, open_worker
+from engine.run.opening import ServerTarget, backend_worker, on_servers, open_worker
 from engine.run.request import SEED_MODES
 from engine.search import registry
 from engine.worker import BackendWorker
@@ -226,7 +226,7 @@ def server_target(args: argparse.Namespace, model: str | None = None) -> ServerT
         parallel=getattr(args, "parallel", None),
         timeout=getattr(args, "timeout", 600.0) or 600.0,
         prm_urls=tuple(getattr(args, "prm_server", None) or ()),
-        model_params=getattr(args, "model_params", None),
+        n_params=getattr(args, "model_params", None),
         tokenizer=getattr(args, "tokenizer", None),
     ).checked()
 

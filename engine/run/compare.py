@@ -51,7 +51,7 @@ class RunSummary:
         return dict(self.__dict__)
 
 
-def summarize(run: Run) -> RunSummary:
+def summarise(run: Run) -> RunSummary:
     sel = run.selected
     answer = sel.answer if sel else None
     return RunSummary(
@@ -85,9 +85,9 @@ def _budget(run: Run) -> int:
 
 def _spent(run: Run) -> int:
     strat = registry.find(run.spec.name)
-    if strat is None or strat.spent is None:
+    if strat is None or strat.count_spent is None:
         return _budget(run)
-    return int(strat.spent(run.trace()))
+    return int(strat.count_spent(run.trace()))
 
 
 def prm_record(scorer: PRM, spec: str) -> dict[str, Any]:
@@ -166,7 +166,7 @@ class Prepared:
 
     def result(self) -> CompareResult:
         error = self.recorder.error if self.recorder is not None else None
-        return CompareResult(self.session_id, self.runs, error, [summarize(r) for r in self.runs])
+        return CompareResult(self.session_id, self.runs, error, [summarise(r) for r in self.runs])
 
 
 def prepare(
@@ -208,10 +208,10 @@ def prepare(
             seed=request.seed,
             reference=request.reference,
             model=executor.record(),
-            prm=prm_record(scorer, request.prm),
+            prm_record=prm_record(scorer, request.prm),
             max_tokens=request.max_tokens,
             seeds=request.seeds,
-            token_budget=request.budget_tokens or 0,
+            budget_tokens=request.budget_tokens or 0,
             **({} if request.temperature is None else {"temperature": request.temperature}),
         )
     except BaseException:

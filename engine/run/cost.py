@@ -59,7 +59,7 @@ class ModelFacts:
     """What the estimate knows of the model before it loads."""
 
     name: str  # as the store records it (the file's name, or the served model's id)
-    params: int | None = None  # parameters (None: unknown, as from a server that does not say)
+    n_params: int | None = None  # parameters (None: unknown, as from a server that does not say)
     n_gpu_layers: int = 0
     threads: int | None = None  # CPU threads (None: all cores, up to 8)
     on_server: bool = False
@@ -167,7 +167,7 @@ def facts_of_file(path: str, n_gpu_layers: int = 0, threads: int | None = None) 
     from engine.gguf_info import read_gguf
 
     info = read_gguf(path)
-    return ModelFacts(name=info.name, params=info.n_params, n_gpu_layers=n_gpu_layers, threads=threads)
+    return ModelFacts(name=info.name, n_params=info.n_params, n_gpu_layers=n_gpu_layers, threads=threads)
 
 
 def facts_of_executor(executor: Executor) -> ModelFacts:
@@ -175,7 +175,7 @@ def facts_of_executor(executor: Executor) -> ModelFacts:
     m = executor.model_record()
     return ModelFacts(
         name=str(m.get("name") or ""),
-        params=m.get("n_params") or None,
+        n_params=m.get("n_params") or None,
         n_gpu_layers=int(m.get("n_gpu_layers_requested", 0) or 0),
         on_server=m.get("backend") != "llama.cpp",
     )
@@ -241,17 +241,17 @@ def recorded_rate(facts: ModelFacts, prm: str, store: Store | None) -> Rate | No
 def assumed_rate(facts: ModelFacts, consulted: bool = True) -> Rate:
     """A rate from the model's size and the CPU threads (``consulted``: the store was asked and had
     no record; else it was not asked, as for a budget over the ceiling)."""
-    if facts.on_server or not facts.params:  # a server's hardware is not this machine's: no guess
+    if facts.on_server or not facts.n_params:  # a server's hardware is not this machine's: no guess
         where = "its server" if facts.on_server else "this machine"
         return Rate(None, f"no rate recorded for {facts.name or 'this model'} on {where} yet")
     threads = facts.threads or min(os.cpu_count() or 1, 8)
-    tok_s = ASSUMED_FLOPS_PER_THREAD * threads / (2.0 * facts.params)
+    tok_s = ASSUMED_FLOPS_PER_THREAD * threads / (2.0 * facts.n_params)
     how = f"{threads} CPU thread{'s' if threads != 1 else ''}"
     if facts.n_gpu_layers:
         tok_s *= ASSUMED_GPU_SPEEDUP
         how = "GPU offload (a guess)"
     said = "; nothing recorded yet" if consulted else ""
-    return Rate(tok_s, f"assumed for {facts.params / 1e6:,.0f}M parameters on {how}{said}")
+    return Rate(tok_s, f"assumed for {facts.n_params / 1e6:,.0f}M parameters on {how}{said}")
 
 
 def store_growth(tokens: int, store: Store | None) -> tuple[int, int | None]:

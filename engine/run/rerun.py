@@ -19,7 +19,7 @@ from engine.errors import PonderError
 from engine.events import Event, NodeAdded, Selected
 from engine.executor import Executor
 from engine.run.compare import run_compare
-from engine.run.executors import open_worker
+from engine.run.opening import open_worker
 from engine.run.request import CompareRequest
 from engine.run.scheduler import EventSink
 from engine.store import SessionInfo, Store, StoreError

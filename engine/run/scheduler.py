@@ -72,7 +72,7 @@ class Run:
 
     @property
     def prm_flops(self) -> float:
-        return 2.0 * float(self.ctx.prm.get("n_params") or 0) * self.prm_tokens
+        return 2.0 * float(self.ctx.prm_record.get("n_params") or 0) * self.prm_tokens
 
     @property
     def selected(self) -> Selected | None:
@@ -290,7 +290,7 @@ def make_runs(
     seed: int = 0,
     reference: str | None = None,
     model: dict[str, Any] | None = None,
-    prm: dict[str, Any] | None = None,
+    prm_record: dict[str, Any] | None = None,
     **ctx_kw: Any,
 ) -> list[Run]:
     """One Run per strategy, each with its own id and the same seed, problem and settings."""
@@ -303,7 +303,7 @@ def make_runs(
             seed=seed,
             reference=reference,
             model=dict(model or {}),
-            prm=dict(prm or {}),
+            prm_record=dict(prm_record or {}),
             **ctx_kw,
         )
         out.append(Run(spec, ctx))

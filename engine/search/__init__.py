@@ -44,7 +44,7 @@ def budget_cost(name: str, params: dict[str, Any]) -> int:
 def sequences_needed(name: str, params: dict[str, Any]) -> int:
     """The most sequences (llama.cpp branches) a strategy holds at once in process, PRM aside: what
     the context's ``n_seq_max`` must allow. Bounds checked against measured peaks in
-    tests/test_limits.py."""
+    tests/integration/test_limits.py."""
     return registry.get(name).sequences(params)
 
 

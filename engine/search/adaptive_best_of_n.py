@@ -11,7 +11,7 @@ selection; ``"votes"`` is plain self-consistency with majority selection.
 
 Its budget is a maximum: on an easy problem it spends a fraction of it, which is the cheapest form
 of compute-optimal allocation per problem. How many generations it spent is the number of its
-solutions (:func:`spent`); the summary, the sweep report and the app's footer say it.
+solutions (:func:`generations_spent`); the summary, the sweep report and the app's footer say it.
 """
 
 from __future__ import annotations
@@ -108,16 +108,16 @@ def adaptive_best_of_n(
     texts: list[str] = []
     scores: list[float] = []
     answers: list[str | None] = []
-    spent = [0]
-    while len(ids) < n and not ctx.spent(spent[0]):
+    tokens_used = [0]
+    while len(ids) < n and not ctx.out_of_tokens(tokens_used[0]):
         m = min(max(1, round_size), n - len(ids))
         new = [ctx.new_node() for _ in range(m)]
         items = []
         for i in new:
-            want = ctx.token_cap(spent[0], m, ctx.max_tokens)
+            want = ctx.token_cap(tokens_used[0], m, ctx.max_tokens)
             items.append(GenItem(i, ctx.sampling(i, want, stop=False), messages=msgs))
         res: list[Generated] = yield Generate(tuple(items))
-        spent[0] += sum(g.n_tokens for g in res)
+        tokens_used[0] += sum(g.n_tokens for g in res)
         for g in res:
             yield added(ctx, g, None, "solution")
         round_texts = [g.text for g in res]
@@ -137,7 +137,7 @@ def adaptive_best_of_n(
     yield choose(ctx, ids, texts, scores, "weighted" if weighting == "prm" else "majority")
 
 
-def spent(trace: Trace) -> int:
+def generations_spent(trace: Trace) -> int:
     """Generations the run spent: its solutions."""
     return sum(1 for nid in trace.roots if trace.nodes[nid].role == "solution")
 
@@ -174,7 +174,7 @@ register(
         ),
         drawn_as="column",
         budget_is_maximum=True,
-        spent=spent,
+        count_spent=generations_spent,
         colour="#44AA99",  # Tol's teal
         order=15,
     )

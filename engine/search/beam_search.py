@@ -25,10 +25,10 @@ class Beam:
     reason: str = "stop"
 
 
-def rollout(ctx: RunContext, beams: list[Beam], k: int, spent: list[int] | None = None):
+def rollout(ctx: RunContext, beams: list[Beam], k: int, tokens_used: list[int] | None = None):
     """Greedy rollouts of k steps from each beam; returns the rollout text of each. Costs up to
-    k generations per beam, counted like any other (and their tokens added to ``spent[0]``)."""
-    spent = spent if spent is not None else [0]
+    k generations per beam, counted like any other (and their tokens added to ``tokens_used[0]``)."""
+    tokens_used = tokens_used if tokens_used is not None else [0]
     extra = ["" for _ in beams]
     heads = {i: (b.node_id, b.tokens) for i, b in enumerate(beams)}
     made: list[int] = []
@@ -40,10 +40,10 @@ def rollout(ctx: RunContext, beams: list[Beam], k: int, spent: list[int] | None 
         for i in order:
             nid = ctx.new_node()
             parent, used = heads[i]
-            want = ctx.token_cap(spent[0], len(order), ctx.max_tokens - used)
+            want = ctx.token_cap(tokens_used[0], len(order), ctx.max_tokens - used)
             items.append(GenItem(nid, ctx.sampling(nid, want, greedy=True), parent=parent))
         res: list[Generated] = yield Generate(tuple(items))
-        spent[0] += sum(g.n_tokens for g in res)
+        tokens_used[0] += sum(g.n_tokens for g in res)
         for i, item, g in zip(order, items, res, strict=True):
             yield added(ctx, g, item.parent, "lookahead")
             made.append(g.node_id)
@@ -76,7 +76,7 @@ def beam_search(
     active: list[Beam] = []
     completed: list[tuple[Beam, float]] = []
     msgs = ctx.question_messages()
-    spent = [0]  # generated tokens, for a token budget
+    tokens_used = [0]  # generated tokens, for a token budget
     for it in range(iterations):
         last = it == iterations - 1
         if it == 0:
@@ -87,10 +87,10 @@ def beam_search(
         for p in parents:
             nid = ctx.new_node()
             used = p.tokens if p else 0
-            params = ctx.sampling(nid, ctx.token_cap(spent[0], n, ctx.max_tokens - used), stop=not last)
+            params = ctx.sampling(nid, ctx.token_cap(tokens_used[0], n, ctx.max_tokens - used), stop=not last)
             items.append(GenItem(nid, params, parent=p.node_id) if p else GenItem(nid, params, messages=msgs))
         res: list[Generated] = yield Generate(tuple(items))
-        spent[0] += sum(g.n_tokens for g in res)
+        tokens_used[0] += sum(g.n_tokens for g in res)
         children = []
         for p, g in zip(parents, res, strict=True):
             yield added(ctx, g, p.node_id if p else None, "step")
@@ -108,10 +108,10 @@ def beam_search(
         texts = [c.text for c in children]
         if lookahead > 0:
             open_ = [c for c, d in zip(children, done, strict=True) if not d]
-            extra = yield from rollout(ctx, open_, lookahead, spent)
+            extra = yield from rollout(ctx, open_, lookahead, tokens_used)
             ext = dict(zip((c.node_id for c in open_), extra, strict=True))
             texts = [c.text + ext.get(c.node_id, "") for c in children]
-        if ctx.spent(spent[0]):  # a token budget spent: every beam ends here
+        if ctx.out_of_tokens(tokens_used[0]):  # a token budget spent: every beam ends here
             done = [True] * len(children)
         scored = yield from score(ctx, texts, done)
         survivors: list[tuple[Beam, float]] = []

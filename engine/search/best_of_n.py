@@ -44,5 +44,6 @@ register(
         colour="#0072B2",
         order=10,
         default=True,
+        baseline=True,
     )
 )

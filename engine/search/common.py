@@ -24,10 +24,10 @@ def started(ctx: RunContext, strategy: str, params: dict[str, Any]) -> RunStarte
             "delimiter": ctx.delimiter,
             "aggregation": ctx.aggregation,
             "seeds": ctx.seeds,
-            **({"token_budget": ctx.token_budget} if ctx.token_budget else {}),
+            **({"budget_tokens": ctx.budget_tokens} if ctx.budget_tokens else {}),
         },
         dict(ctx.model),
-        dict(ctx.prm),
+        dict(ctx.prm_record),
         ctx.seed,
         ctx.problem,
         ctx.reference,
@@ -64,7 +64,7 @@ def score(
 
 
 def scored_event(ctx: RunContext, node_id: int, s: Scored) -> NodeScored:
-    return NodeScored(ctx.run_id, node_id, s.steps, s.score, str(ctx.prm.get("name", "prm")))
+    return NodeScored(ctx.run_id, node_id, s.steps, s.score, str(ctx.prm_record.get("name", "prm")))
 
 
 def finished_event(ctx: RunContext, node_id: int, text: str, reason: str) -> NodeFinished:

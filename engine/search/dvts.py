@@ -44,7 +44,7 @@ def dvts(
         },
     )
     msgs = ctx.question_messages()
-    spent = 0  # generated tokens, for a token budget
+    tokens_used = 0  # generated tokens, for a token budget
     for it in range(iterations):
         live = [s for s in subtrees if not s.done]
         if not live:
@@ -55,7 +55,7 @@ def dvts(
         for s in live:
             for _ in range(m):
                 nid = ctx.new_node()
-                want = ctx.token_cap(spent, len(live) * m, ctx.max_tokens - s.tokens)
+                want = ctx.token_cap(tokens_used, len(live) * m, ctx.max_tokens - s.tokens)
                 params = ctx.sampling(nid, want, stop=not last)
                 items.append(
                     GenItem(nid, params, parent=s.node_id)
@@ -64,14 +64,14 @@ def dvts(
                 )
                 owner.append(s)
         res: list[Generated] = yield Generate(tuple(items))
-        spent += sum(g.n_tokens for g in res)
+        tokens_used += sum(g.n_tokens for g in res)
         for s, g in zip(owner, res, strict=True):
             yield added(ctx, g, s.node_id, "step")
         old = [s.node_id for s in live if s.node_id is not None]
         if old:
             yield Release(tuple(old))
         texts = [s.text + g.text for s, g in zip(owner, res, strict=True)]
-        out_of_tokens = ctx.spent(spent)  # a token budget spent: every subtree ends here
+        out_of_tokens = ctx.out_of_tokens(tokens_used)  # a token budget spent: every subtree ends here
         ends = [
             last or out_of_tokens or is_done(g, s.tokens + g.n_tokens, ctx)
             for s, g in zip(owner, res, strict=True)

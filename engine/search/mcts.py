@@ -133,12 +133,12 @@ def mcts(
     yield started(ctx, "mcts", params)
     root = TreeNode(None)
     msgs = ctx.question_messages()
-    spent = [0]  # generated tokens, for a token budget
+    tokens_used = [0]  # generated tokens, for a token budget
     solutions: list[TreeNode] = []  # nodes whose path is a whole solution (terminal steps, rollouts)
     texts_by_id: dict[int, str] = {}
     rollout_of: dict[int, TreeNode] = {}
     for it in range(max(1, n * max_depth * 2)):
-        if len(solutions) >= n or ctx.spent(spent[0]):
+        if len(solutions) >= n or ctx.out_of_tokens(tokens_used[0]):
             break
         leaf = select(root, exploration)
         if leaf is None:
@@ -148,7 +148,7 @@ def mcts(
         items = []
         for _ in range(k):
             nid = ctx.new_node()
-            want = ctx.token_cap(spent[0], k, ctx.max_tokens - leaf.tokens)
+            want = ctx.token_cap(tokens_used[0], k, ctx.max_tokens - leaf.tokens)
             p = ctx.sampling(nid, want, stop=not last)
             items.append(
                 GenItem(nid, p, parent=leaf.node_id)
@@ -156,7 +156,7 @@ def mcts(
                 else GenItem(nid, p, messages=msgs)
             )
         res: list[Generated] = yield Generate(tuple(items))
-        spent[0] += sum(g.n_tokens for g in res)
+        tokens_used[0] += sum(g.n_tokens for g in res)
         kids = []
         for g in res:
             yield added(ctx, g, leaf.node_id, "step")
@@ -168,12 +168,12 @@ def mcts(
                 leaf.depth + 1,
                 reason=g.finish_reason,
             )
-            kid.terminal = last or is_done(g, kid.tokens, ctx) or ctx.spent(spent[0])
+            kid.terminal = last or is_done(g, kid.tokens, ctx) or ctx.out_of_tokens(tokens_used[0])
             kids.append(kid)
         leaf.children = kids
         if leaf.node_id is not None:
             yield Release((leaf.node_id,))  # its children hold its cells; it is never grown again
-        values = yield from _evaluate(ctx, kids, rollout, spent, rollout_of)
+        values = yield from _evaluate(ctx, kids, rollout, tokens_used, rollout_of)
         changed: dict[int, TreeNode] = {}
         for kid, v in zip(kids, values, strict=True):
             for t in backpropagate(kid, v):
@@ -194,7 +194,11 @@ def mcts(
 
 
 def _evaluate(
-    ctx: RunContext, kids: list[TreeNode], rollout: str, spent: list[int], rollout_of: dict[int, TreeNode]
+    ctx: RunContext,
+    kids: list[TreeNode],
+    rollout: str,
+    tokens_used: list[int],
+    rollout_of: dict[int, TreeNode],
 ):
     """Each new child's value: its path's PRM score, or (greedy rollout) its path completed to the
     end and scored; a child that ended, and every rollout, is a whole solution."""
@@ -205,12 +209,12 @@ def _evaluate(
             items = []
             for kid in open_:
                 nid = ctx.new_node()
-                want = ctx.token_cap(spent[0], len(open_), ctx.max_tokens - kid.tokens)
+                want = ctx.token_cap(tokens_used[0], len(open_), ctx.max_tokens - kid.tokens)
                 items.append(
                     GenItem(nid, ctx.sampling(nid, want, stop=False, greedy=True), parent=kid.node_id)
                 )
             res: list[Generated] = yield Generate(tuple(items))
-            spent[0] += sum(g.n_tokens for g in res)
+            tokens_used[0] += sum(g.n_tokens for g in res)
             for kid, g in zip(open_, res, strict=True):
                 yield added(ctx, g, kid.node_id, "lookahead")
                 ext[kid.node_id] = (g.node_id, g.text, g.finish_reason)  # type: ignore[index]  # kids have nodes

@@ -99,7 +99,7 @@ def particle_filtering(
     rng = np.random.Generator(np.random.PCG64(derive_seed(ctx.seed, 0x5EED, n)))
     particles = [Particle(None) for _ in range(n)]
     msgs = ctx.question_messages()
-    spent = 0  # generated tokens, for a token budget
+    tokens_used = 0  # generated tokens, for a token budget
     for it in range(iterations):
         live = [k for k, p in enumerate(particles) if not p.done]
         if not live:
@@ -110,7 +110,7 @@ def particle_filtering(
             p = particles[k]
             nid = ctx.new_node()
             params = ctx.sampling(
-                nid, ctx.token_cap(spent, len(live), ctx.max_tokens - p.tokens), stop=not last
+                nid, ctx.token_cap(tokens_used, len(live), ctx.max_tokens - p.tokens), stop=not last
             )
             items.append(
                 GenItem(nid, params, parent=p.node_id)
@@ -118,8 +118,8 @@ def particle_filtering(
                 else GenItem(nid, params, messages=msgs)
             )
         res: list[Generated] = yield Generate(tuple(items))
-        spent += sum(g.n_tokens for g in res)
-        last = last or ctx.spent(spent)  # a token budget spent: every particle ends here
+        tokens_used += sum(g.n_tokens for g in res)
+        last = last or ctx.out_of_tokens(tokens_used)  # a token budget spent: every particle ends here
         for k, g in zip(live, res, strict=True):
             yield added(ctx, g, particles[k].node_id, "step")
         old = sorted({node for k in live if (node := particles[k].node_id) is not None})

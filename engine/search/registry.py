@@ -128,13 +128,15 @@ class Strategy:
     order: int = 100  # place in lists
     default: bool = False  # in the default selection
     budget_is_maximum: bool = False  # it may stop early (adaptive best-of-N): the budget is a ceiling
-    spent: Callable[[Trace], int] | None = None  # generations a finished run spent (None: its budget)
+    count_spent: Callable[[Trace], int] | None = None  # generations a finished run spent (None: its budget)
+    baseline: bool = False  # what the others are measured against (one strategy: the sweep's gains,
+    # its default pick, the exchange report's large model and its greedy answers)
 
     def generations_spent(self, trace: Trace, params: dict[str, Any]) -> int:
         """Generations a run spent: the strategy's own count where its budget is a maximum, else
         what its parameters cost."""
-        if self.spent is not None:
-            return int(self.spent(trace))
+        if self.count_spent is not None:
+            return int(self.count_spent(trace))
         return int(self.cost(params))
 
     @property
@@ -305,6 +307,11 @@ def names() -> list[str]:
     return [s.name for s in strategies()]
 
 
+def baseline() -> str:
+    """The strategy the others are measured against (the one registered with ``baseline=True``)."""
+    return next(s.name for s in strategies() if s.baseline)
+
+
 def default_names() -> tuple[str, ...]:
     return tuple(s.name for s in strategies() if s.default)
 
@@ -350,6 +357,7 @@ def answer_is_path(name: str) -> bool:
 __all__ = [
     "BudgetError",
     "answer_is_path",
+    "baseline",
     "drawn_as",
     "Param",
     "Strategy",

@@ -10,15 +10,12 @@ PRM score, then weighted again across the chain winners; ``majority`` votes over
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from engine.answers import group_answers
 from engine.errors import InvalidRequestError
 from engine.events import Selected
 from engine.protocol import Generate, Generated, GenItem, Messages, Release, RunContext, StrategyGen
 from engine.search.common import added, finished_event, score, scored_event, started
 from engine.search.registry import Param, Strategy, divisor_at_most, multiple_of, register, selection_param
-from engine.search.selection import select
+from engine.search.selection import select_chains
 
 REVISE_PROMPT = (
     "Review your previous solution. If it contains a mistake, correct it. Then write a complete "
@@ -83,62 +80,9 @@ def revisions(
             texts[c].append(g.text)
             ids[c].append(g.node_id)
             scores[c].append(s.score)
-    pick = select_revisions([[ctx.answer(t) for t in c] for c in texts], scores, selection)
+    pick = select_chains([[ctx.answer(t) for t in c] for c in texts], scores, selection)
     node = ids[pick.chain][pick.attempt] if pick.chain is not None else None  # type: ignore[index]  # a picked chain has its attempt
     yield Selected(ctx.run_id, pick.answer, node, selection, pick.tally)
-
-
-@dataclass(frozen=True)
-class RevisionPick:
-    answer: str | None
-    chain: int | None
-    attempt: int | None
-    tally: dict[str, float]
-
-
-def chain_groups(answers: list[list[str | None]]) -> list[list[int | None]]:
-    """Equivalence labels for every attempt of every chain, decided once over all of them (the
-    shape of ``answers``)."""
-    labels = iter(group_answers([a for chain in answers for a in chain]))
-    return [[next(labels) for _ in chain] for chain in answers]
-
-
-def select_revisions(
-    answers: list[list[str | None]],
-    scores: list[list[float]],
-    method: str = "weighted",
-    groups: list[list[int | None]] | None = None,
-) -> RevisionPick:
-    """The answer of revision chains (answers and scores per chain, attempts in order).
-    ``weighted``: weighted selection within each chain, then weighted across the chain winners (each
-    weighing its winning answer's summed score); ``naive`` / ``majority``: over all attempts.
-    ``groups``: equivalence labels shared by all chains, when already known."""
-    flat = [(c, j) for c, chain in enumerate(answers) for j in range(len(chain))]
-    if groups is None:
-        groups = chain_groups(answers)
-    if method != "weighted":
-        sel = select(
-            [answers[c][j] for c, j in flat],
-            [scores[c][j] for c, j in flat],
-            method,
-            [groups[c][j] for c, j in flat],
-        )
-        if sel.index is None:
-            return RevisionPick(sel.answer, None, None, sel.tally)
-        c, j = flat[sel.index]
-        return RevisionPick(sel.answer, c, j, sel.tally)
-    winners = []  # (chain, attempt, answer, weight)
-    for c, chain in enumerate(answers):
-        sel = select(chain, scores[c], "weighted", groups[c])
-        if sel.index is not None:
-            winners.append((c, sel.index, sel.answer, sel.tally.get(sel.answer, 0.0)))  # type: ignore[arg-type]  # weighted: a pick has an answer
-    final = select(
-        [w[2] for w in winners], [w[3] for w in winners], "weighted", [groups[w[0]][w[1]] for w in winners]
-    )
-    if final.index is None:
-        return RevisionPick(final.answer, None, None, final.tally)
-    c, j = winners[final.index][:2]
-    return RevisionPick(final.answer, c, j, final.tally)
 
 
 def _for_budget(budget: int, user: dict) -> dict:

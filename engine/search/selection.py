@@ -50,3 +50,60 @@ def select(
             members.setdefault(g, []).append(i)
     index, tally = selector.pick(Ballot(answers, scores, members))
     return Selection(None if index is None else answers[index], index, method, tally)
+
+
+# --- chains of attempts (revisions) ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChainPick:
+    answer: str | None
+    chain: int | None
+    attempt: int | None
+    tally: dict[str, float]
+
+
+def chain_groups(answers: list[list[str | None]]) -> list[list[int | None]]:
+    """Equivalence labels for every attempt of every chain, decided once over all of them (the
+    shape of ``answers``)."""
+    labels = iter(group_answers([a for chain in answers for a in chain]))
+    return [[next(labels) for _ in chain] for chain in answers]
+
+
+def select_chains(
+    answers: list[list[str | None]],
+    scores: list[list[float]],
+    method: str = "weighted",
+    groups: list[list[int | None]] | None = None,
+) -> ChainPick:
+    """The answer of chains of attempts (revisions: answers and scores per chain, attempts in order;
+    a strategy whose ``sweep_reads`` is ``chains`` is read so).
+    ``weighted``: weighted selection within each chain, then weighted across the chain winners (each
+    weighing its winning answer's summed score); ``naive`` / ``majority``: over all attempts.
+    ``groups``: equivalence labels shared by all chains, when already known."""
+    flat = [(c, j) for c, chain in enumerate(answers) for j in range(len(chain))]
+    if groups is None:
+        groups = chain_groups(answers)
+    if method != "weighted":
+        sel = select(
+            [answers[c][j] for c, j in flat],
+            [scores[c][j] for c, j in flat],
+            method,
+            [groups[c][j] for c, j in flat],
+        )
+        if sel.index is None:
+            return ChainPick(sel.answer, None, None, sel.tally)
+        c, j = flat[sel.index]
+        return ChainPick(sel.answer, c, j, sel.tally)
+    winners = []  # (chain, attempt, answer, weight)
+    for c, chain in enumerate(answers):
+        sel = select(chain, scores[c], "weighted", groups[c])
+        if sel.index is not None:
+            winners.append((c, sel.index, sel.answer, sel.tally.get(sel.answer, 0.0)))  # type: ignore[arg-type]  # weighted: a pick has an answer
+    final = select(
+        [w[2] for w in winners], [w[3] for w in winners], "weighted", [groups[w[0]][w[1]] for w in winners]
+    )
+    if final.index is None:
+        return ChainPick(final.answer, None, None, final.tally)
+    c, j = winners[final.index][:2]
+    return ChainPick(final.answer, c, j, final.tally)

@@ -29,8 +29,7 @@ from engine.answers import is_correct
 from engine.errors import InvalidRequestError, PonderError
 from engine.problems import ProblemSet, resolve_problem_set
 from engine.search import budget_params, registry
-from engine.search.revisions import chain_groups, select_revisions
-from engine.search.selection import select
+from engine.search.selection import chain_groups, select, select_chains
 from engine.store import RunInfo, Store, SweepInfo
 from engine.sweeps.plan import (
     Cell,
@@ -198,7 +197,7 @@ def _accuracy(
             sc = [cand.scores[c][: p["length"]] for c in sub]
             gr = [cand.groups[c][: p["length"]] for c in sub]  # type: ignore[index]  # set by __post_init__
             for m in selectors.names():
-                pick = select_revisions(ans, sc, m, gr)
+                pick = select_chains(ans, sc, m, gr)
                 if pick.chain is not None:
                     acc[m] += cand.correct[sub[pick.chain]][pick.attempt]  # type: ignore[index]  # a chain's pick has its attempt
         return {m: v / len(subs) for m, v in acc.items()}
@@ -221,7 +220,7 @@ def _tie_order(acc: float, strategy: str, method: str, budget: int, strategies: 
     return (
         round(acc, 12),
         -budget,
-        (strategy, method) == ("best_of_n", "weighted"),
+        (strategy, method) == (registry.baseline(), selectors.names()[0]),
         -list(strategies).index(strategy),
         -list(selectors.names()).index(method),
     )
@@ -257,7 +256,8 @@ def _problem_row(rows: SweepRows, spec: SweepSpec, i: int, budgets: list[int], s
             # generations spent: the budget, or (a budget that is a maximum) the candidates it made
             spent = sum(len(ch) for ch in cand.answers) if registry.get(s).budget_is_maximum else b
             spent_of.setdefault(s, {})[b] = spent
-    pool = [cands[("best_of_n", max(budgets))]] if "best_of_n" in spec.strategies else list(cands.values())
+    base = registry.baseline()
+    pool = [cands[(base, max(budgets))]] if base in spec.strategies else list(cands.values())
     flat_c = [c for cd in pool for ch in cd.correct for c in ch]
     flat_s = [x for cd in pool for ch in cd.scores for x in ch]
     return {
@@ -316,7 +316,8 @@ def _bin(
     acc = _mean_acc(per_problem, strategies, budgets, members)
     halves = [members[0::2], members[1::2]]
     half_acc = [_mean_acc(per_problem, strategies, budgets, h) if h else None for h in halves]
-    default = ("best_of_n" if "best_of_n" in strategies else strategies[0], "weighted")
+    base_name, first = registry.baseline(), selectors.names()[0]
+    default = (base_name if base_name in strategies else strategies[0], first)
     per_budget: dict[int, BinBest] = {}
     held_out: dict[int, float] = {}
     for b in budgets:
@@ -328,12 +329,12 @@ def _bin(
             if half is not None:
                 held_out[b] += half[s_][m_][b] * len(halves[h])
         best = _pick(acc, b, strategies)
-        base = acc["best_of_n"]["weighted"][b] if "best_of_n" in acc else None
+        base = acc[base_name][first][b] if base_name in acc else None
         per_budget[b] = {
             "strategy": best[1],
             "selection": best[2],
             "accuracy": best[0],
-            "best_of_n": base,
+            "best_of_n": base,  # the baseline's accuracy (the key its summaries have always had)
             "gain": None if base is None else best[0] - base,
         }
     overall = max(

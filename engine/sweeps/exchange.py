@@ -116,12 +116,11 @@ def _exchange_bin(
     """One difficulty bin: the small model's points, the large model's, and the verdict."""
     (s_rows, l_rows, g_rows), (small, large, greedy) = rows, sums
     small_pts = {s: _points(s_rows, members, s, small["spec"], seed) for s in small["spec"]["strategies"]}
+    base = registry.baseline()
     large_bon = (
-        _points(l_rows, members, "best_of_n", large["spec"], seed)
-        if "best_of_n" in large["spec"]["strategies"]
-        else []
+        _points(l_rows, members, base, large["spec"], seed) if base in large["spec"]["strategies"] else []
     )
-    g = _points(g_rows, members, "best_of_n", greedy["spec"], seed)[0]
+    g = _points(g_rows, members, base, greedy["spec"], seed)[0]
     within = [
         (p["accuracy"], -p["flops"], s, p)
         for s, pts in small_pts.items()
@@ -165,7 +164,7 @@ def _pretraining(
     at that R and the paper's."""
     (n_s, n_l), (d_small, d_large) = n_params, pretrain_tokens
     # inference tokens of the large model answering every shared problem greedily (2 N per token)
-    tokens = sum(_flops_at(g_rows[i], "best_of_n", 1, [1], False) for i in shared) / (2 * n_l)
+    tokens = sum(_flops_at(g_rows[i], registry.baseline(), 1, [1], False) for i in shared) / (2 * n_l)
     r_own = tokens / d_large
     large_acc = sum(b["large"]["greedy"]["accuracy"] * len(b["problems"]) for b in bins) / len(shared)
     matched = []
@@ -329,7 +328,7 @@ def run_exchange(
         for m in models:
             read_gguf(m)  # a missing or broken file is one clear line, before anything runs
     pretrain = pretrain_tokens if pretrain_tokens is not None else catalog_pretrain_tokens(models)
-    greedy = dataclasses.replace(spec, strategies=("best_of_n",), budgets=(1,), temperature=0.0)
+    greedy = dataclasses.replace(spec, strategies=(registry.baseline(),), budgets=(1,), temperature=0.0)
     folder = Path(out).expanduser()
     done: list[tuple[Summary, dict[str, Any]]] = []
     failed = False

@@ -101,9 +101,10 @@ def accuracy_vs_budget(summary: Summary) -> Figure:
         _band(ax, budgets, iv.get(s, {}).get("weighted"), c)
         ax.plot(budgets, [acc[s]["weighted"][b] for b in budgets], color=c, lw=2.2, marker="o", ms=4,
                 label=f"{registry.title(s)} (weighted)")  # fmt: skip
-    if "best_of_n" in acc:
-        ax.plot(budgets, [acc["best_of_n"]["majority"][b] for b in budgets], color=_colour("best_of_n"),
-                lw=1.6, ls=":", label="best-of-N (majority, no verifier)")  # fmt: skip
+    base = registry.baseline()
+    if base in acc:
+        ax.plot(budgets, [acc[base]["majority"][b] for b in budgets], color=_colour(base),
+                lw=1.6, ls=":", label=f"{registry.title(base)} (majority, no verifier)")  # fmt: skip
     co = summary.get("compute_optimal") or {}
     if co:
         ax.plot(budgets, [co[b] for b in budgets], color=COMPUTE_OPTIMAL, lw=1.6, ls="--",

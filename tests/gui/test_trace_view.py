@@ -154,7 +154,9 @@ def _mcts_events(n: int = 8) -> list:
     from engine.search import get_strategy
 
     k = itertools.count(1)
-    gen = get_strategy("mcts")(RunContext("r", "What is 6 * 7?", prm={"name": "scripted"}), n=n, children=2)
+    gen = get_strategy("mcts")(
+        RunContext("r", "What is 6 * 7?", prm_record={"name": "scripted"}), n=n, children=2
+    )
     events, value = [], None
     while True:
         try:

@@ -60,7 +60,7 @@ class Script:
 
 
 def ctx(**kw) -> RunContext:
-    return RunContext(run_id="r", problem="What is 6 * 7?", seed=1, prm={"name": "scripted"}, **kw)
+    return RunContext(run_id="r", problem="What is 6 * 7?", seed=1, prm_record={"name": "scripted"}, **kw)
 
 
 def pf_script(best_text="Step A", scores=None) -> Script:

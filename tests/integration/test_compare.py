@@ -12,7 +12,7 @@ from comparing import compare
 
 from engine.events import NodeAdded, RunFinished, RunStarted, Selected, TextDelta
 from engine.problems import get_problem
-from engine.run.compare import summarize
+from engine.run.compare import summarise
 from engine.search import default_strategies
 
 
@@ -51,7 +51,7 @@ def test_three_strategies_side_by_side_give_complete_event_streams(big_backend):
         fin = events[-1]
         assert fin.generated_tokens == sum(e.n_tokens for e in events if isinstance(e, NodeAdded))
         assert fin.generated_tokens > 0 and fin.prm_tokens > 0 and fin.wall_s > 0
-        s = summarize(r)
+        s = summarise(r)
         assert s.correct in (True, False)  # a reference was given
         assert r.run_id in {ev.run_id for name, ev in streamed if name == r.spec.name}
     # The budget as Snell counts it: best-of-N samples 8, revisions 2 chains x 4.

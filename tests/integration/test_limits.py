@@ -116,17 +116,17 @@ def test_sequences_needed_bounds_what_each_strategy_really_holds(fresh, name, mo
     held never exceeds it."""
     from comparing import compare
 
-    import engine.backends.llama_cpp.branches as br
+    import engine.backends.llama_cpp.branch_table as br
 
     peak = {"v": 0}
-    orig = br.BranchesMixin._new_branch
+    orig = br.BranchTable._new_branch
 
     def counting(self, *a, **k):
         b = orig(self, *a, **k)
         peak["v"] = max(peak["v"], self.config.n_seq_max - len(self._free_seqs))
         return b
 
-    monkeypatch.setattr(br.BranchesMixin, "_new_branch", counting)
+    monkeypatch.setattr(br.BranchTable, "_new_branch", counting)
     cases = [(b, {}) for b in (1, 2, 3, 5, 8) if registry.get(name).accepts(b)]
     if name == "beam_search":
         cases += [(4, {"lookahead": 1}), (6, {"lookahead": 2})]

@@ -9,7 +9,7 @@ import pytest
 
 from engine.backends.llama_cpp import BackendConfig
 from engine.errors import NotAGGUFError
-from engine.run.executors import backend_worker
+from engine.run.opening import backend_worker
 from engine.sampling import SamplingParams
 from engine.worker import CancelToken, WorkerClosedError
 

@@ -16,7 +16,7 @@ from engine.run.cost import CostRefused, ModelFacts, estimate, gate, sweep_estim
 from engine.run.request import MAX_GENERATIONS, CompareRequest
 from engine.search import registry
 
-SMOL = ModelFacts("SmolLM2", params=135_000_000, threads=2)
+SMOL = ModelFacts("SmolLM2", n_params=135_000_000, threads=2)
 
 
 def test_the_ceiling_holds_in_every_request_whatever_the_estimate():

@@ -24,7 +24,7 @@ def _runs(problems: dict[str, tuple[str, dict]]) -> list[Run]:
             problem,
             [StrategySpec(name, params)],
             model={"name": "scripted", "n_params": POLICY_PARAMS},
-            prm={"name": "scripted", "n_params": PRM_PARAMS},
+            prm_record={"name": "scripted", "n_params": PRM_PARAMS},
         )
     return runs
 

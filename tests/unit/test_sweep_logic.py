@@ -11,7 +11,7 @@ import pytest
 
 from engine.errors import InvalidRequestError
 from engine.problems import arith_problem, load_problem_file, resolve_problem_set
-from engine.search.revisions import select_revisions
+from engine.search.selection import select_chains
 from engine.sweeps import (
     SweepSpec,
     json_ready,
@@ -137,7 +137,7 @@ def test_revisions_are_read_by_whole_chains_cut_to_the_budgets_chain_length():
     # budget 8 = both chains: chain winners "9" (1.2) and "2" (1.05) -> "9"; majority over all 8
     # attempts: "9" and "2" have 3 votes each, "9" came first
     assert _accuracy("revisions", 8, c, 32, rng) == {"naive": 1.0, "weighted": 1.0, "majority": 1.0}
-    pick = select_revisions(c.answers, c.scores, "weighted")
+    pick = select_chains(c.answers, c.scores, "weighted")
     assert (pick.answer, pick.chain, pick.attempt) == ("9", 0, 2)
 
 

@@ -2,11 +2,14 @@
 
 How it works (see ../shared/notes/llama-cpp-python-0.3.36.md for the API facts):
 
-* One context with ``n_seq_max`` sequences and a **unified** KV cache. Each :class:`Branch` owns one
-  sequence id. A branch holds its full token list; ``n_past`` of them are in the KV cache, the rest
+* One context with ``n_seq_max`` sequences, in one of two KV layouts (``BackendConfig.kv_unified``):
+  a **unified** cache (every sequence's cells in one buffer, a fork shares the parent's cells) or a
+  stream per sequence (a fork copies them); see docs/architecture.md, "The KV layouts". Each
+  :class:`Branch` owns one sequence id. A branch holds its full token list; ``n_past`` of them are in the KV cache, the rest
   are *pending* and go into the next decode.
 * A prompt is decoded once in its branch; :meth:`Backend.fork` tags the parent's cells for each child
-  with ``llama_memory_seq_cp`` (metadata only under ``kv_unified``), so N children share the prompt.
+  with ``llama_memory_seq_cp`` (metadata only under ``kv_unified``; a copy of the cells per stream
+  otherwise), so N children share the prompt's decode.
   When the parent's logits row is still valid, children sample their first token straight from it
   (as llama.cpp's ``examples/parallel`` does); otherwise each child re-decodes only the tokens the
   parent had not decoded yet (usually one).
@@ -32,7 +35,7 @@ import llama_cpp
 
 from engine import llama_lib
 from engine.backends.llama_cpp.branch import Branch, StepStats
-from engine.backends.llama_cpp.branches import BranchesMixin
+from engine.backends.llama_cpp.branch_table import BranchTable
 from engine.backends.llama_cpp.config import _FLASH, _KV_TYPES, BackendConfig, ModelInfo
 from engine.backends.llama_cpp.decoding import DecodeMixin
 from engine.backends.llama_cpp.reading import ReadMixin
@@ -44,7 +47,7 @@ from engine.gguf_info import GGUFInfo, check_vocab, file_identity, read_gguf
 log = logging.getLogger(__name__)
 
 
-class Backend(VocabMixin, BranchesMixin, DecodeMixin, ReadMixin):
+class Backend(VocabMixin, BranchTable, DecodeMixin, ReadMixin):
     """A loaded GGUF with one batched context. Create it in the thread that will use it."""
 
     def __init__(self, model_path: str | os.PathLike[str], config: BackendConfig | None = None) -> None:

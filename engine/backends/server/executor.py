@@ -108,7 +108,7 @@ class ServerExecutor(Executor):
         where = registry.Where(servers=True, prm_server=self.prm_pool is not None)
         pools_only = self.prm_pool is not None and self.prm_pool.info.pooling
         kind = registry.resolve(spec, where, pools_only=pools_only)
-        host = ServerPRMHost(self.pool, self.prm_pool, self.params_override)
+        host = ServerPRMHost(self.pool, self.prm_pool, self.n_params_override)
         return kind.build_on_server(host, spec, reference)
 
     # --- requests -----------------------------------------------------------------------------------

@@ -272,11 +272,11 @@ class ServerPRMHost:
     """What a server executor offers a PRM kind (:class:`engine.prm.ServerHost`): the PRM runs on
     the PRM server when one was given, else on the policy's servers."""
 
-    def __init__(self, pool: ServerPool, prm_pool: ServerPool | None, params_override: int | None) -> None:
+    def __init__(self, pool: ServerPool, prm_pool: ServerPool | None, n_params_override: int | None) -> None:
         self.pool = prm_pool or pool
         # The PRM's parameters for its FLOPs: what its server says, or the policy's override when it
         # is the policy's own server.
-        self.n_params = self.pool.info.n_params or (params_override if prm_pool is None else None) or 0
+        self.n_params = self.pool.info.n_params or (n_params_override if prm_pool is None else None) or 0
 
     @property
     def prm_model(self) -> Path:

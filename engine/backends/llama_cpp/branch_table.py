@@ -18,7 +18,7 @@ from engine.errors import InvalidRequestError, PromptTooLongError, TooManyBranch
 from engine.sampling import SamplingParams
 
 
-class BranchesMixin(BackendCore):
+class BranchTable(BackendCore):
     @property
     def branches(self) -> list[Branch]:
         """The branches not yet freed."""

@@ -33,7 +33,7 @@ class ServerTarget:
     parallel: int | None = None  # requests in flight per server; None: its slots
     timeout: float = 600.0  # seconds one request may take
     prm_urls: tuple[str, ...] = ()
-    model_params: int | None = None  # the model's parameters where its server does not say
+    n_params: int | None = None  # the model's parameters where its server does not say
     tokenizer: str | None = None  # the model's own tokenizer (a GGUF or a tokenizer.json folder)
 
     def checked(self) -> ServerTarget:
@@ -72,7 +72,7 @@ def on_servers(target: ServerTarget) -> ServerExecutor:
             pool.close()
             raise
     executor = ServerExecutor(pool, prm_pool)
-    executor.params_override = t.model_params
+    executor.n_params_override = t.n_params
     return executor
 
 
