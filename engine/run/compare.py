@@ -137,8 +137,8 @@ class Prepared:
     request: CompareRequest
     executor: Executor
     runs: list[Run]
-    prm: PRM
-    own_prm: bool
+    scorer: PRM
+    owns_scorer: bool  # made for this request (closed with it), not shared by the caller
     session_id: str | None = None
     store: Store | None = None
     recorder: Recorder | None = None
@@ -161,8 +161,8 @@ class Prepared:
                 if not ok and store.session(sid).runs == []:
                     store.delete_session(sid)
         finally:
-            if self.own_prm:
-                self.executor.close_prm(self.prm)
+            if self.owns_scorer:
+                self.executor.close_prm(self.scorer)
 
     def result(self) -> CompareResult:
         error = self.recorder.error if self.recorder is not None else None
@@ -175,16 +175,18 @@ def prepare(
     sink: EventSink | None = None,
     store: Store | None = None,
     *,
-    prm: PRM | None = None,
+    scorer: PRM | None = None,
     share: Recorder | None = None,
     on_session: Callable[[str], None] | None = None,
 ) -> Prepared:
     """Check ``request`` on ``executor`` (refused before a session is saved for it), save its
     session in ``store`` (``on_session`` hears its id at once: a sweep links its cell then), make
-    its runs and its PRM (``prm``: one the caller shares among requests), and record into the
+    its runs and its PRM (``scorer``: one the caller shares among requests), and record into the
     session (``share``: another recorder's connection, for cells that run together)."""
     request = check_compare(executor, request)
-    scorer = prm if prm is not None else executor.make_prm(request.prm, request.reference)
+    owned = scorer is None  # made here, so closed here
+    if scorer is None:
+        scorer = executor.make_prm(request.prm, request.reference)
     try:
         sid: str | None = None
         rec: Recorder | None = None
@@ -219,12 +221,12 @@ def prepare(
             rec.close()
         if sid is not None and store is not None:
             store.delete_session(sid)
-        if prm is None:
+        if owned:
             executor.close_prm(scorer)
         raise
     for run in runs:
-        run.prm = scorer
-    return Prepared(request, executor, runs, scorer, prm is None, sid, store, rec, sink)
+        run.scorer = scorer
+    return Prepared(request, executor, runs, scorer, owned, sid, store, rec, sink)
 
 
 def run_compare(
@@ -242,7 +244,7 @@ def run_compare(
     ok = False
     try:
         scheduler = Scheduler(
-            executor, prepared.prm, on_event=prepared.sink, cancel=cancel, stream_text=request.stream_text
+            executor, prepared.scorer, on_event=prepared.sink, cancel=cancel, stream_text=request.stream_text
         )
         scheduler.run(prepared.runs, prepared.request.concurrent)
         ok = True

@@ -56,7 +56,7 @@ class Run:
     cached_tokens: int = 0
     prm_tokens: int = 0
     prm_s: float = 0.0
-    prm: PRM | None = None  # the run's own PRM (a sweep's reference PRM knows each problem's answer)
+    scorer: PRM | None = None  # the run's own PRM (a sweep's reference PRM knows each problem's answer)
     t0: float = 0.0
     wall_s: float = 0.0
 
@@ -89,13 +89,13 @@ class Scheduler:
     def __init__(
         self,
         executor: Executor,
-        prm: PRM | None,
+        scorer: PRM | None,
         on_event: EventSink | None = None,
         cancel: Callable[[], bool] | None = None,
         stream_text: bool = False,
     ) -> None:
         self.executor = executor
-        self.prm = prm
+        self.scorer = scorer
         self.on_event = on_event
         self.cancel = cancel
         self.stream_text = stream_text
@@ -241,7 +241,7 @@ class Scheduler:
             r.waiting = True
             group = [r]
             asks = [ScoreAsk(r.run_id, req.candidates, req.finished)]
-            done = self.executor.score(r.prm or self.prm, r.ctx.problem, asks)  # type: ignore[arg-type]  # a scoring run has a PRM
+            done = self.executor.score(r.scorer or self.scorer, r.ctx.problem, asks)  # type: ignore[arg-type]  # a scoring run has a PRM
             if done is not None:
                 self._scored(done, {r.run_id: r for r in group})
                 answered = True

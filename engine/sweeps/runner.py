@@ -240,21 +240,22 @@ class _Together:
         self.queue, self.batch, self.tally, self.stop = list(todo), batch, tally, stop
         self.live: dict[str, tuple[Cell, Prepared, str]] = {}  # run id -> (cell, its compare, label)
         self.disk: list[str] = []  # the recording error that stops the sweep
-        self.shared_prm: PRM | None = None
+        self.shared_scorer: PRM | None = None
 
     def run(self) -> None:
         spec, executor = self.spec, self.executor
         # A PRM that scores against each problem's reference is made per cell; any other serves them all.
-        self.shared_prm = None if prm_kinds.needs_reference(spec.prm) else executor.make_prm(spec.prm, None)
+        shared = not prm_kinds.needs_reference(spec.prm)
+        self.shared_scorer = executor.make_prm(spec.prm, None) if shared else None
         try:
-            Scheduler(executor, self.shared_prm, on_event=self.on_event, cancel=self.stopped).run_fed(
+            Scheduler(executor, self.shared_scorer, on_event=self.on_event, cancel=self.stopped).run_fed(
                 self.feed
             )
         finally:
             for rid in list(self.live):  # a run that ended before it started records nothing
                 self.ended(rid, "failed", "it ended before it started")
-            if self.shared_prm is not None:
-                executor.close_prm(self.shared_prm)
+            if self.shared_scorer is not None:
+                executor.close_prm(self.shared_scorer)
         if self.disk:
             raise PonderError(f"The session database stopped taking writes: {self.disk[0]}")
         if self.stop():
@@ -290,7 +291,7 @@ class _Together:
         try:
             prepared = prepare(
                 self.executor, cell_request(self.spec, p, c, sweep_id, shared=True), None, self.store,
-                prm=self.shared_prm, share=link, on_session=linked,
+                scorer=self.shared_scorer, share=link, on_session=linked,
             )  # fmt: skip
         except PonderError as e:
             self.tally.failed(label, f"{label}: {e}")

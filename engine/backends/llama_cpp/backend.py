@@ -5,8 +5,8 @@ How it works (see ../shared/notes/llama-cpp-python-0.3.36.md for the API facts):
 * One context with ``n_seq_max`` sequences, in one of two KV layouts (``BackendConfig.kv_unified``):
   a **unified** cache (every sequence's cells in one buffer, a fork shares the parent's cells) or a
   stream per sequence (a fork copies them); see docs/architecture.md, "The KV layouts". Each
-  :class:`Branch` owns one sequence id. A branch holds its full token list; ``n_past`` of them are in the KV cache, the rest
-  are *pending* and go into the next decode.
+  :class:`Branch` owns one sequence id. A branch holds its full token list; ``n_past`` of them are
+  in the KV cache, the rest are *pending* and go into the next decode.
 * A prompt is decoded once in its branch; :meth:`Backend.fork` tags the parent's cells for each child
   with ``llama_memory_seq_cp`` (metadata only under ``kv_unified``; a copy of the cells per stream
   otherwise), so N children share the prompt's decode.
