@@ -1,6 +1,6 @@
-"""The fuzz suite's cases and the child process that runs them (tests/test_fuzz.py drives it).
+"""The fuzz suite's cases and the child process that runs them (tests/integration/test_fuzz.py drives it).
 
-Each group runs in a child process (``python tests/fuzzing.py GROUP SEED WORKDIR N``) so that a
+Each group runs in a child process (``python tests/helpers/fuzzing.py GROUP SEED WORKDIR N``) so that a
 crash of the C library is a reported failure naming its case, not a dead test run. The child runs
 every case through Ponder's own CLI entry point (``engine.cli.main``, as a user would meet it),
 prints one JSON line per case, and arms a watchdog per case: a case that hangs dumps the stacks and
@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 CASE_TIMEOUT_S = 60  # a case still running after this is a hang
-REPORT: dict[str, dict[str, object]] = {}  # filled by tests/test_fuzz.py, printed by conftest
+REPORT: dict[str, dict[str, object]] = {}  # filled by tests/integration/test_fuzz.py, printed by conftest
 
 # --- GGUF header fields ------------------------------------------------------------------------------
 
@@ -388,7 +388,7 @@ def run_problems(seed: int, work: Path, n: int) -> None:
     from engine.run.export import export_session
     from engine.store import Store, import_session
 
-    # The embedded model cut to 2 of its 30 blocks (tests/small_models.py): the same tokenizer and
+    # The embedded model cut to 2 of its 30 blocks (tests/helpers/small_models.py): the same tokenizer and
     # chat template, so every text meets what it would meet, at a fifteenth of the prefill time.
     model = sys.argv[5]
     backend = Backend(model, BackendConfig(n_ctx=4096, n_seq_max=8))

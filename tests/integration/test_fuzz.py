@@ -1,4 +1,4 @@
-"""The fuzz suite (see tests/fuzzing.py): 200 mutated GGUF headers, 200 random problem texts, 50
+"""The fuzz suite (see tests/helpers/fuzzing.py): 200 mutated GGUF headers, 200 random problem texts, 50
 bit-flipped session databases, 50 malformed export files. Every case must end with a clear message
 (exit 2, "ponder: error: ...") or a correct result — no traceback, no crash, no hang, no change to
 the input file. The four groups run at once, each in its own process, seeded

@@ -1,6 +1,6 @@
 """Sweep planning, subsampling and selection arithmetic, problem sets and files (no model needed).
 
-The sweep on the real model is tests/test_sweep.py."""
+The sweep on the real model is tests/integration/test_sweep.py."""
 
 from __future__ import annotations
 
