@@ -65,7 +65,8 @@ class MainWindow(QMainWindow):
         self._yes = False  # the user accepted the running compare's cost estimate
         self._results: list[tuple[int, str, list]] = []
         self._groups: list[str | None] = [None]  # the panels' model groups of the current compare
-        self._redraw_timer = QTimer(self, singleShot=True, interval=REDRAW_MS, timeout=self._redraw)
+        self._redraw_timer = QTimer(self, singleShot=True, interval=REDRAW_MS)
+        self._redraw_timer.timeout.connect(self._redraw)
 
         central = QWidget()
         root = QVBoxLayout(central)
@@ -106,10 +107,10 @@ class MainWindow(QMainWindow):
         self.sessions.open_requested.connect(self.open_session)
         self.sessions.message.connect(self.status.showMessage)
         self.sweeps_tab.running.connect(lambda on: self.controls.run_button.setEnabled(not on))
-        QShortcut(QKeySequence("Ctrl+Return"), self, activated=self.start)
-        QShortcut(QKeySequence("Ctrl+Enter"), self, activated=self.start)
-        QShortcut(QKeySequence(Qt.Key.Key_Escape), self, activated=self.cancel)
-        QShortcut(QKeySequence("Ctrl+O"), self, activated=self.sessions.open_selected)
+        QShortcut(QKeySequence("Ctrl+Return"), self).activated.connect(self.start)
+        QShortcut(QKeySequence("Ctrl+Enter"), self).activated.connect(self.start)
+        QShortcut(QKeySequence(Qt.Key.Key_Escape), self).activated.connect(self.cancel)
+        QShortcut(QKeySequence("Ctrl+O"), self).activated.connect(self.sessions.open_selected)
         self.model_bar.announce()
         geometry = self.settings.value("geometry")
         if geometry is not None:
@@ -263,7 +264,7 @@ class MainWindow(QMainWindow):
         labels: list[str | None] = [None]
         bridges = [self.bridge]
         if second is not None:
-            labels = [self.model_bar.current_label(), self.model_bar.second()["label"]]  # type: ignore[index]
+            labels = [self.model_bar.current_label(), self.model_bar.second()["label"]]  # type: ignore[index]  # a second bridge: second() chose it
             if labels[0] == labels[1]:  # two files of one model (say, two quantizations)
                 labels = [f"{labels[0]} [{os.path.basename(b.model_path)}]" for b in (self.bridge, second)]
             bridges.append(second)
@@ -517,7 +518,8 @@ def run(argv: Sequence[str] = ()) -> int:
     if problem is not None:
         print(problem, file=sys.stderr)
         return 2
-    app = QApplication.instance() or QApplication(sys.argv[:1])
+    existing = QApplication.instance()
+    app = existing if isinstance(existing, QApplication) else QApplication(sys.argv[:1])
     app.setApplicationName("Ponder")
     settings = _settings()
     theme = args.theme or settings.value("theme", "system", str)

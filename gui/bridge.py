@@ -8,19 +8,22 @@ the GUI through queued connections, so the window never blocks. Events are deliv
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 
 from engine.backends.llama_cpp import BackendConfig
 from engine.errors import PonderError
-from engine.events import TextDelta
+from engine.events import Event, TextDelta
+from engine.executor import Executor
 from engine.run.compare import run_compare
 from engine.run.cost import CostRefused, estimate, facts_of_executor, gate, sweep_estimate
 from engine.run.opening import ServerTarget, open_worker
 from engine.run.request import CompareRequest
+from engine.run.scheduler import EventSink, Run
 from engine.store import Store
-from engine.sweeps import analyse, pending_requests, run_sweep
+from engine.sweeps import Summary, SweepProgress, SweepResult, SweepSpec, analyse, pending_requests, run_sweep
 from engine.worker import BackendWorker, CancelToken
 
 
@@ -89,7 +92,7 @@ class EngineBridge(QObject):
                 pending.clear()
             last[0] = time.monotonic()
 
-        def sink(run: Any, ev: Any) -> None:
+        def sink(run: Run, ev: Event) -> None:
             if isinstance(ev, TextDelta) and pending and isinstance(pending[-1][2], TextDelta):
                 if pending[-1][2].node_id == ev.node_id and pending[-1][0] == run.run_id:
                     prev = pending.pop()[2]
@@ -102,7 +105,9 @@ class EngineBridge(QObject):
             _recorded, lambda r: self.compared.emit(*r), store_path, request, sink, cancel, flush, yes
         )
 
-    def sweep(self, store_path: str | None, spec: Any, difficulty: str = "pass1", yes: bool = False) -> None:
+    def sweep(
+        self, store_path: str | None, spec: SweepSpec, difficulty: str = "pass1", yes: bool = False
+    ) -> None:
         """Run (or resume) a sweep on the loaded model; ``sweep_progress`` carries each
         ``SweepProgress``, ``swept`` the result and the summary of what the store then holds."""
         if self.busy:
@@ -158,18 +163,18 @@ class EngineBridge(QObject):
             self._worker = None
 
 
-def _describe(executor: Any) -> dict[str, Any]:
+def _describe(executor: Executor) -> dict[str, Any]:
     """What the status bar says once the model is ready."""
     return executor.describe()
 
 
 def _recorded(
-    executor: Any,
+    executor: Executor,
     store_path: str | None,
     request: CompareRequest,
-    sink: Any,
-    cancel: Any,
-    flush: Any,
+    sink: EventSink,
+    cancel: CancelToken,
+    flush: Callable[[], None],
     yes: bool = False,
 ) -> tuple[str, list[dict[str, Any]]]:
     """On the worker thread: the cost checked (unless ``yes``), then the compare recorded into the
@@ -187,14 +192,14 @@ def _recorded(
 
 
 def _swept(
-    executor: Any,
+    executor: Executor,
     store_path: str | None,
-    spec: Any,
-    on_progress: Any,
-    cancel: Any,
+    spec: SweepSpec,
+    on_progress: Callable[[SweepProgress], None],
+    cancel: CancelToken,
     difficulty: str,
     yes: bool = False,
-) -> tuple[Any, dict[str, Any]]:
+) -> tuple[SweepResult, Summary]:
     """On the worker thread: the cost of the cells still to run checked (unless ``yes``), the sweep
     run (or resumed), then its analysis."""
     store = Store.open(store_path)

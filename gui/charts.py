@@ -6,16 +6,22 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from PySide6.QtCore import QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QPainter, QPixmap
 from PySide6.QtWidgets import QDialog, QSizePolicy, QSplitter, QTextBrowser, QVBoxLayout, QWidget
 
 from engine.sweeps.plots import CHARTS, png_bytes
+from engine.sweeps.summary import Summary
+
+if TYPE_CHECKING:  # matplotlib loads where a chart is drawn
+    from matplotlib.figure import Figure
+
+D = TypeVar("D")  # what a chart is drawn from: a sweep's summary, an exchange report
 
 
-class FigureView(QWidget):
+class FigureView(QWidget, Generic[D]):
     """A chart of ``engine.sweeps.plots`` (``make(data)`` gives the figure), drawn off the GUI thread at the
     widget's size whenever the data or the size changes."""
 
@@ -25,22 +31,23 @@ class FigureView(QWidget):
     DPI = 100
     _pool: ThreadPoolExecutor | None = None  # one drawing thread for all charts
 
-    def __init__(self, make: Callable[[dict[str, Any]], Any], parent: QWidget | None = None) -> None:
+    def __init__(self, make: Callable[[D], Figure], parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.make = make
-        self.data: dict[str, Any] | None = None
+        self.data: D | None = None
         self.pixmap = QPixmap()
         self.pending = 0  # drawings asked for and not back yet
         self._gen = 0
         self._done.connect(self._show)
-        self._resize_timer = QTimer(self, singleShot=True, interval=150, timeout=self._render)
+        self._resize_timer = QTimer(self, singleShot=True, interval=150)
+        self._resize_timer.timeout.connect(self._render)
         self.setMinimumSize(480, 300)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
 
-    def drawable(self, data: dict[str, Any]) -> bool:
+    def drawable(self, data: D) -> bool:
         return True
 
-    def set_data(self, data: dict[str, Any] | None) -> None:
+    def set_data(self, data: D | None) -> None:
         self.data = data
         self._render()
 
@@ -105,7 +112,7 @@ class FigureView(QWidget):
         return QSize(800, 500)
 
 
-class SweepChart(FigureView):
+class SweepChart(FigureView[Summary]):
     """One of the sweep charts (``accuracy_vs_budget`` or ``by_difficulty``), from a summary."""
 
     empty_text = "No finished problems in this sweep yet."
@@ -115,13 +122,13 @@ class SweepChart(FigureView):
         super().__init__(CHARTS[self.kind], parent)
 
     @property
-    def summary(self) -> dict[str, Any] | None:
+    def summary(self) -> Summary | None:
         return self.data
 
-    def drawable(self, data: dict[str, Any]) -> bool:
+    def drawable(self, data: Summary) -> bool:
         return bool(data["problems"]["complete"])
 
-    def set_summary(self, summary: dict[str, Any] | None) -> None:
+    def set_summary(self, summary: Summary | None) -> None:
         self.set_data(summary)
 
 
@@ -135,7 +142,7 @@ class ExchangeView(QDialog):
         super().__init__(parent)
         self.setWindowTitle(f"Test-time compute against parameters: {report['small']['label']} vs "
                             f"{report['large']['label']}")  # fmt: skip
-        self.chart = FigureView(exchange, self)
+        self.chart: FigureView[dict[str, Any]] = FigureView(exchange, self)
         self.chart.empty_text = "No problem finished on both models."
         self.chart.set_data(report)
         self.text = QTextBrowser(self)

@@ -80,7 +80,9 @@ def widget_value(w: QWidget) -> Any:
         return w.isChecked()
     if isinstance(w, QLineEdit):
         return w.text()
-    return w.value()  # type: ignore[attr-defined]
+    if isinstance(w, (QSpinBox, QDoubleSpinBox)):
+        return w.value()
+    raise TypeError(f"not a parameter editor: {type(w).__name__}")  # param_widget makes only these
 
 
 STRATEGIES_PER_ROW = 5  # checkboxes in a row of the strategy picker
@@ -278,7 +280,7 @@ class StrategyControls(QWidget):
             o: dict[str, Any] = {}
             for name, w in widgets.items():
                 v = widget_value(w)
-                if v != strat.param(name).default:  # type: ignore[union-attr]
+                if v != strat.param(name).default:  # type: ignore[union-attr]  # the widgets are the strategy's own params
                     o[name] = v
             if o:
                 out[key] = o
@@ -307,10 +309,11 @@ class StrategyControls(QWidget):
         for e in getattr(self, "_prm_files", []):
             self.prm_combo.addItem(f"PRM: {e.info.name} · {e.info.quantization}", e.path)
         head = prm_kinds.head_kind()
-        for srv in getattr(self, "_prm_servers", []) if head is not None else []:
-            self.prm_combo.addItem(
-                f"PRM: {srv['model']} ({head.label}) @ {srv['url']}", f"{head.name}@{srv['url']}"
-            )
+        if head is not None:
+            for srv in getattr(self, "_prm_servers", []):
+                self.prm_combo.addItem(
+                    f"PRM: {srv['model']} ({head.label}) @ {srv['url']}", f"{head.name}@{srv['url']}"
+                )
         i = self.prm_combo.findData(current)
         self.prm_combo.setCurrentIndex(max(i, 0))
         self.prm_combo.blockSignals(False)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
@@ -19,13 +19,20 @@ from PySide6.QtWidgets import (
 from engine.errors import PonderError
 
 
+class Rescans(Protocol):
+    """What the dialog asks of its window when the folders change."""
+
+    def rescan_models(self) -> None: ...
+
+
 class FoldersDialog(QDialog):
     """The folders Ponder scans for GGUF files (saved for ``ponder models`` too)."""
 
     def __init__(self, window: Any) -> None:
-        """``window``: anything with ``rescan_models()`` (the model bar)."""
+        """``window``: the dialog's parent, a widget with ``rescan_models()`` (the model bar; the
+        main window forwards it) — a widget and :class:`Rescans` at once, hence ``Any``."""
         super().__init__(window)
-        self.window = window
+        self.owner: Rescans = window
         self.setWindowTitle("Model folders")
         self.resize(560, 320)
         lay = QVBoxLayout(self)
@@ -77,7 +84,7 @@ class FoldersDialog(QDialog):
             QMessageBox.warning(self, "Ponder", str(e))
             return
         self.refresh()
-        self.window.rescan_models()
+        self.owner.rescan_models()
 
     def remove_selected(self) -> None:
         from engine.models import remove_model_dir
@@ -91,4 +98,4 @@ class FoldersDialog(QDialog):
             QMessageBox.warning(self, "Ponder", str(e))
             return
         self.refresh()
-        self.window.rescan_models()
+        self.owner.rescan_models()

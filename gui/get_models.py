@@ -73,7 +73,7 @@ class _Row:
 
     @property
     def repo(self) -> str:
-        return self.offer.repo if self.offer is not None else self.model.repo  # type: ignore[union-attr]
+        return self.offer.repo if self.offer is not None else self.model.repo  # type: ignore[union-attr]  # a row has an offer or a model
 
     @property
     def title(self) -> str:

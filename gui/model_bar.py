@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QStandardItemModel
 from PySide6.QtWidgets import (
     QComboBox,
     QHBoxLayout,
@@ -201,7 +202,8 @@ class ModelBar(QWidget):
             i = self.model_combo.count() - 1
             if not e.ok:
                 self.model_combo.setItemData(i, f"Cannot use: {e.error}", Qt.ItemDataRole.ToolTipRole)
-                item = self.model_combo.model().item(i)
+                model = self.model_combo.model()  # a combo box's own model: a QStandardItemModel
+                item = model.item(i) if isinstance(model, QStandardItemModel) else None
                 if item is not None:
                     item.setEnabled(False)
             else:

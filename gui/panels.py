@@ -28,6 +28,7 @@ from gui.detail import node_html
 from gui.offload import Offload
 from gui.theme import ON_TINT, colours
 from gui.trace_view import TraceView, answer_ids, card_notes, drawn_as, exact_groups, score_qcolor
+from gui.tree_layout import equivalent_groups
 
 DETAIL_CHARS = 60  # the detail pane's default width, in characters of its font
 
@@ -186,14 +187,6 @@ class RunPanel(QFrame):
         self.footer.setText(text)
 
 
-def equivalent_groups(answers: list[str]) -> list[int]:
-    """Answers grouped by mathematical equivalence (math-verify; its first import alone takes a
-    good part of a second): run on the offload thread."""
-    from engine.answers import group_answers
-
-    return group_answers(answers)
-
-
 def legend_html() -> str:
     return (
         "PRM score: "
@@ -249,7 +242,8 @@ class PanelArea(QWidget):
         tl.addWidget(self.timeline, 1)
         tl.addWidget(self.timeline_label)
         root.addLayout(tl)
-        self._play_timer = QTimer(self, interval=60, timeout=self._play_step)
+        self._play_timer = QTimer(self, interval=60)
+        self._play_timer.timeout.connect(self._play_step)
         self.timeline.valueChanged.connect(self.position.emit)
         self.play_button.clicked.connect(self.toggle_play)
 
@@ -289,9 +283,10 @@ class PanelArea(QWidget):
             p.deleteLater()
         while self.panel_row.count():
             item = self.panel_row.takeAt(0)
-            if item.widget() is not None:
-                item.widget().setParent(None)
-                item.widget().deleteLater()
+            widget = item.widget() if item is not None else None
+            if widget is not None:
+                widget.setParent(None)
+                widget.deleteLater()
         self.panels = {}
         for label, strategies in groups:
             host: QWidget = self.panel_host

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any
+from typing import Any, Protocol
 
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import (
@@ -75,13 +75,21 @@ class ServerProbe(QObject):
         threading.Thread(target=work, name="ponder-server-probe", daemon=True).start()
 
 
+class AddsServerModels(Protocol):
+    """What the dialog asks of its window once a server answered."""
+
+    def add_server_models(self, infos: list[dict[str, Any]], api_key: str | None) -> None: ...
+
+
 class ServerDialog(QDialog):
     """URL and (optional) API key; Connect asks the server, and on success its models join the
     model list."""
 
     def __init__(self, window: Any) -> None:
+        """``window``: the dialog's parent, a widget with ``add_server_models()`` (the model bar; the
+        main window forwards it) — a widget and :class:`AddsServerModels` at once, hence ``Any``."""
         super().__init__(window)
-        self.window = window
+        self.owner: AddsServerModels = window
         self.setWindowTitle("Add an inference server")
         self.resize(560, 220)
         lay = QVBoxLayout(self)
@@ -148,12 +156,12 @@ class ServerDialog(QDialog):
         if path:
             self.tokenizer.setText(path)
 
-    def _probed(self, url: str, infos: Any, error: str) -> None:
+    def _probed(self, url: str, infos: list[dict[str, Any]] | None, error: str) -> None:
         self.connect_button.setEnabled(True)
         if infos is None:
             self.status.setText(f"<span style='color:#c0392b'>{_esc(error)}</span>")
             return
-        self.window.add_server_models(infos, self.key.text().strip() or None)
+        self.owner.add_server_models(infos, self.key.text().strip() or None)
         self.accept()
 
 

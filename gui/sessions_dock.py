@@ -88,7 +88,8 @@ class SessionsDock(QDockWidget):
         dl.addWidget(self.session_list, 1)
         dl.addLayout(buttons)
         self.setWidget(host)
-        self._debounce = QTimer(self, singleShot=True, interval=DEBOUNCE_MS, timeout=self.refresh)
+        self._debounce = QTimer(self, singleShot=True, interval=DEBOUNCE_MS)
+        self._debounce.timeout.connect(self.refresh)
         for edit in (self.session_search, self.session_model, self.session_since):
             edit.textChanged.connect(lambda *_: self._debounce.start())
         self.session_correct.currentIndexChanged.connect(self.refresh)

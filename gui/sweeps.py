@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
@@ -36,13 +36,30 @@ from PySide6.QtWidgets import (
 from engine.errors import PonderError
 from engine.prm import registry as prm_kinds
 from engine.search import registry
+from engine.sweeps import Summary, SweepProgress, SweepResult, SweepSpec
 from gui.charts import SweepChart
 
+if TYPE_CHECKING:
+    from engine.store import Store
+    from gui.bridge import EngineBridge
 
-def _open_store(db: str | None) -> Any:
+
+def _open_store(db: str | None) -> Store:
     from engine.store import Store
 
     return Store.open(db, readonly=True)
+
+
+class SweepHost(Protocol):
+    """Where a sweep runs: the main window."""
+
+    @property
+    def db(self) -> str | None:
+        """The session database's path."""
+
+    @property
+    def bridge(self) -> EngineBridge | None:
+        """The engine of the model chosen in the model bar, or None."""
 
 
 SETS = {"Arithmetic ladder": "arith", "GSM8K": "gsm8k", "MATH-500": "math500", "JSONL file…": "file"}
@@ -52,19 +69,20 @@ class SweepsTab(QWidget):
     analysed = Signal(object)  # a summary, or the message of what went wrong
     running = Signal(bool)  # a sweep started (True) or ended: the compare's Run button waits for it
 
-    def __init__(self, host: Any) -> None:
+    def __init__(self, host: SweepHost) -> None:
         """``host``: where the sweep runs, anything with ``db`` (the session database's path) and
         ``bridge`` (the engine of the model chosen in the model bar, or None)."""
         super().__init__()
         self.host = host
         self.analysing = False
-        self._pending: Any = None
+        self._pending: SweepSpec | None = None
         self.analysed.connect(self._on_analysed)
-        self.summary: dict[str, Any] | None = None
+        self.summary: Summary | None = None
         self.sweep_id: str | None = None
         self._file = ""
-        self._refresh_timer = QTimer(self, singleShot=True, interval=3000, timeout=self._refresh_running)
-        self._running_spec: Any = None
+        self._refresh_timer = QTimer(self, singleShot=True, interval=3000)
+        self._refresh_timer.timeout.connect(self._refresh_running)
+        self._running_spec: SweepSpec | None = None
 
         left = self._build_left()
         charts = self._build_charts()
@@ -208,7 +226,7 @@ class SweepsTab(QWidget):
         if SETS[self.set_combo.currentText()] != "file":
             self.file_label.setText("")
             return
-        path, _ = QFileDialog.getOpenFileName(self, "A problem set", "", "JSONL (*.jsonl);;All files (*)")
+        path = QFileDialog.getOpenFileName(self, "A problem set", "", "JSONL (*.jsonl);;All files (*)")[0]
         if path:
             self.set_file(path)
         elif not self._file:
@@ -220,10 +238,9 @@ class SweepsTab(QWidget):
         self.file_label.setText(Path(path).name)
         self.file_label.setToolTip(path)
 
-    def spec(self) -> Any:
+    def spec(self) -> SweepSpec:
         """The form as a SweepSpec; a PonderError says what is wrong."""
         from engine.errors import InvalidRequestError
-        from engine.sweeps import SweepSpec
 
         kind = SETS[self.set_combo.currentText()]
         problem_set = self._file if kind == "file" else kind
@@ -249,7 +266,7 @@ class SweepsTab(QWidget):
         spec.check()
         return spec
 
-    def show_spec(self, spec: Any) -> None:
+    def show_spec(self, spec: SweepSpec) -> None:
         kinds = {v: k for k, v in SETS.items()}
         if spec.problem_set in kinds:
             self.set_combo.setCurrentText(kinds[spec.problem_set])
@@ -315,15 +332,17 @@ class SweepsTab(QWidget):
         self.show_spec(spec)
         self._analyse(spec)
 
-    def _analyse(self, spec: Any) -> None:
+    def _analyse(self, spec: SweepSpec) -> None:
         """Analyse in a thread of its own (deciding answer equivalence with math-verify can take
         seconds the first time); the summary arrives through ``analysed``. One at a time: a request
         made meanwhile runs after, with the latest spec."""
         if self.analysing:
             self._pending = spec
             return
-        self.analysing = True
         sweep_id, difficulty, db = self.sweep_id, self.difficulty_combo.currentData(), self.host.db
+        if sweep_id is None:  # every caller has a sweep shown or running
+            return
+        self.analysing = True
 
         def work() -> None:
             from engine.store import Store
@@ -331,7 +350,7 @@ class SweepsTab(QWidget):
 
             try:
                 with Store.open(db, readonly=True) as store:
-                    result: Any = analyse(store, sweep_id, spec, difficulty=difficulty)
+                    result: Summary | str = analyse(store, sweep_id, spec, difficulty=difficulty)
             except PonderError as e:
                 result = str(e)
             except Exception as e:  # a bug: say so in the tab, never a traceback
@@ -343,7 +362,7 @@ class SweepsTab(QWidget):
 
         threading.Thread(target=work, name="sweep-analysis", daemon=True).start()
 
-    def _on_analysed(self, result: Any) -> None:
+    def _on_analysed(self, result: Summary | str) -> None:
         self.analysing = False
         if isinstance(result, str):
             self.progress_label.setText(result)
@@ -357,7 +376,7 @@ class SweepsTab(QWidget):
         if self.sweep_id and not self.busy:
             self.open_sweep(self.sweep_id)
 
-    def show_summary(self, summary: dict[str, Any]) -> None:
+    def show_summary(self, summary: Summary) -> None:
         from engine.sweeps import markdown_table
 
         self.summary = summary
@@ -400,7 +419,7 @@ class SweepsTab(QWidget):
             self.host.bridge.cancel()
             self.progress_label.setText("Stopping after the current token… what is done stays saved.")
 
-    def on_progress(self, p: Any) -> None:
+    def on_progress(self, p: SweepProgress) -> None:
         from engine.sweeps import hms
 
         if not self.busy:
@@ -417,11 +436,12 @@ class SweepsTab(QWidget):
             self._refresh_timer.start()
 
     def _refresh_running(self) -> None:
-        if self.busy and self.sweep_id:
-            self._analyse(self._running_spec)
+        spec = self._running_spec  # set while busy
+        if spec is not None and self.sweep_id:
+            self._analyse(spec)
             self.refresh()
 
-    def on_done(self, result: Any, summary: dict[str, Any]) -> None:
+    def on_done(self, result: SweepResult, summary: Summary) -> None:
         self._finish()
         self.show_summary(summary)
         self.refresh()
@@ -458,11 +478,11 @@ class SweepsTab(QWidget):
 
     def open_exchange(self, path: str) -> Any:
         """Show an exchange report (``ponder sweep --models``); a file that is not one says so."""
-        from engine.sweeps import load_summary
+        from engine.sweeps import load_report
         from gui.charts import ExchangeView
 
         try:
-            report = load_summary(Path(path).read_text(encoding="utf-8"))
+            report = load_report(Path(path).read_text(encoding="utf-8"))
             if not isinstance(report, dict) or "bins" not in report or "small" not in report:
                 raise ValueError("not an exchange report")
             view = ExchangeView(report, self)
@@ -485,8 +505,10 @@ class SweepsTab(QWidget):
     def export_to(self, folder: str) -> list[Path]:
         from engine.sweeps import write_outputs
 
+        if self.summary is None:  # nothing shown yet (Export is enabled once a summary is)
+            return []
         try:
-            files = write_outputs(self.summary, folder)  # type: ignore[arg-type]
+            files = write_outputs(self.summary, folder)
         except PonderError as e:
             QMessageBox.warning(self, "Ponder", str(e))
             return []

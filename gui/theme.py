@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QGuiApplication, QPalette
+from PySide6.QtWidgets import QApplication
 
 THEMES = ("system", "light", "dark")
 ON_TINT = "#222222"  # text on a score tint (the tints are light in both themes)
@@ -42,7 +43,7 @@ def dark_palette() -> QPalette:
     return p
 
 
-def apply_theme(app: QGuiApplication, mode: str = "system") -> bool:
+def apply_theme(app: QApplication, mode: str = "system") -> bool:
     """Set the palette for ``mode`` (system, light or dark); returns whether it is dark."""
     dark = mode == "dark" or (mode == "system" and system_is_dark())
     if dark:
@@ -56,7 +57,9 @@ def apply_theme(app: QGuiApplication, mode: str = "system") -> bool:
 
 def is_dark() -> bool:
     app = QGuiApplication.instance()
-    return app is not None and app.palette().color(QPalette.ColorRole.Window).lightnessF() < 0.5
+    return (
+        isinstance(app, QGuiApplication) and app.palette().color(QPalette.ColorRole.Window).lightnessF() < 0.5
+    )
 
 
 def colours() -> dict[str, str]:

@@ -176,7 +176,7 @@ class TraceView(QGraphicsView):
         self.edges: dict[tuple[int, Any], QGraphicsLineItem] = {}  # (parent, child id or ("stub", round))
         self.live_items: dict[int, tuple[QGraphicsRectItem, QGraphicsSimpleTextItem]] = {}
         self.expanded: set[int] = set()  # rounds whose pruned candidates are shown
-        self.layout: Layout | None = None
+        self.layout: Layout | None = None  # type: ignore[assignment]  # shadows QWidget.layout(), unused here; tests read it
         self._per_line: tuple[Any, int] = (None, 6)
         self.builds = 0  # items created, for tests and the GUI bench: a redraw reuses what exists
         self._auto_fit = True

@@ -85,7 +85,7 @@ def round_layout(
             order[nid] = len(order)
         if pruned:
             k = len(shown)
-            scores = [trace.nodes[i].score for i in pruned if trace.nodes[i].score is not None]
+            scores = [s for i in pruned if (s := trace.nodes[i].score) is not None]
             parents = list(dict.fromkeys(p for i in pruned if (p := trace.nodes[i].parent_id) is not None))
             stubs[d] = Stub(
                 d,
@@ -179,16 +179,25 @@ def card_notes(trace: Trace, groups: list[int] | None = None) -> dict[int, str]:
     slow: the app computes it off the GUI thread); without it, computed here."""
     ids, answers = answer_ids(trace)
     if groups is None or len(groups) != len(ids):
-        from engine.answers import group_answers
-
-        groups = group_answers(answers)
+        groups = equivalent_groups(answers)
     votes = {g: groups.count(g) for g in set(groups)}
-    return {i: f"→ {trace.nodes[i].answer[:12]} ×{votes[g]}" for i, g in zip(ids, groups, strict=True)}
+    return {i: f"→ {a[:12]} ×{votes[g]}" for i, a, g in zip(ids, answers, groups, strict=True)}
 
 
 def answer_ids(trace: Trace) -> tuple[list[int], list[str]]:
-    ids = [i for i in trace.roots if trace.nodes[i].answer is not None]
-    return ids, [trace.nodes[i].answer for i in ids]  # type: ignore[misc]
+    """The best-of-N cards with an answer, and their answers."""
+    found = [(i, a) for i in trace.roots if (a := trace.nodes[i].answer) is not None]
+    return [i for i, _ in found], [a for _, a in found]
+
+
+def equivalent_groups(answers: list[str]) -> list[int]:
+    """Answers grouped by mathematical equivalence (math-verify; its first import alone takes a
+    good part of a second): the app runs it on the offload thread."""
+    from engine.answers import group_answers
+
+    # group_answers takes a list[str | None] (a list is invariant: hence the copy) and gives None
+    # only for no answer, which none of these is
+    return [g for g in group_answers(list(answers)) if g is not None]
 
 
 def exact_groups(answers: list[str]) -> list[int]:

@@ -15,14 +15,23 @@ def warm_up() -> None:
         return
     _WARM[0] = True
     from engine import selectors
-    from engine.events import NodeAdded, NodeFinished, NodePruned, NodeScored, RunStarted, Selected, fold
+    from engine.events import (
+        Event,
+        NodeAdded,
+        NodeFinished,
+        NodePruned,
+        NodeScored,
+        RunStarted,
+        Selected,
+        fold,
+    )
     from engine.search import registry
     from gui.detail import node_html
     from gui.trace_view import TraceView
 
     # A strategy drawn as a tree, and a selector: whichever the registries list first.
     tree = next(s.name for s in registry.strategies() if s.drawn_as == "tree")
-    evs = [RunStarted("w", tree, {}, {}, {}, 0, "p")]
+    evs: list[Event] = [RunStarted("w", tree, {}, {}, {}, 0, "p")]
     for i, parent in ((0, None), (1, None), (2, 0)):
         evs += [NodeAdded("w", i, parent, "step", "x", 1, -1.0), NodeScored("w", i, [0.5], 0.5, "warm-up")]
     evs += [
