@@ -50,6 +50,9 @@ class LocalTokenizer:
         self.n_params: int | None = None
         self._pieces: dict[int, bytes] = {}
         self._specials: set[int] = set()
+        self._by_text: dict[str, int] | None = None  # a token's text -> the token (-1: several)
+        self._by_bytes: dict[bytes, list[int]] = {}  # a token's bytes -> the tokens
+        self._longest = 1  # bytes of the longest token
 
     # --- what each kind provides -------------------------------------------------------------------
 
@@ -95,6 +98,80 @@ class LocalTokenizer:
         for t in ids:
             out += self.special_text(t).encode("utf-8") if t in self._specials else self.piece(t)
         return out.decode("utf-8", errors="replace")
+
+    def reads_back(self, ids: Sequence[int]) -> bool:
+        """Whether :meth:`prompt_text` of ``ids`` tokenizes back to exactly ``ids`` (as a server
+        that takes text reads it: BOS added where the model wants one, special tokens parsed). Not
+        always: generated tokens need not be how the tokenizer splits their text, and text forced
+        after a prompt may merge with its last token, where the prompt and its continuation meet."""
+        ids = list(ids)
+        return self.tokenize(self.prompt_text(ids), add_special=True, parse_special=True) == ids
+
+    def ids_of_texts(self, texts: Sequence[str], text: str | None = None) -> list[int] | None:
+        """The tokens whose texts a server gave instead of their ids (the legacy completions
+        format's ``logprobs.tokens``), one per text: each looked up by its text where that spells
+        ``text`` (the completion's text, where known); else the one split of ``text`` into
+        ``len(texts)`` tokens that each read as their text (a server that decodes each token alone
+        writes a character split across tokens as nothing: only the whole text has its bytes).
+        None: no such split."""
+        if self._by_text is None:
+            self._tables()
+        assert self._by_text is not None
+        quick = [self._by_text.get(x, -1) for x in texts]
+        goal = (text or "").encode("utf-8")
+        if all(t >= 0 for t in quick):
+            got = b"".join(self.piece(t) for t in quick)
+            if text is None or got.startswith(goal) or goal.startswith(got):
+                return quick
+        if text is None:
+            return None
+        canonical = self.tokenize(text, add_special=False, parse_special=False)
+        if len(canonical) == len(texts) and all(
+            self.piece(t).decode("utf-8", errors="ignore") == x for t, x in zip(canonical, texts, strict=True)
+        ):
+            return canonical  # (of the splits that fit, the tokenizer's own)
+        return self._split_as(goal, texts)
+
+    def _tables(self) -> None:
+        by_text: dict[str, int] = {}
+        by_bytes: dict[bytes, list[int]] = {}
+        for t in range(self.n_vocab):
+            if t in self._specials or not self.piece(t):
+                continue
+            by_bytes.setdefault(self.piece(t), []).append(t)
+            try:
+                key = self.piece(t).decode("utf-8")
+            except UnicodeDecodeError:
+                continue
+            by_text[key] = -1 if key in by_text else t
+        self._by_bytes, self._longest = by_bytes, max(map(len, by_bytes), default=1)
+        self._by_text = by_text
+
+    def _split_as(self, goal: bytes, texts: Sequence[str]) -> list[int] | None:
+        """Tokens, one per text, each reading as its text (its bytes decoded alone, the rest
+        ignored), whose bytes spell ``goal`` and then what the last ones read as (a stop string's
+        token may reach past the text)."""
+        assert self._by_text is not None
+        frontier: dict[int, list[int]] = {0: []}  # byte position -> the tokens that reach it
+        for want in texts:
+            nxt: dict[int, list[int]] = {}
+            for at, ids in frontier.items():
+                whole = self._by_text.get(want, -1)
+                if (
+                    whole >= 0
+                    and self.piece(whole).startswith(goal[at:])
+                    and len(goal) - at < len(self.piece(whole))
+                ):
+                    nxt.setdefault(at + len(self.piece(whole)), ids + [whole])
+                for n in range(min(self._longest, len(goal) - at), 0, -1):  # longest first, as BPE
+                    for t in self._by_bytes.get(goal[at : at + n], ()):
+                        if self.piece(t).decode("utf-8", errors="ignore") == want:
+                            nxt.setdefault(at + n, ids + [t])
+            if not nxt:
+                return None
+            frontier = nxt
+        ends = [at for at in frontier if at >= len(goal)]
+        return frontier[min(ends)] if ends else None
 
     def chat_tokens(
         self, messages: Sequence[dict[str, str]], **variables: object

@@ -15,11 +15,14 @@ with 130. A traceback is shown only for a bug, and only with ``PONDER_DEBUG=1``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import logging
 import os
 import sys
 import traceback
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -108,7 +111,45 @@ def _command_in(argv: Sequence[str]) -> str | None:
     return next((a for a in argv if not a.startswith("-")), None)
 
 
+class _NotesOnce(logging.Handler):
+    """The engine's notes (``ponder.note``: what an endpoint lacks and what Ponder does instead, a
+    model without a chat template) and any Python warning, each printed once as one line on stderr,
+    ``ponder: note: …``, without a source path (``sys.stderr`` looked up each time: a live progress
+    display puts its own there, and prints the line above itself)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.seen: set[str] = set()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = " ".join(record.getMessage().split())
+        if text and text not in self.seen:
+            self.seen.add(text)
+            print(f"ponder: note: {text}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def _notes_to_stderr() -> Iterator[None]:
+    log = logging.getLogger("ponder.note")
+    handler, level, show = _NotesOnce(), log.level, warnings.showwarning
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    if os.environ.get("PONDER_DEBUG") != "1":  # a warning's source path is for debugging only
+        warnings.showwarning = lambda message, *_a, **_k: log.info(str(message))
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+        warnings.showwarning = show
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    with _notes_to_stderr():
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         name = _command_in(argv)

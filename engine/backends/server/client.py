@@ -25,6 +25,7 @@ import asyncio
 import codecs
 import email.utils
 import json
+import logging
 import time
 from collections.abc import Awaitable
 from typing import Any, TypeVar
@@ -45,11 +46,19 @@ from engine.chat import chat_prompt
 from engine.tokenizer import LocalTokenizer
 
 TRANSIENT_STATUS = (408, 429, 500, 502, 503, 504)
+# One-line notes for the user: what an endpoint lacks and what Ponder does instead (the CLI prints
+# each once on stderr; see engine/cli/__init__.py).
+NOTES = logging.getLogger("ponder.note")
 T = TypeVar("T")
 PROBE_EVERY = 3.0  # seconds between health probes while completions are in flight
 
 
 def _error_text(resp: httpx.Response) -> str:
+    """What a refusal says, on one line (a pydantic message spans several)."""
+    return " ".join(_error_said(resp).split())
+
+
+def _error_said(resp: httpx.Response) -> str:
     try:
         body = resp.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
@@ -64,6 +73,14 @@ def _error_text(resp: httpx.Response) -> str:
         if "detail" in body:
             return str(body["detail"])[:500]
     return str(body)[:300]
+
+
+def _body(resp: httpx.Response) -> Any:
+    """A refusal's body: its JSON, else its text."""
+    try:
+        return resp.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return resp.text[:2000]
 
 
 def _retry_after(resp: httpx.Response, fallback: float) -> float:
@@ -145,6 +162,9 @@ class ServerClient:
         self.pieces: dict[int, bytes] = {}  # token id -> bytes, as far as known
         self._end_texts: dict[int, str] = {}  # end-of-generation tokens the server writes out, by id
         self._tok_cache: dict[tuple[str, bool, bool], list[int]] = {}
+        self.text_prompts = 0  # prompts sent as text (an endpoint that takes no token ids)
+        self.seam_splits = 0  # of those, how many its tokenizer reads back as other tokens
+        self._noted: set[str] = set()
 
     def __repr__(self) -> str:  # never shows the key
         return f"ServerClient({self.url!r})"
@@ -240,6 +260,8 @@ class ServerClient:
                     self.url,
                     f"HTTP {resp.status_code} after {attempt} tries: {_error_text(resp)}",
                     transient=True,
+                    status=resp.status_code,
+                    body=_body(resp),
                 )
             if resp.status_code in (401, 403):
                 what = (
@@ -249,7 +271,12 @@ class ServerClient:
                 )
                 raise ServerError(self.url, f"{what} (HTTP {resp.status_code}: {_error_text(resp)})")
             if resp.status_code >= 400:
-                raise ServerError(self.url, f"HTTP {resp.status_code} on {path}: {_error_text(resp)}")
+                raise ServerError(
+                    self.url,
+                    f"HTTP {resp.status_code} on {path}: {_error_text(resp)}",
+                    status=resp.status_code,
+                    body=_body(resp),
+                )
             try:
                 return resp.json()
             except (json.JSONDecodeError, UnicodeDecodeError):
@@ -410,6 +437,17 @@ class ServerClient:
             )
         return [int(t) for t in toks], None
 
+    def note_once(self, key: str, text: str) -> None:
+        """Tell the user, once per server and ``key``, what it lacks and what Ponder does instead."""
+        if key not in self._noted:
+            self._noted.add(key)
+            NOTES.info(text)
+
+    def ids_of_texts(self, texts: list[str], text: str) -> list[int] | None:
+        """The tokens of texts a server gave instead of ids, spelling ``text``, by the local
+        tokenizer (None: none held, or no such tokens)."""
+        return self.tokenizer.ids_of_texts(texts, text) if self.tokenizer is not None else None
+
     async def piece(self, token: int) -> bytes:
         if self.tokenizer is not None:
             return self.tokenizer.piece(token)
@@ -443,6 +481,15 @@ class ServerClient:
             return None
         if self.tokenizer is None:
             raise ServerError(self.url, "takes text prompts only, and no tokenizer was given (--tokenizer)")
+        self.text_prompts += 1
+        if not self.tokenizer.reads_back(ids):
+            self.seam_splits += 1
+            self.note_once(
+                "seam",
+                f"{self.url} takes text prompts only, and a prompt of {len(ids)} tokens reads back as "
+                "other tokens where its text joins a continuation: the server continues from its own "
+                "reading there (the session records prompts: text, seam: retokenized)",
+            )
         return self.tokenizer.prompt_text(ids)
 
     def request(self, req: CompletionRequest) -> tuple[str, dict[str, Any]]:

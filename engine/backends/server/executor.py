@@ -200,6 +200,15 @@ class ServerExecutor(Executor):
             return [(done, srv, prompt) for done in outs]
 
         limit = self.pool.group_limit
+        if limit == 1:
+            firsts = [item.messages for item, prompt, _ in plan if prompt is None]
+            if len(firsts) > len(set(firsts)):
+                for c in (c for c in self.pool.alive if not c.dialect.several_per_request):
+                    c.note_once(
+                        "n",
+                        f"{c.url} gets one request per sample (several completions of one prompt "
+                        "in one request go to llama-server only): samples of a prompt go side by side",
+                    )
         work: list[tuple[Any, list[int]]] = []  # (coroutine, the plan indices it answers for)
         groups: dict[tuple, list[int]] = {}
         for k, (item, prompt, server) in enumerate(plan):

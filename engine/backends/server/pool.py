@@ -218,6 +218,12 @@ class ServerPool:
             raise
         for c in clients:
             c.tokenizer = tok
+            if c.info is not None and c.info.text_prompts and not c.info.pooling and tok is not None:
+                c.note_once(
+                    "token ids",
+                    f"{c.url} takes no token-id prompts ({c.info.refused_ids or 'refused'}): each "
+                    f"prompt goes as text, tokens counted by the tokenizer {tok.path}",
+                )
         _params_by_name(infos)
         return cls(clients, lt, own_loop=own)
 
@@ -365,7 +371,9 @@ class ServerPool:
 
         async def render(c: ServerClient) -> list[int]:
             msgs = [{"role": r, "content": t} for r, t in messages]
-            toks, _warning = await c.chat_tokens(msgs, **dict(template))
+            toks, warning = await c.chat_tokens(msgs, **dict(template))
+            if warning:
+                c.note_once("template", f"{c.url}: {warning}")
             return toks
 
         toks = await self._on_any(render)
@@ -391,6 +399,14 @@ class ServerPool:
             "served_as": info.served_as,
             "tokenizer": info.tokenizer,
             "prompts": "text" if any(i.text_prompts for i in self.infos) else "tokens",
+            # Text prompts are read back by the server's tokenizer, which may split a continuation
+            # otherwise where its text joins the prompt ("retokenized"; docs/servers.md).
+            **({"seam": "retokenized"} if any(i.text_prompts for i in self.infos) else {}),
+            **(
+                {"token_ids_refused": next(i.refused_ids for i in self.infos if i.text_prompts)}
+                if any(i.text_prompts and i.refused_ids for i in self.infos)
+                else {}
+            ),
             **({"pooling": True} if any(i.pooling for i in self.infos) else {}),
         }
 

@@ -11,13 +11,26 @@ from engine.errors import PonderError
 
 
 class ServerError(PonderError):
-    """A server refused, failed or answered nonsense. ``dead``: it cannot be reached at all."""
+    """A server refused, failed or answered nonsense. ``dead``: it cannot be reached at all.
+    ``status`` and ``body``: the HTTP status and the (JSON, else text) body of a refusal, where
+    there was one (what probing reads to learn what the endpoint takes)."""
 
-    def __init__(self, server: str, message: str, *, dead: bool = False, transient: bool = False) -> None:
+    def __init__(
+        self,
+        server: str,
+        message: str,
+        *,
+        dead: bool = False,
+        transient: bool = False,
+        status: int | None = None,
+        body: Any = None,
+    ) -> None:
         super().__init__(f"{server}: {message}")
         self.server = server
         self.dead = dead
         self.transient = transient
+        self.status = status
+        self.body = body
 
 
 def split_url(url: str) -> tuple[str, str | None]:
@@ -58,6 +71,7 @@ class ServerInfo:
     # What its dialect found it can do, recorded (the client holds the dialect: ServerClient.dialect):
     tokenizes: bool = True  # it answers /tokenize (a gateway or an OpenAI-only proxy does not)
     text_prompts: bool = False  # it takes prompts as text only, not token ids (a gateway)
+    refused_ids: str = ""  # how it refused a token-id prompt, in a few words ("HTTP 422: 'prompt' ...")
     served_as: str = ""  # the model its answers name, where its model list says less (a gateway: "unknown")
     tokenizer: str = ""  # the local tokenizer Ponder uses for it (a GGUF or a tokenizer.json folder)
     pooling: bool = False  # a reward model on vLLM's pooling API (/pooling), no completions
@@ -88,6 +102,8 @@ class Completion:
     prompt_n: int = 0  # prompt tokens the server evaluated
     cached_n: int = 0  # prompt tokens its cache already held
     top: list[tuple[int | None, str, float]] = field(default_factory=list)  # first position's top logprobs
+    # Each token's text, where the server gave texts instead of ids (``logprobs`` then theirs):
+    token_texts: list[str] = field(default_factory=list)
 
 
 def to_int(v: Any) -> int | None:

@@ -13,8 +13,8 @@ package names a dialect: adding one is one module here plus its test.
 * ``llama_server``: llama.cpp's own ``/completion`` API (it answers ``/props``);
 * ``vllm``: ``/v1/completions`` on an endpoint that tokenizes and takes token ids (vLLM, SGLang), or
   a reward model behind vLLM's pooling API;
-* ``gateway``: the SGLang Model Gateway (or any endpoint that refuses token-id prompts): text
-  prompts, rendered and tokenized by Ponder;
+* ``gateway``: any endpoint that refuses token-id prompts (the SGLang Model Gateway, servers that
+  validate ``prompt`` as a string): text prompts, rendered and tokenized by Ponder;
 * ``openai``: any other OpenAI-compatible endpoint (a proxy without ``/tokenize``).
 
 Sessions record a dialect's ``name``: ``llama-server``, or ``openai`` for the other three.

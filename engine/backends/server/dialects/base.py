@@ -54,6 +54,10 @@ class Endpoint(Caller, Protocol):
 
     async def assemble(self, ids: list[int]) -> tuple[str, list[str]]: ...
 
+    def ids_of_texts(self, texts: list[str], text: str) -> list[int] | None: ...
+
+    def note_once(self, key: str, text: str) -> None: ...
+
     async def without_end_token(self, done: Completion) -> str: ...
 
     def prompt_text(self, ids: tuple[int, ...]) -> str | None: ...
@@ -78,6 +82,7 @@ class Probe:
         self._tokenizes: bool | None = None
         self._tiny: Any = None  # the answer to one tiny completion with a token-id prompt
         self._refusal = ""  # why the server refused it ("": it did not)
+        self.refused_ids = ""  # that refusal in a few words, for the record ("HTTP 422: prompt ...")
         self._asked = False
         self._pools: bool | None = None
         self._served: str | None = None
@@ -107,16 +112,30 @@ class Probe:
         return self._tokenizes
 
     async def takes_token_ids(self) -> bool:
-        """Whether it answers a tiny completion whose prompt is token ids (an HTTP 4xx: it does not)."""
+        """Whether it answers a tiny completion whose prompt is token ids. Learned from its answer:
+        any HTTP 4xx, or a refusal of any status (400, 422, even 500) whose body says the prompt's
+        type is wrong (pydantic's ``{'type': 'string_type', 'loc': ('body', 'prompt', 'str')}``, the
+        gateway's "untagged enum StringOrArray"), means it does not; any other failure (a 500 without
+        such a body) is an error, said in one line."""
         if not self._asked:
             self._asked = True
             tiny = {"model": self.model, "prompt": [0], "max_tokens": 1, "temperature": 0.0}
             try:
                 self._tiny = await self.client.call("POST", "/v1/completions", tiny, retries=1, timeout=60)
             except ServerError as e:
-                if e.dead or "API key" in str(e) or "HTTP 4" not in str(e):
+                if e.dead or "API key" in str(e):
                     raise
+                why = prompt_type_refusal(e)
+                if why is None and (e.status is None or not 400 <= e.status < 500):
+                    said = str(e).split(": ", 1)[-1]
+                    raise ServerError(
+                        e.server,
+                        f"failed a one-token completion (the connect-time probe, prompt [0]): {said}",
+                        status=e.status,
+                        body=e.body,
+                    ) from None
                 self._refusal = str(e)
+                self.refused_ids = why or f"HTTP {e.status}"
         return not self._refusal
 
     async def pools(self) -> bool:
@@ -160,6 +179,42 @@ class Probe:
             except ServerError:
                 pass
         return self._version
+
+
+_TYPE_WORDS = ("type", "valid string", "string", "variant", "expected", "must be", "str")
+
+
+def _validation_items(body: Any) -> list[Any]:
+    """The validation errors a refusal's body lists (FastAPI's ``detail``, an ``error`` object's)."""
+    if isinstance(body, dict):
+        for key in ("detail", "error", "errors"):
+            if key in body:
+                inner = body[key]
+                return inner if isinstance(inner, list) else [inner]
+    return body if isinstance(body, list) else [body]
+
+
+def prompt_type_refusal(e: ServerError) -> str | None:
+    """What a refused completion says of its prompt's type, in a few words ("HTTP 422: 'prompt'
+    string_type"), when it says that: a validation error located at ``prompt`` (pydantic's ``loc``,
+    an OpenAI error's ``param``), or a message naming ``prompt`` with a type word ("Input should be
+    a valid string", "did not match any variant"). None: the refusal says nothing of the prompt."""
+    if e.status is None:
+        return None
+    for item in _validation_items(e.body):
+        if isinstance(item, dict):
+            loc = item.get("loc") or ([item["param"]] if item.get("param") else [])
+            kind = str(item.get("type") or "")
+            msg = str(item.get("msg") or item.get("message") or "")
+            if isinstance(loc, list | tuple) and "prompt" in [str(x) for x in loc]:
+                return f"HTTP {e.status}: 'prompt' {kind or msg[:60]}".strip()
+            text = msg or str(item)
+        else:
+            text = str(item)
+        low = text.lower()
+        if "prompt" in low and any(w in low for w in _TYPE_WORDS):
+            return f"HTTP {e.status}: {' '.join(text.split())[:80]}"
+    return None
 
 
 @dataclass(frozen=True)

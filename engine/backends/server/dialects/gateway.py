@@ -1,9 +1,13 @@
-"""The SGLang Model Gateway (``smg``, sglang-router), or any OpenAI-compatible endpoint that refuses
-a prompt of token ids (the gateway: HTTP 422, "prompt: data did not match any variant of untagged
-enum StringOrArray"). It has no ``/tokenize`` or ``/props`` and lists its model as ``unknown``;
-its answers name the model it routes to. Ponder holds the model's own tokenizer and sends prompts
-as text with their special tokens written out; requests and answers otherwise as
-:mod:`~engine.backends.server.dialects.openai`."""
+"""Any OpenAI-compatible endpoint that takes text prompts only: the SGLang Model Gateway (``smg``,
+sglang-router: HTTP 422, "prompt: data did not match any variant of untagged enum StringOrArray"),
+and the servers that validate ``prompt`` as a string, as pydantic ones do (FastAPI's 422, or a 400 or
+500 whose body says ``{'type': 'string_type', 'loc': ('body', 'prompt', 'str')}``). What it takes is
+learned at connect time from its refusal of a token-id prompt (``Probe.takes_token_ids``), not
+assumed. The gateway has no ``/tokenize`` or ``/props`` and lists its model as ``unknown``; its
+answers name the model it routes to. Ponder holds the model's own tokenizer and sends each prompt as
+the text of its tokens, special tokens written out (``LocalTokenizer.prompt_text``), which the
+server's tokenizer reads back; requests and answers otherwise as
+:mod:`~engine.backends.server.dialects.openai`. Recorded as ``openai`` with ``prompts: text``."""
 
 from __future__ import annotations
 

@@ -64,9 +64,14 @@ def parse_openai(url: str, r: Any, req: CompletionRequest) -> tuple[Completion, 
         usage = r.get("usage") or {}
     except (KeyError, IndexError, TypeError, AttributeError):
         raise ServerError(url, f"answered /v1/completions without a choice: {str(r)[:160]}") from None
-    ids, lps, top = _openai_tokens(choice.get("logprobs") or {})
-    n_done = to_int(usage.get("completion_tokens")) or len(ids)
-    finish, text = _openai_finish(choice, reason, text, n_done > len(ids), req)
+    ids, lps, top, texts = _openai_tokens(choice.get("logprobs") or {})
+    n_done = to_int(usage.get("completion_tokens")) or len(ids) or len(texts)
+    if texts and not ids:  # token texts: a stop string left out of the text is still among them
+        said = "".join(texts)  # (generation ends at the first stop string: none is in the text)
+        trimmed = n_done > len(texts) or any(x in said for x in req.stop)
+    else:
+        trimmed = n_done > len(ids)
+    finish, text = _openai_finish(choice, reason, text, trimmed, req)
     details = usage.get("prompt_tokens_details") or {}
     cached = to_int(details.get("cached_tokens")) or 0
     done = Completion(
@@ -78,15 +83,19 @@ def parse_openai(url: str, r: Any, req: CompletionRequest) -> tuple[Completion, 
         prompt_n=max(0, (to_int(usage.get("prompt_tokens")) or len(req.prompt)) - cached),
         cached_n=cached,
         top=top,
+        token_texts=texts,
     )
     return done, to_int(usage.get("completion_tokens")) or 0
 
 
-def _openai_tokens(lp: Any) -> tuple[list[int], list[float], _Top]:
-    """Token ids, their logprobs and the first position's top logprobs, from a choice's logprobs."""
+def _openai_tokens(lp: Any) -> tuple[list[int], list[float], _Top, list[str]]:
+    """Token ids, their logprobs and the first position's top logprobs, from a choice's logprobs;
+    where the server gave token texts, not ids (the legacy format without vLLM's extension), no ids
+    and those texts with their logprobs."""
     ids: list[int] = []
     lps: list[float] = []
     top: _Top = []
+    texts: list[str] = []
     if isinstance(lp, dict) and isinstance(lp.get("content"), list):  # llama-server, newer OpenAI
         for k, e in enumerate(lp["content"]):
             if isinstance(e, dict) and isinstance(e.get("id"), int):
@@ -99,17 +108,37 @@ def _openai_tokens(lp: Any) -> tuple[list[int], list[float], _Top]:
                         if isinstance(t, dict)
                     ]
     elif isinstance(lp, dict) and isinstance(lp.get("tokens"), list):  # vLLM, SGLang (legacy)
-        for k, (tok, value) in enumerate(zip(lp["tokens"], lp.get("token_logprobs") or [], strict=False)):
+        values = list(lp.get("token_logprobs") or [])
+        values += [None] * (len(lp["tokens"]) - len(values))
+        for tok, value in zip(lp["tokens"], values, strict=False):
             tid = _token_id(tok)
-            if tid is None:
-                ids = []
-                break
-            ids.append(tid)
+            ids.append(-1 if tid is None else tid)
             lps.append(to_float(value) or 0.0)
-            if k == 0 and lp.get("top_logprobs"):
-                first = lp["top_logprobs"][0] or {}
-                top = [(_token_id(t), str(t), to_float(v) or -1e30) for t, v in first.items()]
-    return ids, lps, top
+        if lp.get("top_logprobs"):
+            first = lp["top_logprobs"][0] or {}
+            top = [(_token_id(t), str(t), to_float(v) or -1e30) for t, v in first.items()]
+        if any(t < 0 for t in ids):
+            ids, texts = [], [str(t) for t in lp["tokens"]]
+    return ids, lps, top, texts
+
+
+def aligned(texts: list[str], lps: list[float], pieces: list[str]) -> list[float]:
+    """The logprobs a server gave for its tokens' ``texts``, moved onto tokens of the same text split
+    as ``pieces`` (the local tokenizer's): each server token's to the local token its text ends in,
+    so every span's total stays the server's."""
+    out = [0.0] * len(pieces)
+    ends, at = [], 0
+    for p in pieces:
+        at += len(p)
+        ends.append(at)
+    j, at = 0, 0
+    for t, lp in zip(texts, lps, strict=False):
+        at += len(t)
+        while j < len(ends) - 1 and ends[j] < at:
+            j += 1
+        if out:
+            out[j] += lp
+    return out
 
 
 def _openai_finish(
@@ -178,6 +207,7 @@ class OpenAI(Dialect):
             owned_by=str(entry.get("owned_by") or ""),
             tokenizes=self.tokenizes,
             text_prompts=not self.token_prompts,
+            refused_ids="" if self.token_prompts else probe.refused_ids,
             served_as=await probe.served_as(),
             pooling=self.pooling,
         )
@@ -197,6 +227,17 @@ class OpenAI(Dialect):
         # not text, as in process.
         done.text = await client.without_end_token(done)
         ids, lps, text = done.ids, done.logprobs, done.text
+        said = list(done.token_texts)
+        if said:  # token texts, not ids: each looked up in the local tokenizer (exact where unique)
+            ids = client.ids_of_texts(said, text) or []
+            lps = lps if ids else []
+        looked_up = bool(said and ids)
+        if not ids and not said and text:
+            client.note_once(
+                "logprobs",
+                f"{client.url} gives no logprobs: tokens are read from the text by the tokenizer and "
+                "recorded with p = 1 (no shading)",
+            )
         if not ids or len(ids) < n_counted:
             # Ids the server did not give: from the text (exact for what the model would read back).
             known = b"".join([await client.piece(t) for t in ids]).decode("utf-8", errors="replace")
@@ -209,6 +250,8 @@ class OpenAI(Dialect):
         if len(lps) < len(ids):
             lps += [0.0] * (len(ids) - len(lps))
         _text, pieces = await client.assemble(ids)
+        if said and not looked_up:  # the same text split otherwise: its logprobs moved over
+            lps = aligned(said, done.logprobs, pieces)
         if "".join(pieces) != text:  # keep the server's text; spread it over the pieces we have
             pieces = spread(text, len(ids))
         done.ids, done.logprobs, done.pieces = ids, lps[: len(ids)], pieces
