@@ -14,8 +14,6 @@ pooling on a server. A kind picks the mechanism and gives it its :mod:`~engine.p
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +21,7 @@ from typing import Protocol
 
 from engine.errors import InvalidRequestError
 from engine.executor import PRM
+from engine.modules import import_all
 from engine.prm.formats import HeadFormat, VerdictFormat
 
 
@@ -139,10 +138,8 @@ def load() -> None:
     if _loaded:
         return
     _loaded = True
-    package = __name__.rsplit(".", 1)[0] + ".kinds"  # engine.prm.kinds, beside this module
-    for m in pkgutil.iter_modules([str(Path(__file__).parent / "kinds")]):
-        if not m.ispkg:
-            importlib.import_module(f"{package}.{m.name}")
+    # engine.prm.kinds, beside this module (named, not imported: engine.prm imports this module)
+    import_all(Path(__file__).parent / "kinds", __name__.rsplit(".", 1)[0] + ".kinds")
 
 
 def kinds() -> list[PRMKind]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
-import pkgutil
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from typing import Any
 
 from engine.errors import InvalidRequestError
 from engine.events import Trace
+from engine.modules import import_all
 
 
 class BudgetError(InvalidRequestError):
@@ -278,9 +278,7 @@ def load(extra: Iterable[str] | None = None) -> None:
     ``PONDER_STRATEGIES`` (comma-separated) and ``extra``. Each registers itself."""
     if "" not in _loaded:
         _loaded.add("")
-        for m in pkgutil.iter_modules([str(Path(__file__).parent)]):  # this package's modules
-            if not m.ispkg:
-                importlib.import_module(f"engine.search.{m.name}")
+        import_all(Path(__file__).parent, "engine.search")  # this package's modules
     wanted = [s.strip() for s in os.environ.get("PONDER_STRATEGIES", "").split(",") if s.strip()]
     for item in [*wanted, *(extra or ())]:
         if item in _loaded:  # asked on every lookup: import once

@@ -15,13 +15,12 @@ events and the strategies.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import InvalidRequestError
+from engine.modules import import_all
 
 
 @dataclass(frozen=True)
@@ -89,9 +88,7 @@ def load() -> None:
     if _loaded:
         return
     _loaded = True
-    for m in pkgutil.iter_modules([str(Path(__file__).parent)]):
-        if not m.ispkg:
-            importlib.import_module(f"{__name__}.{m.name}")
+    import_all(Path(__file__).parent, __name__)
 
 
 def selectors() -> list[Selector]:

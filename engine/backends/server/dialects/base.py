@@ -8,14 +8,13 @@ its fields what probing found of this one (``tokenizes``, ``token_prompts``, ``p
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol
 
 from engine.backends.server.wire import Completion, CompletionRequest, ServerError, ServerInfo
+from engine.modules import import_all
 
 Body = dict[str, Any]  # a JSON request body
 DEFAULT_SLOTS = 16  # the slots of a server that does not say (vLLM batches far more)
@@ -303,9 +302,7 @@ def load() -> None:
     if _loaded:
         return
     _loaded = True
-    for m in pkgutil.iter_modules([str(Path(__file__).parent)]):
-        if not m.ispkg and m.name != "base":
-            importlib.import_module(f"{__package__}.{m.name}")
+    import_all(Path(__file__).parent, str(__package__), skip=("base",))
 
 
 def probe_order() -> list[type[Dialect]]:
